@@ -1,0 +1,75 @@
+# The README's two commands are `make run` and `make test`; everything else is
+# a step of those. Every target installs what it needs.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements/dev.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --require-hashes -r requirements/dev.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv with the pinned dependencies
+
+.PHONY: binaries
+binaries: ## build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok
+	bash hack/build-binaries.sh all >/dev/null
+
+.PHONY: cluster-up cluster-down
+cluster-up: ## start the local control plane (reused when running) and print its kubeconfig
+	$(PYTHON) hack/localcluster.py up
+cluster-down: ## stop the local control plane and delete its state
+	$(PYTHON) hack/localcluster.py down
+
+.PHONY: run
+run: venv ## run the operator: against $KUBECONFIG, or a local control plane it starts
+	$(PY) hack/run.py
+
+.PHONY: lint
+lint: venv ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+.PHONY: fmt
+fmt: venv ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+.PHONY: typecheck
+typecheck: venv ## mypy --strict on pdm_operator
+	$(VENV)/bin/mypy
+
+.PHONY: unit
+unit: venv ## unit tests (no cluster, no network)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: integration
+integration: venv ## integration tests on the real control plane ($KUBECONFIG or a local one)
+	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint typecheck unit integration ## every gate: ruff, mypy, unit, integration
+
+.PHONY: lock
+lock: venv ## re-resolve requirements/*.lock from pyproject.toml (uses uv)
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -q -o requirements/runtime.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -q -o requirements/dev.lock
+
+.PHONY: clean
+clean: ## remove the virtualenv and caches (not the built binaries)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

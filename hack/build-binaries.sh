@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Build the local control plane from upstream Go modules:
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes)
+#   etcd                                                              (go.etcd.io/etcd/server/v3)
+#   kwok                                                              (sigs.k8s.io/kwok)
+#
+# Each component lands in its own cache directory keyed by its version and the
+# Go toolchain version, e.g. ~/.cache/pdm-operator/bin/kubernetes-v1.34.4-go1.26.8/,
+# and is only rebuilt when that key changes. Prints the directories on stdout
+# (one per line: NAME=DIR), progress on stderr.
+#
+# Why a wrapper module: upstream k8s.io/kubernetes points its ~30 staging
+# modules (k8s.io/api, k8s.io/client-go, ...) at ./staging with replace
+# directives, so `go install k8s.io/kubernetes/cmd/...@v` is refused and a
+# dependent module sees the staging modules at v0.0.0. The wrapper requires
+# k8s.io/kubernetes and replaces every staging module with its published
+# v0.X.Y twin; the list is generated from the go.mod the proxy serves, so it
+# follows upstream when the version changes. etcd's server module has relative
+# replaces for the same reason.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+log() { printf '[build-binaries] %s\n' "$*" >&2; }
+die() { printf '[build-binaries] error: %s\n' "$*" >&2; exit 1; }
+
+command -v go >/dev/null 2>&1 || die "Go is not installed (need Go >= 1.24 on PATH to build the control plane)."
+go_version=$(go env GOVERSION)
+cache=${PDM_CACHE_DIR:-$HOME/.cache/pdm-operator}
+bin_root="$cache/bin"
+work_root="$cache/build"
+mkdir -p "$bin_root" "$work_root"
+# One build at a time per cache (tests and `make run` may start together).
+exec 9>"$cache/build.lock"
+if ! flock -n 9; then
+  log "another build holds $cache/build.lock; waiting for it"
+  flock 9
+fi
+
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+jobs=${PDM_BUILD_JOBS:-2}
+
+check_proxy() {
+  local mod=$1
+  if ! go list -m -json "$mod" >/dev/null 2>"$work_root/proxy-check.err"; then
+    cat "$work_root/proxy-check.err" >&2
+    die "cannot reach the Go module proxy for $mod (GOPROXY=$(go env GOPROXY)); the control plane is built from modules and needs it."
+  fi
+}
+
+# go build with a progress line: packages compiled so far out of the total.
+build_with_progress() {
+  local label=$1 outdir=$2; shift 2
+  local total
+  total=$(go list -deps "$@" 2>/dev/null | wc -l || echo "?")
+  log "$label: compiling ~$total packages with -p $jobs (first build only; cached afterwards)"
+  local start=$SECONDS
+  go build -p "$jobs" -v -trimpath -tags "${BUILD_TAGS:-}" -ldflags "${LDFLAGS:-}" -o "$outdir/" "$@" 2>&1 |
+    awk -v label="$label" -v total="$total" -v start="$start" '
+      # package paths have no spaces; anything else is a compiler message
+      / / { print > "/dev/stderr"; next }
+      { n++; if (n % 200 == 0) { printf "[build-binaries] %s: %d/%s packages\n", label, n, total > "/dev/stderr"; fflush("/dev/stderr") } }'
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || die "$label: go build failed (exit $rc)"
+  log "$label: done in $((SECONDS - start))s"
+}
+
+stamp_ok() { [ -f "$1/.complete" ]; }
+
+# --- Kubernetes -------------------------------------------------------------
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION
+  local out="$bin_root/kubernetes-$v-$go_version"
+  if stamp_ok "$out"; then echo "KUBERNETES_BIN=$out"; return; fi
+  check_proxy "k8s.io/kubernetes@$v"
+  local w="$work_root/kubernetes-$v"
+  rm -rf "$w" && mkdir -p "$w"
+  local upstream_mod staging_v
+  upstream_mod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [ -f "$upstream_mod" ] || die "could not download the go.mod of k8s.io/kubernetes@$v"
+  # v1.34.4 -> v0.34.4: the published tags of the staging modules.
+  staging_v="v0.${v#v1.}"
+  {
+    echo "module pdm-operator.local/kubernetes-build"
+    echo
+    echo "go 1.24.0"
+    echo
+    echo "require k8s.io/kubernetes $v"
+    echo
+    # Every replace of upstream: staging paths become published versions,
+    # anything else is carried over as it is.
+    awk -v sv="$staging_v" '
+      /^replace \(/ { inblock = 1; next }
+      inblock && /^\)/ { inblock = 0; next }
+      inblock && /=>/ {
+        if ($3 ~ /^\.\/staging\//) printf "replace %s => %s %s\n", $1, $1, sv;
+        else { sub(/^[ \t]+/, ""); print "replace " $0 }
+      }
+      /^replace [^(]/ { print }' "$upstream_mod"
+    echo
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+      echo "tool k8s.io/kubernetes/cmd/$c"
+    done
+  } >"$w/go.mod"
+  log "kubernetes $v: wrapper module with $(grep -c '^replace' "$w/go.mod") replaces (from upstream go.mod); resolving modules"
+  (cd "$w" && go mod tidy) || die "go mod tidy failed for the kubernetes wrapper module"
+  local major minor date
+  major=$(echo "$v" | sed 's/^v\([0-9]*\)\..*/\1/')
+  minor=$(echo "$v" | sed 's/^v[0-9]*\.\([0-9]*\)\..*/\1/')
+  date=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"Info": "\(.*\)".*/\1/p')")
+  local ld="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=${date:-1970-01-01T00:00:00Z}"
+  done
+  mkdir -p "$out"
+  (cd "$w" && LDFLAGS=$ld BUILD_TAGS=selinux,notest,grpcnotrace build_with_progress "kubernetes $v" "$out" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  "$out/kube-apiserver" --version >&2
+  touch "$out/.complete"
+  echo "KUBERNETES_BIN=$out"
+}
+
+# --- etcd -------------------------------------------------------------------
+build_etcd() {
+  local v=$ETCD_VERSION
+  local out="$bin_root/etcd-$v-$go_version"
+  if stamp_ok "$out"; then echo "ETCD_BIN=$out"; return; fi
+  check_proxy "go.etcd.io/etcd/server/v3@$v"
+  local w="$work_root/etcd-$v"
+  rm -rf "$w" && mkdir -p "$w"
+  cat >"$w/go.mod" <<MOD
+module pdm-operator.local/etcd-build
+
+go 1.24.0
+
+require go.etcd.io/etcd/server/v3 $v
+
+tool go.etcd.io/etcd/server/v3
+MOD
+  log "etcd $v: resolving modules"
+  (cd "$w" && go mod tidy) || die "go mod tidy failed for the etcd wrapper module"
+  mkdir -p "$out"
+  (cd "$w" && LDFLAGS="-s -w" BUILD_TAGS="" build_with_progress "etcd $v" "$out" go.etcd.io/etcd/server/v3)
+  # go names the binary after the last path element that is not a major version suffix
+  for b in v3 server; do [ -f "$out/$b" ] && mv "$out/$b" "$out/etcd"; done
+  "$out/etcd" --version >&2
+  touch "$out/.complete"
+  echo "ETCD_BIN=$out"
+}
+
+# --- kwok -------------------------------------------------------------------
+build_kwok() {
+  local v=$KWOK_VERSION
+  local out="$bin_root/kwok-$v-$go_version"
+  if stamp_ok "$out"; then echo "KWOK_BIN=$out"; return; fi
+  check_proxy "sigs.k8s.io/kwok@$v"
+  mkdir -p "$out"
+  log "kwok $v: go install"
+  local start=$SECONDS
+  GOBIN="$out" go install -p "$jobs" -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$v" \
+    "sigs.k8s.io/kwok/cmd/kwok@$v" || die "go install sigs.k8s.io/kwok/cmd/kwok@$v failed"
+  log "kwok $v: done in $((SECONDS - start))s"
+  touch "$out/.complete"
+  echo "KWOK_BIN=$out"
+}
+
+what=${1:-all}
+case "$what" in
+  all) build_etcd; build_kwok; build_kubernetes ;;
+  kubernetes) build_kubernetes ;;
+  etcd) build_etcd ;;
+  kwok) build_kwok ;;
+  *) die "unknown component: $what (all|kubernetes|etcd|kwok)" ;;
+esac

@@ -1,0 +1,105 @@
+"""Integration fixtures: a real Kubernetes control plane and a namespace per test.
+
+``cluster`` (session): when ``PDM_TEST_KUBECONFIG`` or ``KUBECONFIG`` names a
+cluster, the suite runs against it (a kind cluster on a laptop, say) and fails
+at once if it is unreachable. Otherwise it starts the local control plane from
+``hack/localcluster.py`` (building the binaries on first use) and stops it at
+the end; ``PDM_TEST_REUSE_CLUSTER=1`` keeps and reuses it between runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from localcluster import ClusterError, LocalCluster, build_binaries
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What a test needs to reach the cluster under test."""
+
+    kubeconfig: Path
+    kubectl: Path
+    api: client.ApiClient
+    local: bool
+
+    def env(self) -> dict[str, str]:
+        """Environment for a child process (kubectl, the operator) aimed at this cluster."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = f"{self.kubectl.parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+
+def _external_kubeconfig() -> Path | None:
+    raw = os.environ.get("PDM_TEST_KUBECONFIG") or os.environ.get("KUBECONFIG")
+    return Path(raw.split(os.pathsep)[0]) if raw else None
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    external = _external_kubeconfig()
+    if external is not None:
+        api = config.new_client_from_config(config_file=str(external))
+        try:
+            client.VersionApi(api).get_code()
+        except Exception as e:  # noqa: BLE001 - any failure means "not reachable"
+            pytest.fail(f"the cluster in {external} is not reachable: {e}", pytrace=False)
+        # Prefer the kubectl built for the local control plane (known version);
+        # fall back to the one on PATH.
+        try:
+            kubectl = build_binaries()["kubectl"]
+        except ClusterError:
+            found = shutil.which("kubectl")
+            if not found:
+                pytest.fail("no kubectl found on PATH", pytrace=False)
+            kubectl = Path(found)
+        yield Cluster(external, kubectl, api, local=False)
+        return
+
+    local = LocalCluster(os.environ.get("PDM_TEST_CLUSTER_NAME", "pdm-test"))
+    reuse = os.environ.get("PDM_TEST_REUSE_CLUSTER") == "1"
+    if not reuse:
+        local.down(quiet=True)
+    try:
+        kubeconfig = local.up()
+    except ClusterError as e:
+        pytest.fail(f"could not start the local control plane: {e}", pytrace=False)
+    kubectl = Path(str(local.state()["bins"]["kubectl"]))  # type: ignore[index]
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        yield Cluster(kubeconfig, kubectl, api, local=True)
+    finally:
+        api.close()
+        if not reuse:
+            local.down(quiet=True)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
+    core = client.CoreV1Api(cluster.api)
+    labels = getattr(request, "param", None) or {}
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
