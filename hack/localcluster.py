@@ -410,6 +410,11 @@ class LocalCluster:
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--cidr=10.244.0.0/16",
+                # Heartbeat through a node Lease, as a kubelet does. Without it
+                # kwok only refreshes node status every ~55s, past the node
+                # controller's 50s grace period: the node flaps and the pods
+                # on it are marked NotReady for good.
+                "--node-lease-duration-seconds=40",
                 # The node's address and kubelet port are kwok's own server on
                 # loopback, so `kubectl logs` (apiserver -> "kubelet") never
                 # leaves this machine.

@@ -1,0 +1,81 @@
+"""What a migration Job's status means for the migration (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pdm_operator import model
+from pdm_operator.model import Body
+
+LOG_TAIL_LIMIT = 2048
+
+
+@dataclass(frozen=True)
+class Outcome:
+    succeeded: bool
+    reason: str
+    message: str
+    time: str | None = None
+
+
+def outcome(job: Body) -> Outcome | None:
+    """The end of the Job, or None while it runs.
+
+    Only the terminal conditions count: ``FailureTarget`` and
+    ``SuccessCriteriaMet`` come first, while pods are still terminating.
+    """
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return Outcome(
+                True, "JobComplete", "the migration Job completed", cond.get("lastTransitionTime")
+            )
+        if cond.get("type") == "Failed":
+            return Outcome(
+                False,
+                cond.get("reason") or "JobFailed",
+                cond.get("message") or "the migration Job failed",
+                cond.get("lastTransitionTime"),
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class PodFailure:
+    pod: str
+    exit_code: int | None
+    reason: str
+    message: str
+
+
+def pod_failure(pods: list[Body]) -> PodFailure | None:
+    """The exit code and termination message of the most recent failed migration pod."""
+    candidates = []
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") != model.MIGRATION_CONTAINER:
+                continue
+            terminated = (status.get("state") or {}).get("terminated") or (
+                status.get("lastState") or {}
+            ).get("terminated")
+            if terminated and terminated.get("exitCode", 0) != 0:
+                candidates.append((terminated.get("finishedAt") or "", pod, terminated))
+    if not candidates:
+        return None
+    _, pod, terminated = max(candidates, key=lambda c: c[0])
+    return PodFailure(
+        pod=pod["metadata"]["name"],
+        exit_code=terminated.get("exitCode"),
+        reason=terminated.get("reason") or "",
+        message=tail(terminated.get("message") or ""),
+    )
+
+
+def tail(text: str, limit: int = LOG_TAIL_LIMIT) -> str:
+    """The last ``limit`` characters, cut at a line start when possible."""
+    if len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    newline = cut.find("\n")
+    return cut[newline + 1 :] if 0 <= newline < limit // 2 else cut

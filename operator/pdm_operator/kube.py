@@ -1,0 +1,218 @@
+"""The operator's own Kubernetes calls, through the official client.
+
+Every function here blocks: callers on the event loop run them with
+``asyncio.to_thread``. Reads ask for the raw JSON (``_preload_content=False``)
+so that objects keep the API's own field names (``activeDeadlineSeconds``,
+not ``active_deadline_seconds``) and the pure modules can treat a Job read
+from the API and a Job they rendered alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from pdm_operator import model
+from pdm_operator.model import Body
+
+log = logging.getLogger(__name__)
+
+#: Per-request timeout (connect, read) in seconds: a hung API server must not
+#: hang a reconcile forever.
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+
+def load_config(kubeconfig: str | None = None) -> client.ApiClient:
+    """An API client from an explicit kubeconfig, $KUBECONFIG, or the in-cluster account."""
+    if kubeconfig or os.environ.get("KUBECONFIG"):
+        return config.new_client_from_config(config_file=kubeconfig)
+    cfg = client.Configuration()
+    config.load_incluster_config(client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+def _json(resp: Any) -> Body:
+    data = resp.data if hasattr(resp, "data") else resp
+    return dict(json.loads(data))
+
+
+@dataclass(frozen=True)
+class Conflict(Exception):
+    """The object changed under us (409 on an update with a resourceVersion)."""
+
+    message: str
+
+
+class Kube:
+    """Thin, typed wrappers over the calls the operator makes."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.coordination = client.CoordinationV1Api(api)
+
+    # --- reads that may find nothing -----------------------------------------
+    @staticmethod
+    def _maybe(call: Any, *args: Any, **kwargs: Any) -> Body | None:
+        try:
+            return _json(
+                call(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def get_migration(self, namespace: str, name: str) -> Body | None:
+        return self._maybe(
+            self.custom.get_namespaced_custom_object,
+            model.GROUP,
+            model.VERSION,
+            namespace,
+            model.PLURAL,
+            name,
+        )
+
+    def get_deployment(self, namespace: str, name: str) -> Body | None:
+        return self._maybe(self.apps.read_namespaced_deployment, name, namespace)
+
+    def get_job(self, namespace: str, name: str) -> Body | None:
+        return self._maybe(self.batch.read_namespaced_job, name, namespace)
+
+    def get_lease(self, namespace: str, name: str) -> Body | None:
+        return self._maybe(self.coordination.read_namespaced_lease, name, namespace)
+
+    def list_pods(self, namespace: str, selector: str) -> list[Body]:
+        resp = self.core.list_namespaced_pod(
+            namespace,
+            label_selector=selector,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        return list(_json(resp).get("items") or [])
+
+    def list_jobs(self, namespace: str, selector: str) -> list[Body]:
+        resp = self.batch.list_namespaced_job(
+            namespace,
+            label_selector=selector,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        return list(_json(resp).get("items") or [])
+
+    def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int = 20) -> str | None:
+        """The last lines of a container's log, or None when logs cannot be had."""
+        try:
+            resp = self.core.read_namespaced_pod_log(
+                pod,
+                namespace,
+                container=container,
+                tail_lines=lines,
+                limit_bytes=8192,
+                _preload_content=False,
+                _request_timeout=(3.0, 5.0),
+            )
+            return str(resp.data.decode("utf-8", errors="replace"))
+        except Exception as e:  # noqa: BLE001 - logs are best effort, by design
+            log.debug("no log for pod %s/%s: %s", namespace, pod, e)
+            return None
+
+    # --- writes ----------------------------------------------------------------
+    def patch_migration_status(self, namespace: str, name: str, status: Body) -> Body | None:
+        """Merge-patch ``status``; None if the migration is gone."""
+        try:
+            resp = self.custom.patch_namespaced_custom_object_status(
+                model.GROUP,
+                model.VERSION,
+                namespace,
+                model.PLURAL,
+                name,
+                {"status": status},
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return _json(resp)
+
+    def create_job(self, namespace: str, job: Body, dry_run: bool = False) -> Body:
+        """Create ``job``; raises ApiException (409 when it exists)."""
+        kwargs: dict[str, Any] = {"field_manager": model.FIELD_MANAGER}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        resp = self.batch.create_namespaced_job(
+            namespace, job, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
+        )
+        return _json(resp)
+
+    def create_event(self, event: Body) -> None:
+        """Post an Event; failures are logged, never raised (events are best effort)."""
+        try:
+            self.core.create_namespaced_event(
+                event["metadata"]["namespace"], event, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as e:
+            log.warning("could not post event %s: %s", event.get("reason"), e.reason)
+
+    def create_lease(self, namespace: str, lease: Body) -> Body | None:
+        """Create; None when a Lease of that name already exists."""
+        try:
+            return _json(
+                self.coordination.create_namespaced_lease(
+                    namespace,
+                    lease,
+                    field_manager=model.FIELD_MANAGER,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+        except ApiException as e:
+            if e.status == 409:
+                return None
+            raise
+
+    def replace_lease(self, namespace: str, lease: Body) -> Body:
+        """Replace, guarded by the resourceVersion in ``lease``; Conflict if it moved."""
+        try:
+            return _json(
+                self.coordination.replace_namespaced_lease(
+                    lease["metadata"]["name"],
+                    namespace,
+                    lease,
+                    field_manager=model.FIELD_MANAGER,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+        except ApiException as e:
+            if e.status in (404, 409):
+                raise Conflict(f"lease {lease['metadata']['name']} changed: {e.reason}") from e
+            raise
+
+    def delete_lease(self, namespace: str, name: str, uid: str, resource_version: str) -> bool:
+        """Delete only the exact Lease version we hold; False if it changed or is gone."""
+        try:
+            self.coordination.delete_namespaced_lease(
+                name,
+                namespace,
+                body=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version)
+                ),
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as e:
+            if e.status in (404, 409):
+                return False
+            raise
+        return True

@@ -1,0 +1,136 @@
+"""One migration Job per environment, across the cluster and across restarts.
+
+The lock is a coordination.k8s.io Lease named ``pdm-env-<environment>`` in
+the operator's namespace, whose ``holderIdentity`` is the holding migration
+(``namespace/name/uid``). It has no expiry: a migration holds it from just
+before its Job is created until it ends, however long the operator is down in
+between. It is released when the holder ends; if that release is lost (a
+crash at the wrong moment), the next migration sees a holder that has ended,
+or no longer exists, and takes the Lease over. Every change is guarded by the
+Lease's resourceVersion, so two operators cannot both win.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pdm_operator import model
+from pdm_operator.kube import Conflict, Kube
+from pdm_operator.model import Body
+
+log = logging.getLogger(__name__)
+
+LEASE_PREFIX = "pdm-env-"
+ACQUIRED_AT = f"{model.GROUP}/acquired-at"
+
+
+@dataclass(frozen=True)
+class Holder:
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def identity(self) -> str:
+        return f"{self.namespace}/{self.name}/{self.uid}"
+
+    @classmethod
+    def of(cls, migration: Body) -> Holder:
+        meta = migration["metadata"]
+        return cls(meta["namespace"], meta["name"], meta["uid"])
+
+    @classmethod
+    def parse(cls, identity: str | None) -> Holder | None:
+        parts = (identity or "").split("/")
+        return cls(*parts) if len(parts) == 3 and all(parts) else None
+
+
+def lease_name(environment: str) -> str:
+    return f"{LEASE_PREFIX}{environment}"
+
+
+def lease_body(environment: str, holder: Holder, now: str, base: Body | None = None) -> Body:
+    lease: Body = dict(base or {})
+    meta = dict(lease.get("metadata") or {})
+    meta["name"] = lease_name(environment)
+    meta["labels"] = {
+        **(meta.get("labels") or {}),
+        model.LABEL_MANAGED_BY: "pdm-operator",
+        model.LABEL_ENVIRONMENT: environment,
+    }
+    # acquireTime/renewTime are MicroTime, which the official client's models
+    # re-serialise in a format the API server rejects; the acquisition time
+    # goes into an annotation instead. The lock does not expire, so nothing
+    # reads renewTime anyway.
+    meta["annotations"] = {**(meta.get("annotations") or {}), ACQUIRED_AT: now}
+    transitions = int((lease.get("spec") or {}).get("leaseTransitions") or 0)
+    lease.update(
+        apiVersion="coordination.k8s.io/v1",
+        kind="Lease",
+        metadata=meta,
+        spec={
+            "holderIdentity": holder.identity,
+            "leaseTransitions": transitions + (1 if base else 0),
+        },
+    )
+    return lease
+
+
+class EnvironmentLocks:
+    """Acquire and release the per-environment Lease."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        holder_active: Callable[[Holder], bool],
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        # Whether a holder still needs the lock: its migration exists (same
+        # uid) and has not ended. Injected, so tests can decide it.
+        self.holder_active = holder_active
+
+    def acquire(self, environment: str, me: Holder, now: str) -> Holder | None:
+        """Take the lock for ``me``; returns None on success, or the holder that blocks us."""
+        name = lease_name(environment)
+        lease = self.kube.get_lease(self.namespace, name)
+        if lease is None:
+            created = self.kube.create_lease(self.namespace, lease_body(environment, me, now))
+            if created is not None:
+                log.info("environment %s locked by %s", environment, me.identity)
+                return None
+            lease = self.kube.get_lease(self.namespace, name)
+            if lease is None:  # deleted between create and get: try again later
+                return me
+        holder = Holder.parse((lease.get("spec") or {}).get("holderIdentity"))
+        if holder == me:
+            return None
+        if holder is not None and self.holder_active(holder):
+            return holder
+        try:
+            self.kube.replace_lease(self.namespace, lease_body(environment, me, now, base=lease))
+        except Conflict:
+            return holder or me
+        log.info(
+            "environment %s lock taken over by %s from %s (ended or gone)",
+            environment,
+            me.identity,
+            holder.identity if holder else "nobody",
+        )
+        return None
+
+    def release(self, environment: str, me: Holder) -> None:
+        """Give the lock back if ``me`` holds it; a no-op otherwise."""
+        lease = self.kube.get_lease(self.namespace, lease_name(environment))
+        if lease is None:
+            return
+        if Holder.parse((lease.get("spec") or {}).get("holderIdentity")) != me:
+            return
+        meta = lease["metadata"]
+        if self.kube.delete_lease(
+            self.namespace, meta["name"], meta["uid"], meta["resourceVersion"]
+        ):
+            log.info("environment %s unlocked by %s", environment, me.identity)

@@ -1,0 +1,392 @@
+"""One reconcile pass over a PostDeployMigration: gather, decide, write.
+
+A pass reads what it needs from the API, asks the pure modules what it means
+(``images``, ``gates``, ``jobs``, ``render``, ``conditions``) and writes the
+status only when it changed. Passes are level-based: a pass started at any
+moment, after a crash at any point of an earlier one, reaches the same end.
+The invariants that make that true:
+
+* ``status.image`` is written before a Job is created, so the Job name (a hash
+  of the rendered Job) is the same on every later pass;
+* before creating, the pass looks for a Job carrying the migration's uid label
+  and adopts it; a create that finds the name taken (409) adopts it too;
+* once ``status.jobName`` is set, a missing Job is a deleted Job: the
+  migration fails (JobDeleted) and nothing is re-created.
+
+Everything here blocks (the official client); the controller runs passes in a
+thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from kubernetes.client.rest import ApiException
+
+from pdm_operator import conditions, events, gates, images, jobs, model, render
+from pdm_operator.conditions import Condition
+from pdm_operator.kube import Kube
+from pdm_operator.locks import EnvironmentLocks, Holder
+from pdm_operator.model import Body
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How soon a pass runs again when nothing pokes it (seconds)."""
+
+    image_retry: float = 5.0
+    gate_poll: float = 2.0
+    lock_poll: float = 5.0
+    create_retry: float = 10.0
+    running_resync: float = 30.0
+
+
+@dataclass
+class Step:
+    """What a pass leaves behind: the status now stored, and when to look again."""
+
+    status: Body
+    requeue: float | None  # None: the migration has ended, nothing more to do
+
+
+class Pass:
+    """The state of one pass: the migration, its status as stored and as it will be."""
+
+    def __init__(self, migration: Body, now: datetime) -> None:
+        self.migration = migration
+        self.meta = migration["metadata"]
+        self.spec = migration["spec"]
+        self.stored: Body = copy.deepcopy(migration.get("status") or {})
+        self.status: Body = copy.deepcopy(self.stored)
+        self.generation = int(self.meta.get("generation") or 1)
+        self.now = rfc3339(now)
+
+    @property
+    def namespace(self) -> str:
+        return str(self.meta["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @property
+    def environment(self) -> str:
+        return str(self.spec["environment"])
+
+    @property
+    def conditions(self) -> list[Body]:
+        return list(self.status.get("conditions") or [])
+
+    def set(self, ctype: str, status: bool, reason: str, message: str = "") -> None:
+        cond = Condition(ctype, "True" if status else "False", reason, message)
+        self.status["conditions"] = conditions.apply(
+            self.conditions, cond, self.generation, self.now
+        )
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        lock_namespace: str,
+        clock: Clock = utcnow,
+        timing: Timing | None = None,
+    ) -> None:
+        self.kube = kube
+        self.clock = clock
+        self.timing = timing or Timing()
+        self.locks = EnvironmentLocks(kube, lock_namespace, self._holder_active)
+
+    # --- the pass --------------------------------------------------------------
+    def reconcile(self, migration: Body) -> Step:  # noqa: PLR0911 - one return per outcome
+        p = Pass(migration, self.clock())
+        if model.is_finished(p.stored):
+            return Step(p.stored, None)
+        if p.status.get("jobName"):
+            return self._follow(p)
+        if not p.status.get("image") and not self._resolve(p):
+            return self._write(p, self.timing.image_retry)
+        if p.spec.get("mode") == "DryRun":
+            return self._dry_run(p)
+        hold = self._gates(p)
+        if hold is not None:
+            if hold.fatal:
+                self._fail(p, hold.reason, hold.message)
+                return self._write(p, None)
+            p.set(model.GATED, True, hold.reason, hold.message)
+            poll = (
+                self.timing.lock_poll
+                if hold.reason == "EnvironmentLocked"
+                else self.timing.gate_poll
+            )
+            return self._write(p, poll)
+        return self._create(p)
+
+    # --- steps ---------------------------------------------------------------
+    def _resolve(self, p: Pass) -> bool:
+        image_spec = p.spec["image"]
+        if image_spec.get("reference"):
+            p.status["image"] = p.status["sourceImage"] = image_spec["reference"]
+            p.set(model.IMAGE_RESOLVED, True, "FromReference", f"using {image_spec['reference']}")
+            return True
+        source = image_spec["fromDeployment"]
+        deployment = self.kube.get_deployment(p.namespace, source["name"])
+        pods = self._deployment_pods(p.namespace, deployment)
+        result = images.resolve(source["name"], deployment, source["container"], pods)
+        if isinstance(result, images.Unresolved):
+            p.set(model.IMAGE_RESOLVED, False, result.reason, result.message)
+            return False
+        p.status["image"], p.status["sourceImage"] = result.image, result.source
+        p.set(
+            model.IMAGE_RESOLVED,
+            True,
+            "FromDeployment",
+            f"Deployment {source['name']!r} container {source['container']!r} runs {result.image}",
+        )
+        return True
+
+    def _deployment_pods(self, namespace: str, deployment: Body | None) -> list[Body]:
+        if deployment is None:
+            return []
+        labels = (deployment.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+        if not labels:
+            return []
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        return self.kube.list_pods(namespace, selector)
+
+    def _gates(self, p: Pass) -> gates.Hold | None:
+        hold = gates.suspended(p.spec)
+        if hold:
+            return hold
+        wait_for = p.spec.get("waitFor") or {}
+        names = list(wait_for.get("migrations") or [])
+        if names:
+            found = {n: self.kube.get_migration(p.namespace, n) for n in names}
+            hold = gates.dependencies(names, found)
+            if hold:
+                return hold
+        source = (p.spec["image"].get("fromDeployment") or {}).get("name")
+        rolled = list(wait_for.get("rolledOut") or [])
+        for name in rolled:
+            expect = None
+            if name == source:
+                expect = (p.spec["image"]["fromDeployment"]["container"], p.status["sourceImage"])
+            hold = gates.rollout(name, self.kube.get_deployment(p.namespace, name), expect)
+            if hold:
+                return hold
+        blocker = self.locks.acquire(p.environment, Holder.of(p.migration), p.now)
+        if blocker is not None:
+            return gates.Hold(
+                "EnvironmentLocked",
+                f"PostDeployMigration {blocker.namespace}/{blocker.name} is running in "
+                f"environment {p.environment!r}; one migration at a time",
+            )
+        return None
+
+    def _create(self, p: Pass) -> Step:
+        # The rollout is complete now: if the image is not pinned yet, the
+        # running pods may report its digest. Persist it before the Job
+        # exists, so every later pass renders the same Job name.
+        source = p.spec["image"].get("fromDeployment")
+        if source and p.status["image"] == p.status["sourceImage"]:
+            pods = self._deployment_pods(
+                p.namespace, self.kube.get_deployment(p.namespace, source["name"])
+            )
+            pinned = images.pinned(p.status["sourceImage"], source["container"], pods)
+            if pinned != p.status["image"]:
+                p.status["image"] = pinned
+                p.set(model.IMAGE_RESOLVED, True, "FromDeployment", f"pinned by digest: {pinned}")
+                self._write(p, 0)
+        job = render.render_job(p.migration, p.status["image"])
+        name = job["metadata"]["name"]
+        uid = p.meta["uid"]
+        existing = self.kube.list_jobs(p.namespace, f"{model.LABEL_MIGRATION_UID}={uid}")
+        if existing:
+            adopted = min(existing, key=lambda j: j["metadata"].get("creationTimestamp", ""))
+            return self._started(p, adopted, "Adopted")
+        try:
+            created = self.kube.create_job(p.namespace, job)
+        except ApiException as e:
+            if e.status == 409:
+                found = self.kube.get_job(p.namespace, name)
+                if found is not None and self._owned(found, uid):
+                    return self._started(p, found, "Adopted")
+                p.set(
+                    model.GATED,
+                    True,
+                    "JobNameTaken",
+                    f"a Job named {name!r} from another object still exists; "
+                    "waiting for it to be garbage-collected",
+                )
+                return self._write(p, self.timing.create_retry)
+            message = api_message(e)
+            if e.status in (400, 422):
+                self._fail(p, "JobInvalid", f"the API server rejected the Job: {message}")
+                self.locks.release(p.environment, Holder.of(p.migration))
+                return self._write(p, None)
+            p.set(
+                model.JOB_CREATED, False, "CreateFailed", f"creating Job {name!r} failed: {message}"
+            )
+            return self._write(p, self.timing.create_retry)
+        return self._started(p, created, "Created")
+
+    def _started(self, p: Pass, job: Body, how: str) -> Step:
+        name = job["metadata"]["name"]
+        p.status["jobName"] = name
+        p.status.setdefault("startTime", job["metadata"].get("creationTimestamp") or p.now)
+        p.set(model.GATED, False, "GatesOpen", "all gates are open")
+        p.set(model.JOB_CREATED, True, how, f"Job {name} runs {p.status['image']}")
+        # Requeue at once: the Job may have ended while we were away.
+        return self._write(p, 0)
+
+    def _follow(self, p: Pass) -> Step:
+        name = p.status["jobName"]
+        job = self.kube.get_job(p.namespace, name)
+        if job is None or not self._owned(job, p.meta["uid"]):
+            self._fail(
+                p,
+                "JobDeleted",
+                f"Job {name!r} was deleted before it finished. Post-deployment migrations are "
+                "never re-run automatically: find out what happened, then create a new "
+                "PostDeployMigration to run them again",
+            )
+            return self._finish(p)
+        outcome = jobs.outcome(job)
+        if outcome is None:
+            return self._write(p, self.timing.running_resync)
+        if outcome.succeeded:
+            p.set(model.SUCCEEDED, True, outcome.reason, outcome.message)
+            p.set(model.FAILED, False, outcome.reason, outcome.message)
+            p.status["completionTime"] = outcome.time or p.now
+            p.status.pop("failure", None)
+            return self._finish(p)
+        failure: Body = {"reason": outcome.reason, "message": outcome.message}
+        pods = self.kube.list_pods(p.namespace, f"batch.kubernetes.io/job-name={name}")
+        pod = jobs.pod_failure(pods)
+        if pod is not None:
+            failure["pod"] = pod.pod
+            if pod.exit_code is not None:
+                failure["exitCode"] = pod.exit_code
+            tail = pod.message or self.kube.pod_log_tail(
+                p.namespace, pod.pod, model.MIGRATION_CONTAINER
+            )
+            if tail:
+                failure["logTail"] = jobs.tail(tail)
+        p.status["failure"] = failure
+        message = outcome.message
+        if "exitCode" in failure:
+            message += f" (exit code {failure['exitCode']} in pod {failure['pod']})"
+        p.set(model.SUCCEEDED, False, outcome.reason, message)
+        p.set(model.FAILED, True, outcome.reason, message)
+        p.status["completionTime"] = outcome.time or p.now
+        return self._finish(p)
+
+    def _dry_run(self, p: Pass) -> Step:
+        """Render and check with a server-side dry-run create; never a real Job, never the lock."""
+        job = render.render_job(p.migration, p.status["image"])
+        try:
+            self.kube.create_job(p.namespace, job, dry_run=True)
+        except ApiException as e:
+            if e.status == 409:
+                pass  # a Job of that name exists: the manifest itself was accepted before
+            elif e.status >= 500 or e.status in (0, 429):
+                p.set(model.JOB_CREATED, False, "DryRunError", api_message(e))
+                return self._write(p, self.timing.create_retry)
+            else:
+                self._fail(
+                    p, "DryRunRejected", f"the API server rejected the Job: {api_message(e)}"
+                )
+                return self._write(p, None)
+        p.set(model.GATED, False, "DryRun", "a dry run waits for no gate")
+        p.set(
+            model.SUCCEEDED,
+            True,
+            "DryRunSucceeded",
+            f"the API server accepted Job {job['metadata']['name']}",
+        )
+        p.set(model.FAILED, False, "DryRunSucceeded", "")
+        p.status["completionTime"] = p.now
+        return self._write(p, None)
+
+    def _fail(self, p: Pass, reason: str, message: str) -> None:
+        p.set(model.SUCCEEDED, False, reason, message)
+        p.set(model.FAILED, True, reason, message)
+        p.status.setdefault("failure", {"reason": reason, "message": message})
+        p.status["completionTime"] = p.now
+
+    def _finish(self, p: Pass) -> Step:
+        step = self._write(p, None)
+        self.locks.release(p.environment, Holder.of(p.migration))
+        return step
+
+    # --- helpers ---------------------------------------------------------------
+    @staticmethod
+    def _owned(job: Body, uid: str) -> bool:
+        return any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
+
+    def _holder_active(self, holder: Holder) -> bool:
+        other = self.kube.get_migration(holder.namespace, holder.name)
+        if other is None or other["metadata"].get("uid") != holder.uid:
+            return False
+        return not model.is_finished(other.get("status"))
+
+    def _write(self, p: Pass, requeue: float | None) -> Step:
+        """Store the status if it changed, and post an event for every transition."""
+        state, reason = conditions.summarize(p.conditions)
+        p.status["state"], p.status["reason"] = state, reason
+        p.status["observedGeneration"] = p.generation
+        if p.status == p.stored:
+            return Step(p.stored, requeue)
+        written = self.kube.patch_migration_status(
+            p.namespace, p.name, _merge_patch(p.stored, p.status)
+        )
+        if written is None:  # the migration was deleted meanwhile
+            return Step(p.status, None)
+        for cond in conditions.transitions(p.stored.get("conditions"), p.conditions):
+            if cond["type"] in (model.SUCCEEDED, model.FAILED) and cond["status"] == "False":
+                continue  # the companion of the other end condition; one event is enough
+            self.kube.create_event(
+                events.event_for(
+                    p.migration,
+                    events.kind_of(cond),
+                    cond["reason"],
+                    cond.get("message") or "",
+                    p.now,
+                )
+            )
+        p.stored = copy.deepcopy(p.status)
+        return Step(p.stored, requeue)
+
+
+def _merge_patch(old: Body, new: Body) -> Body:
+    """A JSON merge patch from ``old`` to ``new`` (top level; removed keys become null)."""
+    patch: Body = {k: v for k, v in new.items() if old.get(k) != v}
+    for k in old:
+        if k not in new:
+            patch[k] = None
+    return patch
+
+
+def api_message(e: ApiException) -> str:
+    """The API server's own message from an error answer."""
+    try:
+        return str(json.loads(e.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{e.status} {e.reason}"
