@@ -49,6 +49,16 @@ def digest_of(image_id: str) -> str | None:
     return digest
 
 
+def normalized(image: str) -> str:
+    """The fully qualified form runtimes report: ``x:t`` -> ``docker.io/library/x:t``."""
+    first, _, rest = image.partition("/")
+    if not rest:
+        return f"docker.io/library/{image}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{image}"
+    return image
+
+
 def template_image(deployment: Body, container: str) -> str | None:
     for c in deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
         if c.get("name") == container:
@@ -66,7 +76,9 @@ def pinned(source: str, container: str, pods: list[Body]) -> str:
         if pod.get("metadata", {}).get("deletionTimestamp"):
             continue
         for status in pod.get("status", {}).get("containerStatuses") or []:
-            if status.get("name") != container or status.get("image") != source:
+            if status.get("name") != container:
+                continue
+            if normalized(status.get("image") or "") != normalized(source):
                 continue
             digest = digest_of(status.get("imageID") or "")
             if digest:

@@ -77,5 +77,7 @@ def tail(text: str, limit: int = LOG_TAIL_LIMIT) -> str:
     if len(text) <= limit:
         return text
     cut = text[-limit:]
+    if text[-limit - 1] == "\n":
+        return cut  # the cut already falls on a line start
     newline = cut.find("\n")
     return cut[newline + 1 :] if 0 <= newline < limit // 2 else cut

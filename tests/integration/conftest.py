@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from localcluster import ClusterError, LocalCluster, build_binaries
+from tests.support.operator import OperatorProcess, pythonpath_env
+from tests.support.pdm import Api
 
 
 @dataclass(frozen=True)
@@ -103,3 +106,58 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> None:
+    """The PostDeployMigration CRD, installed from crds/ and Established."""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [
+            str(cluster.kubectl),
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(root / "crds"),
+        ],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run(
+        [
+            str(cluster.kubectl),
+            "wait",
+            "--for=condition=Established",
+            "crd/postdeploymigrations.pdm-operator.io",
+            "--timeout=60s",
+        ],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture
+def api(cluster: Cluster, namespace: str, crd: None) -> Api:
+    return Api(cluster.api, namespace)
+
+
+@pytest.fixture
+def operator(
+    cluster: Cluster, namespace: str, crd: None, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator, running as its own process, watching the test's namespace."""
+    proc = OperatorProcess(pythonpath_env(cluster.env()), namespace, tmp_path / "operator.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        # Shown by pytest when the test failed.
+        print(f"----- operator log ({proc.log_path}) -----\n{proc.log()[-20000:]}")

@@ -1,0 +1,127 @@
+"""Bad input is refused at admission, by the CRD schema and its CEL rules,
+with a message that names the field. Nothing is stored, nothing runs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.support.pdm import Api, migration
+
+pytestmark = pytest.mark.integration
+
+
+def without(body: dict[str, Any], *path: str) -> dict[str, Any]:
+    node = body
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    return body
+
+
+MALFORMED = [
+    (
+        "no-environment",
+        without(migration("x"), "spec", "environment"),
+        "spec.environment: Required",
+    ),
+    (
+        "both-image-sources",
+        migration(
+            "x", image={"reference": "r/t:1", "fromDeployment": {"name": "d", "container": "c"}}
+        ),
+        "exactly one of spec.image.fromDeployment and spec.image.reference",
+    ),
+    ("no-image-source", migration("x", image={}), "exactly one of spec.image.fromDeployment"),
+    ("unknown-mode", migration("x", mode="Maybe"), 'spec.mode: Unsupported value: "Maybe"'),
+    ("unknown-pipeline", migration("x", pipeline="Hotfix"), "spec.pipeline: Unsupported value"),
+    (
+        "negative-deadline",
+        migration("x", job={"activeDeadlineSeconds": -5}),
+        "activeDeadlineSeconds",
+    ),
+    ("zero-deadline", migration("x", job={"activeDeadlineSeconds": 0}), "activeDeadlineSeconds"),
+    ("negative-backoff", migration("x", job={"backoffLimit": -1}), "spec.job.backoffLimit"),
+    ("environment-not-dns", migration("x", env="GSTG_Main"), "spec.environment"),
+    (
+        "container-not-dns",
+        migration("x", image={"fromDeployment": {"name": "d", "container": "Tool_Box"}}),
+        "spec.image.fromDeployment.container",
+    ),
+    ("over-long-name", migration("m" * 55), "metadata.name must be at most 54 characters"),
+    ("image-with-space", migration("x", image={"reference": "a b"}), "spec.image.reference"),
+    (
+        "rolledout-not-a-list",
+        migration("x", waitFor={"rolledOut": "gitlab-webservice"}),
+        "spec.waitFor.rolledOut",
+    ),
+    ("env-without-name", migration("x", job={"env": [{"value": "1"}]}), "spec.job.env[0].name"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "field"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_migration_is_rejected_naming_the_field(
+    api: Api, case: str, body: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ApiException) as rejected:
+        api.create(body)
+    assert rejected.value.status == 422, rejected.value.body
+    message = json.loads(rejected.value.body)["message"]
+    assert field in message, message
+    assert api.get(body["metadata"]["name"]) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"environment": "gprd"}, "spec.environment is immutable"),
+        ({"mode": "DryRun"}, "spec.mode is immutable"),
+        ({"pipeline": "Rollback"}, "spec.pipeline is immutable"),
+        ({"image": {"reference": "r/toolbox:2"}}, "spec.image is immutable"),
+        ({"waitFor": {"rolledOut": ["late"]}}, "spec.waitFor is immutable"),
+        ({"job": {"backoffLimit": 3}}, "spec.job is immutable"),
+    ],
+    ids=["environment", "mode", "pipeline", "image", "waitFor", "job"],
+)
+def test_spec_is_immutable_after_creation(api: Api, change: dict[str, Any], field: str) -> None:
+    api.create(migration("frozen", suspend=True, image={"reference": "r/toolbox:1"}))
+    with pytest.raises(ApiException) as rejected:
+        api.patch("frozen", {"spec": change})
+    assert rejected.value.status == 422
+    assert field in json.loads(rejected.value.body)["message"]
+
+
+def test_suspend_may_change_after_creation(api: Api) -> None:
+    api.create(migration("thawed", suspend=True, image={"reference": "r/toolbox:1"}))
+    assert api.patch("thawed", {"spec": {"suspend": False}})["spec"]["suspend"] is False
+
+
+def test_defaults_are_applied(api: Api) -> None:
+    created = api.create(migration("defaults", suspend=True, image={"reference": "r/toolbox:1"}))
+    spec = created["spec"]
+    assert (spec["mode"], spec["pipeline"]) == ("Run", "Regular")
+    assert spec["job"] == {"activeDeadlineSeconds": 3600, "backoffLimit": 0}
+
+
+def test_every_schema_field_has_a_description(api: Api) -> None:
+    crd = client.ApiextensionsV1Api(api.custom.api_client).read_custom_resource_definition(
+        "postdeploymigrations.pdm-operator.io"
+    )
+    schema = crd.to_dict()["spec"]["versions"][0]["schema"]["open_apiv3_schema"]
+    missing: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for name, prop in (node.get("properties") or {}).items():
+            here = f"{path}.{name}"
+            if name != "metadata" and not prop.get("description"):
+                missing.append(here)
+            walk(prop, here)
+        if node.get("items"):
+            walk(node["items"], path + "[]")
+
+    walk(schema, "")
+    assert missing == []

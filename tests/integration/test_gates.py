@@ -1,0 +1,108 @@
+"""Gates hold a migration before any Job exists, and let it go when they open."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.operator import OperatorProcess
+from tests.support.pdm import Api, deployment, migration, toolbox
+
+pytestmark = pytest.mark.integration
+
+WEBSERVICE = "registry.example.com/gitlab-org/build/cng/gitlab-webservice-ee:v18.6.0"
+
+
+def test_rollout_in_progress_holds_the_migration(api: Api, operator: OperatorProcess) -> None:
+    api.deploy(toolbox())
+    # Pods that cannot be scheduled: the rollout cannot finish.
+    api.deploy(
+        deployment(
+            "gitlab-webservice-default",
+            "webservice",
+            WEBSERVICE,
+            replicas=2,
+            node_selector={"pool": "nowhere"},
+        ),
+        wait=False,
+    )
+    api.create(
+        migration(
+            "pdm-gated", waitFor={"rolledOut": ["gitlab-webservice-default", "gitlab-toolbox"]}
+        )
+    )
+    gated = api.wait_condition("pdm-gated", "Gated")
+    assert gated["reason"] == "RolloutPending"
+    assert "gitlab-webservice-default" in gated["message"]
+    assert api.get("pdm-gated")["status"]["state"] == "Gated"  # type: ignore[index]
+    assert api.jobs() == []
+
+    # Finish the rollout: the migration runs.
+    api.apps.patch_namespaced_deployment(
+        "gitlab-webservice-default",
+        api.ns,
+        {"spec": {"template": {"spec": {"nodeSelector": None}}}},
+    )
+    api.wait_condition("pdm-gated", "Succeeded", timeout=90)
+    assert api.condition("pdm-gated", "Gated")["status"] == "False"  # type: ignore[index]
+    assert len(api.jobs()) == 1
+
+
+def test_second_migration_of_an_environment_waits_for_the_first(
+    api: Api, operator: OperatorProcess
+) -> None:
+    api.deploy(toolbox())
+    # Long enough that the second one is seen waiting while the first runs.
+    api.create(
+        migration("pdm-first", job={"podAnnotations": {"sim.pdm-operator.io/duration": "6s"}})
+    )
+    api.wait_condition("pdm-first", "JobCreated")
+    api.create(migration("pdm-second"))
+    # An unrelated environment is not held by gstg's migration.
+    api.create(migration("pdm-other-env", env="gprd"))
+
+    gated = api.wait_condition("pdm-second", "Gated")
+    assert gated["reason"] == "EnvironmentLocked"
+    assert "pdm-first" in gated["message"]
+    api.wait_condition("pdm-other-env", "Succeeded")
+    assert api.condition("pdm-first", "Succeeded") is None  # still running
+
+    first = api.wait_condition("pdm-first", "Succeeded", timeout=60)
+    api.wait_condition("pdm-second", "Succeeded", timeout=60)
+    second_status = api.get("pdm-second")["status"]  # type: ignore[index]
+    first_status = api.get("pdm-first")["status"]  # type: ignore[index]
+    assert second_status["startTime"] >= first_status["completionTime"]
+    assert first["status"] == "True"
+    assert len(api.jobs()) == 3
+
+
+def test_suspend_holds_until_released(api: Api, operator: OperatorProcess) -> None:
+    api.deploy(toolbox())
+    api.create(migration("pdm-suspended", suspend=True))
+    gated = api.wait_condition("pdm-suspended", "Gated")
+    assert gated["reason"] == "Suspended"
+    assert api.jobs() == []
+
+    api.patch("pdm-suspended", {"spec": {"suspend": False}})
+    api.wait_condition("pdm-suspended", "Succeeded")
+    assert len(api.jobs()) == 1
+
+
+def test_dependency_gate_waits_for_success_and_fails_with_a_failed_dependency(
+    api: Api, operator: OperatorProcess
+) -> None:
+    api.deploy(toolbox())
+    api.create(migration("pdm-after", env="gprd", waitFor={"migrations": ["pdm-before"]}))
+    gated = api.wait_condition("pdm-after", "Gated")
+    assert gated["reason"] == "WaitingForMigrations"
+    assert "pdm-before (not found)" in gated["message"]
+
+    api.create(migration("pdm-before"))
+    api.wait_condition("pdm-after", "Succeeded", timeout=60)
+
+    api.create(
+        migration("pdm-broken", job={"podAnnotations": {"sim.pdm-operator.io/outcome": "fail"}})
+    )
+    api.create(migration("pdm-doomed", env="gprd", waitFor={"migrations": ["pdm-broken"]}))
+    failed = api.wait_condition("pdm-doomed", "Failed", timeout=60)
+    assert failed["reason"] == "DependencyFailed"
+    assert not [j for j in api.jobs() if j.metadata.name.startswith("pdm-doomed")]

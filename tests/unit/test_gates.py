@@ -1,0 +1,248 @@
+"""Gates that hold a migration before its Job exists: suspension, dependencies, rollouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pdm_operator import gates
+from pdm_operator.gates import Hold
+from pdm_operator.model import Body
+
+IMAGE = "registry.gitlab.com/gitlab-org/build/cng/gitlab-toolbox-ee:v17.5.0"
+NEW_IMAGE = "registry.gitlab.com/gitlab-org/build/cng/gitlab-toolbox-ee:v17.6.0"
+
+
+# --- suspended -------------------------------------------------------------------------
+
+
+def test_suspended_migration_is_held_until_approved() -> None:
+    hold = gates.suspended({"environment": "gstg", "suspend": True})
+    assert hold is not None
+    assert hold.reason == "Suspended"
+    assert "spec.suspend" in hold.message
+    assert hold.fatal is False
+
+
+@pytest.mark.parametrize("spec", [{"suspend": False}, {}])
+def test_unsuspended_migration_is_not_held(spec: Body) -> None:
+    assert gates.suspended(spec) is None
+
+
+# --- dependencies ----------------------------------------------------------------------
+
+
+def pdm(*conds: tuple[str, str], state: str | None = None) -> Body:
+    status: Body = {"conditions": [{"type": t, "status": s, "reason": "R"} for t, s in conds]}
+    if state:
+        status["state"] = state
+    return {"metadata": {"name": "x"}, "status": status}
+
+
+SUCCEEDED = pdm(("Succeeded", "True"), ("Failed", "False"), state="Succeeded")
+FAILED = pdm(("Succeeded", "False"), ("Failed", "True"), state="Failed")
+RUNNING = pdm(("JobCreated", "True"), state="Running")
+
+
+def test_missing_dependency_holds_the_migration_naming_it() -> None:
+    hold = gates.dependencies(["first"], {"first": None})
+    assert hold == Hold("WaitingForMigrations", "waiting for first (not found) to succeed")
+
+
+def test_dependency_absent_from_the_lookup_counts_as_not_found() -> None:
+    hold = gates.dependencies(["first"], {})
+    assert hold is not None
+    assert hold.reason == "WaitingForMigrations"
+    assert "first (not found)" in hold.message
+
+
+def test_unfinished_dependencies_hold_the_migration_naming_each_with_its_state() -> None:
+    hold = gates.dependencies(
+        ["first", "second", "third"],
+        {"first": RUNNING, "second": {"metadata": {"name": "second"}}, "third": SUCCEEDED},
+    )
+    assert hold is not None
+    assert hold.reason == "WaitingForMigrations"
+    assert hold.fatal is False
+    assert hold.message == "waiting for first (Running), second (Pending) to succeed"
+
+
+def test_failed_dependency_fails_the_migration_for_good() -> None:
+    hold = gates.dependencies(["first", "second"], {"first": None, "second": FAILED})
+    assert hold is not None
+    assert hold.reason == "DependencyFailed"
+    assert hold.fatal is True
+    assert "'second'" in hold.message
+
+
+def test_dependency_is_not_done_until_succeeded_is_true() -> None:
+    hold = gates.dependencies(["first"], {"first": pdm(("Succeeded", "False"), state="Running")})
+    assert hold is not None
+    assert hold.reason == "WaitingForMigrations"
+
+
+def test_all_dependencies_succeeded_opens_the_gate() -> None:
+    assert (
+        gates.dependencies(["first", "second"], {"first": SUCCEEDED, "second": SUCCEEDED}) is None
+    )
+
+
+def test_no_dependencies_opens_the_gate() -> None:
+    assert gates.dependencies([], {}) is None
+
+
+# --- rollout ---------------------------------------------------------------------------
+
+
+def deployment(
+    *,
+    replicas: int | None = 3,
+    generation: int = 4,
+    observed: int = 4,
+    updated: int = 3,
+    available: int = 3,
+    total: int = 3,
+    image: str = IMAGE,
+    conditions: list[Body] | None = None,
+) -> Body:
+    """A Deployment whose status says it is fully rolled out, unless told otherwise."""
+    spec: dict[str, Any] = {
+        "template": {"spec": {"containers": [{"name": "toolbox", "image": image}]}}
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "metadata": {"name": "gitlab-toolbox", "generation": generation},
+        "spec": spec,
+        "status": {
+            "observedGeneration": observed,
+            "updatedReplicas": updated,
+            "availableReplicas": available,
+            "replicas": total,
+            "conditions": conditions
+            if conditions is not None
+            else [
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable",
+                    "message": "ReplicaSet has successfully progressed.",
+                },
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+            ],
+        },
+    }
+
+
+def test_fully_rolled_out_deployment_opens_the_gate() -> None:
+    assert gates.rollout("gitlab-toolbox", deployment()) is None
+
+
+def test_fully_rolled_out_deployment_still_running_the_resolved_image_opens_the_gate() -> None:
+    assert gates.rollout("gitlab-toolbox", deployment(), ("toolbox", IMAGE)) is None
+
+
+def test_missing_deployment_holds_naming_it() -> None:
+    hold = gates.rollout("gitlab-webservice-default", None)
+    assert hold is not None
+    assert hold.reason == "RolloutPending"
+    assert "'gitlab-webservice-default'" in hold.message
+    assert "not found" in hold.message
+
+
+def test_generation_not_yet_observed_holds() -> None:
+    hold = gates.rollout("gitlab-toolbox", deployment(generation=5, observed=4))
+    assert hold is not None
+    assert hold.reason == "RolloutPending"
+    assert "not yet observed" in hold.message
+
+
+def test_deployment_without_status_holds() -> None:
+    dep = deployment()
+    del dep["status"]
+    hold = gates.rollout("gitlab-toolbox", dep)
+    assert hold is not None
+    assert hold.reason == "RolloutPending"
+
+
+def test_replicas_not_all_updated_hold() -> None:
+    hold = gates.rollout("gitlab-toolbox", deployment(updated=2, total=3))
+    assert hold is not None
+    assert hold.reason == "RolloutPending"
+    assert "2/3 replicas updated" in hold.message
+
+
+def test_replicas_not_all_available_hold() -> None:
+    hold = gates.rollout("gitlab-toolbox", deployment(available=2))
+    assert hold is not None
+    assert hold.reason == "RolloutPending"
+    assert "2/3 available" in hold.message
+
+
+def test_old_replicas_still_running_hold() -> None:
+    hold = gates.rollout("gitlab-toolbox", deployment(updated=3, available=3, total=4))
+    assert hold is not None
+    assert hold.reason == "RolloutPending"
+    assert "1 old" in hold.message
+
+
+def test_progress_deadline_exceeded_is_a_stuck_rollout() -> None:
+    stuck = deployment(
+        updated=1,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "gitlab-toolbox-7d9f" has timed out progressing.',
+            }
+        ],
+    )
+    hold = gates.rollout("gitlab-toolbox", stuck)
+    assert hold is not None
+    assert hold.reason == "RolloutStuck"
+    assert hold.fatal is False
+    assert "'gitlab-toolbox'" in hold.message
+    assert "has timed out progressing" in hold.message
+
+
+def test_changed_image_holds_as_image_changed_naming_both_images() -> None:
+    hold = gates.rollout("gitlab-toolbox", deployment(image=NEW_IMAGE), ("toolbox", IMAGE))
+    assert hold is not None
+    assert hold.reason == "ImageChanged"
+    assert repr(NEW_IMAGE) in hold.message
+    assert repr(IMAGE) in hold.message
+    assert "'toolbox'" in hold.message
+
+
+def test_image_changed_is_reported_even_while_the_new_version_rolls_out() -> None:
+    rolling = deployment(image=NEW_IMAGE, generation=6, observed=5, updated=1)
+    hold = gates.rollout("gitlab-toolbox", rolling, ("toolbox", IMAGE))
+    assert hold is not None
+    assert hold.reason == "ImageChanged"
+
+
+def test_missing_expected_container_is_image_changed() -> None:
+    hold = gates.rollout("gitlab-toolbox", deployment(), ("migrations", IMAGE))
+    assert hold is not None
+    assert hold.reason == "ImageChanged"
+
+
+def test_replicas_default_to_one_when_the_spec_leaves_them_out() -> None:
+    assert (
+        gates.rollout("gitlab-toolbox", deployment(replicas=None, updated=1, available=1, total=1))
+        is None
+    )
+    hold = gates.rollout(
+        "gitlab-toolbox", deployment(replicas=None, updated=0, available=0, total=0)
+    )
+    assert hold is not None
+    assert "0/1 replicas updated" in hold.message
+
+
+def test_deployment_scaled_to_zero_counts_as_rolled_out() -> None:
+    assert (
+        gates.rollout("gitlab-toolbox", deployment(replicas=0, updated=0, available=0, total=0))
+        is None
+    )
