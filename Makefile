@@ -37,7 +37,7 @@ cluster-down: ## stop the local control plane and delete its state
 
 .PHONY: run
 run: venv ## run the operator: against $KUBECONFIG, or a local control plane it starts
-	$(PY) hack/run.py
+	$(PY) hack/run.py $(RUN_ARGS)
 
 .PHONY: lint
 lint: venv ## ruff lint and format check

@@ -362,6 +362,15 @@ class Reconciler:
         for cond in conditions.transitions(p.stored.get("conditions"), p.conditions):
             if cond["type"] in (model.SUCCEEDED, model.FAILED) and cond["status"] == "False":
                 continue  # the companion of the other end condition; one event is enough
+            log.info(
+                "%s/%s: %s=%s %s: %s",
+                p.namespace,
+                p.name,
+                cond["type"],
+                cond["status"],
+                cond["reason"],
+                cond.get("message") or "",
+            )
             self.kube.create_event(
                 events.event_for(
                     p.migration,

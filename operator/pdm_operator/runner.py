@@ -115,6 +115,10 @@ def run(opts: Options) -> int:
     if opts.kubeconfig:
         os.environ["KUBECONFIG"] = opts.kubeconfig  # Kopf's own login reads it too
     kopf.configure(verbose=opts.verbose, log_format=kopf.LogFormat.PLAIN)
+    if not opts.verbose:
+        # Kopf logs every handled watch event at INFO; our workers log the
+        # transitions that matter instead.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     asyncio.run(serve(opts))
