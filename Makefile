@@ -59,6 +59,9 @@ unit: venv ## unit tests (no cluster, no network)
 
 .PHONY: integration
 integration: venv ## integration tests on the real control plane ($KUBECONFIG or a local one)
+	@# Build (or find) the local control plane first, outside pytest, so the
+	@# first build's progress shows.
+	@if [ -z "$${PDM_TEST_KUBECONFIG:-}$${KUBECONFIG:-}" ]; then bash hack/build-binaries.sh all >/dev/null; fi
 	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
 
 .PHONY: test

@@ -1,21 +1,278 @@
-"""The ``pdm-operator`` command line."""
+"""The ``pdm-operator`` command line (also ``kubectl pdm`` through ``kubectl-pdm``).
+
+``run`` is the operator. ``render``, ``diff`` and ``wait`` are for CI and need
+no operator: they share the rendering and diffing code the operator uses.
+
+Exit codes: ``render`` 0, or 2 on bad input. ``diff`` like ``kubectl diff``:
+0 no change, 1 changes, 2 or more an error. ``wait``: 0 Succeeded, 1 Failed,
+2 timed out, 3 an error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
-from pdm_operator import __version__
+import yaml
+
+from pdm_operator import __version__, model
+
+EXIT_ERROR = 2
+WAIT_TIMEOUT, WAIT_ERROR = 2, 3
+
+#: The defaults the CRD applies at admission, applied offline by ``render``.
+SPEC_DEFAULTS: dict[str, Any] = {"mode": "Run", "pipeline": "Regular", "suspend": False}
+JOB_DEFAULTS: dict[str, Any] = {"activeDeadlineSeconds": 3600, "backoffLimit": 0}
 
 
-def build_parser() -> argparse.ArgumentParser:
+class UsageError(Exception):
+    """Bad input from the user: a message, exit code 2, no traceback."""
+
+
+def with_defaults(migration: dict[str, Any]) -> dict[str, Any]:
+    spec = {**SPEC_DEFAULTS, **(migration.get("spec") or {})}
+    spec["job"] = {**JOB_DEFAULTS, **(spec.get("job") or {})}
+    return {**migration, "spec": spec}
+
+
+def load_migration(path: str, namespace: str | None) -> dict[str, Any]:
+    """Read one PostDeployMigration from a file ('-' for stdin), defaults applied."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from e
+    found = [d for d in docs if isinstance(d, dict) and d.get("kind") == model.KIND]
+    if len(found) != 1:
+        raise UsageError(f"{path}: expected exactly one {model.KIND}, found {len(found)}")
+    migration = with_defaults(found[0])
+    meta = dict(migration.get("metadata") or {})
+    if not meta.get("name"):
+        raise UsageError(f"{path}: metadata.name is required")
+    spec = migration["spec"]
+    for field in ("environment", "image"):
+        if not spec.get(field):
+            raise UsageError(f"{path}: spec.{field} is required")
+    meta["namespace"] = namespace or meta.get("namespace") or "default"
+    migration["metadata"] = meta
+    return migration
+
+
+def explicit_image(migration: dict[str, Any], override: str | None) -> str | None:
+    return override or migration["spec"]["image"].get("reference")
+
+
+# --- render -------------------------------------------------------------------
+def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
+    from pdm_operator import diffing, render  # noqa: PLC0415 - keep `--help` light
+
+    migration = load_migration(args.filename, args.namespace)
+    image = explicit_image(migration, args.image)
+    if image is None:
+        raise UsageError(
+            "spec.image.fromDeployment is resolved from the live Deployment; "
+            "pass --image to stand in for it offline"
+        )
+    out.write(diffing.to_yaml(render.render_job(migration, image)))
+    return 0
+
+
+# --- diff ---------------------------------------------------------------------
+COLORS = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}
+RESET = "\033[0m"
+
+
+def colorize(text: str) -> str:
+    lines = []
+    for line in text.splitlines(keepends=True):
+        color = None if line.startswith(("+++", "---")) else COLORS.get(line[:1])
+        lines.append(f"{color}{line.rstrip(chr(10))}{RESET}\n" if color else line)
+    return "".join(lines)
+
+
+def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
+    from kubernetes.client.rest import ApiException  # noqa: PLC0415
+
+    from pdm_operator import dryrun, images, kube, reconcile  # noqa: PLC0415
+
+    migration = load_migration(args.filename, args.namespace)
+    client = kube.Kube(kube.load_config(args.kubeconfig))
+    image = explicit_image(migration, args.image)
+    ns = migration["metadata"]["namespace"]
+    try:
+        if image is None:
+            source = migration["spec"]["image"]["fromDeployment"]
+            deployment = client.get_deployment(ns, source["name"])
+            labels = ((deployment or {}).get("spec", {}).get("selector") or {}).get(
+                "matchLabels"
+            ) or {}
+            selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            pods = client.list_pods(ns, selector) if deployment and selector else []
+            resolved = images.resolve(source["name"], deployment, source["container"], pods)
+            if isinstance(resolved, images.Unresolved):
+                print(f"error: {resolved.reason}: {resolved.message}", file=sys.stderr)
+                return EXIT_ERROR
+            image = resolved.image
+        planned = dryrun.plan(client, migration, image)
+    except ApiException as e:
+        print(
+            f"error: the API server rejected the Job: {reconcile.api_message(e)}", file=sys.stderr
+        )
+        return EXIT_ERROR
+    color = args.color == "always" or (args.color == "auto" and out.isatty())
+    print(planned.diff.summary, file=sys.stderr)
+    if planned.diff.text:
+        out.write(colorize(planned.diff.text) if color else planned.diff.text)
+    return 1 if planned.diff.changed else 0
+
+
+# --- wait ---------------------------------------------------------------------
+def progress(name: str, migration: dict[str, Any] | None) -> tuple[str, int | None]:
+    """The progress line for ``migration`` and, once it has ended, the exit code."""
+    from pdm_operator import conditions  # noqa: PLC0415
+
+    if migration is None:
+        return f"pdm/{name}: NotFound (waiting for it to be created)", None
+    status = migration.get("status") or {}
+    state, reason = status.get("state") or "Pending", status.get("reason") or ""
+    line = f"pdm/{name}: {state}" + (f" ({reason})" if reason else "")
+    message = next(
+        (c.get("message") for c in status.get("conditions") or [] if c.get("reason") == reason),
+        "",
+    )
+    if message and state in ("Gated", "Pending", "Failed"):
+        line += f": {message}"
+    if conditions.is_true(status.get("conditions"), model.SUCCEEDED):
+        return line, 0
+    if conditions.is_true(status.get("conditions"), model.FAILED):
+        failure = status.get("failure") or {}
+        if failure.get("logTail"):
+            pod = failure.get("pod", "the migration pod")
+            line += f"\n--- log tail of {pod} ---\n" + failure["logTail"].rstrip("\n")
+        return line, 1
+    return line, None
+
+
+def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
+    from pdm_operator import kube  # noqa: PLC0415
+
+    client = kube.Kube(kube.load_config(args.kubeconfig))
+    namespace = args.namespace or current_namespace(args.kubeconfig)
+    tty = out.isatty()
+    start = time.monotonic()
+    last_line = ""
+    while True:
+        elapsed = time.monotonic() - start
+        try:
+            migration = client.get_migration(namespace, args.name)
+        except Exception as e:  # noqa: BLE001 - any API failure ends the wait with 3
+            print(f"\nerror: {e}", file=sys.stderr)
+            return WAIT_ERROR
+        line, code = progress(args.name, migration)
+        if tty:
+            # One live line, rewritten in place; the end goes below it.
+            head, _, rest = line.partition("\n")
+            out.write(
+                f"\r\033[K[{elapsed:5.0f}s] {head[:200]}"
+                + (f"\n{rest}" if code is not None else "")
+            )
+        elif line != last_line:
+            out.write(f"[{elapsed:5.0f}s] {line}\n")
+        out.flush()
+        last_line = line
+        if code is not None:
+            if tty:
+                out.write("\n")
+            return code
+        if elapsed >= args.timeout:
+            if tty:
+                out.write("\n")
+            print(f"timed out after {args.timeout:.0f}s: {line}", file=sys.stderr)
+            return WAIT_TIMEOUT
+        time.sleep(min(args.interval, max(0.0, args.timeout - elapsed)))
+
+
+def current_namespace(kubeconfig: str | None) -> str:
+    from kubernetes import config  # noqa: PLC0415
+
+    try:
+        _, context = config.list_kube_config_contexts(config_file=kubeconfig)
+        return str((context or {}).get("context", {}).get("namespace") or "default")
+    except Exception:  # noqa: BLE001 - in a pod there is no kubeconfig
+        return os.environ.get("POD_NAMESPACE") or "default"
+
+
+# --- run ----------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from pdm_operator import runner  # noqa: PLC0415 - keeps the CI commands free of Kopf
+
+    return runner.run(
+        runner.Options(
+            namespaces=list(args.namespaces),
+            lock_namespace=args.lock_namespace or runner.default_lock_namespace(),
+            kubeconfig=args.kubeconfig,
+            liveness_port=args.liveness_port,
+            workers=args.workers,
+            verbose=args.verbose,
+        )
+    )
+
+
+def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pdm-operator",
+        prog=prog,
         description="Run GitLab post-deployment migrations as Kubernetes Jobs.",
+        epilog="diff exits 0 (no change), 1 (changes), >1 (error); "
+        "wait exits 0 (Succeeded), 1 (Failed), 2 (timeout), 3 (error).",
     )
     parser.add_argument("--version", action="version", version=f"pdm-operator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def cluster_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
+
+    def file_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-f", "--filename", required=True, help="PostDeployMigration manifest ('-' for stdin)"
+        )
+        p.add_argument(
+            "-n",
+            "--namespace",
+            default=None,
+            help="namespace (default: the manifest's, else default)",
+        )
+        p.add_argument(
+            "--image",
+            default=None,
+            help="image to use instead of resolving spec.image.fromDeployment",
+        )
+
+    render_p = sub.add_parser("render", help="print the Job the operator would create (offline)")
+    file_flags(render_p)
+    render_p.set_defaults(func=cmd_render)
+
+    diff_p = sub.add_parser(
+        "diff", help="dry-run the Job on the cluster and diff it with the last run"
+    )
+    file_flags(diff_p)
+    cluster_flags(diff_p)
+    diff_p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    diff_p.set_defaults(func=cmd_diff)
+
+    wait_p = sub.add_parser("wait", help="follow a PostDeployMigration until it ends")
+    wait_p.add_argument("name", help="name of the PostDeployMigration")
+    wait_p.add_argument(
+        "-n", "--namespace", default=None, help="namespace (default: the context's)"
+    )
+    wait_p.add_argument("--timeout", type=float, default=3900.0, help="seconds (default 3900)")
+    wait_p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    cluster_flags(wait_p)
+    wait_p.set_defaults(func=cmd_wait)
 
     run = sub.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()
@@ -35,9 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="namespace of the per-environment Leases (default: $POD_NAMESPACE, else 'default')",
     )
-    run.add_argument(
-        "--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or in-cluster)"
-    )
+    cluster_flags(run)
     run.add_argument(
         "--liveness-port", type=int, default=8080, help="port of GET /healthz (default 8080)"
     )
@@ -45,27 +300,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=32, help="threads for Kubernetes API calls (default 32)"
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=cmd_run)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "pdm-operator") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if args.command == "run":
-        from pdm_operator import runner  # noqa: PLC0415 - keeps `render`/`--help` free of Kopf
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return int(args.func(args, sys.stdout))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
 
-        return runner.run(
-            runner.Options(
-                namespaces=list(args.namespaces),
-                lock_namespace=args.lock_namespace or runner.default_lock_namespace(),
-                kubeconfig=args.kubeconfig,
-                liveness_port=args.liveness_port,
-                workers=args.workers,
-                verbose=args.verbose,
-            )
-        )
-    parser.print_help()
-    return 2
+
+def kubectl_plugin() -> int:
+    """Entry point of ``kubectl-pdm``: ``kubectl pdm diff -f pdm.yaml``."""
+    return main(prog="kubectl pdm")
 
 
 if __name__ == "__main__":

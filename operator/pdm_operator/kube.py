@@ -91,6 +91,17 @@ class Kube:
     def get_lease(self, namespace: str, name: str) -> Body | None:
         return self._maybe(self.coordination.read_namespaced_lease, name, namespace)
 
+    def list_migrations(self, namespace: str) -> list[Body]:
+        resp = self.custom.list_namespaced_custom_object(
+            model.GROUP,
+            model.VERSION,
+            namespace,
+            model.PLURAL,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        return list(_json(resp).get("items") or [])
+
     def list_pods(self, namespace: str, selector: str) -> list[Body]:
         resp = self.core.list_namespaced_pod(
             namespace,
@@ -155,6 +166,27 @@ class Kube:
             namespace, job, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
         )
         return _json(resp)
+
+    def put_configmap(self, namespace: str, configmap: Body) -> None:
+        """Create or replace a ConfigMap (the operator owns it)."""
+        name = configmap["metadata"]["name"]
+        try:
+            self.core.create_namespaced_config_map(
+                namespace,
+                configmap,
+                field_manager=model.FIELD_MANAGER,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            self.core.replace_namespaced_config_map(
+                name,
+                namespace,
+                configmap,
+                field_manager=model.FIELD_MANAGER,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
 
     def create_event(self, event: Body) -> None:
         """Post an Event; failures are logged, never raised (events are best effort)."""

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from kubernetes.client.rest import ApiException
 
-from pdm_operator import conditions, events, gates, images, jobs, model, render
+from pdm_operator import conditions, diffing, dryrun, events, gates, images, jobs, model, render
 from pdm_operator.conditions import Condition
 from pdm_operator.kube import Kube
 from pdm_operator.locks import EnvironmentLocks, Holder
@@ -119,11 +119,12 @@ class Reconciler:
         p = Pass(migration, self.clock())
         if model.is_finished(p.stored):
             return Step(p.stored, None)
-        if p.status.get("jobName"):
+        dry = p.spec.get("mode") == "DryRun"
+        if p.status.get("jobName") and not dry:
             return self._follow(p)
         if not p.status.get("image") and not self._resolve(p):
             return self._write(p, self.timing.image_retry)
-        if p.spec.get("mode") == "DryRun":
+        if dry:
             return self._dry_run(p)
         hold = self._gates(p)
         if hold is not None:
@@ -299,29 +300,30 @@ class Reconciler:
         return self._finish(p)
 
     def _dry_run(self, p: Pass) -> Step:
-        """Render and check with a server-side dry-run create; never a real Job, never the lock."""
-        job = render.render_job(p.migration, p.status["image"])
+        """Render, check with a server-side dry-run create, diff; never a Job, never the lock."""
         try:
-            self.kube.create_job(p.namespace, job, dry_run=True)
+            planned = dryrun.plan(self.kube, p.migration, p.status["image"])
         except ApiException as e:
-            if e.status == 409:
-                pass  # a Job of that name exists: the manifest itself was accepted before
-            elif e.status >= 500 or e.status in (0, 429):
+            if e.status >= 500 or e.status in (0, 429):
                 p.set(model.JOB_CREATED, False, "DryRunError", api_message(e))
                 return self._write(p, self.timing.create_retry)
-            else:
-                self._fail(
-                    p, "DryRunRejected", f"the API server rejected the Job: {api_message(e)}"
-                )
-                return self._write(p, None)
+            self._fail(p, "DryRunRejected", f"the API server rejected the Job: {api_message(e)}")
+            return self._write(p, None)
+        diff = planned.diff
+        text, truncated = diffing.bounded(diff.text)
+        status_diff: Body = {"changed": diff.changed, "summary": diff.summary, "text": text}
+        if diff.base:
+            status_diff["base"] = diff.base
+        if truncated:
+            name = f"{p.name}-diff"
+            self.kube.put_configmap(p.namespace, diff_configmap(p.migration, name, diff.text))
+            status_diff["truncated"] = True
+            status_diff["configMap"] = name
+        p.status["diff"] = status_diff
+        p.status["jobName"] = planned.job["metadata"]["name"]
         p.set(model.GATED, False, "DryRun", "a dry run waits for no gate")
-        p.set(
-            model.SUCCEEDED,
-            True,
-            "DryRunSucceeded",
-            f"the API server accepted Job {job['metadata']['name']}",
-        )
-        p.set(model.FAILED, False, "DryRunSucceeded", "")
+        p.set(model.SUCCEEDED, True, "DryRunSucceeded", diff.summary)
+        p.set(model.FAILED, False, "DryRunSucceeded", diff.summary)
         p.status["completionTime"] = p.now
         return self._write(p, None)
 
@@ -391,6 +393,30 @@ def _merge_patch(old: Body, new: Body) -> Body:
         if k not in new:
             patch[k] = None
     return patch
+
+
+def diff_configmap(migration: Body, name: str, text: str) -> Body:
+    """The full diff of a dry run, when it is too long for the status."""
+    meta = migration["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": render.labels_for(migration),
+            "ownerReferences": [
+                {
+                    "apiVersion": model.API_VERSION,
+                    "kind": model.KIND,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "data": {"diff": text},
+    }
 
 
 def api_message(e: ApiException) -> str:

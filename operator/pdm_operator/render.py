@@ -50,6 +50,15 @@ def inputs_hash(job_spec: Body) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _without_identity(job_spec: Body) -> Body:
+    """The Job spec minus the migration's own name: the same inputs under
+    another migration hash the same, so a dry-run diff of an unchanged
+    deployment is empty and a changed one shows only what changed."""
+    out = copy.deepcopy(job_spec)
+    out["template"]["metadata"]["labels"].pop(model.LABEL_MIGRATION, None)
+    return out
+
+
 def migration_env(user_env: list[Body] | None) -> list[Body]:
     """The user's env with SKIP_POST_DEPLOYMENT_MIGRATIONS forced to "false".
 
@@ -138,7 +147,7 @@ def render_job(migration: Body, image: str) -> Body:
             },
         }
     )
-    digest = inputs_hash(job_spec)
+    digest = inputs_hash(_without_identity(job_spec))
     metadata: dict[str, Any] = {
         "name": job_name(meta["name"], digest),
         "namespace": meta.get("namespace"),

@@ -155,7 +155,18 @@ def test_job_name_is_migration_name_and_eight_hex_of_the_inputs_hash() -> None:
     assert re.fullmatch(rf"{re.escape(NAME)}-[0-9a-f]{{8}}", name), name
     assert re.fullmatch(r"[0-9a-f]{64}", digest), digest
     assert name == f"{NAME}-{digest[:8]}"
-    assert digest == render.inputs_hash(job["spec"])
+    spec = copy.deepcopy(job["spec"])
+    del spec["template"]["metadata"]["labels"][model.LABEL_MIGRATION]
+    assert digest == render.inputs_hash(spec)
+
+
+def test_same_inputs_under_another_migration_name_hash_the_same() -> None:
+    a = render.render_job(migration(name="gstg-a"), IMAGE)
+    b = render.render_job(migration(name="gstg-b"), IMAGE)
+    assert a["metadata"]["annotations"] == b["metadata"]["annotations"]
+    assert a["metadata"]["name"].removeprefix("gstg-a") == b["metadata"]["name"].removeprefix(
+        "gstg-b"
+    )
 
 
 def test_longest_migration_name_allowed_by_the_crd_gives_a_63_character_job_name() -> None:
