@@ -218,6 +218,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             kubeconfig=args.kubeconfig,
             liveness_port=args.liveness_port,
             workers=args.workers,
+            report_threads=args.report_threads,
+            report_timeout=args.report_timeout,
             verbose=args.verbose,
         )
     )
@@ -298,6 +300,18 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--workers", type=int, default=32, help="threads for Kubernetes API calls (default 32)"
+    )
+    run.add_argument(
+        "--report-timeout",
+        type=float,
+        default=5.0,
+        help="seconds per GitLab/Sentry call (default 5)",
+    )
+    run.add_argument(
+        "--report-threads",
+        type=int,
+        default=16,
+        help="threads for GitLab/Sentry calls (default 16)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=cmd_run)

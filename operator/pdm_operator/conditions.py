@@ -89,6 +89,9 @@ def summarize(conditions: list[Body] | None) -> tuple[str, str]:
         cond = find(conditions, ctype)
         if cond and cond.get("status") == "True":
             return state, str(cond.get("reason", ""))
+    succeeded = find(conditions, model.SUCCEEDED)
+    if succeeded and succeeded.get("status") == "Unknown":
+        return model.STATE_REPORTING, str(succeeded.get("reason", ""))
     job = find(conditions, model.JOB_CREATED)
     if job and job.get("status") == "True":
         return model.STATE_RUNNING, str(job.get("reason", ""))

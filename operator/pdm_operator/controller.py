@@ -19,11 +19,12 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
 
 from pdm_operator import model
+from pdm_operator.kube import Conflict
 from pdm_operator.model import Body
 from pdm_operator.reconcile import Reconciler, Step
+from pdm_operator.reporting.reporter import ReportingHub
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class Worker:
                 self.poked.clear()
                 try:
                     step = await asyncio.to_thread(self._pass)
+                except Conflict:
+                    # The reporter wrote the status since we read it: read again.
+                    continue
                 except Exception:
                     log.exception(
                         "reconcile of %s/%s failed; retrying in %.0fs", namespace, name, backoff
@@ -87,10 +91,12 @@ class Worker:
 
 
 class Controller:
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(self, reconciler: Reconciler, reporting: ReportingHub | None = None) -> None:
         self.reconciler = reconciler
+        self.reporting = reporting
         self.workers: dict[Key, Worker] = {}
-        self.on_change: Callable[[], None] | None = None
+        if reporting is not None:
+            reporting.on_change = self.poke
 
     def on_migration(self, event_type: str | None, body: Body) -> None:
         """A watch event for a PostDeployMigration (``None`` for the initial listing)."""
@@ -100,8 +106,12 @@ class Controller:
             worker = self.workers.pop(key, None)
             if worker is not None:
                 worker.task.cancel()
+            if self.reporting is not None:
+                self.reporting.cancel(key)
             self._poke_waiting()
             return
+        if self.reporting is not None:
+            self.reporting.observe(body)
         if model.is_finished(body.get("status")):
             # Its end may open a gate (the environment lock, a dependency).
             self._poke_waiting()
@@ -113,6 +123,11 @@ class Controller:
         if worker is None:
             self.workers[key] = Worker(key, self)
         else:
+            worker.poke()
+
+    def poke(self, key: Key) -> None:
+        worker = self.workers.get(key)
+        if worker is not None:
             worker.poke()
 
     def on_job(self, body: Body) -> None:
@@ -133,9 +148,11 @@ class Controller:
             del self.workers[worker.key]
 
     async def stop(self) -> None:
-        """Cancel every worker and wait for them (graceful shutdown)."""
+        """Cancel every worker and reporter and wait for them (graceful shutdown)."""
         tasks = [w.task for w in self.workers.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.workers.clear()
+        if self.reporting is not None:
+            await self.reporting.stop()

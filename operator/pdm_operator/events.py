@@ -53,6 +53,8 @@ def kind_of(condition: Body) -> str:
         return "Warning"
     if ctype == model.JOB_CREATED and status == "False":
         return "Warning"
+    if ctype == model.SUCCEEDED and status == "Unknown":
+        return "Normal"
     if ctype == model.GATED and reason in ("ImageChanged", "RolloutStuck", "JobNameTaken"):
         return "Warning"
     return "Normal"

@@ -9,6 +9,7 @@ from the API and a Job they rendered alike.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -91,6 +92,19 @@ class Kube:
     def get_lease(self, namespace: str, name: str) -> Body | None:
         return self._maybe(self.coordination.read_namespaced_lease, name, namespace)
 
+    def read_secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One value of a Secret, decoded; None if the Secret or key is missing.
+
+        Read at the moment of use and never cached, logged or stored.
+        """
+        secret = self._maybe(self.core.read_namespaced_secret, name, namespace)
+        if secret is None:
+            return None
+        data = (secret.get("data") or {}).get(key)
+        if data is None:
+            return None
+        return base64.b64decode(data).decode("utf-8").strip()
+
     def list_migrations(self, namespace: str) -> list[Body]:
         resp = self.custom.list_namespaced_custom_object(
             model.GROUP,
@@ -138,8 +152,18 @@ class Kube:
             return None
 
     # --- writes ----------------------------------------------------------------
-    def patch_migration_status(self, namespace: str, name: str, status: Body) -> Body | None:
-        """Merge-patch ``status``; None if the migration is gone."""
+    def patch_migration_status(
+        self, namespace: str, name: str, status: Body, resource_version: str | None = None
+    ) -> Body | None:
+        """Merge-patch ``status``; None if the migration is gone.
+
+        With ``resource_version`` the patch applies only to that version of the
+        object (Conflict otherwise): the migration worker and the reporter
+        both write the status, each computing its part from a fresh read.
+        """
+        body: Body = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             resp = self.custom.patch_namespaced_custom_object_status(
                 model.GROUP,
@@ -147,13 +171,15 @@ class Kube:
                 namespace,
                 model.PLURAL,
                 name,
-                {"status": status},
+                body,
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as e:
             if e.status == 404:
                 return None
+            if e.status == 409:
+                raise Conflict(f"{namespace}/{name} changed since it was read") from e
             raise
         return _json(resp)
 

@@ -42,6 +42,7 @@ FAILED: Final = "Failed"
 STATE_PENDING: Final = "Pending"
 STATE_GATED: Final = "Gated"
 STATE_RUNNING: Final = "Running"
+STATE_REPORTING: Final = "Reporting"  # the Job succeeded; blocking reports are pending
 STATE_SUCCEEDED: Final = "Succeeded"
 STATE_FAILED: Final = "Failed"
 

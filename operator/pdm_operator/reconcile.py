@@ -33,6 +33,7 @@ from pdm_operator.conditions import Condition
 from pdm_operator.kube import Kube
 from pdm_operator.locks import EnvironmentLocks, Holder
 from pdm_operator.model import Body
+from pdm_operator.reporting import outbox
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,12 @@ class Pass:
         return list(self.status.get("conditions") or [])
 
     def set(self, ctype: str, status: bool, reason: str, message: str = "") -> None:
-        cond = Condition(ctype, "True" if status else "False", reason, message)
+        self._apply(Condition(ctype, "True" if status else "False", reason, message))
+
+    def set_unknown(self, ctype: str, reason: str, message: str = "") -> None:
+        self._apply(Condition(ctype, "Unknown", reason, message))
+
+    def _apply(self, cond: Condition) -> None:
         self.status["conditions"] = conditions.apply(
             self.conditions, cond, self.generation, self.now
         )
@@ -258,6 +264,9 @@ class Reconciler:
         return self._write(p, 0)
 
     def _follow(self, p: Pass) -> Step:
+        if p.status.get("jobOutcome") == "Succeeded":
+            # The Job is done (and may be gone by now); only blocking reports remain.
+            return self._await_blocking_reports(p)
         name = p.status["jobName"]
         job = self.kube.get_job(p.namespace, name)
         if job is None or not self._owned(job, p.meta["uid"]):
@@ -272,12 +281,15 @@ class Reconciler:
         outcome = jobs.outcome(job)
         if outcome is None:
             return self._write(p, self.timing.running_resync)
+        p.status["jobCompletionTime"] = outcome.time or p.now
         if outcome.succeeded:
-            p.set(model.SUCCEEDED, True, outcome.reason, outcome.message)
-            p.set(model.FAILED, False, outcome.reason, outcome.message)
-            p.status["completionTime"] = outcome.time or p.now
+            p.status["jobOutcome"] = "Succeeded"
             p.status.pop("failure", None)
-            return self._finish(p)
+            # The migration itself is over: the next one of the environment may
+            # start, whatever GitLab does with the reports.
+            self.locks.release(p.environment, Holder.of(p.migration))
+            return self._await_blocking_reports(p, outcome.message)
+        p.status["jobOutcome"] = "Failed"
         failure: Body = {"reason": outcome.reason, "message": outcome.message}
         pods = self.kube.list_pods(p.namespace, f"batch.kubernetes.io/job-name={name}")
         pod = jobs.pod_failure(pods)
@@ -296,7 +308,29 @@ class Reconciler:
             message += f" (exit code {failure['exitCode']} in pod {failure['pod']})"
         p.set(model.SUCCEEDED, False, outcome.reason, message)
         p.set(model.FAILED, True, outcome.reason, message)
-        p.status["completionTime"] = outcome.time or p.now
+        p.status["completionTime"] = p.status["jobCompletionTime"]
+        return self._finish(p)
+
+    def _await_blocking_reports(
+        self, p: Pass, job_message: str = "the migration Job completed"
+    ) -> Step:
+        """Succeeded once every blocking report of the outcome is delivered."""
+        blocking = outbox.blocking_state({**p.migration, "status": p.status}, self.clock())
+        if blocking.failed:
+            message = (
+                f"the migration Job succeeded, but a blocking report failed: {blocking.message}"
+            )
+            p.set(model.SUCCEEDED, False, "BlockingReportFailed", message)
+            p.set(model.FAILED, True, "BlockingReportFailed", message)
+            p.status["failure"] = {"reason": "BlockingReportFailed", "message": message}
+            p.status["completionTime"] = p.now
+            return self._finish(p)
+        if not blocking.done:
+            p.set_unknown(model.SUCCEEDED, "BlockingReportsPending", blocking.message)
+            return self._write(p, self.timing.gate_poll)
+        p.set(model.SUCCEEDED, True, "JobComplete", job_message)
+        p.set(model.FAILED, False, "JobComplete", job_message)
+        p.status["completionTime"] = p.status.get("jobCompletionTime") or p.now
         return self._finish(p)
 
     def _dry_run(self, p: Pass) -> Step:
@@ -347,7 +381,10 @@ class Reconciler:
         other = self.kube.get_migration(holder.namespace, holder.name)
         if other is None or other["metadata"].get("uid") != holder.uid:
             return False
-        return not model.is_finished(other.get("status"))
+        status = other.get("status") or {}
+        # A migration whose Job has ended no longer needs the environment,
+        # even while it waits for blocking reports.
+        return not model.is_finished(status) and not status.get("jobOutcome")
 
     def _write(self, p: Pass, requeue: float | None) -> Step:
         """Store the status if it changed, and post an event for every transition."""
@@ -357,10 +394,14 @@ class Reconciler:
         if p.status == p.stored:
             return Step(p.stored, requeue)
         written = self.kube.patch_migration_status(
-            p.namespace, p.name, _merge_patch(p.stored, p.status)
+            p.namespace,
+            p.name,
+            _merge_patch(p.stored, p.status),
+            resource_version=p.meta.get("resourceVersion"),
         )
         if written is None:  # the migration was deleted meanwhile
             return Step(p.status, None)
+        p.meta["resourceVersion"] = written["metadata"].get("resourceVersion")
         for cond in conditions.transitions(p.stored.get("conditions"), p.conditions):
             if cond["type"] in (model.SUCCEEDED, model.FAILED) and cond["status"] == "False":
                 continue  # the companion of the other end condition; one event is enough

@@ -20,6 +20,7 @@ from pdm_operator import model
 from pdm_operator.controller import Controller
 from pdm_operator.kube import Kube, load_config
 from pdm_operator.reconcile import Reconciler
+from pdm_operator.reporting.reporter import ReportingHub
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class Options:
     kubeconfig: str | None = None
     liveness_port: int = 8080
     workers: int = 32  # threads for blocking API calls
+    report_threads: int = 16  # threads for GitLab/Sentry calls, apart from the above
+    report_timeout: float = 5.0  # seconds per GitLab/Sentry call
     verbose: bool = False
 
 
@@ -88,12 +91,19 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
 
 async def serve(opts: Options) -> None:
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(
-        ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="pdm-api")
-    )
+    api_pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="pdm-api")
+    loop.set_default_executor(api_pool)
     api = load_config(opts.kubeconfig)
     kube = Kube(api)
-    controller = Controller(Reconciler(kube, opts.lock_namespace))
+    reconciler = Reconciler(kube, opts.lock_namespace)
+    reporting = ReportingHub(
+        kube,
+        api_pool=api_pool,
+        clock=reconciler.clock,
+        call_timeout=opts.report_timeout,
+        delivery_threads=opts.report_threads,
+    )
+    controller = Controller(reconciler, reporting)
     registry = build_registry(controller)
     scope = ", ".join(opts.namespaces) if opts.namespaces else "all namespaces"
     log.info(

@@ -1,0 +1,405 @@
+"""Reporting to GitLab and Sentry never blocks a migration, and is delivered
+exactly once: real HTTP servers on loopback stand in for GitLab and Sentry,
+with their documented answers and faults."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gitlab as python_gitlab
+import pytest
+from kubernetes import client
+
+from tests.integration.conftest import Cluster
+from tests.support.fake_gitlab import FakeGitLab
+from tests.support.fake_sentry import FakeSentry
+from tests.support.operator import OperatorProcess, pythonpath_env
+from tests.support.pdm import Api, migration
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+GITLAB_TOKEN = "glpat-PDMTEST-do-not-leak-4f1e"
+SENTRY_TOKEN = "sntrys-PDMTEST-do-not-leak-9b2c"
+SHA = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"
+GITLAB_PROJECTS = ["gitlab-org/gitlab", "gitlab-org/omnibus-gitlab"]
+METADATA = "gitlab-org/release/metadata"
+QA = "gitlab-org/quality/release"
+IMAGE = {"reference": "registry.example.com/gitlab-toolbox-ee:v18.6.0"}
+#: Long per-call timeout: an implementation that waited on GitLab would take
+#: at least this long, far beyond the tolerance of the timing tests.
+CALL_TIMEOUT = "10"
+
+
+@pytest.fixture
+def gitlab_server() -> Iterator[FakeGitLab]:
+    with FakeGitLab(token=GITLAB_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def sentry_server() -> Iterator[FakeSentry]:
+    with FakeSentry(token=SENTRY_TOKEN, releases=[("gitlab", "18.6.0")]) as server:
+        yield server
+
+
+@pytest.fixture
+def tokens(cluster: Cluster, namespace: str) -> None:
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": GITLAB_TOKEN}}
+    )
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "sentry-api"}, "stringData": {"token": SENTRY_TOKEN}}
+    )
+
+
+@pytest.fixture
+def reporting_operator(
+    cluster: Cluster, namespace: str, crd: None, tokens: None, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(
+        pythonpath_env(cluster.env()),
+        namespace,
+        tmp_path / "operator.log",
+        "--report-timeout",
+        CALL_TIMEOUT,
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"----- operator log -----\n{proc.log()[-20000:]}")
+
+
+def sinks(
+    sentry_url: str,
+    *,
+    rollback: bool = False,
+    metadata_blocking: bool | None = None,
+    qa_blocking: bool | None = None,
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"type": "GitLabDeployment", "projects": GITLAB_PROJECTS},
+        {
+            "type": "SentryDeploy",
+            "url": sentry_url,
+            "org": "gitlab",
+            "release": "18.6.0",
+            "tokenSecretRef": {"name": "sentry-api", "key": "token"},
+        },
+    ]
+    if not rollback:
+        qa: dict[str, Any] = {"type": "QAIssue", "project": QA}
+        if qa_blocking is not None:
+            qa["blocking"] = qa_blocking
+        out += [
+            qa,
+            {"type": "MergeRequestLabels", "label": "workflow::post-deploy-db-gstg"},
+        ]
+    if metadata_blocking is not None:
+        out.append({"type": "ReleaseMetadata", "project": METADATA, "blocking": metadata_blocking})
+    return out
+
+
+def tracked(
+    name: str, gitlab_url: str, sink_list: list[dict[str, Any]], **spec: Any
+) -> dict[str, Any]:
+    tracking = {
+        "gitlab": {"url": gitlab_url, "tokenSecretRef": {"name": "gitlab-api", "key": "token"}},
+        "version": {"ref": "master", "sha": SHA},
+        "sinks": sink_list,
+        **spec.pop("tracking_extra", {}),
+    }
+    return migration(name, image=IMAGE, tracking=tracking, **spec)
+
+
+def reports(api: Api, name: str) -> list[dict[str, Any]]:
+    return list((api.get(name) or {}).get("status", {}).get("reports") or [])
+
+
+def time_to_succeed(api: Api, name: str, body: dict[str, Any]) -> float:
+    start = time.monotonic()
+    api.create(body)
+    api.wait_condition(name, "Succeeded", timeout=120)
+    return time.monotonic() - start
+
+
+def test_regular_run_reports_everything_exactly_once(
+    api: Api,
+    reporting_operator: OperatorProcess,
+    gitlab_server: FakeGitLab,
+    sentry_server: FakeSentry,
+) -> None:
+    # An API-made deployment for this version exists already, with merge
+    # requests: the operator must update it, not add a second one.
+    gl = python_gitlab.Gitlab(gitlab_server.url, private_token=GITLAB_TOKEN)
+    existing = gl.projects.get(GITLAB_PROJECTS[0], lazy=True).deployments.create(
+        {"environment": "gstg", "sha": SHA, "ref": "master", "tag": False, "status": "running"}
+    )
+    iids = [gitlab_server.add_merge_request(GITLAB_PROJECTS[0], f"MR {i}") for i in range(2)]
+    gitlab_server.link_merge_requests(GITLAB_PROJECTS[0], existing.id, iids)
+
+    api.create(
+        tracked("pdm-report", gitlab_server.url, sinks(sentry_server.url, metadata_blocking=True))
+    )
+    api.wait_condition("pdm-report", "Succeeded", timeout=60)
+    api.wait_condition("pdm-report", "Reported", timeout=60)
+
+    for project in GITLAB_PROJECTS:
+        (dep,) = gitlab_server.deployments(project)
+        assert (dep["status"], dep["sha"], dep["ref"], dep["environment"]["name"]) == (
+            "success",
+            SHA,
+            "master",
+            "gstg",
+        )
+    assert gitlab_server.deployments(GITLAB_PROJECTS[0])[0]["id"] == existing.id
+    (meta,) = gitlab_server.deployments(METADATA)
+    assert meta["status"] == "success"
+    (issue,) = gitlab_server.issues(QA)
+    assert "gstg" in issue["title"]
+    for iid in iids:
+        assert (
+            "workflow::post-deploy-db-gstg"
+            in gitlab_server.merge_request(GITLAB_PROJECTS[0], iid)["labels"]
+        )
+    (deploy,) = sentry_server.deploys("gitlab", "18.6.0")
+    assert deploy["environment"] == "gstg"
+    assert deploy["dateStarted"]
+    assert deploy["dateFinished"]
+
+    records = reports(api, "pdm-report")
+    assert {r["state"] for r in records} == {"Delivered"}
+    assert {r["sink"] for r in records} == {
+        "GitLabDeployment", "ReleaseMetadata", "QAIssue", "MergeRequestLabels", "SentryDeploy",
+    }  # fmt: skip
+    # Never a status the deployment already had.
+    puts = [r for r in gitlab_server.requests if r.method == "PUT" and "/deployments/" in r.path]
+    assert all(r.status == 200 for r in puts)
+
+
+@pytest.mark.parametrize("fault", ["down", "hanging", "slow"])
+def test_rollback_completes_while_gitlab_and_sentry_fail_as_fast_as_when_healthy(
+    api: Api,
+    reporting_operator: OperatorProcess,
+    gitlab_server: FakeGitLab,
+    sentry_server: FakeSentry,
+    fault: str,
+) -> None:
+    rollback_sinks = sinks(sentry_server.url, rollback=True)
+    healthy = time_to_succeed(
+        api,
+        "rb-healthy",
+        tracked("rb-healthy", gitlab_server.url, rollback_sinks, pipeline="Rollback"),
+    )
+    api.wait_condition("rb-healthy", "Reported", timeout=60)
+
+    for server in (gitlab_server, sentry_server):
+        if fault == "down":
+            server.down()
+        elif fault == "hanging":
+            server.faults.hang()
+        else:
+            server.faults.slow(10)
+    faulty = time_to_succeed(
+        api,
+        "rb-faulty",
+        tracked(
+            "rb-faulty", gitlab_server.url, rollback_sinks, pipeline="Rollback", environment="gprd"
+        ),
+    )
+    # Tolerance from the healthy run: scheduling noise, never a GitLab call
+    # (each would cost the 10 s call timeout).
+    assert faulty <= healthy + 3.0, (
+        f"rollback took {faulty:.1f}s with GitLab {fault}, {healthy:.1f}s healthy"
+    )
+    cond = api.condition("rb-faulty", "Reported")
+    assert cond is not None
+    assert (cond["status"], cond["reason"]) == ("False", "Pending")
+
+    for server in (gitlab_server, sentry_server):
+        if fault == "down":
+            server.up()
+        else:
+            server.faults.clear()
+    api.wait_condition("rb-faulty", "Reported", timeout=120)
+    gprd = [
+        d
+        for d in gitlab_server.deployments(GITLAB_PROJECTS[0])
+        if d["environment"]["name"] == "gprd"
+    ]
+    assert [d["status"] for d in gprd] == ["success"]
+    assert len(sentry_server.deploys("gitlab", "18.6.0")) == 2
+
+
+def test_lost_create_answer_leaves_exactly_one_deployment(
+    api: Api,
+    reporting_operator: OperatorProcess,
+    gitlab_server: FakeGitLab,
+    sentry_server: FakeSentry,
+) -> None:
+    gitlab_server.faults.lose_response(method="POST", path=r"/deployments$", times=2)
+    sentry_server.faults.lose_response(method="POST", path=r"/deploys/$", times=1)
+    api.create(tracked("pdm-lost", gitlab_server.url, sinks(sentry_server.url, rollback=True)))
+    api.wait_condition("pdm-lost", "Succeeded", timeout=60)
+    api.wait_condition("pdm-lost", "Reported", timeout=120)
+    for project in GITLAB_PROJECTS:
+        assert [d["status"] for d in gitlab_server.deployments(project)] == ["success"]
+    assert len(sentry_server.deploys("gitlab", "18.6.0")) == 1
+    lost = [r for r in gitlab_server.requests if r.fault == "lose_response"]
+    assert len(lost) == 2
+
+
+def test_restart_in_the_middle_of_the_outbox_loses_and_duplicates_nothing(
+    api: Api,
+    reporting_operator: OperatorProcess,
+    gitlab_server: FakeGitLab,
+    sentry_server: FakeSentry,
+) -> None:
+    gitlab_server.faults.error(503)
+    api.create(
+        tracked("pdm-restart", gitlab_server.url, sinks(sentry_server.url, qa_blocking=False))
+    )
+    api.wait_condition("pdm-restart", "Succeeded", timeout=60)
+    wait_until(
+        lambda: any(
+            r.get("attempts", 0) >= 1 and r["sink"] == "GitLabDeployment"
+            for r in reports(api, "pdm-restart")
+        ),
+        timeout=60,
+        what="a failed GitLab attempt recorded in the outbox",
+    )
+    reporting_operator.kill()
+    gitlab_server.faults.clear()
+    reporting_operator.start()
+    api.wait_condition("pdm-restart", "Reported", timeout=120)
+    for project in GITLAB_PROJECTS:
+        assert [d["status"] for d in gitlab_server.deployments(project)] == ["success"]
+    assert len(gitlab_server.issues(QA)) == 1
+    assert len(sentry_server.deploys("gitlab", "18.6.0")) == 1
+
+
+def test_blocking_metadata_sink_that_stays_down_fails_the_migration(
+    api: Api,
+    reporting_operator: OperatorProcess,
+    gitlab_server: FakeGitLab,
+    sentry_server: FakeSentry,
+) -> None:
+    gitlab_server.faults.error(503, path="metadata")
+    body = tracked(
+        "pdm-blocked",
+        gitlab_server.url,
+        sinks(sentry_server.url, rollback=True, metadata_blocking=True),
+        tracking_extra={"blockingDeadlineSeconds": 3},
+    )
+    api.create(body)
+    reporting = api.wait_state("pdm-blocked", "Reporting", timeout=60)
+    assert reporting["status"]["jobOutcome"] == "Succeeded"
+    failed = api.wait_condition("pdm-blocked", "Failed", timeout=60)
+    assert failed["reason"] == "BlockingReportFailed"
+    assert "ReleaseMetadata gitlab-org/release/metadata" in failed["message"]
+    status = api.get("pdm-blocked")["status"]  # type: ignore[index]
+    assert status["jobOutcome"] == "Succeeded"  # the migration's own outcome stays recorded
+    assert status["failure"]["reason"] == "BlockingReportFailed"
+    # The non-blocking sinks were delivered regardless.
+    assert [d["status"] for d in gitlab_server.deployments(GITLAB_PROJECTS[0])] == ["success"]
+
+
+def test_retry_after_is_honoured(
+    api: Api,
+    reporting_operator: OperatorProcess,
+    gitlab_server: FakeGitLab,
+    sentry_server: FakeSentry,
+) -> None:
+    gitlab_server.faults.error(
+        429, times=1, method="GET", path=r"/deployments$", headers={"Retry-After": "4"}
+    )
+    one_project = [{"type": "GitLabDeployment", "projects": [GITLAB_PROJECTS[0]]}]
+    api.create(tracked("pdm-429", gitlab_server.url, one_project))
+    api.wait_condition("pdm-429", "Reported", timeout=60)
+    calls = [
+        r for r in gitlab_server.requests if r.path.endswith("/deployments") and r.method == "GET"
+    ]
+    limited = next(r for r in calls if r.status == 429)
+    after = [r for r in calls if r.timestamp > limited.timestamp]
+    assert after, "no attempt after the 429"
+    assert after[0].timestamp - limited.timestamp >= 4.0 - 0.05  # not before the server allowed it
+
+
+def test_ci_made_deployment_is_not_updated(
+    api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab
+) -> None:
+    ci = gitlab_server.add_ci_deployment(GITLAB_PROJECTS[0], "gstg", "master", SHA, "success")
+    api.create(
+        tracked(
+            "pdm-ci",
+            gitlab_server.url,
+            [{"type": "GitLabDeployment", "projects": [GITLAB_PROJECTS[0]]}],
+        )
+    )
+    api.wait_condition("pdm-ci", "Reported", timeout=60)
+    deps = gitlab_server.deployments(GITLAB_PROJECTS[0])
+    assert len(deps) == 2
+    assert next(d for d in deps if d["id"] == ci["id"])["status"] == "success"
+    assert not [r for r in gitlab_server.requests if r.status == 403]
+
+
+def test_tokens_never_appear_in_status_events_or_logs(
+    cluster: Cluster,
+    api: Api,
+    reporting_operator: OperatorProcess,
+    gitlab_server: FakeGitLab,
+    sentry_server: FakeSentry,
+) -> None:
+    gitlab_server.faults.error(401, times=2)  # errors are where tokens leak
+    api.create(
+        tracked("pdm-tokens", gitlab_server.url, sinks(sentry_server.url, metadata_blocking=False))
+    )
+    api.wait_condition("pdm-tokens", "Succeeded", timeout=60)
+    api.wait_condition("pdm-tokens", "Reported", timeout=120)
+    # The tokens were used...
+    assert any(r.headers.get("PRIVATE-TOKEN") == GITLAB_TOKEN for r in gitlab_server.requests)
+    assert any(
+        r.headers.get("Authorization") == f"Bearer {SENTRY_TOKEN}" for r in sentry_server.requests
+    )
+    # ...and are nowhere to be read.
+    events = client.CoreV1Api(cluster.api).list_namespaced_event(api.ns).items
+    texts = {
+        "status": json.dumps(api.get("pdm-tokens")),
+        "events": " ".join(f"{e.reason} {e.message}" for e in events),
+        "operator log": reporting_operator.log(),
+    }
+    for where, text in texts.items():
+        for token in (GITLAB_TOKEN, SENTRY_TOKEN):
+            assert token not in text, f"a token leaked into the {where}"
+
+
+def test_regular_run_with_non_blocking_sinks_succeeds_while_gitlab_is_down(
+    api: Api,
+    reporting_operator: OperatorProcess,
+    gitlab_server: FakeGitLab,
+    sentry_server: FakeSentry,
+) -> None:
+    non_blocking = sinks(sentry_server.url, metadata_blocking=False, qa_blocking=False)
+    healthy = time_to_succeed(
+        api, "reg-healthy", tracked("reg-healthy", gitlab_server.url, non_blocking)
+    )
+    gitlab_server.down()
+    sentry_server.down()
+    faulty = time_to_succeed(
+        api,
+        "reg-faulty",
+        tracked("reg-faulty", gitlab_server.url, non_blocking, environment="gprd"),
+    )
+    assert faulty <= healthy + 3.0, f"took {faulty:.1f}s with GitLab down, {healthy:.1f}s healthy"
+    assert api.condition("reg-faulty", "Reported")["reason"] == "Pending"  # type: ignore[index]
+    gitlab_server.up()
+    sentry_server.up()
+    api.wait_condition("reg-faulty", "Reported", timeout=120)
+    assert len(gitlab_server.issues(QA)) == 2  # one per migration, none twice

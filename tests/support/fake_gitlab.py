@@ -1,0 +1,944 @@
+"""A fake GitLab: a real HTTP server speaking a subset of the REST API v4.
+
+Start it, point ``gitlab.Gitlab(fake.url, private_token=fake.token)`` at it::
+
+    with FakeGitLab() as fake:
+        gl = gitlab.Gitlab(fake.url, private_token=fake.token, timeout=5)
+        project = gl.projects.get("gitlab-org/gitlab", lazy=True)
+        project.deployments.create({...})
+
+Endpoints (under ``/api/v4``; every request needs ``PRIVATE-TOKEN: <token>`` or
+``Authorization: Bearer <token>``, else 401 ``{"message": "401 Unauthorized"}``):
+
+- ``GET /projects/:id``
+- ``GET|POST /projects/:id/deployments``, ``GET|PUT /projects/:id/deployments/:deployment_id``
+- ``GET /projects/:id/deployments/:deployment_id/merge_requests``
+- ``GET|PUT /projects/:id/merge_requests/:merge_request_iid``
+- ``GET|POST /projects/:id/issues``, ``GET /projects/:id/issues/:issue_iid``
+
+``:id`` is a numeric id or a URL-encoded path (``gitlab-org%2Fgitlab``); a project
+is created on the first reference by path (numeric ids from 1). Anything else
+is 404 ``{"message": "404 Not Found"}``.
+
+Where the documentation is silent, this follows GitLab's code (``lib/api/deployments.rb``,
+``Deployments::CreateService``, ``Deployment``'s state machine, ``DeploymentsFinder``):
+
+- parameter errors are Grape's: 400 ``{"error": "environment is missing, sha is missing"}``,
+  ``{"error": "status does not have a valid value"}``, ``{"error": "tag is invalid"}``;
+- creating a deployment equal (ref, tag, sha, status) to the environment's last
+  successful one returns that one instead of a new one;
+- a status update the state machine refuses (the current status again, or
+  ``running`` after anything but ``created``) is 400 with :func:`transition_error`
+  as body; updating a CI deployment is 403 :data:`CI_DEPLOYMENT_FORBIDDEN`;
+- ``finished_after``/``finished_before`` filter too, and the finder's pairing
+  rules for ``updated_*``/``finished_*`` filters and sorting apply.
+
+Ids are global and start in distinct ranges (deployments 1001, environments 501,
+merge requests 2001, issues 3001, CI jobs 4001) so that an id is never mistaken
+for an iid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, quote, unquote, urlencode
+
+from tests.support.faults import FakeServer, Request, Response
+
+API_PREFIX = "/api/v4"
+DEFAULT_TOKEN = "glpat-test-token"
+BOT_USER = {"id": 1, "username": "pdm-bot", "name": "PDM Bot", "state": "active"}
+
+DEPLOYMENT_STATUSES = ("created", "running", "success", "failed", "canceled", "skipped", "blocked")
+API_DEPLOYMENT_STATUSES = ("running", "success", "failed", "canceled")
+FINISHED_STATUSES = ("success", "failed", "canceled")
+DEPLOYMENT_ORDER_BY = ("id", "iid", "created_at", "updated_at", "finished_at", "ref")
+SORT_DIRECTIONS = ("asc", "desc")
+MAX_PER_PAGE = 100
+DEFAULT_PER_PAGE = 20
+
+# PUT .../deployments/:id: the state machine event each status fires.
+STATUS_EVENTS = {"running": "run", "success": "succeed", "failed": "drop", "canceled": "cancel"}
+# The body of a refused transition (e.g. success -> success) is
+# {"message": {"status": [TRANSITION_ERROR.format(event=...)]}}, see transition_error().
+TRANSITION_ERROR = 'cannot transition via "{event}"'
+CI_DEPLOYMENT_FORBIDDEN = (
+    "403 Forbidden - Deployments created using GitLab CI can not be updated using the API"
+)
+UNAUTHORIZED = {"message": "401 Unauthorized"}
+ROUTE_NOT_FOUND = {"message": "404 Not Found"}
+RECORD_NOT_FOUND = {"message": "404 Not found"}  # ActiveRecord::RecordNotFound, as GitLab words it
+
+# CI job status of a deployment made by CI, per deployment status.
+_JOB_STATUS = {"blocked": "manual"}
+
+
+def transition_error(status: str) -> dict[str, Any]:
+    """The 400 body GitLab sends when a deployment cannot move to ``status``."""
+    event = STATUS_EVENTS.get(status, status)
+    return {"message": {"status": [TRANSITION_ERROR.format(event=event)]}}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _now() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:24] or "env"
+
+
+def _split_labels(value: str | Iterable[str]) -> list[str]:
+    parts = value.split(",") if isinstance(value, str) else value
+    return _dedupe(part.strip() for part in parts if part.strip())
+
+
+def _dedupe(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+class ApiError(Exception):
+    """Raised by a route: answer ``status`` with ``body``."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+
+
+def _bad_request(message: str) -> ApiError:
+    return ApiError(400, {"message": f"400 Bad request - {message}"})
+
+
+class _Params:
+    """Grape-style parameter checks: errors gathered in declaration order, then 400."""
+
+    _TRUE: ClassVar[set[str]] = {"1", "on", "t", "true", "y", "yes"}
+    _FALSE: ClassVar[set[str]] = {"0", "off", "f", "false", "n", "no"}
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+        self.errors: list[str] = []
+
+    def _get(self, name: str, required: bool) -> Any:
+        value = self.raw.get(name)
+        if value is None and required:
+            self.errors.append(f"{name} is missing")
+        return value
+
+    def string(
+        self,
+        name: str,
+        *,
+        required: bool = False,
+        values: Iterable[str] | None = None,
+        default: str | None = None,
+    ) -> str | None:
+        value = self._get(name, required)
+        if value is None or (value == "" and not required):
+            return default
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, int | float):
+            value = str(value)
+        elif not isinstance(value, str):
+            self.errors.append(f"{name} is invalid")
+            return default
+        if values is not None and value not in values:
+            self.errors.append(f"{name} does not have a valid value")
+            return default
+        return value
+
+    def boolean(self, name: str, *, required: bool = False) -> bool | None:
+        value = self._get(name, required)
+        if value is None or isinstance(value, bool):
+            return value
+        if str(value).lower() in self._TRUE:
+            return True
+        if str(value).lower() in self._FALSE:
+            return False
+        self.errors.append(f"{name} is invalid")
+        return None
+
+    def integer(self, name: str, default: int | None = None) -> int | None:
+        value = self._get(name, required=False)
+        if value is None or value == "":
+            return default
+        if isinstance(value, bool):
+            self.errors.append(f"{name} is invalid")
+            return default
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            self.errors.append(f"{name} is invalid")
+            return default
+
+    def timestamp(self, name: str) -> datetime | None:
+        value = self._get(name, required=False)
+        if value is None or value == "":
+            return None
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.errors.append(f"{name} is invalid")
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    def labels(self, name: str) -> list[str] | None:
+        value = self._get(name, required=False)
+        if value is None:
+            return None
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return _split_labels(value)
+        self.errors.append(f"{name} is invalid")
+        return None
+
+    def pagination(self) -> tuple[int, int]:
+        page = self.integer("page", default=1)
+        per_page = self.integer("per_page", default=DEFAULT_PER_PAGE)
+        if per_page == 0:
+            self.errors.append("per_page has a value not allowed")
+        page = max(page or 1, 1)
+        per_page = DEFAULT_PER_PAGE if per_page is None or per_page < 1 else per_page
+        return page, min(per_page, MAX_PER_PAGE)
+
+    def check(self) -> None:
+        if self.errors:
+            raise ApiError(400, {"error": ", ".join(self.errors)})
+
+
+@dataclass
+class _Environment:
+    id: int
+    name: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "slug": _slug(self.name),
+            "external_url": None,
+            "created_at": _time(self.created_at),
+            "updated_at": _time(self.created_at),
+        }
+
+
+@dataclass
+class _Deployment:
+    id: int
+    iid: int
+    environment: _Environment
+    ref: str
+    sha: str
+    tag: bool
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    job: dict[str, Any] | None = None  # the CI job (deployable) of a deployment made by CI
+
+    def set_status(self, status: str) -> None:
+        now = _now()
+        self.status, self.updated_at = status, now
+        if status in FINISHED_STATUSES:
+            self.finished_at = now
+        if self.job is not None:
+            self.job["status"] = _JOB_STATUS.get(status, status)
+            self.job["finished_at"] = _time(self.finished_at)
+
+    def to_json(self, user: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "iid": self.iid,
+            "ref": self.ref,
+            "sha": self.sha,
+            "tag": self.tag,
+            "status": self.status,
+            "created_at": _time(self.created_at),
+            "updated_at": _time(self.updated_at),
+            "finished_at": _time(self.finished_at),
+            "user": dict(user),
+            "environment": self.environment.to_json(),
+            "deployable": json.loads(json.dumps(self.job)) if self.job is not None else None,
+        }
+
+
+@dataclass
+class _MergeRequest:
+    id: int
+    iid: int
+    project_id: int
+    title: str
+    description: str
+    state: str
+    labels: list[str]
+    created_at: datetime
+    updated_at: datetime
+    project_path: str
+
+    def to_json(self, base_url: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "iid": self.iid,
+            "project_id": self.project_id,
+            "title": self.title,
+            "description": self.description,
+            "state": self.state,
+            "labels": list(self.labels),
+            "source_branch": f"mr-{self.iid}",
+            "target_branch": "master",
+            "created_at": _time(self.created_at),
+            "updated_at": _time(self.updated_at),
+            "merged_at": _time(self.updated_at) if self.state == "merged" else None,
+            "web_url": f"{base_url}/{self.project_path}/-/merge_requests/{self.iid}",
+        }
+
+
+@dataclass
+class _Issue:
+    id: int
+    iid: int
+    project_id: int
+    title: str
+    description: str | None
+    labels: list[str]
+    created_at: datetime
+    project_path: str
+    author: dict[str, Any]
+    state: str = "opened"
+
+    def to_json(self, base_url: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "iid": self.iid,
+            "project_id": self.project_id,
+            "title": self.title,
+            "description": self.description,
+            "state": self.state,
+            "labels": list(self.labels),
+            "created_at": _time(self.created_at),
+            "updated_at": _time(self.created_at),
+            "closed_at": None,
+            "author": dict(self.author),
+            "confidential": False,
+            "web_url": f"{base_url}/{self.project_path}/-/issues/{self.iid}",
+        }
+
+
+@dataclass
+class _Project:
+    id: int
+    path: str
+    environments: dict[str, _Environment] = field(default_factory=dict)
+    deployments: dict[int, _Deployment] = field(default_factory=dict)
+    merge_requests: dict[int, _MergeRequest] = field(default_factory=dict)
+    issues: dict[int, _Issue] = field(default_factory=dict)
+    links: dict[int, list[int]] = field(default_factory=dict)  # deployment id -> MR iids
+
+
+_Route = tuple[str, re.Pattern[str], str]
+_P = r"/projects/(?P<project>[^/]+)"
+_ROUTES: list[_Route] = [
+    (method, re.compile(f"^{pattern}$"), name)
+    for method, pattern, name in [
+        ("GET", _P, "_get_project"),
+        ("GET", _P + "/deployments", "_list_deployments"),
+        ("POST", _P + "/deployments", "_create_deployment"),
+        ("GET", _P + "/deployments/(?P<deployment_id>[^/]+)", "_get_deployment"),
+        ("PUT", _P + "/deployments/(?P<deployment_id>[^/]+)", "_update_deployment"),
+        (
+            "GET",
+            _P + "/deployments/(?P<deployment_id>[^/]+)/merge_requests",
+            "_deployment_merge_requests",
+        ),
+        ("GET", _P + "/merge_requests/(?P<iid>[^/]+)", "_get_merge_request"),
+        ("PUT", _P + "/merge_requests/(?P<iid>[^/]+)", "_update_merge_request"),
+        ("GET", _P + "/issues", "_list_issues"),
+        ("POST", _P + "/issues", "_create_issue"),
+        ("GET", _P + "/issues/(?P<iid>[^/]+)", "_get_issue"),
+    ]
+]
+
+
+class FakeGitLab(FakeServer):
+    """GitLab REST API v4 subset, in memory; see the module docstring."""
+
+    name: ClassVar[str] = "fake-gitlab"
+
+    def __init__(self, token: str = DEFAULT_TOKEN) -> None:
+        super().__init__()
+        self.token = token
+        self.user: dict[str, Any] = dict(BOT_USER)
+        self._state = threading.RLock()
+        self._projects: dict[int, _Project] = {}
+        self._by_path: dict[str, int] = {}
+        self._project_ids = itertools.count(1)
+        self._environment_ids = itertools.count(501)
+        self._deployment_ids = itertools.count(1001)
+        self._merge_request_ids = itertools.count(2001)
+        self._issue_ids = itertools.count(3001)
+        self._job_ids = itertools.count(4001)
+
+    # -- helpers for tests (Python, not HTTP) -----------------------------------
+
+    def project_id(self, project: str | int) -> int:
+        """The numeric id of a project (created if referenced by a new path)."""
+        with self._state:
+            return self._known(project).id
+
+    def add_ci_deployment(
+        self,
+        project: str | int,
+        environment: str,
+        ref: str = "master",
+        sha: str = "0" * 40,
+        status: str = "success",
+    ) -> dict[str, Any]:
+        """A deployment made by a CI job (``deployable`` set): the API may not update it."""
+        if status not in DEPLOYMENT_STATUSES:
+            raise ValueError(f"unknown deployment status {status!r}")
+        with self._state:
+            proj = self._known(project)
+            deployment = self._new_deployment(proj, environment, ref, sha, tag=False)
+            now = _time(deployment.created_at)
+            deployment.job = {
+                "id": next(self._job_ids),
+                "status": "created",
+                "stage": "deploy",
+                "name": f"deploy:{environment}",
+                "ref": ref,
+                "tag": False,
+                "created_at": now,
+                "started_at": now,
+                "finished_at": None,
+                "user": dict(self.user),
+                "pipeline": {
+                    "id": deployment.id + 4000,
+                    "project_id": proj.id,
+                    "sha": sha,
+                    "ref": ref,
+                    "status": "running",
+                },
+            }
+            if status != "created":
+                deployment.set_status(status)
+            return deployment.to_json(self.user)
+
+    def add_merge_request(
+        self,
+        project: str | int,
+        title: str,
+        *,
+        labels: Iterable[str] = (),
+        state: str = "merged",
+        description: str = "",
+    ) -> int:
+        """A merge request; returns its iid."""
+        with self._state:
+            proj = self._known(project)
+            iid = len(proj.merge_requests) + 1
+            now = _now()
+            proj.merge_requests[iid] = _MergeRequest(
+                id=next(self._merge_request_ids),
+                iid=iid,
+                project_id=proj.id,
+                title=title,
+                description=description,
+                state=state,
+                labels=_split_labels(list(labels)),
+                created_at=now,
+                updated_at=now,
+                project_path=proj.path,
+            )
+            return iid
+
+    def link_merge_requests(
+        self, project: str | int, deployment_id: int, iids: Iterable[int]
+    ) -> None:
+        """Record that the deployment shipped these merge requests."""
+        with self._state:
+            proj = self._known(project)
+            if deployment_id not in proj.deployments:
+                raise KeyError(f"no deployment {deployment_id} in {proj.path}")
+            iids = list(iids)
+            missing = [iid for iid in iids if iid not in proj.merge_requests]
+            if missing:
+                raise KeyError(f"no merge requests {missing} in {proj.path}")
+            linked = proj.links.setdefault(deployment_id, [])
+            linked.extend(iid for iid in iids if iid not in linked)
+
+    def add_issue(
+        self,
+        project: str | int,
+        title: str,
+        description: str | None = None,
+        labels: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        with self._state:
+            return self._new_issue(self._known(project), title, description, list(labels))
+
+    def deployments(self, project: str | int) -> list[dict[str, Any]]:
+        """The project's deployments as the API renders them, by id."""
+        with self._state:
+            proj = self._known(project)
+            return [d.to_json(self.user) for d in proj.deployments.values()]
+
+    def issues(self, project: str | int) -> list[dict[str, Any]]:
+        """The project's issues as the API renders them, by id."""
+        with self._state:
+            return [i.to_json(self._base_url) for i in self._known(project).issues.values()]
+
+    def merge_request(self, project: str | int, iid: int) -> dict[str, Any]:
+        with self._state:
+            return self._known(project).merge_requests[iid].to_json(self._base_url)
+
+    def merge_requests_of(self, project: str | int, deployment_id: int) -> list[int]:
+        """The iids linked to a deployment."""
+        with self._state:
+            return list(self._known(project).links.get(deployment_id, []))
+
+    def _known(self, project: str | int) -> _Project:
+        try:
+            return self._project(project)
+        except ApiError:
+            raise KeyError(f"no project {project!r}") from None
+
+    # -- HTTP ----------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        try:
+            if not self._authorized(request):
+                raise ApiError(401, UNAUTHORIZED)
+            route = self._route(request)
+            if route is None:
+                raise ApiError(404, ROUTE_NOT_FOUND)
+            handler, groups = route
+            params = self._params(request)
+            with self._state:
+                return handler(request, params, **groups)
+        except ApiError as e:
+            return Response(e.status, e.body)
+
+    def _authorized(self, request: Request) -> bool:
+        if request.headers.get("PRIVATE-TOKEN") == self.token:
+            return True
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and credentials.strip() == self.token
+
+    def _route(self, request: Request) -> tuple[Callable[..., Response], dict[str, str]] | None:
+        if not request.path.startswith(API_PREFIX + "/"):
+            return None
+        path = request.path[len(API_PREFIX) :]
+        for method, pattern, name in _ROUTES:
+            match = pattern.match(path)
+            if match and method == request.method:
+                return getattr(self, name), {k: unquote(v) for k, v in match.groupdict().items()}
+        return None
+
+    @staticmethod
+    def _params(request: Request) -> dict[str, Any]:
+        """Query and body parameters together (the body wins), as Grape sees them."""
+        params = _flatten(request.query)
+        if not request.body:
+            return params
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type == "application/x-www-form-urlencoded":
+            params.update(_flatten(parse_qs(request.body.decode(), keep_blank_values=True)))
+            return params
+        try:
+            body = json.loads(request.body)
+        except ValueError as e:
+            raise ApiError(400, {"message": "400 Bad request - the body is not valid JSON"}) from e
+        if not isinstance(body, dict):
+            raise ApiError(400, {"message": "400 Bad request - the body must be a JSON object"})
+        params.update(body)
+        return params
+
+    def _paginate(self, request: Request, params: _Params, items: list[dict[str, Any]]) -> Response:
+        page, per_page = params.pagination()
+        params.check()
+        total = len(items)
+        pages = max(1, math.ceil(total / per_page))
+        headers = {
+            "X-Page": str(page),
+            "X-Per-Page": str(per_page),
+            "X-Total": str(total),
+            "X-Total-Pages": str(pages),
+            "X-Next-Page": str(page + 1) if page < pages else "",
+            "X-Prev-Page": str(page - 1) if page > 1 else "",
+        }
+        query = {k: v for k, v in request.query.items() if k not in {"page", "per_page"}}
+
+        def link(to: int, rel: str) -> str:
+            q = urlencode({**query, "page": to, "per_page": per_page}, doseq=True)
+            return f'<{self.url}{request.path}?{q}>; rel="{rel}"'
+
+        links = [link(page - 1, "prev")] if page > 1 else []
+        if page < pages:
+            links.append(link(page + 1, "next"))
+        links += [link(1, "first"), link(pages, "last")]
+        headers["Link"] = ", ".join(links)
+        start = (page - 1) * per_page
+        return Response(200, items[start : start + per_page], headers)
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def _base_url(self) -> str:
+        return self.url if self._port is not None else "http://gitlab.invalid"
+
+    def _project(self, ref: str | int) -> _Project:
+        if isinstance(ref, int) or ref.isdigit():
+            project = self._projects.get(int(ref))
+            if project is None:
+                raise ApiError(404, {"message": "404 Project Not Found"})
+            return project
+        if ref not in self._by_path:
+            project = _Project(next(self._project_ids), ref)
+            self._projects[project.id] = project
+            self._by_path[ref] = project.id
+        return self._projects[self._by_path[ref]]
+
+    def _environment(self, project: _Project, name: str) -> _Environment:
+        if name not in project.environments:
+            project.environments[name] = _Environment(next(self._environment_ids), name, _now())
+        return project.environments[name]
+
+    def _new_deployment(
+        self, project: _Project, environment: str, ref: str, sha: str, *, tag: bool
+    ) -> _Deployment:
+        now = _now()
+        deployment = _Deployment(
+            id=next(self._deployment_ids),
+            iid=len(project.deployments) + 1,
+            environment=self._environment(project, environment),
+            ref=ref,
+            sha=sha,
+            tag=tag,
+            status="created",
+            created_at=now,
+            updated_at=now,
+        )
+        project.deployments[deployment.id] = deployment
+        return deployment
+
+    def _new_issue(
+        self, project: _Project, title: str, description: str | None, labels: list[str]
+    ) -> dict[str, Any]:
+        iid = len(project.issues) + 1
+        issue = _Issue(
+            id=next(self._issue_ids),
+            iid=iid,
+            project_id=project.id,
+            title=title,
+            description=description,
+            labels=_split_labels(labels),
+            created_at=_now(),
+            project_path=project.path,
+            author=dict(self.user),
+        )
+        project.issues[iid] = issue
+        return issue.to_json(self._base_url)
+
+    def _deployment(self, project: _Project, raw_id: str) -> _Deployment:
+        if not raw_id.isdigit():
+            raise ApiError(400, {"error": "deployment_id is invalid"})
+        deployment = project.deployments.get(int(raw_id))
+        if deployment is None:
+            raise ApiError(404, RECORD_NOT_FOUND)
+        return deployment
+
+    # -- routes ---------------------------------------------------------------------
+
+    def _get_project(self, request: Request, params: dict[str, Any], project: str) -> Response:
+        proj = self._project(project)
+        return Response(
+            200,
+            {
+                "id": proj.id,
+                "name": proj.path.rsplit("/", 1)[-1],
+                "path": proj.path.rsplit("/", 1)[-1],
+                "path_with_namespace": proj.path,
+                "default_branch": "master",
+                "web_url": f"{self.url}/{proj.path}",
+            },
+        )
+
+    def _list_deployments(self, request: Request, params: dict[str, Any], project: str) -> Response:
+        proj = self._project(project)
+        p = _Params(params)
+        order_by = p.string("order_by", values=DEPLOYMENT_ORDER_BY, default="id") or "id"
+        sort = p.string("sort", values=SORT_DIRECTIONS, default="asc")
+        updated_after = p.timestamp("updated_after")
+        updated_before = p.timestamp("updated_before")
+        finished_after = p.timestamp("finished_after")
+        finished_before = p.timestamp("finished_before")
+        environment = p.string("environment")
+        status = p.string("status", values=DEPLOYMENT_STATUSES)
+        p.check()
+        by_updated = updated_after is not None or updated_before is not None
+        by_finished = finished_after is not None or finished_before is not None
+        if by_updated and by_finished:
+            raise _bad_request(
+                "Both `updated_at` filter and `finished_at` filter can not be specified"
+            )
+        if by_finished != (order_by == "finished_at"):
+            raise _bad_request("`finished_at` filter and `finished_at` sorting must be paired")
+        if by_finished and status != "success":
+            raise _bad_request(
+                "`finished_at` filter must be combined with `success` status filter."
+            )
+
+        def keep(d: _Deployment) -> bool:
+            finished = d.finished_at
+            return (
+                (environment is None or d.environment.name == environment)
+                and (status is None or d.status == status)
+                and (updated_after is None or d.updated_at >= updated_after)
+                and (updated_before is None or d.updated_at <= updated_before)
+                and (
+                    finished_after is None or (finished is not None and finished >= finished_after)
+                )
+                and (
+                    finished_before is None or (finished is not None and finished < finished_before)
+                )
+            )
+
+        found = sorted((d for d in proj.deployments.values() if keep(d)), key=lambda d: d.id)
+        descending = sort == "desc"
+        if order_by == "updated_at":  # GitLab adds "id DESC" as the tie-breaker
+            found.sort(key=lambda d: d.id, reverse=True)
+            found.sort(key=lambda d: d.updated_at, reverse=descending)
+        elif order_by == "finished_at":  # PostgreSQL: NULLS LAST ascending, FIRST descending
+            found.sort(
+                key=lambda d: (d.finished_at is None, d.finished_at or _EPOCH), reverse=descending
+            )
+        elif order_by == "ref":
+            found.sort(key=lambda d: d.ref, reverse=descending)
+        elif descending:  # id, iid and created_at all order like id
+            found.reverse()
+        return self._paginate(request, p, [d.to_json(self.user) for d in found])
+
+    def _create_deployment(
+        self, request: Request, params: dict[str, Any], project: str
+    ) -> Response:
+        proj = self._project(project)
+        p = _Params(params)
+        environment = p.string("environment", required=True)
+        sha = p.string("sha", required=True)
+        ref = p.string("ref", required=True)
+        tag = p.boolean("tag", required=True)
+        status = p.string("status", required=True, values=API_DEPLOYMENT_STATUSES)
+        p.check()
+        # p.check() raised if any of them was missing.
+        assert environment is not None
+        assert sha is not None
+        assert ref is not None
+        assert tag is not None
+        assert status is not None
+        if not environment.strip():
+            raise ApiError(400, {"message": {"name": ["can't be blank"]}})
+        blank = {name: ["can't be blank"] for name, v in (("sha", sha), ("ref", ref)) if not v}
+        if blank:
+            raise ApiError(400, {"message": blank})
+
+        env = proj.environments.get(environment)
+        if env is not None:  # Deployments::CreateService returns an equal last deployment
+            successful = [
+                d
+                for d in proj.deployments.values()
+                if d.environment is env and d.status == "success"
+            ]
+            if successful:
+                last = max(successful, key=lambda d: (d.finished_at or d.created_at, d.id))
+                if (last.ref, last.tag, last.sha, last.status) == (ref, tag, sha, status):
+                    return Response(201, last.to_json(self.user))
+        deployment = self._new_deployment(proj, environment, ref, sha, tag=tag)
+        deployment.set_status(status)
+        return Response(201, deployment.to_json(self.user))
+
+    def _get_deployment(
+        self, request: Request, params: dict[str, Any], project: str, deployment_id: str
+    ) -> Response:
+        deployment = self._deployment(self._project(project), deployment_id)
+        return Response(200, deployment.to_json(self.user))
+
+    def _update_deployment(
+        self, request: Request, params: dict[str, Any], project: str, deployment_id: str
+    ) -> Response:
+        proj = self._project(project)
+        p = _Params(params)
+        status = p.string("status", required=True, values=API_DEPLOYMENT_STATUSES)
+        p.check()
+        assert status is not None
+        deployment = self._deployment(proj, deployment_id)
+        if deployment.job is not None:
+            raise ApiError(403, {"message": CI_DEPLOYMENT_FORBIDDEN})
+        allowed = (
+            deployment.status in {"created", "blocked"}
+            if status == "running"
+            else deployment.status != status
+        )
+        if not allowed:
+            raise ApiError(400, transition_error(status))
+        deployment.set_status(status)
+        return Response(200, deployment.to_json(self.user))
+
+    def _deployment_merge_requests(
+        self, request: Request, params: dict[str, Any], project: str, deployment_id: str
+    ) -> Response:
+        proj = self._project(project)
+        if not deployment_id.isdigit():
+            raise ApiError(400, {"error": "deployment_id is invalid"})
+        p = _Params(params)
+        state = p.string("state", values=("opened", "closed", "locked", "merged", "all"))
+        order_by = p.string("order_by", values=("created_at", "updated_at"), default="created_at")
+        sort = p.string("sort", values=SORT_DIRECTIONS, default="desc")
+        p.check()
+        found = [proj.merge_requests[iid] for iid in proj.links.get(int(deployment_id), [])]
+        found = [mr for mr in found if state in {None, "all", mr.state}]
+        found.sort(key=lambda mr: mr.id, reverse=sort == "desc")
+        if order_by == "updated_at":
+            found.sort(key=lambda mr: mr.updated_at, reverse=sort == "desc")
+        return self._paginate(request, p, [mr.to_json(self._base_url) for mr in found])
+
+    def _merge_request(self, project: _Project, raw_iid: str) -> _MergeRequest:
+        if not raw_iid.isdigit():
+            raise ApiError(400, {"error": "merge_request_iid is invalid"})
+        mr = project.merge_requests.get(int(raw_iid))
+        if mr is None:
+            raise ApiError(404, {"message": "404 Merge Request Not Found"})
+        return mr
+
+    def _get_merge_request(
+        self, request: Request, params: dict[str, Any], project: str, iid: str
+    ) -> Response:
+        mr = self._merge_request(self._project(project), iid)
+        return Response(200, mr.to_json(self._base_url))
+
+    def _update_merge_request(
+        self, request: Request, params: dict[str, Any], project: str, iid: str
+    ) -> Response:
+        mr = self._merge_request(self._project(project), iid)
+        p = _Params(params)
+        title = p.string("title")
+        description = p.string("description")
+        labels = p.labels("labels")
+        add_labels = p.labels("add_labels")
+        remove_labels = p.labels("remove_labels")
+        state_event = p.string("state_event", values=("close", "reopen"))
+        p.check()
+        names = ("title", "description", "labels", "add_labels", "remove_labels", "state_event")
+        if not any(name in params for name in names):
+            raise ApiError(
+                400,
+                {
+                    "error": f"{', '.join(names)} are missing, "
+                    "at least one parameter must be provided"
+                },
+            )
+        new = list(mr.labels) if labels is None else labels
+        new = _dedupe([*new, *(add_labels or [])])
+        mr.labels = [label for label in new if label not in (remove_labels or [])]
+        if title is not None:
+            mr.title = title
+        if description is not None:
+            mr.description = description
+        if state_event is not None and mr.state != "merged":
+            mr.state = "closed" if state_event == "close" else "opened"
+        mr.updated_at = _now()
+        return Response(200, mr.to_json(self._base_url))
+
+    def _list_issues(self, request: Request, params: dict[str, Any], project: str) -> Response:
+        proj = self._project(project)
+        p = _Params(params)
+        search = p.string("search")
+        where = p.string("in") or "title,description"
+        labels = p.labels("labels")
+        state = p.string("state", values=("opened", "closed", "all"), default="all")
+        p.string("order_by", values=("created_at", "updated_at"))
+        sort = p.string("sort", values=SORT_DIRECTIONS, default="desc")
+        p.check()
+        fields = [f for f in ("title", "description") if f in where.split(",")] or [
+            "title",
+            "description",
+        ]
+        terms = (search or "").lower().split()
+
+        def keep(issue: _Issue) -> bool:
+            if state not in {"all", issue.state}:
+                return False
+            if labels is not None and not _labels_match(labels, issue.labels):
+                return False
+            texts = [(getattr(issue, f) or "").lower() for f in fields]
+            return all(any(term in text for text in texts) for term in terms)
+
+        found = [i for i in proj.issues.values() if keep(i)]
+        found.sort(key=lambda i: i.id, reverse=sort == "desc")
+        return self._paginate(request, p, [i.to_json(self._base_url) for i in found])
+
+    def _create_issue(self, request: Request, params: dict[str, Any], project: str) -> Response:
+        proj = self._project(project)
+        p = _Params(params)
+        title = p.string("title", required=True)
+        description = p.string("description")
+        labels = p.labels("labels")
+        p.check()
+        assert title is not None
+        if not title.strip():
+            raise ApiError(400, {"message": {"title": ["can't be blank"]}})
+        return Response(201, self._new_issue(proj, title, description, labels or []))
+
+    def _get_issue(
+        self, request: Request, params: dict[str, Any], project: str, iid: str
+    ) -> Response:
+        proj = self._project(project)
+        issue = proj.issues.get(int(iid)) if iid.isdigit() else None
+        if issue is None:
+            raise ApiError(404, {"message": "404 Issue Not Found"})
+        return Response(200, issue.to_json(self._base_url))
+
+
+def _labels_match(wanted: list[str], labels: list[str]) -> bool:
+    if wanted == ["None"]:
+        return not labels
+    if wanted == ["Any"]:
+        return bool(labels)
+    return all(label in labels for label in wanted)
+
+
+def _flatten(query: dict[str, list[str]]) -> dict[str, Any]:
+    """Query-string style parameters: ``a[]=x&a[]=y`` is a list, otherwise the last value."""
+    params: dict[str, Any] = {}
+    for key, values in query.items():
+        if key.endswith("[]"):
+            params[key[:-2]] = list(values)
+        else:
+            params[key] = values[-1]
+    return params
+
+
+def project_path(path: str) -> str:
+    """``group/project`` as it goes in a URL (``group%2Fproject``)."""
+    return quote(path, safe="")
