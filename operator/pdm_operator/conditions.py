@@ -35,35 +35,19 @@ def is_true(conditions: list[Body] | None, ctype: str) -> bool:
 
 def apply(conditions: list[Body] | None, new: Condition, generation: int, now: str) -> list[Body]:
     """Return the conditions with ``new`` set; the input list is not modified."""
-    out: list[Body] = []
-    replaced = False
-    for cond in conditions or []:
-        if cond.get("type") != new.type:
-            out.append(dict(cond))
-            continue
-        replaced = True
-        same_status = cond.get("status") == new.status
-        out.append(
-            {
-                "type": new.type,
-                "status": new.status,
-                "reason": new.reason,
-                "message": new.message,
-                "observedGeneration": generation,
-                "lastTransitionTime": cond.get("lastTransitionTime", now) if same_status else now,
-            }
-        )
-    if not replaced:
-        out.append(
-            {
-                "type": new.type,
-                "status": new.status,
-                "reason": new.reason,
-                "message": new.message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now,
-            }
-        )
+    old = find(conditions, new.type)
+    keep_time = old is not None and old.get("status") == new.status
+    updated = {
+        "type": new.type,
+        "status": new.status,
+        "reason": new.reason,
+        "message": new.message,
+        "observedGeneration": generation,
+        "lastTransitionTime": old.get("lastTransitionTime", now) if keep_time and old else now,
+    }
+    out = [updated if c.get("type") == new.type else dict(c) for c in conditions or []]
+    if old is None:
+        out.append(updated)
     return out
 
 

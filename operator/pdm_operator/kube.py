@@ -105,34 +105,25 @@ class Kube:
             return None
         return base64.b64decode(data).decode("utf-8").strip()
 
+    @staticmethod
+    def _items(call: Any, *args: Any, **kwargs: Any) -> list[Body]:
+        resp = call(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        return list(_json(resp).get("items") or [])
+
     def list_migrations(self, namespace: str) -> list[Body]:
-        resp = self.custom.list_namespaced_custom_object(
+        return self._items(
+            self.custom.list_namespaced_custom_object,
             model.GROUP,
             model.VERSION,
             namespace,
             model.PLURAL,
-            _preload_content=False,
-            _request_timeout=REQUEST_TIMEOUT,
         )
-        return list(_json(resp).get("items") or [])
 
     def list_pods(self, namespace: str, selector: str) -> list[Body]:
-        resp = self.core.list_namespaced_pod(
-            namespace,
-            label_selector=selector,
-            _preload_content=False,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-        return list(_json(resp).get("items") or [])
+        return self._items(self.core.list_namespaced_pod, namespace, label_selector=selector)
 
     def list_jobs(self, namespace: str, selector: str) -> list[Body]:
-        resp = self.batch.list_namespaced_job(
-            namespace,
-            label_selector=selector,
-            _preload_content=False,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-        return list(_json(resp).get("items") or [])
+        return self._items(self.batch.list_namespaced_job, namespace, label_selector=selector)
 
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int = 20) -> str | None:
         """The last lines of a container's log, or None when logs cannot be had."""

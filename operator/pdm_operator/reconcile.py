@@ -96,12 +96,12 @@ class Pass:
         return list(self.status.get("conditions") or [])
 
     def set(self, ctype: str, status: bool, reason: str, message: str = "") -> None:
-        self._apply(Condition(ctype, "True" if status else "False", reason, message))
+        self.apply_condition(Condition(ctype, "True" if status else "False", reason, message))
 
     def set_unknown(self, ctype: str, reason: str, message: str = "") -> None:
-        self._apply(Condition(ctype, "Unknown", reason, message))
+        self.apply_condition(Condition(ctype, "Unknown", reason, message))
 
-    def _apply(self, cond: Condition) -> None:
+    def apply_condition(self, cond: Condition) -> None:
         self.status["conditions"] = conditions.apply(
             self.conditions, cond, self.generation, self.now
         )
@@ -282,14 +282,14 @@ class Reconciler:
         if outcome is None:
             return self._write(p, self.timing.running_resync)
         p.status["jobCompletionTime"] = outcome.time or p.now
+        p.status["jobOutcome"] = "Succeeded" if outcome.succeeded else "Failed"
+        self._reports_now_pending(p)
         if outcome.succeeded:
-            p.status["jobOutcome"] = "Succeeded"
             p.status.pop("failure", None)
             # The migration itself is over: the next one of the environment may
             # start, whatever GitLab does with the reports.
             self.locks.release(p.environment, Holder.of(p.migration))
             return self._await_blocking_reports(p, outcome.message)
-        p.status["jobOutcome"] = "Failed"
         failure: Body = {"reason": outcome.reason, "message": outcome.message}
         pods = self.kube.list_pods(p.namespace, f"batch.kubernetes.io/job-name={name}")
         pod = jobs.pod_failure(pods)
@@ -310,6 +310,18 @@ class Reconciler:
         p.set(model.FAILED, True, outcome.reason, message)
         p.status["completionTime"] = p.status["jobCompletionTime"]
         return self._finish(p)
+
+    def _reports_now_pending(self, p: Pass) -> None:
+        """The Job's end makes new reports due: Reported must not stay True from before.
+
+        The reporter owns the records; this only derives the condition the
+        reporter would, from the records and the new intents, in the same
+        write that records the outcome.
+        """
+        wanted = outbox.intents({**p.migration, "status": p.status})
+        cond = outbox.reported_condition(outbox.merge(p.status.get("reports"), wanted))
+        if cond is not None:
+            p.apply_condition(cond)
 
     def _await_blocking_reports(
         self, p: Pass, job_message: str = "the migration Job completed"

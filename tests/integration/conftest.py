@@ -3,8 +3,9 @@
 ``cluster`` (session): when ``PDM_TEST_KUBECONFIG`` or ``KUBECONFIG`` names a
 cluster, the suite runs against it (a kind cluster on a laptop, say) and fails
 at once if it is unreachable. Otherwise it starts the local control plane from
-``hack/localcluster.py`` (building the binaries on first use) and stops it at
-the end; ``PDM_TEST_REUSE_CLUSTER=1`` keeps and reuses it between runs.
+``hack/localcluster.py`` (building the binaries on first use), named after the
+test process so concurrent runs do not collide, and stops it at the end;
+``PDM_TEST_REUSE_CLUSTER=1`` keeps and reuses one named ``pdm-test``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ class Cluster:
     kubectl: Path
     api: client.ApiClient
     local: bool
+
+    def run_kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """kubectl, as a user or a CI pipeline runs it, against this cluster."""
+        return subprocess.run(
+            [str(self.kubectl), *args], env=self.env(), capture_output=True, text=True, check=False
+        )
 
     def env(self) -> dict[str, str]:
         """Environment for a child process (kubectl, the operator) aimed at this cluster."""
@@ -70,8 +77,11 @@ def cluster() -> Iterator[Cluster]:
         yield Cluster(external, kubectl, api, local=False)
         return
 
-    local = LocalCluster(os.environ.get("PDM_TEST_CLUSTER_NAME", "pdm-test"))
     reuse = os.environ.get("PDM_TEST_REUSE_CLUSTER") == "1"
+    # A run of its own gets a cluster of its own: two runs on one machine
+    # (a developer's and CI's) must not stop each other's control plane.
+    default_name = "pdm-test" if reuse else f"pdm-test-{os.getpid()}"
+    local = LocalCluster(os.environ.get("PDM_TEST_CLUSTER_NAME", default_name))
     if not reuse:
         local.down(quiet=True)
     try:
@@ -112,33 +122,15 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 def crd(cluster: Cluster) -> None:
     """The PostDeployMigration CRD, installed from crds/ and Established."""
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        [
-            str(cluster.kubectl),
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            str(root / "crds"),
-        ],
-        env=cluster.env(),
-        capture_output=True,
-        text=True,
-        check=False,
+    out = cluster.run_kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(root / "crds")
     )
     assert out.returncode == 0, out.stderr
-    out = subprocess.run(
-        [
-            str(cluster.kubectl),
-            "wait",
-            "--for=condition=Established",
-            "crd/postdeploymigrations.pdm-operator.io",
-            "--timeout=60s",
-        ],
-        env=cluster.env(),
-        capture_output=True,
-        text=True,
-        check=False,
+    out = cluster.run_kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/postdeploymigrations.pdm-operator.io",
+        "--timeout=60s",
     )
     assert out.returncode == 0, out.stderr
 

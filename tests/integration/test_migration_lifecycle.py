@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from tests.integration.conftest import Cluster
@@ -23,20 +21,8 @@ def test_migration_runs_the_deployed_image_and_succeeds(
     api.create(migration("pdm-ok", waitFor={"rolledOut": ["gitlab-toolbox"]}))
 
     # What a CI pipeline does: kubectl wait on the Succeeded condition.
-    waited = subprocess.run(
-        [
-            str(cluster.kubectl),
-            "wait",
-            "-n",
-            api.ns,
-            "--for=condition=Succeeded",
-            "pdm/pdm-ok",
-            "--timeout=60s",
-        ],
-        env=cluster.env(),
-        capture_output=True,
-        text=True,
-        check=False,
+    waited = cluster.run_kubectl(
+        "wait", "-n", api.ns, "--for=condition=Succeeded", "pdm/pdm-ok", "--timeout=60s"
     )
     assert waited.returncode == 0, waited.stderr
 

@@ -202,7 +202,10 @@ class ReportingHub:
         for rec in (migration.get("status") or {}).get("reports") or []:
             result = outcomes.get((rec["sink"], rec["target"], rec["desired"]))
             records.append(outbox.after_attempt(rec, result, now, give_up) if result else rec)
-        self._write(migration, records)
+        # The migration may have moved on while we delivered (the Job ended):
+        # records follow its current intents, so Reported never speaks of an
+        # outdated state.
+        self._write(migration, outbox.merge(records, outbox.intents(migration)))
 
     def _write(self, migration: Body, records: list[Body]) -> Body | None:
         meta = migration["metadata"]
