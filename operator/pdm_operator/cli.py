@@ -220,6 +220,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             workers=args.workers,
             report_threads=args.report_threads,
             report_timeout=args.report_timeout,
+            metrics_port=args.metrics_port,
+            log_format=args.log_format,
+            stall_threshold=args.stall_threshold,
             verbose=args.verbose,
         )
     )
@@ -312,6 +315,18 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
         type=int,
         default=16,
         help="threads for GitLab/Sentry calls (default 16)",
+    )
+    run.add_argument(
+        "--metrics-port", type=int, default=9180, help="port of GET /metrics (default 9180; 0: off)"
+    )
+    run.add_argument(
+        "--log-format", choices=["plain", "json"], default="plain", help="log line format"
+    )
+    run.add_argument(
+        "--stall-threshold",
+        type=float,
+        default=120.0,
+        help="seconds an object may lag its watch before liveness fails (default 120)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=cmd_run)

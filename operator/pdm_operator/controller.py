@@ -19,11 +19,13 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 
-from pdm_operator import model
+from pdm_operator import conditions, metrics, model
 from pdm_operator.kube import Conflict
 from pdm_operator.model import Body
 from pdm_operator.reconcile import Reconciler, Step
+from pdm_operator.reporting import outbox
 from pdm_operator.reporting.reporter import ReportingHub
 
 log = logging.getLogger(__name__)
@@ -51,23 +53,39 @@ class Worker:
 
     async def run(self) -> None:
         namespace, name = self.key
+        fields = {"namespace": namespace, "migration": name}
         backoff = ERROR_BACKOFF_START
         try:
             while True:
                 self.poked.clear()
+                started = time.monotonic()
                 try:
                     step = await asyncio.to_thread(self._pass)
                 except Conflict:
                     # The reporter wrote the status since we read it: read again.
+                    metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "requeue").inc()
                     continue
                 except Exception:
+                    metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
+                    metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
                     log.exception(
-                        "reconcile of %s/%s failed; retrying in %.0fs", namespace, name, backoff
+                        "%s/%s: reconcile failed; retrying in %.0fs",
+                        namespace,
+                        name,
+                        backoff,
+                        extra=fields,
                     )
                     delay = backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
                     backoff = min(backoff * 2, ERROR_BACKOFF_CAP)
                     await self._sleep(delay)
                     continue
+                metrics.RECONCILE_TIME.labels(metrics.CONTROLLER).observe(
+                    time.monotonic() - started
+                )
+                done = step is None or step.requeue is None
+                metrics.RECONCILE_TOTAL.labels(
+                    metrics.CONTROLLER, "success" if done else "requeue_after"
+                ).inc()
                 backoff = ERROR_BACKOFF_START
                 if step is None or step.requeue is None:
                     return
@@ -95,6 +113,9 @@ class Controller:
         self.reconciler = reconciler
         self.reporting = reporting
         self.workers: dict[Key, Worker] = {}
+        #: The last known body of every migration in progress or with reports
+        #: pending, for the gauges computed at scrape time.
+        self.latest: dict[Key, Body] = {}
         if reporting is not None:
             reporting.on_change = self.poke
 
@@ -103,6 +124,7 @@ class Controller:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
+            self.latest.pop(key, None)
             worker = self.workers.pop(key, None)
             if worker is not None:
                 worker.task.cancel()
@@ -112,13 +134,21 @@ class Controller:
             return
         if self.reporting is not None:
             self.reporting.observe(body)
-        if model.is_finished(body.get("status")):
+        status = body.get("status") or {}
+        if model.is_finished(status):
+            if conditions.is_true(status.get("conditions"), model.SUCCEEDED):
+                metrics.observe_success(body["spec"]["environment"], status)
+            if outbox.needs_reporting(body):
+                self.latest[key] = body
+            else:
+                self.latest.pop(key, None)
             # Its end may open a gate (the environment lock, a dependency).
             self._poke_waiting()
             worker = self.workers.get(key)
             if worker is not None:
                 worker.poke()
             return
+        self.latest[key] = body
         worker = self.workers.get(key)
         if worker is None:
             self.workers[key] = Worker(key, self)

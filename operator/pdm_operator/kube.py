@@ -119,6 +119,14 @@ class Kube:
             model.PLURAL,
         )
 
+    def list_all_migrations(self) -> list[Body]:
+        return self._items(
+            self.custom.list_cluster_custom_object, model.GROUP, model.VERSION, model.PLURAL
+        )
+
+    def list_all_jobs(self, selector: str) -> list[Body]:
+        return self._items(self.batch.list_job_for_all_namespaces, label_selector=selector)
+
     def list_pods(self, namespace: str, selector: str) -> list[Body]:
         return self._items(self.core.list_namespaced_pod, namespace, label_selector=selector)
 

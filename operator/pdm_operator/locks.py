@@ -36,6 +36,10 @@ class Holder:
     def identity(self) -> str:
         return f"{self.namespace}/{self.name}/{self.uid}"
 
+    def log_fields(self, environment: str) -> dict[str, str]:
+        """Log fields, as on every line about a migration."""
+        return {"namespace": self.namespace, "migration": self.name, "environment": environment}
+
     @classmethod
     def of(cls, migration: Body) -> Holder:
         meta = migration["metadata"]
@@ -100,7 +104,12 @@ class EnvironmentLocks:
         if lease is None:
             created = self.kube.create_lease(self.namespace, lease_body(environment, me, now))
             if created is not None:
-                log.info("environment %s locked by %s", environment, me.identity)
+                log.info(
+                    "environment %s locked by %s",
+                    environment,
+                    me.identity,
+                    extra=me.log_fields(environment),
+                )
                 return None
             lease = self.kube.get_lease(self.namespace, name)
             if lease is None:  # deleted between create and get: try again later
@@ -119,6 +128,7 @@ class EnvironmentLocks:
             environment,
             me.identity,
             holder.identity if holder else "nobody",
+            extra=me.log_fields(environment),
         )
         return None
 
@@ -133,4 +143,9 @@ class EnvironmentLocks:
         if self.kube.delete_lease(
             self.namespace, meta["name"], meta["uid"], meta["resourceVersion"]
         ):
-            log.info("environment %s unlocked by %s", environment, me.identity)
+            log.info(
+                "environment %s unlocked by %s",
+                environment,
+                me.identity,
+                extra=me.log_fields(environment),
+            )

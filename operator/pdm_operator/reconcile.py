@@ -28,10 +28,22 @@ from datetime import UTC, datetime
 
 from kubernetes.client.rest import ApiException
 
-from pdm_operator import conditions, diffing, dryrun, events, gates, images, jobs, model, render
+from pdm_operator import (
+    conditions,
+    diffing,
+    dryrun,
+    events,
+    gates,
+    images,
+    jobs,
+    metrics,
+    model,
+    render,
+)
 from pdm_operator.conditions import Condition
 from pdm_operator.kube import Kube
 from pdm_operator.locks import EnvironmentLocks, Holder
+from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox
 
@@ -385,6 +397,17 @@ class Reconciler:
         return step
 
     # --- helpers ---------------------------------------------------------------
+    def _count(self, p: Pass, cond: Body) -> None:
+        """Metrics for a condition that just changed (after it was stored)."""
+        if cond["status"] != "True":
+            return
+        if cond["type"] == model.JOB_CREATED:
+            metrics.job_created(p.migration, self.clock())
+        elif cond["type"] in (model.SUCCEEDED, model.FAILED):
+            metrics.migration_ended(
+                p.migration, p.status, cond["type"] == model.SUCCEEDED, cond["reason"]
+            )
+
     @staticmethod
     def _owned(job: Body, uid: str) -> bool:
         return any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
@@ -417,15 +440,14 @@ class Reconciler:
         for cond in conditions.transitions(p.stored.get("conditions"), p.conditions):
             if cond["type"] in (model.SUCCEEDED, model.FAILED) and cond["status"] == "False":
                 continue  # the companion of the other end condition; one event is enough
-            log.info(
-                "%s/%s: %s=%s %s: %s",
-                p.namespace,
-                p.name,
+            for_migration(log, p.migration).info(
+                "%s=%s %s: %s",
                 cond["type"],
                 cond["status"],
                 cond["reason"],
                 cond.get("message") or "",
             )
+            self._count(p, cond)
             self.kube.create_event(
                 events.event_for(
                     p.migration,

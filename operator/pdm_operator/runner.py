@@ -16,8 +16,9 @@ from typing import Any
 
 import kopf
 
-from pdm_operator import model
+from pdm_operator import logs, metrics, model
 from pdm_operator.controller import Controller
+from pdm_operator.health import Health
 from pdm_operator.kube import Kube, load_config
 from pdm_operator.reconcile import Reconciler
 from pdm_operator.reporting.reporter import ReportingHub
@@ -34,6 +35,10 @@ class Options:
     workers: int = 32  # threads for blocking API calls
     report_threads: int = 16  # threads for GitLab/Sentry calls, apart from the above
     report_timeout: float = 5.0  # seconds per GitLab/Sentry call
+    metrics_port: int = 9180  # 0: no metrics endpoint
+    log_format: str = "plain"  # plain | json
+    stall_threshold: float = 120.0  # seconds out of step before a watch counts as stalled
+    audit_interval: float = 30.0  # seconds between watch audits
     verbose: bool = False
 
 
@@ -42,8 +47,28 @@ def default_lock_namespace() -> str:
     return os.environ.get("POD_NAMESPACE") or "default"
 
 
-def build_registry(controller: Controller) -> kopf.OperatorRegistry:
+def build_registry(
+    controller: Controller, health: Health, audit_interval: float = 30.0
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    audit_task: list[asyncio.Task[None]] = []
+
+    async def audit_forever() -> None:
+        while True:
+            await asyncio.sleep(audit_interval)
+            try:
+                await asyncio.to_thread(health.run_audit)
+            except Exception:
+                log.exception("the watch audit failed; trying again in %.0fs", audit_interval)
+
+    @kopf.on.startup(registry=registry)
+    async def start_audit(**_: Any) -> None:
+        audit_task.append(asyncio.create_task(audit_forever(), name="watch-audit"))
+
+    @kopf.on.probe(id="watches", registry=registry)
+    def watches(**_: Any) -> dict[str, str]:
+        # Raising makes /healthz answer 500: the liveness probe fails.
+        return health.check()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -69,7 +94,9 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
     # controller creates tasks on the event loop.
     @kopf.on.event(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
     async def migration_event(event: kopf.RawEvent, **_: Any) -> None:
-        controller.on_migration(event.get("type"), dict(event["object"]))
+        body = dict(event["object"])
+        health.observed("postdeploymigrations", body, event.get("type"))
+        controller.on_migration(event.get("type"), body)
 
     @kopf.on.event(
         "batch",
@@ -79,10 +106,14 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
         registry=registry,
     )
     async def job_event(event: kopf.RawEvent, **_: Any) -> None:
-        controller.on_job(dict(event["object"]))
+        body = dict(event["object"])
+        health.observed("jobs", body, event.get("type"))
+        controller.on_job(body)
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
+        for task in audit_task:
+            task.cancel()
         log.info("stopping %d migration workers", len(controller.workers))
         await controller.stop()
 
@@ -104,7 +135,27 @@ async def serve(opts: Options) -> None:
         delivery_threads=opts.report_threads,
     )
     controller = Controller(reconciler, reporting)
-    registry = build_registry(controller)
+    selector = model.LABEL_MIGRATION_UID
+    if opts.namespaces:
+        health = Health(
+            lambda: [m for ns in opts.namespaces for m in kube.list_migrations(ns)],
+            lambda: [j for ns in opts.namespaces for j in kube.list_jobs(ns, selector)],
+            reconciler.clock,
+            opts.stall_threshold,
+        )
+    else:
+        health = Health(
+            kube.list_all_migrations,
+            lambda: kube.list_all_jobs(selector),
+            reconciler.clock,
+            opts.stall_threshold,
+        )
+    if opts.metrics_port:
+        metrics.serve(
+            opts.metrics_port,
+            metrics.StateCollector(lambda: list(controller.latest.values()), reconciler.clock),
+        )
+    registry = build_registry(controller, health, opts.audit_interval)
     scope = ", ".join(opts.namespaces) if opts.namespaces else "all namespaces"
     log.info(
         "pdm-operator watching %s; environment locks in namespace %s", scope, opts.lock_namespace
@@ -124,12 +175,6 @@ async def serve(opts: Options) -> None:
 def run(opts: Options) -> int:
     if opts.kubeconfig:
         os.environ["KUBECONFIG"] = opts.kubeconfig  # Kopf's own login reads it too
-    kopf.configure(verbose=opts.verbose, log_format=kopf.LogFormat.PLAIN)
-    if not opts.verbose:
-        # Kopf logs every handled watch event at INFO; our workers log the
-        # transitions that matter instead.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logs.configure(opts.log_format, opts.verbose)
     asyncio.run(serve(opts))
     return 0

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,10 +30,12 @@ class OperatorProcess:
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.metrics_port = 0
         self.starts = 0
 
     def start(self) -> OperatorProcess:
         self.port = free_port()
+        self.metrics_port = free_port()
         self.starts += 1
         log = self.log_path.open("ab")
         log.write(f"\n===== operator start #{self.starts} =====\n".encode())
@@ -49,6 +52,8 @@ class OperatorProcess:
                 self.namespace,
                 "--liveness-port",
                 str(self.port),
+                "--metrics-port",
+                str(self.metrics_port),
                 *self.extra,
             ],
             env={**self.env, "PYTHONUNBUFFERED": "1"},
@@ -71,6 +76,21 @@ class OperatorProcess:
                 return bool(r.status == 200)
         except OSError:
             return False
+
+    def metrics(self) -> str:
+        """The /metrics text, as Prometheus scrapes it."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
+            return str(r.read().decode())
+
+    def health(self) -> tuple[int, str]:
+        """Status and body of GET /healthz."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=15) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read().decode()
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as a crash or an OOM kill."""

@@ -17,14 +17,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from pdm_operator import conditions, events
+from pdm_operator import conditions, events, metrics
 from pdm_operator.kube import Conflict, Kube
+from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox, sinks
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+OUTCOMES = {"Delivered": "delivered", "Failed": "failed", "GaveUp": "gave_up", "Pending": "retry"}
 
 
 class TokenReader:
@@ -201,7 +203,13 @@ class ReportingHub:
         records = []
         for rec in (migration.get("status") or {}).get("reports") or []:
             result = outcomes.get((rec["sink"], rec["target"], rec["desired"]))
-            records.append(outbox.after_attempt(rec, result, now, give_up) if result else rec)
+            if result is None:
+                records.append(rec)
+                continue
+            after = outbox.after_attempt(rec, result, now, give_up)
+            if not result.waiting:
+                metrics.report_attempted(after, OUTCOMES.get(after["state"], "retry"))
+            records.append(after)
         # The migration may have moved on while we delivered (the Job ended):
         # records follow its current intents, so Reported never speaks of an
         # outdated state.
@@ -226,14 +234,8 @@ class ReportingHub:
         )
         for c in conditions.transitions(old_conditions, new_conditions):
             kind = "Normal" if c["status"] == "True" or c["reason"] == "Pending" else "Warning"
-            log.info(
-                "%s/%s: %s=%s %s: %s",
-                meta["namespace"],
-                meta["name"],
-                c["type"],
-                c["status"],
-                c["reason"],
-                c["message"],
+            for_migration(log, migration).info(
+                "%s=%s %s: %s", c["type"], c["status"], c["reason"], c["message"]
             )
             self.kube.create_event(
                 events.event_for(migration, kind, f"Report{c['reason']}", c["message"], now)

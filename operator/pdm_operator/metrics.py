@@ -1,0 +1,240 @@
+"""Prometheus metrics.
+
+Label values are bounded on purpose: environments, modes, pipelines, sink
+types, outcomes and Kubernetes reasons; never a migration name, a SHA or an
+error text. The reconcile metrics use controller-runtime's names, so the
+dashboards SREs already have for Go operators read this one too.
+
+Counters and histograms move when something happens; the gauges about what
+is in progress are computed at scrape time from the operator's own state
+(``StateCollector``), so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from pdm_operator import __version__
+from pdm_operator.model import Body
+
+CONTROLLER = "postdeploymigration"
+
+MIGRATIONS = Counter(
+    "pdm_migrations_total",
+    "Migrations that ended, by environment, mode, pipeline, outcome (succeeded|failed) and reason.",
+    ["environment", "mode", "pipeline", "outcome", "reason"],
+)
+MIGRATION_DURATION = Histogram(
+    "pdm_migration_duration_seconds",
+    "Run time of migration Jobs, from creation to end.",
+    ["environment", "mode"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+)
+GATE_WAIT = Histogram(
+    "pdm_gate_wait_seconds",
+    "Time from a migration's creation to its Job's creation (image, gates, lock).",
+    ["environment"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200),
+)
+LAST_SUCCESS = Gauge(
+    "pdm_last_success_timestamp_seconds",
+    "When the last migration of an environment succeeded (Unix time).",
+    ["environment"],
+)
+REPORTS = Counter(
+    "pdm_reports_total",
+    "Report delivery attempts by sink, blocking and outcome (delivered|retry|failed|gave_up).",
+    ["sink", "blocking", "outcome"],
+)
+REPORT_LATENCY = Histogram(
+    "pdm_report_delivery_seconds",
+    "Time from a report's first attempt to its delivery.",
+    ["sink"],
+    buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400),
+)
+RECONCILE_TOTAL = Counter(
+    "controller_runtime_reconcile_total",
+    "Total number of reconciliations per controller (result: success|error|requeue|requeue_after).",
+    ["controller", "result"],
+)
+RECONCILE_ERRORS = Counter(
+    "controller_runtime_reconcile_errors_total",
+    "Total number of reconciliation errors per controller.",
+    ["controller"],
+)
+RECONCILE_TIME = Histogram(
+    "controller_runtime_reconcile_time_seconds",
+    "Length of time per reconciliation per controller.",
+    ["controller"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WATCH_EVENTS = Gauge(
+    "pdm_watch_last_event_timestamp_seconds",
+    "When the last watch event of a resource arrived (Unix time).",
+    ["resource"],
+)
+WATCH_STALLED = Gauge(
+    "pdm_watch_stalled",
+    "1 when the watch of a resource has stalled: objects changed in the API and no event came.",
+    ["resource"],
+)
+BUILD_INFO = Gauge(
+    "pdm_operator_build_info",
+    "Build information; the value is always 1.",
+    ["version", "python_version", "kopf_version"],
+)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _labels(migration: Body) -> tuple[str, str, str]:
+    spec = migration["spec"]
+    return spec["environment"], spec.get("mode", "Run"), spec.get("pipeline", "Regular")
+
+
+def migration_ended(migration: Body, status: Body, succeeded: bool, reason: str) -> None:
+    env, mode, pipeline = _labels(migration)
+    outcome = "succeeded" if succeeded else "failed"
+    MIGRATIONS.labels(env, mode, pipeline, outcome, reason or "Unknown").inc()
+    start, end = (
+        parse_time(status.get("startTime")),
+        parse_time(status.get("jobCompletionTime") or status.get("completionTime")),
+    )
+    if start and end and mode == "Run":
+        MIGRATION_DURATION.labels(env, mode).observe(max(0.0, (end - start).total_seconds()))
+    if succeeded and mode == "Run":
+        observe_success(env, status)
+
+
+_last_success: dict[str, float] = {}
+
+
+def observe_success(environment: str, status: Body) -> None:
+    """Keep the newest success time per environment (also from the initial listing)."""
+    end = parse_time(status.get("completionTime"))
+    if end is None or end.timestamp() <= _last_success.get(environment, 0.0):
+        return
+    _last_success[environment] = end.timestamp()
+    LAST_SUCCESS.labels(environment).set(end.timestamp())
+
+
+def job_created(migration: Body, now: datetime) -> None:
+    created = parse_time(migration["metadata"].get("creationTimestamp"))
+    if created is not None:
+        GATE_WAIT.labels(migration["spec"]["environment"]).observe(
+            max(0.0, (now - created).total_seconds())
+        )
+
+
+def report_attempted(record: Body, outcome: str) -> None:
+    REPORTS.labels(record["sink"], str(bool(record.get("blocking"))).lower(), outcome).inc()
+    if outcome == "delivered":
+        first, done = (
+            parse_time(record.get("firstAttemptTime")),
+            parse_time(record.get("deliveredTime")),
+        )
+        if first and done:
+            REPORT_LATENCY.labels(record["sink"]).observe(max(0.0, (done - first).total_seconds()))
+
+
+def watch_event(resource: str) -> None:
+    WATCH_EVENTS.labels(resource).set(datetime.now(UTC).timestamp())
+
+
+class StateCollector(Collector):
+    """Gauges of what is in progress, computed from the operator's state at scrape time.
+
+    ``migrations`` returns the last known body of every migration the
+    operator follows (unfinished ones, and finished ones with reports still
+    pending).
+    """
+
+    def __init__(
+        self, migrations: Callable[[], Iterable[Body]], clock: Callable[[], datetime]
+    ) -> None:
+        self.migrations = migrations
+        self.clock = clock
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        running = GaugeMetricFamily(
+            "pdm_migrations_running", "Migrations whose Job runs now.", labels=["environment"]
+        )
+        gated = GaugeMetricFamily(
+            "pdm_migrations_gated",
+            "Migrations held by a gate, by gate.",
+            labels=["environment", "reason"],
+        )
+        deadline = GaugeMetricFamily(
+            "pdm_migration_deadline_ratio",
+            "The largest elapsed/activeDeadlineSeconds among running migrations of an environment.",
+            labels=["environment"],
+        )
+        pending = GaugeMetricFamily(
+            "pdm_reports_pending", "Reports not delivered yet.", labels=["sink", "blocking"]
+        )
+        oldest = GaugeMetricFamily(
+            "pdm_report_oldest_pending_age_seconds",
+            "Age of the oldest undelivered report, since its first attempt.",
+            labels=["sink", "blocking"],
+        )
+        now = self.clock()
+        runs: dict[str, int] = {}
+        gates: dict[tuple[str, str], int] = {}
+        ratios: dict[str, float] = {}
+        counts: dict[tuple[str, str], int] = {}
+        ages: dict[tuple[str, str], float] = {}
+        for m in list(self.migrations()):
+            env = m["spec"]["environment"]
+            status = m.get("status") or {}
+            state = status.get("state")
+            if state == "Running":
+                runs[env] = runs.get(env, 0) + 1
+                start = parse_time(status.get("startTime"))
+                limit = float((m["spec"].get("job") or {}).get("activeDeadlineSeconds") or 3600)
+                if start:
+                    ratios[env] = max(ratios.get(env, 0.0), (now - start).total_seconds() / limit)
+            elif state == "Gated":
+                key = (env, status.get("reason") or "Unknown")
+                gates[key] = gates.get(key, 0) + 1
+            for rec in status.get("reports") or []:
+                if rec.get("state") not in ("Pending", "Waiting"):
+                    continue
+                key = (rec["sink"], str(bool(rec.get("blocking"))).lower())
+                counts[key] = counts.get(key, 0) + 1
+                first = parse_time(rec.get("firstAttemptTime"))
+                if first:
+                    ages[key] = max(ages.get(key, 0.0), (now - first).total_seconds())
+        for env, n in runs.items():
+            running.add_metric([env], n)
+        for (env, reason), n in gates.items():
+            gated.add_metric([env, reason], n)
+        for env, r in ratios.items():
+            deadline.add_metric([env], r)
+        for key, n in counts.items():
+            pending.add_metric(list(key), n)
+            oldest.add_metric(list(key), ages.get(key, 0.0))
+        yield from (running, gated, deadline, pending, oldest)
+
+
+def serve(port: int, state: StateCollector) -> None:
+    """Start the /metrics endpoint (a thread of prometheus-client's own)."""
+    BUILD_INFO.labels(
+        __version__, platform.python_version(), importlib.metadata.version("kopf")
+    ).set(1)
+    REGISTRY.register(state)
+    start_http_server(port)
