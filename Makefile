@@ -25,6 +25,14 @@ $(STAMP): requirements/dev.lock pyproject.toml
 .PHONY: venv
 venv: $(STAMP) ## create .venv with the pinned dependencies
 
+.PHONY: tools
+tools: ## system tools the tests use: promtool and prometheus (Debian's prometheus package)
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  echo "installing Debian's prometheus package (promtool, prometheus)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
 .PHONY: binaries
 binaries: ## build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok
 	bash hack/build-binaries.sh all >/dev/null
@@ -54,11 +62,11 @@ typecheck: venv ## mypy --strict on pdm_operator
 	$(VENV)/bin/mypy
 
 .PHONY: unit
-unit: venv ## unit tests (no cluster, no network)
+unit: venv tools ## unit tests (no cluster, no network)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: integration
-integration: venv ## integration tests on the real control plane ($KUBECONFIG or a local one)
+integration: venv tools ## integration tests on the real control plane ($KUBECONFIG or a local one)
 	@# Build (or find) the local control plane first, outside pytest, so the
 	@# first build's progress shows.
 	@if [ -z "$${PDM_TEST_KUBECONFIG:-}$${KUBECONFIG:-}" ]; then bash hack/build-binaries.sh all >/dev/null; fi
