@@ -95,7 +95,7 @@ def main() -> int:
     except ClusterError as e:
         log(f"error: {e}")
         return 1
-    kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    kubectl(env, "apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
     kubectl(env, "wait", "--for=condition=Established", "crd/postdeploymigrations.pdm-operator.io")
     log("CRD installed; starting the operator")
     operator = subprocess.Popen(

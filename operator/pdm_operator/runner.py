@@ -87,6 +87,9 @@ def build_registry(
         settings.watching.connect_timeout = 10
         settings.watching.inactivity_timeout = 600
         settings.networking.request_timeout = 60
+        # The watched resources are fixed: no scanning of CRDs and namespaces,
+        # which would need cluster-wide read access to CRDs for nothing.
+        settings.scanning.disabled = True
         # Events are handed to the controller at once; no batching delay.
         settings.batching.batch_window = 0.0
 

@@ -123,7 +123,7 @@ def crd(cluster: Cluster) -> None:
     """The PostDeployMigration CRD, installed from crds/ and Established."""
     root = Path(__file__).resolve().parents[2]
     out = cluster.run_kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(root / "crds")
+        "apply", "--server-side", "--force-conflicts", "-k", str(root / "crds")
     )
     assert out.returncode == 0, out.stderr
     out = cluster.run_kubectl(

@@ -28,6 +28,8 @@ class OperatorProcess:
         self.namespace = namespace
         self.log_path = log_path
         self.extra = extra
+        #: Which namespaces it watches and where its locks live.
+        self.scope_args = ["--namespace", namespace, "--lock-namespace", namespace]
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.metrics_port = 0
@@ -46,10 +48,7 @@ class OperatorProcess:
                 "-m",
                 "pdm_operator.cli",
                 "run",
-                "--namespace",
-                self.namespace,
-                "--lock-namespace",
-                self.namespace,
+                *self.scope_args,
                 "--liveness-port",
                 str(self.port),
                 "--metrics-port",
