@@ -47,6 +47,14 @@ cluster-down: ## stop the local control plane and delete its state
 run: venv ## run the operator: against $KUBECONFIG, or a local control plane it starts
 	$(PY) hack/run.py $(RUN_ARGS)
 
+.PHONY: kind-e2e
+kind-e2e: ## on a machine with Docker: kind cluster, image, manifests, integration suite
+	bash hack/kind-e2e.sh
+
+.PHONY: crd-reference
+crd-reference: venv ## regenerate docs/crd-reference.md from the CRD schema
+	$(PY) hack/crd-reference.py
+
 .PHONY: lint
 lint: venv ## ruff lint and format check
 	$(VENV)/bin/ruff check .

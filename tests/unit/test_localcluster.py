@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,13 @@ def test_failing_and_hanging_pods_never_complete() -> None:
     }
     assert outcome_rule("pod-fail")["operator"] == "In"
     assert outcome_rule("pod-fail")["values"] == ["fail"]
+
+
+def test_crd_reference_is_generated_from_the_current_schema() -> None:
+    out = subprocess.run(
+        [sys.executable, str(localcluster.HACK / "crd-reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
