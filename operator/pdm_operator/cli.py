@@ -223,6 +223,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             metrics_port=args.metrics_port,
             log_format=args.log_format,
             stall_threshold=args.stall_threshold,
+            leader_election=args.leader_election,
+            leader_identity=args.leader_identity or "",
+            leader_lease_duration=args.leader_lease_duration,
+            leader_renew_interval=args.leader_renew_interval,
             verbose=args.verbose,
         )
     )
@@ -328,6 +332,14 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
         default=120.0,
         help="seconds an object may lag its watch before liveness fails (default 120)",
     )
+    run.add_argument(
+        "--leader-election",
+        action="store_true",
+        help="HA: act only while holding the Lease pdm-operator-leader in --lock-namespace",
+    )
+    run.add_argument("--leader-identity", default=None, help="default: $POD_NAME, else host-pid")
+    run.add_argument("--leader-lease-duration", type=float, default=15.0, help=argparse.SUPPRESS)
+    run.add_argument("--leader-renew-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=cmd_run)
     return parser

@@ -22,6 +22,7 @@ import random
 import time
 
 from pdm_operator import conditions, metrics, model
+from pdm_operator.inflight import InFlight
 from pdm_operator.kube import Conflict
 from pdm_operator.model import Body
 from pdm_operator.reconcile import Reconciler, Step
@@ -96,12 +97,15 @@ class Worker:
             self.controller.forget(self)
 
     def _pass(self) -> Step | None:
-        # Always from a fresh read: a watch event can be older than our own
-        # last status write, and a pass must start from the truth.
-        migration = self.controller.reconciler.kube.get_migration(*self.key)
-        if migration is None or migration["metadata"].get("deletionTimestamp"):
-            return None
-        return self.controller.reconciler.reconcile(migration)
+        # Runs in a thread; counted, so a leadership handover can wait for
+        # passes still writing after their task was cancelled.
+        with self.controller.inflight:
+            # Always from a fresh read: a watch event can be older than our
+            # own last status write, and a pass must start from the truth.
+            migration = self.controller.reconciler.kube.get_migration(*self.key)
+            if migration is None or migration["metadata"].get("deletionTimestamp"):
+                return None
+            return self.controller.reconciler.reconcile(migration)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -109,9 +113,14 @@ class Worker:
 
 
 class Controller:
-    def __init__(self, reconciler: Reconciler, reporting: ReportingHub | None = None) -> None:
+    def __init__(
+        self, reconciler: Reconciler, reporting: ReportingHub | None = None, active: bool = True
+    ) -> None:
         self.reconciler = reconciler
         self.reporting = reporting
+        #: False while on standby (HA): events are noted, nothing is acted on.
+        self.active = active
+        self.inflight = InFlight()
         self.workers: dict[Key, Worker] = {}
         #: The last known body of every migration in progress or with reports
         #: pending, for the gauges computed at scrape time.
@@ -131,6 +140,8 @@ class Controller:
             if self.reporting is not None:
                 self.reporting.cancel(key)
             self._poke_waiting()
+            return
+        if not self.active:
             return
         if self.reporting is not None:
             self.reporting.observe(body)
@@ -177,12 +188,31 @@ class Controller:
         if self.workers.get(worker.key) is worker:
             del self.workers[worker.key]
 
-    async def stop(self) -> None:
-        """Cancel every worker and reporter and wait for them (graceful shutdown)."""
+    def activate(self, migrations: list[Body]) -> None:
+        """Start acting (leadership acquired): every listed migration gets its worker."""
+        self.active = True
+        for body in migrations:
+            self.on_migration(None, body)
+
+    async def deactivate(self, drain_timeout: float = 30.0) -> None:
+        """Stop acting (leadership lost or shutdown): cancel, then wait for passes in threads."""
+        self.active = False
         tasks = [w.task for w in self.workers.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.workers.clear()
+        self.latest.clear()
+        if self.reporting is not None:
+            await self.reporting.pause()
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline and (
+            self.inflight.count or (self.reporting is not None and self.reporting.inflight.count)
+        ):
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop acting, drain, and let the reporters' threads go."""
+        await self.deactivate()
         if self.reporting is not None:
             await self.reporting.stop()

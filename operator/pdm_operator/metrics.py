@@ -86,6 +86,10 @@ WATCH_STALLED = Gauge(
     "1 when the watch of a resource has stalled: objects changed in the API and no event came.",
     ["resource"],
 )
+LEADER = Gauge(
+    "pdm_operator_leader",
+    "1 while this operator acts (HA: holds the leader Lease; always 1 without leader election).",
+)
 BUILD_INFO = Gauge(
     "pdm_operator_build_info",
     "Build information; the value is always 1.",
@@ -231,10 +235,11 @@ class StateCollector(Collector):
         yield from (running, gated, deadline, pending, oldest)
 
 
-def serve(port: int, state: StateCollector) -> None:
+def serve(port: int, state: StateCollector, leader_election: bool = False) -> None:
     """Start the /metrics endpoint (a thread of prometheus-client's own)."""
     BUILD_INFO.labels(
         __version__, platform.python_version(), importlib.metadata.version("kopf")
     ).set(1)
     REGISTRY.register(state)
+    LEADER.set(0 if leader_election else 1)
     start_http_server(port)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +23,8 @@ from pdm_operator import logs, metrics, model
 from pdm_operator.controller import Controller
 from pdm_operator.health import Health
 from pdm_operator.kube import Kube, load_config
+from pdm_operator.leader import LeaderElection
+from pdm_operator.model import Body
 from pdm_operator.reconcile import Reconciler
 from pdm_operator.reporting.reporter import ReportingHub
 
@@ -39,7 +44,16 @@ class Options:
     log_format: str = "plain"  # plain | json
     stall_threshold: float = 120.0  # seconds out of step before a watch counts as stalled
     audit_interval: float = 30.0  # seconds between watch audits
+    leader_election: bool = False  # HA: act only while holding the leader Lease
+    leader_identity: str = ""  # default: $POD_NAME, else host and pid
+    leader_lease_duration: float = 15.0
+    leader_renew_interval: float = 5.0
     verbose: bool = False
+
+
+def default_identity() -> str:
+    """The pod's name in a cluster (downward API), else host and process."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def default_lock_namespace() -> str:
@@ -47,10 +61,39 @@ def default_lock_namespace() -> str:
     return os.environ.get("POD_NAMESPACE") or "default"
 
 
+async def lead(
+    election: LeaderElection, controller: Controller, relist: Callable[[], list[Body]]
+) -> None:
+    """Acquire or renew the leader Lease forever; start and stop acting accordingly."""
+    while True:
+        try:
+            held = await asyncio.to_thread(election.try_acquire_or_renew)
+        except Exception as e:  # noqa: BLE001 - an API hiccup is not a lost leadership yet
+            log.warning("leader election: %s", e)
+            held = False
+        if held and not controller.active:
+            migrations = await asyncio.to_thread(relist)
+            log.info("leadership acquired by %s at %.3f: acting", election.identity, time.time())
+            metrics.LEADER.set(1)
+            controller.activate(migrations)
+        elif controller.active and not held and not election.still_safe():
+            log.warning(
+                "leadership lost by %s at %.3f: standing by", election.identity, time.time()
+            )
+            metrics.LEADER.set(0)
+            await controller.deactivate()
+        await asyncio.sleep(election.renew)
+
+
 def build_registry(
-    controller: Controller, health: Health, audit_interval: float = 30.0
+    controller: Controller,
+    health: Health,
+    audit_interval: float = 30.0,
+    election: LeaderElection | None = None,
+    relist: Callable[[], list[Body]] | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    lead_task: list[asyncio.Task[None]] = []
     audit_task: list[asyncio.Task[None]] = []
 
     async def audit_forever() -> None:
@@ -64,6 +107,8 @@ def build_registry(
     @kopf.on.startup(registry=registry)
     async def start_audit(**_: Any) -> None:
         audit_task.append(asyncio.create_task(audit_forever(), name="watch-audit"))
+        if election is not None and relist is not None:
+            lead_task.append(asyncio.create_task(lead(election, controller, relist), name="leader"))
 
     @kopf.on.probe(id="watches", registry=registry)
     def watches(**_: Any) -> dict[str, str]:
@@ -115,10 +160,16 @@ def build_registry(
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
+        for task in lead_task:
+            task.cancel()
         for task in audit_task:
             task.cancel()
         log.info("stopping %d migration workers", len(controller.workers))
         await controller.stop()
+        if election is not None:
+            # Only now, with every pass drained: a standby may take over at once.
+            await asyncio.to_thread(election.release)
+            log.info("leadership released by %s at %.3f", election.identity, time.time())
 
     return registry
 
@@ -137,7 +188,7 @@ async def serve(opts: Options) -> None:
         call_timeout=opts.report_timeout,
         delivery_threads=opts.report_threads,
     )
-    controller = Controller(reconciler, reporting)
+    controller = Controller(reconciler, reporting, active=not opts.leader_election)
     selector = model.LABEL_MIGRATION_UID
     if opts.namespaces:
         health = Health(
@@ -156,9 +207,28 @@ async def serve(opts: Options) -> None:
     if opts.metrics_port:
         metrics.serve(
             opts.metrics_port,
-            metrics.StateCollector(lambda: list(controller.latest.values()), reconciler.clock),
+            metrics.StateCollector(
+                lambda: list(controller.latest.values()) if controller.active else [],
+                reconciler.clock,
+            ),
+            leader_election=opts.leader_election,
         )
-    registry = build_registry(controller, health, opts.audit_interval)
+    election = None
+    if opts.leader_election:
+        election = LeaderElection(
+            kube,
+            opts.lock_namespace,
+            opts.leader_identity or default_identity(),
+            duration=opts.leader_lease_duration,
+            renew=opts.leader_renew_interval,
+        )
+    if opts.namespaces:
+        relist: Callable[[], list[Body]] = lambda: [  # noqa: E731
+            m for ns in opts.namespaces for m in kube.list_migrations(ns)
+        ]
+    else:
+        relist = kube.list_all_migrations
+    registry = build_registry(controller, health, opts.audit_interval, election, relist)
     scope = ", ".join(opts.namespaces) if opts.namespaces else "all namespaces"
     log.info(
         "pdm-operator watching %s; environment locks in namespace %s", scope, opts.lock_namespace

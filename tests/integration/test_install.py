@@ -262,3 +262,14 @@ def test_the_operators_pod_spec_meets_the_restricted_level(
             f"the restricted namespace rejected the operator's pod: {json.loads(e.body)['message']}"
         )
     assert created.spec.security_context.run_as_non_root is True
+
+
+def test_ha_overlay_runs_two_replicas_with_leader_election(cluster: Cluster) -> None:
+    docs = rendered(cluster, "ha")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--leader-election" in container["args"]
+    assert {e["name"] for e in container["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
+    lock_role = next(d for d in docs if d["kind"] == "Role")
+    assert any("leases" in r["resources"] for r in lock_role["rules"])

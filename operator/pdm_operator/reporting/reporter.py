@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from pdm_operator import conditions, events, metrics
+from pdm_operator.inflight import InFlight
 from pdm_operator.kube import Conflict, Kube
 from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
@@ -94,7 +95,7 @@ class Reporter:
         ctx = self.hub.context(migration, records)
         results = await asyncio.gather(
             *(
-                loop.run_in_executor(self.hub.delivery_pool, sinks.deliver, rec, ctx)
+                loop.run_in_executor(self.hub.delivery_pool, self.hub.deliver, rec, ctx)
                 for rec in ready
             )
         )
@@ -134,6 +135,7 @@ class ReportingHub:
         )
         self.reporters: dict[Key, Reporter] = {}
         self.on_change = on_change
+        self.inflight = InFlight()
 
     def observe(self, migration: Body) -> None:
         """Start or poke the reporter of a migration that has reporting to do."""
@@ -154,12 +156,16 @@ class ReportingHub:
         if reporter is not None:
             reporter.task.cancel()
 
-    async def stop(self) -> None:
+    async def pause(self) -> None:
+        """Cancel every reporter; their records stay in the status for whoever acts next."""
         tasks = [r.task for r in self.reporters.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.reporters.clear()
+
+    async def stop(self) -> None:
+        await self.pause()
         self.delivery_pool.shutdown(wait=False, cancel_futures=True)
 
     def context(self, migration: Body, records: list[Body]) -> sinks.Context:
@@ -176,8 +182,16 @@ class ReportingHub:
         )
 
     # --- blocking writes (run in the API pool) -----------------------------------
+    def deliver(self, record: Body, ctx: sinks.Context) -> outbox.Result:
+        with self.inflight:
+            return sinks.deliver(record, ctx)
+
     def plan_and_record(self, key: Key) -> float | None:
         """Record the wanted reports before any attempt; seconds until the next is due."""
+        with self.inflight:
+            return self._plan_and_record(key)
+
+    def _plan_and_record(self, key: Key) -> float | None:
         migration = self.kube.get_migration(*key)
         if migration is None:
             return None
@@ -191,6 +205,12 @@ class ReportingHub:
         return 0.0 if wait is None else wait
 
     def record_outcomes(
+        self, key: Key, outcomes: dict[tuple[str, str, str], outbox.Result]
+    ) -> None:
+        with self.inflight:
+            self._record_outcomes(key, outcomes)
+
+    def _record_outcomes(
         self, key: Key, outcomes: dict[tuple[str, str, str], outbox.Result]
     ) -> None:
         migration = self.kube.get_migration(*key)
