@@ -64,25 +64,21 @@ def transitions(old: list[Body] | None, new: list[Body]) -> list[Body]:
     return changed
 
 
+#: Which condition decides the state, first match wins.
+STATE_BY_CONDITION: tuple[tuple[str, str, str], ...] = (
+    (model.FAILED, "True", model.STATE_FAILED),
+    (model.SUCCEEDED, "True", model.STATE_SUCCEEDED),
+    (model.SUCCEEDED, "Unknown", model.STATE_REPORTING),
+    (model.JOB_CREATED, "True", model.STATE_RUNNING),
+    (model.GATED, "True", model.STATE_GATED),
+    (model.IMAGE_RESOLVED, "False", model.STATE_PENDING),
+)
+
+
 def summarize(conditions: list[Body] | None) -> tuple[str, str]:
     """The one-word state and the reason behind it, for ``kubectl get pdm``."""
-    for ctype, state in (
-        (model.FAILED, model.STATE_FAILED),
-        (model.SUCCEEDED, model.STATE_SUCCEEDED),
-    ):
+    for ctype, status, state in STATE_BY_CONDITION:
         cond = find(conditions, ctype)
-        if cond and cond.get("status") == "True":
+        if cond and cond.get("status") == status:
             return state, str(cond.get("reason", ""))
-    succeeded = find(conditions, model.SUCCEEDED)
-    if succeeded and succeeded.get("status") == "Unknown":
-        return model.STATE_REPORTING, str(succeeded.get("reason", ""))
-    job = find(conditions, model.JOB_CREATED)
-    if job and job.get("status") == "True":
-        return model.STATE_RUNNING, str(job.get("reason", ""))
-    gated = find(conditions, model.GATED)
-    if gated and gated.get("status") == "True":
-        return model.STATE_GATED, str(gated.get("reason", ""))
-    image = find(conditions, model.IMAGE_RESOLVED)
-    if image and image.get("status") == "False":
-        return model.STATE_PENDING, str(image.get("reason", ""))
     return model.STATE_PENDING, ""
