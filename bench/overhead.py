@@ -217,6 +217,49 @@ def one_run(
     }
 
 
+def baseline(api: client.ApiClient, n: int) -> Counter[str]:
+    """API requests per bare Job (no operator): what Kubernetes itself spends on a Job.
+
+    The same Job the operator renders, created directly; its cost (Job
+    controller, scheduler, kwok) is subtracted to get the operator's own.
+    """
+    ns = f"bench-base-{uuid.uuid4().hex[:6]}"
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    core.create_namespace({"metadata": {"name": ns}})
+    before = apiserver_requests(api)
+    for i in range(n):
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": f"bare-{i:04d}"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {"name": "migrations", "image": "registry.example.com/toolbox:v1"}
+                        ],
+                    }
+                },
+            },
+        }
+        batch.create_namespaced_job(ns, job)
+    deadline = time.monotonic() + max(120.0, n * 2.0)
+    while time.monotonic() < deadline:
+        jobs = batch.list_namespaced_job(ns).items
+        if sum(1 for j in jobs if j.status.succeeded) >= n:
+            break
+        time.sleep(0.5)
+    time.sleep(2.0)  # let the last pod status updates land before counting
+    after = apiserver_requests(api)
+    core.delete_namespace(ns)
+    per_verb: Counter[str] = Counter()
+    for (verb, _), v in (after - before).items():
+        per_verb[verb] += v
+    return Counter({k: round(v / n, 1) for k, v in per_verb.items()})
+
+
 def summarize(results: list[dict[str, Any]], key: str) -> str:
     vals = [r[key] for r in results]
     return f"{min(vals):.3f} / {statistics.median(vals):.3f} / {max(vals):.3f}"
@@ -251,6 +294,7 @@ def main() -> int:
             results = [one_run(api, env, n, args.envs, log) for _ in range(args.runs)]
             rows.append((n, results))
             print(json.dumps({"n": n, "runs": results}, default=str), file=sys.stderr)
+        base = baseline(api, 20)
     finally:
         if local:
             local.down(quiet=True)
@@ -269,6 +313,15 @@ def main() -> int:
             f"| {summarize(results, 'rss_mib')} | {summarize(results, 'writes_per_pdm')} "
             f"| {med['requests_per_pdm']} |"
         )
+    base_writes = sum(
+        v for k, v in base.items() if k in ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+    )
+    lines += [
+        "",
+        f"Bare Job without the operator (baseline, 20 Jobs): {dict(sorted(base.items()))} per Job, "
+        f"{base_writes:.1f} writes; the operator's own writes per PDM are the column above "
+        "minus this.",
+    ]
     table = "\n".join(lines)
     print(table)
     if args.markdown:
