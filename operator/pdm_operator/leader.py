@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from pdm_operator import model
 from pdm_operator.kube import Conflict, Kube
+from pdm_operator.locks import build_lease
 from pdm_operator.model import Body
 
 log = logging.getLogger(__name__)
@@ -47,26 +48,19 @@ class LeaderElection:
     last_renewal: float | None = field(default=None)
 
     def _body(self, base: Body | None) -> Body:
-        lease: Body = dict(base or {})
-        meta = dict(lease.get("metadata") or {})
-        meta["name"] = self.name
-        meta["annotations"] = {**(meta.get("annotations") or {}), RENEWED_AT: f"{time.time():.3f}"}
-        meta["labels"] = {**(meta.get("labels") or {}), model.LABEL_MANAGED_BY: "pdm-operator"}
-        old = lease.get("spec") or {}
+        old = (base or {}).get("spec") or {}
         transitions = int(old.get("leaseTransitions") or 0)
         if base is not None and old.get("holderIdentity") != self.identity:
             transitions += 1
-        lease.update(
-            apiVersion="coordination.k8s.io/v1",
-            kind="Lease",
-            metadata=meta,
-            spec={
-                "holderIdentity": self.identity,
-                "leaseDurationSeconds": int(self.duration),
-                "leaseTransitions": transitions,
-            },
+        return build_lease(
+            base,
+            name=self.name,
+            holder=self.identity,
+            labels={},
+            annotations={RENEWED_AT: f"{time.time():.3f}"},
+            transitions=transitions,
+            duration=int(self.duration),
         )
-        return lease
 
     def try_acquire_or_renew(self) -> bool:
         """One round (blocking): True when this process holds the Lease now."""

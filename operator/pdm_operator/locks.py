@@ -55,31 +55,53 @@ def lease_name(environment: str) -> str:
     return f"{LEASE_PREFIX}{environment}"
 
 
-def lease_body(environment: str, holder: Holder, now: str, base: Body | None = None) -> Body:
+def build_lease(
+    base: Body | None,
+    *,
+    name: str,
+    holder: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    transitions: int,
+    duration: int | None = None,
+) -> Body:
+    """A Lease held by ``holder``, keeping ``base``'s metadata (its resourceVersion
+    guards the write).
+
+    acquireTime/renewTime are MicroTime, which the official client's models
+    re-serialise in a format the API server rejects: times go into
+    annotations instead.
+    """
     lease: Body = dict(base or {})
     meta = dict(lease.get("metadata") or {})
-    meta["name"] = lease_name(environment)
+    meta["name"] = name
     meta["labels"] = {
         **(meta.get("labels") or {}),
         model.LABEL_MANAGED_BY: "pdm-operator",
-        model.LABEL_ENVIRONMENT: environment,
+        **labels,
     }
-    # acquireTime/renewTime are MicroTime, which the official client's models
-    # re-serialise in a format the API server rejects; the acquisition time
-    # goes into an annotation instead. The lock does not expire, so nothing
-    # reads renewTime anyway.
-    meta["annotations"] = {**(meta.get("annotations") or {}), ACQUIRED_AT: now}
-    transitions = int((lease.get("spec") or {}).get("leaseTransitions") or 0)
-    lease.update(
-        apiVersion="coordination.k8s.io/v1",
-        kind="Lease",
-        metadata=meta,
-        spec={
-            "holderIdentity": holder.identity,
-            "leaseTransitions": transitions + (1 if base else 0),
-        },
-    )
+    meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    spec: Body = {"holderIdentity": holder, "leaseTransitions": transitions}
+    if duration is not None:
+        spec["leaseDurationSeconds"] = duration
+    lease.update(apiVersion="coordination.k8s.io/v1", kind="Lease", metadata=meta, spec=spec)
     return lease
+
+
+def lease_body(environment: str, holder: Holder, now: str, base: Body | None = None) -> Body:
+    """The environment's lock held by ``holder``; taking over an existing one is a transition.
+
+    The lock does not expire, so it needs no duration and nothing reads a renew time.
+    """
+    transitions = int(((base or {}).get("spec") or {}).get("leaseTransitions") or 0)
+    return build_lease(
+        base,
+        name=lease_name(environment),
+        holder=holder.identity,
+        labels={model.LABEL_ENVIRONMENT: environment},
+        annotations={ACQUIRED_AT: now},
+        transitions=transitions + (1 if base else 0),
+    )
 
 
 class EnvironmentLocks:
