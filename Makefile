@@ -9,6 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help
 help: ## list the targets
@@ -79,6 +80,11 @@ integration: venv tools ## integration tests on the real control plane ($KUBECON
 	@# first build's progress shows.
 	@if [ -z "$${PDM_TEST_KUBECONFIG:-}$${KUBECONFIG:-}" ]; then bash hack/build-binaries.sh all >/dev/null; fi
 	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: venv ## every benchmark (about an hour); writes docs/benchmarks.md. Quick look: BENCH_ARGS=--quick
+	@if [ -z "$${KUBECONFIG:-}" ]; then bash hack/build-binaries.sh all >/dev/null; fi
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 .PHONY: test
 test: lint typecheck unit integration ## every gate: ruff, mypy, unit, integration

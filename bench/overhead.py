@@ -1,61 +1,46 @@
-#!/usr/bin/env python3
 """Operator overhead at N concurrent PostDeployMigrations over E environments.
 
-    .venv/bin/python bench/overhead.py --pdms 1 50 500 --envs 10 --runs 3
-
-Against ``$KUBECONFIG`` or, without it, a fresh local control plane
-(``pdm-bench``). Times come from this process's own watches, on one clock,
-to the millisecond (the API's timestamps are whole seconds):
+Times come from the benchmark's own watches, on one clock, to the millisecond
+(the API's timestamps are whole seconds):
 
 * **start latency**: from the moment a migration may start (its creation, or
-  the end of the previous Job of its environment, whichever is later) to its
-  Job appearing; what the operator adds, not the environment lock's queue;
+  the end of the previous migration of its environment, whichever is later)
+  to its Job appearing: what the operator adds, not the environment lock's
+  queue;
 * **end latency**: from the Job's Complete condition to the migration's
   Succeeded;
-* **throughput**: migrations completed per minute;
+* **throughput**: migrations completed per minute, first creation to last
+  Succeeded;
 * **cost**: the operator's CPU seconds and peak RSS, and API requests per
-  migration by verb, from the API server's ``apiserver_request_total``
-  (everything in the cluster meanwhile: the operator, and the Job
-  controller, scheduler and kwok for each Job).
-
-Prints a table; ``--markdown FILE`` also writes it as Markdown.
+  migration by verb from ``apiserver_request_total``: everything the cluster
+  did meanwhile (the operator, and the Job controller, scheduler and kwok for
+  each Job). :func:`bare_jobs` measures that second part alone;
+* **duplicates**: migrations that got more than one Job.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import re
-import signal
-import statistics
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "hack"))
+from kubernetes import watch
 
-from kubernetes import client, config, watch  # noqa: E402
+from harness import (
+    GROUP,
+    IMAGE,
+    PLURAL,
+    VERSION,
+    WRITE_VERBS,
+    Bench,
+    migration,
+    percentile,
+    process_cost,
+)
 
-from localcluster import LocalCluster  # noqa: E402
-
-GROUP, VERSION, PLURAL = "pdm-operator.io", "v1alpha1", "postdeploymigrations"
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+LABEL_MIGRATION = "pdm-operator.io/migration"
 
 
 @dataclass
@@ -65,17 +50,19 @@ class Timeline:
     job_seen: dict[str, float] = field(default_factory=dict)
     job_complete: dict[str, float] = field(default_factory=dict)
     succeeded: dict[str, float] = field(default_factory=dict)
+    jobs_of: dict[str, set[str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def watch_jobs(api: client.ApiClient, ns: str, tl: Timeline, stop: threading.Event) -> None:
+def _watch_jobs(bench: Bench, ns: str, tl: Timeline, stop: threading.Event) -> None:
     w = watch.Watch()
-    for ev in w.stream(client.BatchV1Api(api).list_namespaced_job, ns, timeout_seconds=3600):
+    for ev in w.stream(bench.batch.list_namespaced_job, ns, timeout_seconds=3600):
         now = time.monotonic()
         job = ev["object"]
-        pdm = (job.metadata.labels or {}).get("pdm-operator.io/migration")
+        pdm = (job.metadata.labels or {}).get(LABEL_MIGRATION, "")
         with tl.lock:
             tl.job_seen.setdefault(pdm, now)
+            tl.jobs_of.setdefault(pdm, set()).add(job.metadata.name)
             for c in job.status.conditions or []:
                 if c.type == "Complete" and c.status == "True":
                     tl.job_complete.setdefault(pdm, now)
@@ -83,11 +70,10 @@ def watch_jobs(api: client.ApiClient, ns: str, tl: Timeline, stop: threading.Eve
             w.stop()
 
 
-def watch_pdms(api: client.ApiClient, ns: str, tl: Timeline, stop: threading.Event) -> None:
+def _watch_migrations(bench: Bench, ns: str, tl: Timeline, stop: threading.Event) -> None:
     w = watch.Watch()
-    custom = client.CustomObjectsApi(api)
     for ev in w.stream(
-        custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, timeout_seconds=3600
+        bench.custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, timeout_seconds=3600
     ):
         now = time.monotonic()
         obj = ev["object"]
@@ -99,235 +85,126 @@ def watch_pdms(api: client.ApiClient, ns: str, tl: Timeline, stop: threading.Eve
             w.stop()
 
 
-def apiserver_requests(api: client.ApiClient) -> Counter[tuple[str, str]]:
-    resp = api.rest_client.pool_manager.request("GET", f"{api.configuration.host}/metrics")
-    text = resp.data.decode()
-    out: Counter[tuple[str, str]] = Counter()
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        out[(labels.get("verb", ""), labels.get("resource", ""))] += int(
-            float(line.rsplit(" ", 1)[1])
-        )
-    return out
-
-
-def proc_cost(pid: int) -> tuple[float, float]:
-    """(CPU seconds, peak RSS MiB) of a process and its threads."""
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(stat[11]) + int(stat[12])) / ticks
-    hwm = next(
-        line
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if line.startswith("VmHWM")
-    )
-    return cpu, int(hwm.split()[1]) / 1024
-
-
-def one_run(
-    api: client.ApiClient, env: dict[str, str], n: int, envs: int, log: Path
-) -> dict[str, Any]:
-    ns = f"bench-{uuid.uuid4().hex[:6]}"
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    core.create_namespace({"metadata": {"name": ns}})
-    op = subprocess.Popen(
-        [sys.executable, "-m", "pdm_operator.cli", "run", "-n", ns, "--lock-namespace", ns,
-         "--liveness-port", "0", "--metrics-port", "0"],
-        env={**env, "PYTHONPATH": str(ROOT / "operator")},
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
+def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
+    """One run: ``n`` migrations created at once over ``envs`` environments."""
+    ns = bench.namespace("bench")
+    op = bench.operator(ns)
     tl = Timeline()
     stop = threading.Event()
-    threads = [
-        threading.Thread(target=f, args=(api, ns, tl, stop), daemon=True)
-        for f in (watch_jobs, watch_pdms)
-    ]
-    for t in threads:
-        t.start()
-    time.sleep(2.0)  # the operator's start-up (imports, first listing); not measured
-    before = apiserver_requests(api)
-    cpu0, _ = proc_cost(op.pid)
+    for target in (_watch_jobs, _watch_migrations):
+        threading.Thread(target=target, args=(bench, ns, tl, stop), daemon=True).start()
+    time.sleep(1.0)  # let both watches establish; not measured
+    before = bench.apiserver_requests()
+    cost0 = process_cost(op.proc.pid)
     start = time.monotonic()
     for i in range(n):
-        name = f"b-{i:04d}"
-        environment = f"env{i % envs}"
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "PostDeployMigration",
-            "metadata": {"name": name},
-            "spec": {
-                "environment": environment,
-                "image": {"reference": "registry.example.com/toolbox:v1"},
-            },
-        }
+        name, environment = f"b-{i:04d}", f"env{i % envs}"
         with tl.lock:
             tl.created[name] = time.monotonic()
             tl.env_of[name] = environment
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        bench.custom.create_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, migration(name, environment)
+        )
     deadline = time.monotonic() + max(300.0, n * 3.0)
     while time.monotonic() < deadline:
         with tl.lock:
             if len(tl.succeeded) >= n:
                 break
         time.sleep(0.2)
-    elapsed = time.monotonic() - start
-    after = apiserver_requests(api)
-    cpu1, rss = proc_cost(op.pid)
+    elapsed = max(tl.succeeded.values(), default=time.monotonic()) - start
+    after = bench.apiserver_requests()
+    window = time.monotonic() - start
+    cost1 = process_cost(op.proc.pid)
     stop.set()
-    op.send_signal(signal.SIGTERM)
-    op.wait(timeout=30)
-    core.delete_namespace(ns)
+    op.stop()
+    jobs = bench.batch.list_namespaced_job(ns).items
+    per_migration = Counter((j.metadata.labels or {}).get(LABEL_MIGRATION) for j in jobs)
+    bench.delete_namespace(ns)
 
-    # Start latency: from when the migration could start to its Job appearing.
     starts, ends = [], []
     by_env: dict[str, list[str]] = {}
     for name in sorted(tl.job_seen, key=lambda k: tl.job_seen[k]):
-        by_env.setdefault(tl.env_of.get(name, ""), []).append(name)
+        if name in tl.created:
+            by_env.setdefault(tl.env_of[name], []).append(name)
     for names in by_env.values():
         prev_end = 0.0
         for name in names:
-            ready = max(tl.created[name], prev_end)
-            starts.append(tl.job_seen[name] - ready)
+            starts.append(tl.job_seen[name] - max(tl.created[name], prev_end))
             prev_end = tl.succeeded.get(name, tl.job_complete.get(name, prev_end))
-    for name, done in tl.job_complete.items():
-        if name in tl.succeeded:
-            ends.append(tl.succeeded[name] - done)
-    delta = after - before
-    writes = sum(
-        v for (verb, _), v in delta.items() if verb in ("POST", "PUT", "PATCH", "DELETE", "APPLY")
-    )
+    ends = [tl.succeeded[k] - done for k, done in tl.job_complete.items() if k in tl.succeeded]
     by_verb: Counter[str] = Counter()
-    for (verb, _), v in delta.items():
+    for (verb, _), v in (after - before).items():
         by_verb[verb] += v
     return {
         "n": n,
+        "envs": envs,
         "completed": len(tl.succeeded),
         "start_p50": percentile(starts, 50),
         "start_p99": percentile(starts, 99),
         "end_p50": percentile(ends, 50),
         "end_p99": percentile(ends, 99),
-        "per_minute": len(tl.succeeded) / elapsed * 60,
-        "cpu_s": cpu1 - cpu0,
-        "rss_mib": rss,
-        "writes_per_pdm": writes / n,
-        "requests_per_pdm": {k: round(v / n, 1) for k, v in sorted(by_verb.items())},
+        "per_minute": len(tl.succeeded) / elapsed * 60 if elapsed > 0 else 0.0,
+        "cpu_s": cost1.cpu_s - cost0.cpu_s,
+        "peak_rss_mib": cost1.peak_rss_mib,
+        "writes_per_pdm": sum(by_verb[v] for v in WRITE_VERBS) / n,
+        "requests_per_pdm": {k: v / n for k, v in sorted(by_verb.items())},
+        # Jobs beyond the first of any migration: as listed at the end, and
+        # as seen by the watch (which would catch one created and deleted).
+        "window_s": window,
+        "writes": bench.writes(before, after),
+        "duplicate_jobs": max(
+            sum(c - 1 for c in per_migration.values()),
+            sum(len(names) - 1 for names in tl.jobs_of.values()),
+        ),
     }
 
 
-def baseline(api: client.ApiClient, n: int) -> Counter[str]:
-    """API requests per bare Job (no operator): what Kubernetes itself spends on a Job.
+def bare_jobs(bench: Bench, n: int) -> dict[str, Any]:
+    """API requests per bare Job, no operator: Kubernetes' own cost of a Job.
 
-    The same Job the operator renders, created directly; its cost (Job
-    controller, scheduler, kwok) is subtracted to get the operator's own.
+    The same container the operator renders, created directly on a quiet
+    cluster; subtracted from a run's requests, it leaves the operator's.
     """
-    ns = f"bench-base-{uuid.uuid4().hex[:6]}"
-    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
-    core.create_namespace({"metadata": {"name": ns}})
-    before = apiserver_requests(api)
+    ns = bench.namespace("bench-bare")
+    time.sleep(1.0)  # the namespace's own start-up writes settle; not counted
+    before = bench.apiserver_requests()
+    start = time.monotonic()
     for i in range(n):
-        job = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": f"bare-{i:04d}"},
-            "spec": {
-                "backoffLimit": 0,
-                "template": {
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "containers": [
-                            {"name": "migrations", "image": "registry.example.com/toolbox:v1"}
-                        ],
-                    }
+        bench.batch.create_namespaced_job(
+            ns,
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": f"bare-{i:04d}"},
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "migrations", "image": IMAGE}],
+                        }
+                    },
                 },
             },
-        }
-        batch.create_namespaced_job(ns, job)
-    deadline = time.monotonic() + max(120.0, n * 2.0)
-    while time.monotonic() < deadline:
-        jobs = batch.list_namespaced_job(ns).items
-        if sum(1 for j in jobs if j.status.succeeded) >= n:
-            break
-        time.sleep(0.5)
-    time.sleep(2.0)  # let the last pod status updates land before counting
-    after = apiserver_requests(api)
-    core.delete_namespace(ns)
-    per_verb: Counter[str] = Counter()
-    for (verb, _), v in (after - before).items():
-        per_verb[verb] += v
-    return Counter({k: round(v / n, 1) for k, v in per_verb.items()})
-
-
-def summarize(results: list[dict[str, Any]], key: str) -> str:
-    vals = [r[key] for r in results]
-    return f"{min(vals):.3f} / {statistics.median(vals):.3f} / {max(vals):.3f}"
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pdms", type=int, nargs="+", default=[1, 50])
-    ap.add_argument("--envs", type=int, default=10)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--markdown", type=Path, default=None)
-    args = ap.parse_args()
-    env = dict(os.environ)
-    local = None
-    if not env.get("KUBECONFIG"):
-        local = LocalCluster("pdm-bench")
-        local.down(quiet=True)
-        env["KUBECONFIG"] = str(local.up())
-    api = config.new_client_from_config(config_file=env["KUBECONFIG"])
-    kubectl = str(local.state()["bins"]["kubectl"]) if local else "kubectl"  # type: ignore[index]
-    subprocess.run(
-        [kubectl, "apply", "--server-side", "-k", str(ROOT / "crds")],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    log = ROOT / "bench" / "results" / "operator.log"
-    log.parent.mkdir(exist_ok=True)
-    rows = []
-    try:
-        for n in args.pdms:
-            results = [one_run(api, env, n, args.envs, log) for _ in range(args.runs)]
-            rows.append((n, results))
-            print(json.dumps({"n": n, "runs": results}, default=str), file=sys.stderr)
-        base = baseline(api, 20)
-    finally:
-        if local:
-            local.down(quiet=True)
-    header = (
-        "| PDMs | envs | start p50 s | start p99 s | end p50 s | end p99 s | PDMs/min "
-        "| operator CPU s | peak RSS MiB | API writes/PDM | requests/PDM by verb (median run) |"
-    )
-    lines = [header, "|" + "---|" * 11]
-    for n, results in rows:
-        med = sorted(results, key=lambda r: r["start_p99"])[len(results) // 2]
-        lines.append(
-            f"| {n} | {min(n, args.envs)} | {summarize(results, 'start_p50')} "
-            f"| {summarize(results, 'start_p99')} "
-            f"| {summarize(results, 'end_p50')} | {summarize(results, 'end_p99')} "
-            f"| {summarize(results, 'per_minute')} | {summarize(results, 'cpu_s')} "
-            f"| {summarize(results, 'rss_mib')} | {summarize(results, 'writes_per_pdm')} "
-            f"| {med['requests_per_pdm']} |"
         )
-    base_writes = sum(
-        v for k, v in base.items() if k in ("POST", "PUT", "PATCH", "DELETE", "APPLY")
-    )
-    lines += [
-        "",
-        f"Bare Job without the operator (baseline, 20 Jobs): {dict(sorted(base.items()))} per Job, "
-        f"{base_writes:.1f} writes; the operator's own writes per PDM are the column above "
-        "minus this.",
-    ]
-    table = "\n".join(lines)
-    print(table)
-    if args.markdown:
-        args.markdown.write_text(table + "\n")
-    return 0
 
+    def all_done() -> bool:
+        jobs = bench.batch.list_namespaced_job(ns).items
+        return sum(1 for j in jobs if j.status.succeeded) >= n
 
-if __name__ == "__main__":
-    sys.exit(main())
+    deadline = time.monotonic() + max(120.0, n * 2.0)
+    while time.monotonic() < deadline and not all_done():
+        time.sleep(0.5)
+    time.sleep(2.0)  # the last pod status updates land before counting
+    after = bench.apiserver_requests()
+    window = time.monotonic() - start
+    bench.delete_namespace(ns)
+    by_verb: Counter[str] = Counter()
+    for (verb, _), v in (after - before).items():
+        by_verb[verb] += v
+    return {
+        "n": n,
+        "window_s": window,
+        "requests_per_job": {k: v / n for k, v in sorted(by_verb.items())},
+        "writes": bench.writes(before, after),
+    }

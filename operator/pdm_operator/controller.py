@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 
+#: The gate reason of a migration waiting for its environment's lock.
+LOCKED = "EnvironmentLocked"
+
 #: Back-off after a pass failed with an unexpected error (API down, a bug):
 #: doubled each time up to the cap, with jitter; reset by a good pass.
 ERROR_BACKOFF_START = 1.0
@@ -40,11 +43,20 @@ ERROR_BACKOFF_CAP = 60.0
 
 
 class Worker:
-    def __init__(self, key: Key, controller: Controller) -> None:
+    def __init__(self, key: Key, controller: Controller, body: Body) -> None:
         self.key = key
         self.controller = controller
         self.poked = asyncio.Event()
+        spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+        self.environment = str(spec.get("environment") or "")
+        #: Place in its environment's line: oldest first, by name on a tie.
+        self.line_order = (str(meta.get("creationTimestamp") or ""), key[1])
+        self.waits_for = frozenset((spec.get("waitFor") or {}).get("migrations") or ())
         self.state = model.STATE_PENDING
+        self.reason = ""
+        #: The resourceVersion the last pass ended on (read or written by it):
+        #: a watch event of that version is our own write coming back.
+        self.seen_version: str | None = None
         self.task: asyncio.Task[None] = asyncio.create_task(
             self.run(), name=f"pdm:{key[0]}/{key[1]}"
         )
@@ -61,7 +73,7 @@ class Worker:
                 self.poked.clear()
                 started = time.monotonic()
                 try:
-                    step = await asyncio.to_thread(self._pass)
+                    step, self.seen_version = await asyncio.to_thread(self._pass)
                 except Conflict:
                     # The reporter wrote the status since we read it: read again.
                     metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "requeue").inc()
@@ -90,13 +102,29 @@ class Worker:
                 backoff = ERROR_BACKOFF_START
                 if step is None or step.requeue is None:
                     return
+                was_in_line = self.in_line
                 self.state = str(step.status.get("state") or model.STATE_PENDING)
-                if step.requeue > 0:
-                    await self._sleep(step.requeue)
+                self.reason = str(step.status.get("reason") or "")
+                if was_in_line and not self.in_line:
+                    # Out of the line (the lock taken, or held by another
+                    # gate now): whoever is first now gets its turn to look.
+                    self.controller.poke_first_in_line(self.environment)
+                delay = step.requeue
+                if self.in_line and not self.controller.is_first_in_line(self):
+                    # Behind others: the end of the holder pokes the first in
+                    # line, not everyone; a slow poll is only a safety net.
+                    delay = max(delay, self.controller.reconciler.timing.queued_poll)
+                if delay > 0:
+                    await self._sleep(delay)
         finally:
             self.controller.forget(self)
 
-    def _pass(self) -> Step | None:
+    @property
+    def in_line(self) -> bool:
+        """Waiting for its environment's lock."""
+        return self.state == model.STATE_GATED and self.reason == LOCKED
+
+    def _pass(self) -> tuple[Step | None, str | None]:
         # Runs in a thread; counted, so a leadership handover can wait for
         # passes still writing after their task was cancelled.
         with self.controller.inflight:
@@ -104,8 +132,10 @@ class Worker:
             # own last status write, and a pass must start from the truth.
             migration = self.controller.reconciler.kube.get_migration(*self.key)
             if migration is None or migration["metadata"].get("deletionTimestamp"):
-                return None
-            return self.controller.reconciler.reconcile(migration)
+                return None, None
+            step = self.controller.reconciler.reconcile(migration)
+            # The pass updates the resourceVersion in place as it writes.
+            return step, migration["metadata"].get("resourceVersion")
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -133,38 +163,40 @@ class Controller:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
-            self.latest.pop(key, None)
-            worker = self.workers.pop(key, None)
-            if worker is not None:
-                worker.task.cancel()
-            if self.reporting is not None:
-                self.reporting.cancel(key)
-            self._poke_waiting()
+            self._deleted(key, body)
             return
         if not self.active:
             return
         if self.reporting is not None:
             self.reporting.observe(body)
         status = body.get("status") or {}
-        if model.is_finished(status):
-            if conditions.is_true(status.get("conditions"), model.SUCCEEDED):
-                metrics.observe_success(body["spec"]["environment"], status)
-            if outbox.needs_reporting(body):
-                self.latest[key] = body
-            else:
-                self.latest.pop(key, None)
-            # Its end may open a gate (the environment lock, a dependency).
-            self._poke_waiting()
-            worker = self.workers.get(key)
-            if worker is not None:
-                worker.poke()
-            return
-        self.latest[key] = body
+        finished = model.is_finished(status)
+        if finished and conditions.is_true(status.get("conditions"), model.SUCCEEDED):
+            metrics.observe_success(body["spec"]["environment"], status)
+        if finished and not outbox.needs_reporting(body):
+            self.latest.pop(key, None)
+        else:
+            self.latest[key] = body
+        if finished or status.get("jobOutcome"):
+            # Its Job has ended, which opens the gates it held: the
+            # environment lock, and the dependencies of those waiting for it.
+            self._poke_gated_behind(key, body)
         worker = self.workers.get(key)
         if worker is None:
-            self.workers[key] = Worker(key, self)
-        else:
+            if not finished:
+                self.workers[key] = Worker(key, self, body)
+        elif not self._own_write(worker, body):
             worker.poke()
+
+    def _deleted(self, key: Key, body: Body) -> None:
+        self.latest.pop(key, None)
+        worker = self.workers.pop(key, None)
+        if worker is not None:
+            worker.task.cancel()
+        if self.reporting is not None:
+            self.reporting.cancel(key)
+        # It may have held its environment's lock, or been first in line.
+        self.poke_first_in_line(str((body.get("spec") or {}).get("environment") or ""))
 
     def poke(self, key: Key) -> None:
         worker = self.workers.get(key)
@@ -179,10 +211,31 @@ class Controller:
         if worker is not None:
             worker.poke()
 
-    def _poke_waiting(self) -> None:
+    @staticmethod
+    def _own_write(worker: Worker, body: Body) -> bool:
+        """The event is the version the worker's last pass ended on: nothing new."""
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        return version is not None and version == worker.seen_version
+
+    def _poke_gated_behind(self, key: Key, body: Body) -> None:
+        namespace, name = key
         for worker in self.workers.values():
-            if worker.state in (model.STATE_GATED, model.STATE_PENDING):
+            if worker.key[0] == namespace and name in worker.waits_for:
                 worker.poke()
+        self.poke_first_in_line(str((body.get("spec") or {}).get("environment") or ""))
+
+    def first_in_line(self, environment: str) -> Worker | None:
+        """The oldest migration waiting for ``environment``'s lock."""
+        waiting = [w for w in self.workers.values() if w.environment == environment and w.in_line]
+        return min(waiting, key=lambda w: w.line_order, default=None)
+
+    def is_first_in_line(self, worker: Worker) -> bool:
+        return self.first_in_line(worker.environment) is worker
+
+    def poke_first_in_line(self, environment: str) -> None:
+        first = self.first_in_line(environment)
+        if first is not None:
+            first.poke()
 
     def forget(self, worker: Worker) -> None:
         if self.workers.get(worker.key) is worker:

@@ -42,7 +42,7 @@ from pdm_operator import (
 )
 from pdm_operator.conditions import Condition
 from pdm_operator.kube import Kube
-from pdm_operator.locks import EnvironmentLocks, Holder
+from pdm_operator.locks import EnvironmentLocks, Holder, lease_name
 from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox
@@ -67,6 +67,9 @@ class Timing:
     image_retry: float = 5.0
     gate_poll: float = 2.0
     lock_poll: float = 5.0
+    #: Waiting behind others for the environment lock: the holder's end pokes
+    #: the first in line, so the rest only poll as a safety net.
+    queued_poll: float = 60.0
     create_retry: float = 10.0
     running_resync: float = 30.0
 
@@ -212,10 +215,13 @@ class Reconciler:
                 return hold
         blocker = self.locks.acquire(p.environment, Holder.of(p.migration), p.now)
         if blocker is not None:
+            # The same message whoever holds the lock: a waiter's status is
+            # not rewritten each time the lock changes hands in a long line.
             return gates.Hold(
                 "EnvironmentLocked",
-                f"PostDeployMigration {blocker.namespace}/{blocker.name} is running in "
-                f"environment {p.environment!r}; one migration at a time",
+                f"another PostDeployMigration holds environment {p.environment!r} "
+                f"(Lease {self.locks.namespace}/{lease_name(p.environment)}); "
+                "one migration at a time",
             )
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from kubernetes import client
 
 from tests.support.operator import OperatorProcess
 from tests.support.pdm import Api, deployment, migration, toolbox
@@ -62,7 +63,11 @@ def test_second_migration_of_an_environment_waits_for_the_first(
 
     gated = api.wait_condition("pdm-second", "Gated")
     assert gated["reason"] == "EnvironmentLocked"
-    assert "pdm-first" in gated["message"]
+    # The message points at the lock, and the lock names the holder.
+    assert f"Lease {api.ns}/pdm-env-gstg" in gated["message"]
+    leases = client.CoordinationV1Api(api.core.api_client)
+    lease = leases.read_namespaced_lease("pdm-env-gstg", api.ns)
+    assert lease.spec.holder_identity.startswith(f"{api.ns}/pdm-first/")
     api.wait_condition("pdm-other-env", "Succeeded")
     assert api.condition("pdm-first", "Succeeded") is None  # still running
 

@@ -1,0 +1,278 @@
+"""What every benchmark shares: the cluster, namespaces, the operator process,
+the API server's request counters, process costs and statistics.
+
+The cluster is ``$KUBECONFIG`` or, without it, a fresh local control plane
+named ``pdm-bench`` (torn down at the end). The operator runs as a separate
+process, as in production, scoped to the benchmark's namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for extra in (ROOT, ROOT / "hack"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+from kubernetes import client, config  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+from tests.support.operator import OperatorProcess, pythonpath_env  # noqa: E402
+
+from localcluster import LocalCluster  # noqa: E402
+
+GROUP, VERSION, PLURAL = "pdm-operator.io", "v1alpha1", "postdeploymigrations"
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+RESULTS = ROOT / "bench" / "results"
+IMAGE = "registry.example.com/gitlab-toolbox-ee:v18.6.0"
+
+
+# --- statistics ------------------------------------------------------------------
+def percentile(values: Iterable[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def spread(values: Iterable[float]) -> tuple[float, float, float]:
+    """(min, median, max)."""
+    v = list(values)
+    return min(v), statistics.median(v), max(v)
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x."""
+    if len(points) < 2:
+        return float("nan")
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    den = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / den if den else float("nan")
+
+
+# --- the operator's process -----------------------------------------------------
+@dataclass(frozen=True)
+class Cost:
+    cpu_s: float
+    rss_mib: float
+    peak_rss_mib: float
+
+
+def process_cost(pid: int) -> Cost:
+    """CPU seconds (user + system), current and peak resident memory of a process."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    kib = lambda key: int(fields[key].split()[0]) / 1024  # noqa: E731
+    return Cost(cpu, kib("VmRSS"), kib("VmHWM"))
+
+
+def wait_for(probe: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# --- the cluster ------------------------------------------------------------------
+class Bench:
+    """A cluster to benchmark against, with the CRD installed."""
+
+    def __init__(self, cluster_name: str = "pdm-bench") -> None:
+        self.env = dict(os.environ)
+        self.local: LocalCluster | None = None
+        if not self.env.get("KUBECONFIG"):
+            self.local = LocalCluster(cluster_name)
+            self.local.down(quiet=True)
+            self.env["KUBECONFIG"] = str(self.local.up())
+        self.kubeconfig = self.env["KUBECONFIG"]
+        self.kubectl = str(self.local.state()["bins"]["kubectl"]) if self.local else "kubectl"
+        self.api = config.new_client_from_config(config_file=self.kubeconfig)
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.run_kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+        wait_for(self._crd_served, 60, "the CRD to be served")
+        RESULTS.mkdir(exist_ok=True)
+        self.operator_log = RESULTS / "operator.log"
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.down(quiet=True)
+
+    def _crd_served(self) -> bool:
+        try:
+            self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1)
+        except ApiException:
+            return False
+        return True
+
+    def run_kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.kubectl, *args], env=self.env, check=check, capture_output=True, text=True
+        )
+
+    # --- namespaces ------------------------------------------------------------
+    def namespace(self, prefix: str) -> str:
+        ns = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": ns}})
+        wait_for(lambda: self._has_default_sa(ns), 30, f"namespace {ns}'s ServiceAccount")
+        return ns
+
+    def _has_default_sa(self, ns: str) -> bool:
+        try:
+            self.core.read_namespaced_service_account("default", ns)
+        except ApiException:
+            return False
+        return True
+
+    def delete_namespace(self, ns: str, timeout: float = 600) -> None:
+        """Delete and wait until it is gone: the next measurement starts on a quiet cluster."""
+        try:
+            self.core.delete_namespace(ns)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        wait_for(lambda: not self._exists(ns), timeout, f"namespace {ns} to be deleted", 1.0)
+
+    def _exists(self, ns: str) -> bool:
+        try:
+            self.core.read_namespace(ns)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    # --- the operator ----------------------------------------------------------
+    def operator(self, ns: str, *extra: str) -> OperatorProcess:
+        """The operator watching ``ns`` (its locks there too), started and healthy."""
+        proc = OperatorProcess(pythonpath_env(self.env), ns, self.operator_log, *extra)
+        return proc.start()
+
+    # --- the API server ------------------------------------------------------------
+    def apiserver_requests(self) -> Counter[tuple[str, str]]:
+        """``apiserver_request_total`` summed by (verb, resource)."""
+        # The client's own connection pool carries its credentials (client
+        # certificate or token header) for a raw GET.
+        headers = {}
+        if self.api.configuration.api_key.get("authorization"):
+            headers["Authorization"] = self.api.configuration.api_key["authorization"]
+        text = self.api.rest_client.pool_manager.request(
+            "GET", f"{self.api.configuration.host}/metrics", headers=headers
+        ).data.decode()
+        out: Counter[tuple[str, str]] = Counter()
+        for line in text.splitlines():
+            if line.startswith("apiserver_request_total{"):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                out[(labels.get("verb", ""), labels.get("resource", ""))] += int(
+                    float(line.rsplit(" ", 1)[1])
+                )
+        return out
+
+    @staticmethod
+    def writes(before: Counter[tuple[str, str]], after: Counter[tuple[str, str]]) -> dict[str, int]:
+        """Write requests between two snapshots, as ``{"VERB resource": count}``."""
+        return {
+            f"{verb} {resource}": count
+            for (verb, resource), count in sorted((after - before).items())
+            if verb in WRITE_VERBS
+        }
+
+    def background_writes(self, seconds: float = 30.0) -> dict[str, float]:
+        """Writes per second of an idle cluster: leader-election and node Lease renewals."""
+        before = self.apiserver_requests()
+        time.sleep(seconds)
+        return {k: v / seconds for k, v in self.writes(before, self.apiserver_requests()).items()}
+
+    def server_version(self) -> str:
+        info = client.VersionApi(self.api).get_code()
+        return str(info.git_version)
+
+    def create_migrations(self, ns: str, bodies: list[dict[str, Any]], threads: int = 8) -> None:
+        def create(body: dict[str, Any]) -> None:
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(create, bodies))
+
+
+def migration(name: str, environment: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PostDeployMigration",
+        "metadata": {"name": name},
+        "spec": {"environment": environment, "image": {"reference": IMAGE}, **spec},
+    }
+
+
+def is_true(obj: dict[str, Any], ctype: str) -> bool:
+    return any(
+        c.get("type") == ctype and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
+
+
+def machine_facts(bench: Bench) -> dict[str, str]:
+    """What the figures were measured on."""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    versions = {}
+    if bench.local is not None:
+        for line in (ROOT / "hack" / "versions.env").read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                versions[key.strip()] = value.strip().strip('"')
+
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        check=False,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "cpu": f"{os.cpu_count()} × {cpu}",
+        "memory": f"{mem_kib / 1024 / 1024:.0f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cluster": (
+            f"local control plane (kube-apiserver {bench.server_version()}, "
+            f"etcd {versions.get('ETCD_VERSION', '?')}, kwok {versions.get('KWOK_VERSION', '?')}) "
+            "on the same cores as the operator"
+            if bench.local
+            else f"KUBECONFIG cluster, Kubernetes {bench.server_version()}"
+        ),
+        "libraries": ", ".join(
+            f"{name} {version(name)}"
+            for name in ("kopf", "kubernetes", "python-gitlab", "prometheus-client")
+        ),
+        "commit": commit or "unknown",
+    }

@@ -1,0 +1,310 @@
+"""docs/benchmarks.md from the results of bench/run.py."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import UTC, datetime
+from typing import Any
+
+from harness import ROOT, WRITE_VERBS, spread
+
+MB_IN_MIB = 1_000_000 / 1_048_576  # the RSS target is in MB, /proc reports KiB
+
+
+def _mmm(values: list[float], scale: float = 1.0, fmt: str = "{:.0f}") -> str:
+    lo, med, hi = spread(v * scale for v in values)
+    return " / ".join(fmt.format(x) for x in (lo, med, hi))
+
+
+def _by_n(results: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in results.get("overhead", []):
+        out.setdefault(r["n"], []).append(r)
+    return out
+
+
+def _writes(verbs: dict[str, float]) -> float:
+    return sum(v for k, v in verbs.items() if k in WRITE_VERBS)
+
+
+#: Writes the benchmark makes itself (creating the migrations), not the operator.
+USER_WRITES = ("POST postdeploymigrations",)
+
+
+def operator_writes(results: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
+    """The operator's own writes per migration, by ``"VERB resource"``.
+
+    A run's writes, minus what an idle cluster writes over the same time
+    (Lease renewals), minus what Kubernetes writes for a bare Job (Job
+    controller, scheduler, kwok), minus the benchmark's own creates.
+    """
+    bg = results.get("background_writes") or {}
+    bare = results.get("bare_job") or {}
+    keys = set(run.get("writes", {})) | set(bare.get("writes", {}))
+    out = {}
+    for k in sorted(keys - set(USER_WRITES)):
+        mine = (run["writes"].get(k, 0) - bg.get(k, 0.0) * run["window_s"]) / run["n"]
+        kube = 0.0
+        if bare:
+            kube = (bare["writes"].get(k, 0) - bg.get(k, 0.0) * bare["window_s"]) / bare["n"]
+        if abs(mine - kube) >= 0.05:
+            out[k] = mine - kube
+    return out
+
+
+def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
+
+
+def overhead_table(results: dict[str, Any]) -> list[str]:
+    rows = [
+        "| PDMs | envs | start p50 ms | start p99 ms | end p50 ms | end p99 ms | PDMs/min "
+        "| operator CPU s | peak RSS MiB | duplicate Jobs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, runs in sorted(_by_n(results).items()):
+
+        def col(key: str, scale: float = 1.0, fmt: str = "{:.0f}", runs: list = runs) -> str:
+            return _mmm([r[key] for r in runs], scale, fmt)
+
+        rows.append(
+            f"| {n} | {min(n, runs[0]['envs'])} | {col('start_p50', 1000)} "
+            f"| {col('start_p99', 1000)} | {col('end_p50', 1000)} | {col('end_p99', 1000)} "
+            f"| {col('per_minute', fmt='{:.0f}')} | {col('cpu_s', fmt='{:.1f}')} "
+            f"| {col('peak_rss_mib')} | {sum(r['duplicate_jobs'] for r in runs)} |"
+        )
+    return rows
+
+
+def requests_table(results: dict[str, Any]) -> list[str]:
+    bare = (results.get("bare_job") or {}).get("requests_per_job") or {}
+    runs_by_n = _by_n(results)
+    verbs = sorted({v for r in results.get("overhead", []) for v in r["requests_per_pdm"]})
+    verbs = sorted(set(verbs) | set(bare))
+    rows = [
+        "| PDMs | " + " | ".join(verbs) + " | writes | the operator's writes |",
+        "|---|" + "---|" * (len(verbs) + 2),
+    ]
+    for n, runs in sorted(runs_by_n.items()):
+        med = _median_run(runs, "writes_per_pdm")
+        rows.append(
+            f"| {n} | "
+            + " | ".join(f"{med['requests_per_pdm'].get(v, 0):.1f}" for v in verbs)
+            + f" | {_writes(med['requests_per_pdm']):.1f} "
+            + f"| {sum(operator_writes(results, med).values()):.1f} |"
+        )
+    if bare:
+        rows.append(
+            "| bare Job | "
+            + " | ".join(f"{bare.get(v, 0):.1f}" for v in verbs)
+            + f" | {_writes(bare):.1f} | – |"
+        )
+    if runs_by_n:
+        largest = _median_run(runs_by_n[max(runs_by_n)], "writes_per_pdm")
+        mine = operator_writes(results, largest)
+        rows += [
+            "",
+            f"The operator's writes per migration at {largest['n']}, by request: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(mine.items(), key=lambda kv: -kv[1]))
+            + ".",
+        ]
+    return rows
+
+
+def outage_table(results: dict[str, Any]) -> list[str]:
+    runs = results.get("outage") or []
+    rows = [
+        "| GitLab | approach | end-to-end s (min / median / max) | median ÷ healthy "
+        "| CI job passed | deployments left (of expected) |",
+        "|---|---|---|---|---|---|",
+    ]
+    healthy: dict[str, float] = {}
+    for fault in ("healthy", "slow", "hanging", "down"):
+        for approach in ("operator", "blocking CI"):
+            mine = [r for r in runs if r["fault"] == fault and r["approach"] == approach]
+            if not mine:
+                continue
+            med = statistics.median(r["seconds"] for r in mine)
+            if fault == "healthy":
+                healthy[approach] = med
+            ratio = med / healthy[approach] if healthy.get(approach) else float("nan")
+            left = ", ".join(
+                f"{r['successful']} success" + (f" + {r['deployments'] - r['successful']} other"
+                                                 if r["deployments"] > r["successful"] else "")
+                for r in mine
+            )  # fmt: skip
+            rows.append(
+                f"| {fault} | {approach} | {_mmm([r['seconds'] for r in mine], fmt='{:.1f}')} "
+                f"| {ratio:.2f} | {sum(r['ok'] for r in mine)}/{len(mine)} "
+                f"| {left} (of {mine[0]['expected']} each) |"
+            )
+    return rows
+
+
+def targets_table(results: dict[str, Any]) -> list[str]:
+    rows = ["| target | measured | |", "|---|---|---|"]
+
+    def row(target: str, measured: str, met: bool | None) -> None:
+        rows.append(
+            f"| {target} | {measured} | {'met' if met else 'missed' if met is False else '–'} |"
+        )
+
+    big = _by_n(results).get(500) or _by_n(results).get(max(_by_n(results), default=0))
+    if big:
+        start = statistics.median(r["start_p99"] for r in big) * 1000
+        end = statistics.median(r["end_p99"] for r in big) * 1000
+        row(
+            f"operator overhead p99 ≤ 200 ms at 500 concurrent PDMs (measured at {big[0]['n']})",
+            f"start p99 {start:.0f} ms, end p99 {end:.0f} ms (median of runs)",
+            max(start, end) <= 200 and big[0]["n"] >= 500,
+        )
+        worst = max(
+            sum(operator_writes(results, _median_run(runs, "writes_per_pdm")).values())
+            for runs in _by_n(results).values()
+        )
+        row("≤ 10 API writes per PDM outside reporting", f"{worst:.1f} (worst size, median run)",
+            worst <= 10)  # fmt: skip
+        dup = sum(r["duplicate_jobs"] for r in results.get("overhead", []))
+        row("zero duplicate Jobs", f"{dup} in {len(results['overhead'])} runs", dup == 0)
+    obj = results.get("objects")
+    if obj:
+        mb = obj["peak_rss_mib"] / MB_IN_MIB
+        row(
+            f"≤ 150 MB RSS with 5,000 PDM objects (measured with {obj['objects']:,})",
+            f"peak {mb:.0f} MB ({obj['peak_rss_mib']:.0f} MiB)",
+            mb <= 150 and obj["objects"] >= 5000,
+        )
+    out = [r for r in results.get("outage") or [] if r["approach"] == "operator"]
+    if out:
+        healthy = statistics.median(r["seconds"] for r in out if r["fault"] == "healthy")
+        worst_fault, worst = max(
+            (
+                (f, statistics.median(r["seconds"] for r in out if r["fault"] == f) / healthy)
+                for f in {r["fault"] for r in out} - {"healthy"}
+            ),
+            key=lambda x: x[1],
+        )
+        row(
+            "rollback under any GitLab fault within 5% of healthy",
+            f"worst: {worst:.2f} × healthy ({worst_fault})",
+            worst <= 1.05,
+        )
+        dup = sum(max(0, r["deployments"] - r["expected"]) for r in out)
+        where = f"{len(out)} operator rollbacks"
+        soak = results.get("soak")
+        if soak:
+            dup += soak["duplicate_deployments"]
+            where += f" and {soak['deployments']} soak deployments"
+        row("zero duplicate deployments", f"{dup} in {where}", dup == 0)
+    soak = results.get("soak")
+    if soak:
+        row(
+            "(no target) soak memory growth",
+            f"{soak['growth_mib_per_hour']:+.1f} MiB/hour over {soak['minutes']:.0f} min",
+            None,
+        )
+    return rows
+
+
+def soak_lines(results: dict[str, Any]) -> list[str]:
+    s = results.get("soak")
+    if not s:
+        return []
+    every = max(1, len(s["samples"]) // 12)
+    points = ", ".join(f"{t:.1f} min {rss:.0f}" for t, rss in s["samples"][::every])
+    return [
+        f"{s['minutes']:g} minutes, 20 migrations in flight over 10 environments: "
+        f"{s['migrations']} ran and reported a GitLab deployment each, then were deleted "
+        f"({s['deleted']}); {s['deployments']} deployments, "
+        f"{s['duplicate_deployments']} of them duplicates.",
+        "",
+        "| RSS first sample | after warm-up | last | peak | growth after warm-up | CPU s |",
+        "|---|---|---|---|---|---|",
+        f"| {s['rss_first_mib']:.0f} MiB | {s['rss_warm_mib']:.0f} MiB "
+        f"| {s['rss_last_mib']:.0f} MiB "
+        f"| {s['peak_rss_mib']:.0f} MiB | {s['growth_mib_per_hour']:+.1f} MiB/hour "
+        f"| {s['cpu_s']:.0f} |",
+        "",
+        f"RSS (MiB) over time: {points}.",
+    ]
+
+
+def objects_lines(results: dict[str, Any]) -> list[str]:
+    o = results.get("objects")
+    if not o:
+        return []
+    return [
+        "| objects | idle after start | RSS idle | RSS after runs | peak RSS |",
+        "|---|---|---|---|---|",
+        f"| {o['objects']:,} ended + {o['running']} run | {o['idle_after_s']:.0f} s "
+        f"| {o['idle_rss_mib']:.0f} MiB | {o['rss_after_runs_mib']:.0f} MiB "
+        f"| {o['peak_rss_mib']:.0f} MiB ({o['peak_rss_mib'] / MB_IN_MIB:.0f} MB) |",
+    ]
+
+
+def tables(results: dict[str, Any]) -> str:
+    parts = [targets_table(results)]
+    if results.get("overhead"):
+        parts += [overhead_table(results), requests_table(results)]
+    for lines in (objects_lines(results), outage_table(results) if results.get("outage") else [],
+                  soak_lines(results)):  # fmt: skip
+        if lines:
+            parts.append(lines)
+    return "\n\n".join("\n".join(p) for p in parts)
+
+
+def markdown(results: dict[str, Any], argv: str) -> str:
+    m = results["machine"]
+    findings = (ROOT / "bench" / "findings.md").read_text()
+    section = lambda title, lines: [f"## {title}", "", *lines, ""] if lines else []  # noqa: E731
+    doc = [
+        "# Benchmarks",
+        "",
+        "<!-- Written by bench/run.py: edit bench/report.py or bench/findings.md, then rerun. -->",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d} at commit `{m['commit']}` with "
+        f"`make bench{' BENCH_ARGS=' + repr(argv) if argv else ''}` "
+        f"({results['wall_minutes']:.0f} minutes). Figures are `min / median / max` over "
+        f"{results['runs']} runs unless a column says otherwise.",
+        "",
+        f"- **CPU**: {m['cpu']}; **memory** {m['memory']}; kernel {m['kernel']}",
+        f"- **Cluster**: {m['cluster']}",
+        f"- **Operator**: Python {m['python']}; {m['libraries']}",
+        "",
+        *section("Against the targets", targets_table(results)),
+    ]
+    if results.get("overhead"):
+        doc += section("Operator overhead", [
+            "*start*: from the moment a migration may start (its creation, or the end of the "
+            "previous migration of its environment) to its Job appearing; *end*: from the Job's "
+            "Complete condition to the migration's Succeeded. Both from the benchmark's own "
+            "watches, on one clock. All migrations are created at once, over the environments "
+            "shown, so most of them queue for their environment's lock.",
+            "",
+            *overhead_table(results),
+        ])  # fmt: skip
+        doc += section("API requests per migration", [
+            "From `apiserver_request_total` before and after each run (median run shown): the "
+            "whole cluster, so the Job controller, the scheduler and kwok are in it. *bare Job* "
+            "is the same Job created without the operator on a quiet cluster; the last column "
+            "is the difference, the operator's own writes.",
+            "",
+            *requests_table(results),
+        ])  # fmt: skip
+    doc += section("Memory with many objects", objects_lines(results))
+    if results.get("outage"):
+        doc += section("Rollback while GitLab fails", [
+            "End-to-end time of one rollback as its CI job sees it. *operator*: `kubectl apply` "
+            "a Rollback PostDeployMigration tracking a GitLab Deployment in two projects, then "
+            "`kubectl wait --for=condition=Succeeded`. *blocking CI*: `kubectl apply` the Job, "
+            "`kubectl wait --for=condition=complete`, then `bench/ci_record.py` records both "
+            "deployments with python-gitlab (30 s per call). GitLab is the test server on "
+            "127.0.0.1: *slow* answers 10 s late, *hanging* never answers until it recovers, "
+            "*down* refuses connections. It recovers after each run; *deployments left* counts "
+            "what each rollback left in GitLab then.",
+            "",
+            *outage_table(results),
+        ])  # fmt: skip
+    doc += section("Soak", soak_lines(results))
+    doc += [findings.rstrip(), ""]
+    return "\n".join(doc)

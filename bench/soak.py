@@ -1,0 +1,150 @@
+"""Soak: PostDeployMigration churn for a while, with the operator's RSS sampled.
+
+Keeps ``inflight`` migrations going over ``envs`` environments, each reporting
+to a test GitLab (so the outbox's status patches churn too), and deletes each
+one shortly after it ends, so objects, workers, Jobs, Leases and outbox
+records come and go the whole time. The operator's resident memory is sampled
+every ``every`` seconds; the growth rate is the least-squares slope after the
+warm-up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from kubernetes import watch
+from kubernetes.client.rest import ApiException
+from tests.support.fake_gitlab import FakeGitLab
+
+from harness import GROUP, PLURAL, VERSION, Bench, migration, process_cost, slope
+
+TOKEN = "glpat-BENCH-soak-token"
+
+
+def measure(
+    bench: Bench,
+    minutes: float,
+    inflight: int = 20,
+    envs: int = 10,
+    warmup_minutes: float = 5.0,
+    every: float = 10.0,
+) -> dict[str, Any]:
+    ns = bench.namespace("bench-soak")
+    gitlab = FakeGitLab(token=TOKEN).start()
+    try:
+        bench.core.create_namespaced_secret(
+            ns, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": TOKEN}}
+        )
+        op = bench.operator(ns)
+        pid = op.proc.pid  # type: ignore[union-attr]
+        ended: dict[str, float] = {}
+        lock = threading.Lock()
+        stop = threading.Event()
+        threading.Thread(
+            target=_watch_ends, args=(bench, ns, ended, lock, stop), daemon=True
+        ).start()
+
+        samples: list[tuple[float, float]] = []
+        start = time.monotonic()
+        end = start + minutes * 60
+        next_sample = start
+        created = deleted = 0
+        live: set[str] = set()
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_sample:
+                samples.append(((now - start) / 60, process_cost(pid).rss_mib))
+                next_sample += every
+            with lock:
+                done = [n for n in live if n in ended and now - ended[n] > 2.0]
+            for name in done:
+                _delete(bench, ns, name)
+                live.discard(name)
+                deleted += 1
+            while len(live) - sum(1 for n in live if n in ended) < inflight:
+                name = f"soak-{created:06d}"
+                bench.custom.create_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    ns,
+                    PLURAL,
+                    _tracked(name, f"env{created % envs}", gitlab.url, f"{created:040x}"),
+                )
+                live.add(name)
+                created += 1
+            time.sleep(0.5)
+        stop.set()
+        final = process_cost(pid)
+        op.stop()
+    finally:
+        gitlab.stop()
+        bench.delete_namespace(ns)
+    deployments = gitlab.deployments("gitlab-org/gitlab")
+    steady = [(t, rss) for t, rss in samples if t >= warmup_minutes]
+    return {
+        "minutes": minutes,
+        "migrations": len(ended),
+        "deleted": deleted,
+        "deployments": len(deployments),
+        # Each migration has its own sha: two deployments with one sha are a duplicate.
+        "duplicate_deployments": len(deployments) - len({d["sha"] for d in deployments}),
+        "rss_first_mib": samples[0][1] if samples else float("nan"),
+        "rss_warm_mib": steady[0][1] if steady else float("nan"),
+        "rss_last_mib": final.rss_mib,
+        "peak_rss_mib": final.peak_rss_mib,
+        "growth_mib_per_hour": slope(steady) * 60,
+        "cpu_s": final.cpu_s,
+        "samples": samples,
+    }
+
+
+def _tracked(name: str, environment: str, gitlab_url: str, sha: str) -> dict[str, Any]:
+    return migration(
+        name,
+        environment,
+        tracking={
+            "gitlab": {
+                "url": gitlab_url,
+                "tokenSecretRef": {"name": "gitlab-api", "key": "token"},
+            },
+            "version": {"ref": "master", "sha": sha},
+            "sinks": [{"type": "GitLabDeployment", "projects": ["gitlab-org/gitlab"]}],
+        },
+    )
+
+
+def _delete(bench: Bench, ns: str, name: str) -> None:
+    try:
+        bench.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name, propagation_policy="Background"
+        )
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def _watch_ends(
+    bench: Bench, ns: str, ended: dict[str, float], lock: threading.Lock, stop: threading.Event
+) -> None:
+    """Note when each migration has ended and delivered its reports."""
+    while not stop.is_set():
+        w = watch.Watch()
+        for ev in w.stream(
+            bench.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ns,
+            PLURAL,
+            timeout_seconds=60,
+        ):
+            obj = ev["object"]
+            conds = {
+                c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []
+            }
+            if conds.get("Succeeded") == "True" and conds.get("Reported") == "True":
+                with lock:
+                    ended.setdefault(obj["metadata"]["name"], time.monotonic())
+            if stop.is_set():
+                w.stop()
