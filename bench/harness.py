@@ -8,6 +8,7 @@ process, as in production, scoped to the benchmark's namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -17,7 +18,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -169,10 +170,20 @@ class Bench:
         return True
 
     # --- the operator ----------------------------------------------------------
-    def operator(self, ns: str, *extra: str) -> OperatorProcess:
-        """The operator watching ``ns`` (its locks there too), started and healthy."""
+    @contextlib.contextmanager
+    def operator(self, ns: str, *extra: str) -> Iterator[OperatorProcess]:
+        """The operator watching ``ns`` (its locks there too), started and healthy;
+        stopped on the way out, whatever happened."""
         proc = OperatorProcess(pythonpath_env(self.env), ns, self.operator_log, *extra)
-        return proc.start()
+        try:
+            yield proc.start()
+        finally:
+            proc.stop()
+
+    @staticmethod
+    def pid(op: OperatorProcess) -> int:
+        assert op.proc is not None
+        return op.proc.pid
 
     # --- the API server ------------------------------------------------------------
     def apiserver_requests(self) -> Counter[tuple[str, str]]:

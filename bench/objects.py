@@ -41,12 +41,11 @@ def measure(bench: Bench, count: int, running: int = 50, envs: int = 10) -> dict
     ns = bench.namespace("bench-objects")
     try:
         # One real run, whose status every other object gets.
-        op = bench.operator(ns)
-        bench.custom.create_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, migration("template", "env0")
-        )
-        wait_for(lambda: _succeeded(bench, ns, ["template"]), 120, "the template migration")
-        op.stop()
+        with bench.operator(ns):
+            bench.custom.create_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, migration("template", "env0")
+            )
+            wait_for(lambda: _succeeded(bench, ns, ["template"]), 120, "the template migration")
         status = bench.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "template")[
             "status"
         ]
@@ -63,16 +62,17 @@ def measure(bench: Bench, count: int, running: int = 50, envs: int = 10) -> dict
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(add, range(count - 1)))
 
-        op = bench.operator(ns)
-        listed_idle_s = _idle(op.proc.pid)  # type: ignore[union-attr]
-        idle = process_cost(op.proc.pid)  # type: ignore[union-attr]
-        names = [f"new-{i:03d}" for i in range(running)]
-        bench.create_migrations(
-            ns, [migration(n, f"env{i % envs}") for i, n in enumerate(names)], threads=1
-        )
-        wait_for(lambda: _succeeded(bench, ns, names), max(300.0, running * 3.0), "new runs", 1.0)
-        after = process_cost(op.proc.pid)  # type: ignore[union-attr]
-        op.stop()
+        with bench.operator(ns) as op:
+            listed_idle_s = _idle(bench.pid(op))
+            idle = process_cost(bench.pid(op))
+            names = [f"new-{i:03d}" for i in range(running)]
+            bench.create_migrations(
+                ns, [migration(n, f"env{i % envs}") for i, n in enumerate(names)], threads=1
+            )
+            wait_for(
+                lambda: _succeeded(bench, ns, names), max(300.0, running * 3.0), "new runs", 1.0
+            )
+            after = process_cost(bench.pid(op))
     finally:
         bench.delete_namespace(ns)
     return {

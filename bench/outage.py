@@ -165,12 +165,11 @@ def measure(bench: Bench, runs: int, faults: tuple[str, ...] = FAULTS) -> list[d
         bench.core.create_namespaced_secret(
             ns, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": TOKEN}}
         )
-        op = bench.operator(ns)
-        for i in range(runs):
-            for fault in faults:
-                for approach in APPROACHES:
-                    results.append(one(bench, ns, gitlab, fault, approach, i))
-        op.stop()
+        with bench.operator(ns):
+            for i in range(runs):
+                for fault in faults:
+                    for approach in APPROACHES:
+                        results.append(one(bench, ns, gitlab, fault, approach, i))
     finally:
         gitlab.stop()
         bench.delete_namespace(ns)

@@ -88,40 +88,42 @@ def _watch_migrations(bench: Bench, ns: str, tl: Timeline, stop: threading.Event
 def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
     """One run: ``n`` migrations created at once over ``envs`` environments."""
     ns = bench.namespace("bench")
-    op = bench.operator(ns)
     tl = Timeline()
     stop = threading.Event()
-    for target in (_watch_jobs, _watch_migrations):
-        threading.Thread(target=target, args=(bench, ns, tl, stop), daemon=True).start()
-    time.sleep(1.0)  # let both watches establish; not measured
-    before = bench.apiserver_requests()
-    cost0 = process_cost(op.proc.pid)
-    start = time.monotonic()
-    for i in range(n):
-        name, environment = f"b-{i:04d}", f"env{i % envs}"
-        with tl.lock:
-            tl.created[name] = time.monotonic()
-            tl.env_of[name] = environment
-        bench.custom.create_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, migration(name, environment)
-        )
-    deadline = time.monotonic() + max(300.0, n * 3.0)
-    while time.monotonic() < deadline:
-        with tl.lock:
-            if len(tl.succeeded) >= n:
-                break
-        time.sleep(0.2)
-    elapsed = max(tl.succeeded.values(), default=time.monotonic()) - start
-    after = bench.apiserver_requests()
-    window = time.monotonic() - start
-    cost1 = process_cost(op.proc.pid)
-    stop.set()
-    op.stop()
-    jobs = bench.batch.list_namespaced_job(ns).items
+    try:
+        with bench.operator(ns) as op:
+            for target in (_watch_jobs, _watch_migrations):
+                threading.Thread(target=target, args=(bench, ns, tl, stop), daemon=True).start()
+            time.sleep(1.0)  # let both watches establish; not measured
+            before = bench.apiserver_requests()
+            cost0 = process_cost(bench.pid(op))
+            start = time.monotonic()
+            for i in range(n):
+                name, environment = f"b-{i:04d}", f"env{i % envs}"
+                with tl.lock:
+                    tl.created[name] = time.monotonic()
+                    tl.env_of[name] = environment
+                bench.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, ns, PLURAL, migration(name, environment)
+                )
+            deadline = time.monotonic() + max(300.0, n * 3.0)
+            while time.monotonic() < deadline:
+                with tl.lock:
+                    if len(tl.succeeded) >= n:
+                        break
+                time.sleep(0.2)
+            elapsed = max(tl.succeeded.values(), default=time.monotonic()) - start
+            after = bench.apiserver_requests()
+            window = time.monotonic() - start
+            cost1 = process_cost(bench.pid(op))
+        jobs = bench.batch.list_namespaced_job(ns).items
+    finally:
+        stop.set()
+        bench.delete_namespace(ns)
     per_migration = Counter((j.metadata.labels or {}).get(LABEL_MIGRATION) for j in jobs)
-    bench.delete_namespace(ns)
 
     starts, ends = [], []
+    start_of: dict[str, float] = {}
     by_env: dict[str, list[str]] = {}
     for name in sorted(tl.job_seen, key=lambda k: tl.job_seen[k]):
         if name in tl.created:
@@ -129,9 +131,17 @@ def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
     for names in by_env.values():
         prev_end = 0.0
         for name in names:
-            starts.append(tl.job_seen[name] - max(tl.created[name], prev_end))
+            start_of[name] = tl.job_seen[name] - max(tl.created[name], prev_end)
+            starts.append(start_of[name])
             prev_end = tl.succeeded.get(name, tl.job_complete.get(name, prev_end))
-    ends = [tl.succeeded[k] - done for k, done in tl.job_complete.items() if k in tl.succeeded]
+    end_of = {k: tl.succeeded[k] - done for k, done in tl.job_complete.items() if k in tl.succeeded}
+    ends = list(end_of.values())
+
+    def worst(latencies: dict[str, float], at: dict[str, float]) -> list[tuple[str, int, float]]:
+        """The five slowest: (name, ms, seconds into the run when it happened)."""
+        top = sorted(latencies, key=lambda k: -latencies[k])[:5]
+        return [(k, round(latencies[k] * 1000), round(at[k] - start, 1)) for k in top]
+
     by_verb: Counter[str] = Counter()
     for (verb, _), v in (after - before).items():
         by_verb[verb] += v
@@ -151,6 +161,8 @@ def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
         # Jobs beyond the first of any migration: as listed at the end, and
         # as seen by the watch (which would catch one created and deleted).
         "window_s": window,
+        "slowest_starts": worst(start_of, tl.job_seen),
+        "slowest_ends": worst(end_of, tl.succeeded),
         "writes": bench.writes(before, after),
         "duplicate_jobs": max(
             sum(c - 1 for c in per_migration.values()),

@@ -37,47 +37,46 @@ def measure(
         bench.core.create_namespaced_secret(
             ns, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": TOKEN}}
         )
-        op = bench.operator(ns)
-        pid = op.proc.pid  # type: ignore[union-attr]
-        ended: dict[str, float] = {}
-        lock = threading.Lock()
-        stop = threading.Event()
-        threading.Thread(
-            target=_watch_ends, args=(bench, ns, ended, lock, stop), daemon=True
-        ).start()
+        with bench.operator(ns) as op:
+            pid = bench.pid(op)
+            ended: dict[str, float] = {}
+            lock = threading.Lock()
+            stop = threading.Event()
+            threading.Thread(
+                target=_watch_ends, args=(bench, ns, ended, lock, stop), daemon=True
+            ).start()
 
-        samples: list[tuple[float, float]] = []
-        start = time.monotonic()
-        end = start + minutes * 60
-        next_sample = start
-        created = deleted = 0
-        live: set[str] = set()
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if now >= next_sample:
-                samples.append(((now - start) / 60, process_cost(pid).rss_mib))
-                next_sample += every
-            with lock:
-                done = [n for n in live if n in ended and now - ended[n] > 2.0]
-            for name in done:
-                _delete(bench, ns, name)
-                live.discard(name)
-                deleted += 1
-            while len(live) - sum(1 for n in live if n in ended) < inflight:
-                name = f"soak-{created:06d}"
-                bench.custom.create_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    ns,
-                    PLURAL,
-                    _tracked(name, f"env{created % envs}", gitlab.url, f"{created:040x}"),
-                )
-                live.add(name)
-                created += 1
-            time.sleep(0.5)
-        stop.set()
-        final = process_cost(pid)
-        op.stop()
+            samples: list[tuple[float, float]] = []
+            start = time.monotonic()
+            end = start + minutes * 60
+            next_sample = start
+            created = deleted = 0
+            live: set[str] = set()
+            while time.monotonic() < end:
+                now = time.monotonic()
+                if now >= next_sample:
+                    samples.append(((now - start) / 60, process_cost(pid).rss_mib))
+                    next_sample += every
+                with lock:
+                    done = [n for n in live if n in ended and now - ended[n] > 2.0]
+                for name in done:
+                    _delete(bench, ns, name)
+                    live.discard(name)
+                    deleted += 1
+                while len(live) - sum(1 for n in live if n in ended) < inflight:
+                    name = f"soak-{created:06d}"
+                    bench.custom.create_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        ns,
+                        PLURAL,
+                        _tracked(name, f"env{created % envs}", gitlab.url, f"{created:040x}"),
+                    )
+                    live.add(name)
+                    created += 1
+                time.sleep(0.5)
+            stop.set()
+            final = process_cost(pid)
     finally:
         gitlab.stop()
         bench.delete_namespace(ns)

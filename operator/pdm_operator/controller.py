@@ -36,6 +36,12 @@ Key = tuple[str, str]
 #: The gate reason of a migration waiting for its environment's lock.
 LOCKED = "EnvironmentLocked"
 
+#: First passes of new migrations that may run at once. A burst of new
+#: migrations (a pipeline applying hundreds) would otherwise fill every
+#: thread and the API server's queue ahead of the passes that start Jobs and
+#: record their ends; the burst waits its turn instead.
+FIRST_PASSES = 4
+
 #: Back-off after a pass failed with an unexpected error (API down, a bug):
 #: doubled each time up to the cap, with jitter; reset by a good pass.
 ERROR_BACKOFF_START = 1.0
@@ -68,12 +74,19 @@ class Worker:
         namespace, name = self.key
         fields = {"namespace": namespace, "migration": name}
         backoff = ERROR_BACKOFF_START
+        first = True
         try:
             while True:
                 self.poked.clear()
-                started = time.monotonic()
                 try:
-                    step, self.seen_version = await asyncio.to_thread(self._pass)
+                    if first:
+                        async with self.controller.first_passes:
+                            started = time.monotonic()
+                            step, self.seen_version = await asyncio.to_thread(self._pass)
+                        first = False
+                    else:
+                        started = time.monotonic()
+                        step, self.seen_version = await asyncio.to_thread(self._pass)
                 except Conflict:
                     # The reporter wrote the status since we read it: read again.
                     metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "requeue").inc()
@@ -152,6 +165,7 @@ class Controller:
         self.active = active
         self.inflight = InFlight()
         self.workers: dict[Key, Worker] = {}
+        self.first_passes = asyncio.Semaphore(FIRST_PASSES)
         #: The last known body of every migration in progress or with reports
         #: pending, for the gauges computed at scrape time.
         self.latest: dict[Key, Body] = {}
