@@ -79,14 +79,14 @@ def measure_all(
                 for r in range(runs):
                     res = overhead.measure(bench, n, args.envs)
                     results["overhead"].append(res)
-                    _progress(f"overhead n={n} run {r + 1}/{runs}", res)
+                    _progress(f"overhead n={n} run {r + 1}/{runs}", res, results)
             results["bare_job"] = overhead.bare_jobs(bench, 20)
         if "objects" in args.only:
             results["objects"] = objects.measure(bench, count, envs=args.envs)
-            _progress("objects", results["objects"])
+            _progress("objects", results["objects"], results)
         if "outage" in args.only:
             results["outage"] = outage.measure(bench, runs)
-            _progress("outage", results["outage"])
+            _progress("outage", results["outage"], results)
         if "soak" in args.only:
             results["soak"] = soak.measure(
                 bench, minutes, envs=args.envs, warmup_minutes=min(5.0, minutes / 4)
@@ -104,8 +104,11 @@ def measure_all(
     return 0
 
 
-def _progress(what: str, value: Any) -> None:
+def _progress(what: str, value: Any, results: dict[str, Any] | None = None) -> None:
     print(f"[bench] {what}: {json.dumps(value, default=str)}", file=sys.stderr, flush=True)
+    if results is not None:  # what is measured so far survives a later failure
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "partial.json").write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":
