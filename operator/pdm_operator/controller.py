@@ -16,7 +16,6 @@ the resume.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -28,6 +27,7 @@ from pdm_operator.model import Body
 from pdm_operator.reconcile import Reconciler, Step
 from pdm_operator.reporting import outbox
 from pdm_operator.reporting.reporter import ReportingHub
+from pdm_operator.waking import sleep_until_poked
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class Worker:
         #: The resourceVersion the last pass ended on (read or written by it):
         #: a watch event of that version is our own write coming back.
         self.seen_version: str | None = None
+        #: Passes finished (their outcome taken in), for tests and debugging.
+        self.passes = 0
         self.task: asyncio.Task[None] = asyncio.create_task(
             self.run(), name=f"pdm:{key[0]}/{key[1]}"
         )
@@ -105,6 +107,7 @@ class Worker:
                     backoff = min(backoff * 2, ERROR_BACKOFF_CAP)
                     await self._sleep(delay)
                     continue
+                self.passes += 1
                 metrics.RECONCILE_TIME.labels(metrics.CONTROLLER).observe(
                     time.monotonic() - started
                 )
@@ -151,8 +154,7 @@ class Worker:
             return step, migration["metadata"].get("resourceVersion")
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.poked.wait(), timeout=seconds)
+        await sleep_until_poked(self.poked, seconds)
 
 
 class Controller:

@@ -10,7 +10,6 @@ computed from, and a conflict means: read again, compute again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pdm_operator.kube import Conflict, Kube
 from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox, sinks
+from pdm_operator.waking import sleep_until_poked
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ class Reporter:
                 except Exception:
                     log.exception("reporting for %s/%s failed; retrying", *self.key)
                     wait = 5.0
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.poked.wait(), timeout=wait)
+                await sleep_until_poked(self.poked, wait)
         finally:
             self.hub.forget(self)
 

@@ -1,0 +1,195 @@
+"""Whom the controller wakes: the first in an environment's line, the dependants
+of a migration that ended, never a worker for its own write.
+
+The reconciler is a stand-in that answers each pass from a table (this is
+about routing events to workers; the passes themselves are tested against the
+real API server in the integration tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from pdm_operator import controller as ctl
+from pdm_operator.reconcile import Step, Timing
+
+
+class Reconciler:
+    """Passes answered from ``states``: name -> (state, reason, requeue)."""
+
+    def __init__(self) -> None:
+        self.timing = Timing()
+        self.kube = self
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self.states: dict[str, tuple[str, str]] = {}
+        self.passes: Counter[str] = Counter()
+
+    def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
+        body = self.bodies.get(name)
+        return None if body is None else {**body, "metadata": dict(body["metadata"])}
+
+    def reconcile(self, migration: dict[str, Any]) -> Step:
+        name = migration["metadata"]["name"]
+        self.passes[name] += 1
+        state, reason = self.states[name]
+        return Step({"state": state, "reason": reason}, self.timing.lock_poll)
+
+
+def body(name: str, env: str, created: str, rv: str = "1", **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": name,
+            "creationTimestamp": created,
+            "resourceVersion": rv,
+        },
+        "spec": {"environment": env, **status.pop("spec", {})},
+        "status": status,
+    }
+
+
+async def settle(c: ctl.Controller, expected: dict[str, int], timeout: float = 10) -> None:
+    """Until each named worker has finished that many passes."""
+
+    def done() -> bool:
+        return all(c.workers[("ns", n)].passes >= count for n, count in expected.items())
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(
+                f"passes { ({k[1]: w.passes for k, w in c.workers.items()}) }, expected {expected}"
+            )
+        await asyncio.sleep(0.005)
+
+
+def scenario(check: Any) -> None:
+    async def main() -> None:
+        rec = Reconciler()
+        c = ctl.Controller(rec)  # type: ignore[arg-type]
+        try:
+            await check(rec, c)
+        finally:
+            await c.deactivate(drain_timeout=1)
+
+    asyncio.run(main())
+
+
+def start(rec: Reconciler, c: ctl.Controller, b: dict[str, Any], state: tuple[str, str]) -> None:
+    rec.bodies[b["metadata"]["name"]] = b
+    rec.states[b["metadata"]["name"]] = state
+    c.on_migration("ADDED", b)
+
+
+LOCKED = ("Gated", "EnvironmentLocked")
+RUNNING = ("Running", "JobRunning")
+
+
+def test_an_ended_job_wakes_only_the_first_in_its_environments_line() -> None:
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        holder = body("holder", "gstg", "2026-11-22T10:00:00Z")
+        start(rec, c, holder, RUNNING)
+        start(rec, c, body("second", "gstg", "2026-11-22T10:00:02Z"), LOCKED)
+        start(rec, c, body("first", "gstg", "2026-11-22T10:00:01Z"), LOCKED)
+        start(rec, c, body("elsewhere", "gprd", "2026-11-22T09:00:00Z"), LOCKED)
+        await settle(c, {"holder": 1, "first": 1, "second": 1, "elsewhere": 1})
+        assert c.first_in_line("gstg") is c.workers[("ns", "first")]
+
+        holder["metadata"]["resourceVersion"] = "2"
+        c.on_migration("MODIFIED", {**holder, "status": {"jobOutcome": "Succeeded"}})
+        await settle(c, {"first": 2, "holder": 2})
+        assert rec.passes == Counter(holder=2, first=2, second=1, elsewhere=1)
+
+    scenario(check)
+
+
+def test_leaving_the_line_hands_the_turn_to_the_next() -> None:
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        start(rec, c, body("first", "gstg", "2026-11-22T10:00:01Z"), LOCKED)
+        start(rec, c, body("second", "gstg", "2026-11-22T10:00:02Z"), LOCKED)
+        await settle(c, {"first": 1, "second": 1})
+
+        # The first takes the lock: the second is first in line now, and looks.
+        rec.states["first"] = RUNNING
+        c.workers[("ns", "first")].poke()
+        await settle(c, {"first": 2, "second": 2})
+        assert c.first_in_line("gstg") is c.workers[("ns", "second")]
+
+    scenario(check)
+
+
+def test_deleting_a_migration_wakes_the_first_in_its_line() -> None:
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        holder = body("holder", "gstg", "2026-11-22T10:00:00Z")
+        start(rec, c, holder, RUNNING)
+        start(rec, c, body("waiter", "gstg", "2026-11-22T10:00:01Z"), LOCKED)
+        await settle(c, {"holder": 1, "waiter": 1})
+        del rec.bodies["holder"]
+        c.on_migration("DELETED", holder)
+        await settle(c, {"waiter": 2})
+        assert ("ns", "holder") not in c.workers
+
+    scenario(check)
+
+
+def test_an_ended_migration_wakes_those_that_wait_for_it() -> None:
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        before = body("before", "gstg", "2026-11-22T10:00:00Z")
+        start(rec, c, before, RUNNING)
+        after = body(
+            "after", "gprd", "2026-11-22T10:00:01Z", spec={"waitFor": {"migrations": ["before"]}}
+        )
+        start(rec, c, after, ("Gated", "WaitingForMigrations"))
+        start(rec, c, body("unrelated", "gprd", "2026-11-22T10:00:02Z"), ("Gated", "Suspended"))
+        await settle(c, {"before": 1, "after": 1, "unrelated": 1})
+
+        ended = {
+            **before,
+            "status": {
+                "jobOutcome": "Succeeded",
+                "conditions": [{"type": "Succeeded", "status": "True", "reason": "Completed"}],
+            },
+        }
+        rec.bodies["before"] = ended
+        c.on_migration("MODIFIED", ended)
+        await settle(c, {"after": 2})
+        assert rec.passes["unrelated"] == 1
+
+    scenario(check)
+
+
+def test_the_echo_of_a_workers_own_write_wakes_nobody() -> None:
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        mine = body("mine", "gstg", "2026-11-22T10:00:00Z", rv="7")
+        start(rec, c, mine, LOCKED)
+        await settle(c, {"mine": 1})
+        assert c.workers[("ns", "mine")].seen_version == "7"
+
+        c.on_migration("MODIFIED", mine)  # the version its pass ended on
+        assert not c.workers[("ns", "mine")].poked.is_set()
+        c.on_migration(
+            "MODIFIED", {**mine, "metadata": {**mine["metadata"], "resourceVersion": "8"}}
+        )
+        assert c.workers[("ns", "mine")].poked.is_set()
+
+    scenario(check)
+
+
+def test_deactivate_stops_a_worker_poked_as_it_is_cancelled() -> None:
+    # asyncio.wait_for on Python 3.11 swallowed this cancellation: the worker
+    # lived on after losing leadership, and the shutdown never finished.
+    async def main() -> None:
+        rec = Reconciler()
+        c = ctl.Controller(rec)  # type: ignore[arg-type]
+        start(rec, c, body("mine", "gstg", "2026-11-22T10:00:00Z"), LOCKED)
+        await settle(c, {"mine": 1})
+        task = c.workers[("ns", "mine")].task
+        c.workers[("ns", "mine")].poke()
+        async with asyncio.timeout(10):
+            await c.deactivate(drain_timeout=1)
+        assert task.done()
+        assert not c.workers
+
+    asyncio.run(main())
