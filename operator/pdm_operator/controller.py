@@ -16,6 +16,7 @@ the resume.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -36,11 +37,12 @@ Key = tuple[str, str]
 #: The gate reason of a migration waiting for its environment's lock.
 LOCKED = "EnvironmentLocked"
 
-#: First passes of new migrations that may run at once. A burst of new
-#: migrations (a pipeline applying hundreds) would otherwise fill every
-#: thread and the API server's queue ahead of the passes that start Jobs and
-#: record their ends; the burst waits its turn instead.
+#: First passes that may run at once for new migrations queued behind older
+#: ones of their environment. A burst of new migrations (a pipeline applying
+#: hundreds) would otherwise fill every thread and the API server's queue
+#: ahead of the passes that start Jobs and record their ends.
 FIRST_PASSES = 4
+_NO_QUEUE = contextlib.nullcontext()
 
 #: Back-off after a pass failed with an unexpected error (API down, a bug):
 #: doubled each time up to the cap, with jitter; reset by a good pass.
@@ -81,12 +83,12 @@ class Worker:
             while True:
                 self.poked.clear()
                 try:
-                    if first:
-                        async with self.controller.first_passes:
-                            started = time.monotonic()
-                            step, self.seen_version = await asyncio.to_thread(self._pass)
-                        first = False
-                    else:
+                    # A new migration with older ones of its environment ahead
+                    # will wait for the lock: its first pass queues behind the
+                    # passes that start and end Jobs.
+                    queue = first and self.controller.has_older_in_environment(self)
+                    first = False
+                    async with self.controller.first_passes if queue else _NO_QUEUE:
                         started = time.monotonic()
                         step, self.seen_version = await asyncio.to_thread(self._pass)
                 except Conflict:
@@ -244,6 +246,12 @@ class Controller:
         """The oldest migration waiting for ``environment``'s lock."""
         waiting = [w for w in self.workers.values() if w.environment == environment and w.in_line]
         return min(waiting, key=lambda w: w.line_order, default=None)
+
+    def has_older_in_environment(self, worker: Worker) -> bool:
+        return any(
+            w.environment == worker.environment and w.line_order < worker.line_order
+            for w in self.workers.values()
+        )
 
     def is_first_in_line(self, worker: Worker) -> bool:
         return self.first_in_line(worker.environment) is worker

@@ -193,3 +193,19 @@ def test_deactivate_stops_a_worker_poked_as_it_is_cancelled() -> None:
         assert not c.workers
 
     asyncio.run(main())
+
+
+def test_a_burst_queues_behind_the_oldest_of_each_environment() -> None:
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        for _ in range(ctl.FIRST_PASSES):  # a burst holds every queue slot
+            await c.first_passes.acquire()
+        start(rec, c, body("head", "gstg", "2026-11-22T10:00:00Z"), RUNNING)
+        start(rec, c, body("behind", "gstg", "2026-11-22T10:00:01Z"), LOCKED)
+        start(rec, c, body("other-head", "gprd", "2026-11-22T10:00:02Z"), RUNNING)
+        # The oldest of each environment goes at once; the one behind waits.
+        await settle(c, {"head": 1, "other-head": 1})
+        assert rec.passes["behind"] == 0
+        c.first_passes.release()
+        await settle(c, {"behind": 1})
+
+    scenario(check)
