@@ -29,12 +29,20 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 
-def load_config(kubeconfig: str | None = None) -> client.ApiClient:
-    """An API client from an explicit kubeconfig, $KUBECONFIG, or the in-cluster account."""
-    if kubeconfig or os.environ.get("KUBECONFIG"):
-        return config.new_client_from_config(config_file=kubeconfig)
+def load_config(kubeconfig: str | None = None, connections: int | None = None) -> client.ApiClient:
+    """An API client from an explicit kubeconfig, $KUBECONFIG, or the in-cluster account.
+
+    ``connections``: keep-alive connections to pool, one per thread that
+    calls the API; the client's default (5 per CPU) makes a busy operator
+    open and close a TLS connection per request on a small machine.
+    """
     cfg = client.Configuration()
-    config.load_incluster_config(client_configuration=cfg)
+    if kubeconfig or os.environ.get("KUBECONFIG"):
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        config.load_incluster_config(client_configuration=cfg)
+    if connections:
+        cfg.connection_pool_maxsize = connections
     return client.ApiClient(cfg)
 
 

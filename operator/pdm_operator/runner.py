@@ -178,7 +178,7 @@ async def serve(opts: Options) -> None:
     loop = asyncio.get_running_loop()
     api_pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="pdm-api")
     loop.set_default_executor(api_pool)
-    api = load_config(opts.kubeconfig)
+    api = load_config(opts.kubeconfig, connections=opts.workers + opts.report_threads)
     kube = Kube(api)
     reconciler = Reconciler(kube, opts.lock_namespace)
     reporting = ReportingHub(
