@@ -12,6 +12,7 @@ import contextlib
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,7 @@ from localcluster import LocalCluster  # noqa: E402
 
 GROUP, VERSION, PLURAL = "pdm-operator.io", "v1alpha1", "postdeploymigrations"
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("PDM_BENCH_RESULTS") or ROOT / "bench" / "results")
 IMAGE = "registry.example.com/gitlab-toolbox-ee:v18.6.0"
 
 
@@ -111,7 +112,11 @@ class Bench:
             self.local.down(quiet=True)
             self.env["KUBECONFIG"] = str(self.local.up())
         self.kubeconfig = self.env["KUBECONFIG"]
-        self.kubectl = str(self.local.state()["bins"]["kubectl"]) if self.local else "kubectl"
+        self.kubectl = (
+            str(self.local.state()["bins"]["kubectl"])
+            if self.local
+            else shutil.which("kubectl", path=self.env.get("PATH")) or "kubectl"
+        )
         self.api = config.new_client_from_config(config_file=self.kubeconfig)
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)

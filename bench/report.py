@@ -10,6 +10,17 @@ from harness import ROOT, WRITE_VERBS, spread
 
 MB_IN_MIB = 1_000_000 / 1_048_576  # the RSS target is in MB, /proc reports KiB
 
+#: The document's sections, in order (Findings comes from bench/findings.md).
+SECTIONS = (
+    "Against the targets",
+    "Operator overhead",
+    "API requests per migration",
+    "Memory with many objects",
+    "Rollback while GitLab fails",
+    "Soak",
+    "Findings",
+)
+
 
 def _mmm(values: list[float], scale: float = 1.0, fmt: str = "{:.0f}") -> str:
     lo, med, hi = spread(v * scale for v in values)

@@ -73,7 +73,7 @@ def measure_all(
     }
     try:
         if "overhead" in args.only:
-            results["background_writes"] = bench.background_writes()
+            results["background_writes"] = bench.background_writes(10.0 if args.quick else 30.0)
             results["overhead"] = []
             for n in pdms:
                 for r in range(runs):
@@ -82,7 +82,9 @@ def measure_all(
                     _progress(f"overhead n={n} run {r + 1}/{runs}", res, results)
             results["bare_job"] = overhead.bare_jobs(bench, 20)
         if "objects" in args.only:
-            results["objects"] = objects.measure(bench, count, envs=args.envs)
+            results["objects"] = objects.measure(
+                bench, count, running=min(50, count), envs=args.envs
+            )
             _progress("objects", results["objects"], results)
         if "outage" in args.only:
             results["outage"] = outage.measure(bench, runs)

@@ -184,15 +184,7 @@ def test_outage_ratios_are_to_the_same_approach_when_healthy() -> None:
 
 def test_the_document_has_every_section_and_the_findings() -> None:
     text = report.markdown(results(), "")
-    for heading in (
-        "## Against the targets",
-        "## Operator overhead",
-        "## API requests per migration",
-        "## Memory with many objects",
-        "## Rollback while GitLab fails",
-        "## Soak",
-        "## Findings",
-    ):
-        assert heading in text
+    for section in report.SECTIONS:
+        assert f"## {section}" in text
     assert "min / median / max" in text
     assert "150 / 180 / 400" in text  # start p99 in ms over the three runs
