@@ -244,7 +244,11 @@ def objects_lines(results: dict[str, Any]) -> list[str]:
     o = results.get("objects")
     if not o:
         return []
+    note = []
+    if o.get("commit") and o["commit"] != results["machine"]["commit"]:
+        note = [f"Measured separately, at commit `{o['commit']}`.", ""]
     return [
+        *note,
         "| objects | idle after start | RSS idle | RSS after runs | peak RSS |",
         "|---|---|---|---|---|",
         f"| {o['objects']:,} ended + {o['running']} run | {o['idle_after_s']:.0f} s "

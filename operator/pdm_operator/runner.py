@@ -137,6 +137,14 @@ def build_registry(
         settings.scanning.disabled = True
         # Events are handed to the controller at once; no batching delay.
         settings.batching.batch_window = 0.0
+        # The initial listing a page at a time: thousands of migrations are
+        # not read and parsed as one response (Kopf's default).
+        settings.watching.chunk_size = 500
+        # Kopf keeps a worker task per object until it has idled this long
+        # (default 5 s): after listing 5,000 migrations, 5,000 workers and
+        # their queues coexisted, and the memory they took was never given
+        # back (RSS 208 MiB instead of 111 MiB). Our handlers only route.
+        settings.batching.idle_timeout = 0.1
 
     # Async on purpose: Kopf runs sync handlers in threads, and the
     # controller creates tasks on the event loop.
@@ -192,15 +200,15 @@ async def serve(opts: Options) -> None:
     selector = model.LABEL_MIGRATION_UID
     if opts.namespaces:
         health = Health(
-            lambda: [m for ns in opts.namespaces for m in kube.list_migrations(ns)],
-            lambda: [j for ns in opts.namespaces for j in kube.list_jobs(ns, selector)],
+            lambda: [m for ns in opts.namespaces for m in kube.migration_versions(ns)],
+            lambda: [j for ns in opts.namespaces for j in kube.job_versions(ns, selector)],
             reconciler.clock,
             opts.stall_threshold,
         )
     else:
         health = Health(
-            kube.list_all_migrations,
-            lambda: kube.list_all_jobs(selector),
+            lambda: kube.migration_versions(None),
+            lambda: kube.job_versions(None, selector),
             reconciler.clock,
             opts.stall_threshold,
         )

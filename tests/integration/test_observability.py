@@ -11,9 +11,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pdm_operator.kube import Kube
 from tests.integration.conftest import Cluster
 from tests.support.operator import OperatorProcess, free_port, pythonpath_env
 from tests.support.pdm import Api, migration
@@ -170,6 +172,22 @@ def test_healthz_reports_the_watches(json_operator: OperatorProcess) -> None:
     status, body = json_operator.health()
     assert status == 200
     assert json.loads(body)["watches"] == {"postdeploymigrations": "ok", "jobs": "ok"}
+
+
+def test_the_watch_audit_lists_metadata_only_page_by_page(cluster: Cluster, api: Api) -> None:
+    for i in range(5):
+        api.create(migration(f"audit-{i}", suspend=True))
+    kube = Kube(cluster.api)
+
+    def versions(items: list[dict[str, Any]]) -> dict[str, str]:
+        return {m["metadata"]["name"]: m["metadata"]["resourceVersion"] for m in items}
+
+    listed = kube.migration_versions(api.ns, page=2)  # three pages
+    assert versions(listed) == versions(kube.list_migrations(api.ns))
+    assert len(listed) == 5
+    assert all(set(m["metadata"]) == {"namespace", "name", "resourceVersion"} for m in listed)
+    assert len(kube.migration_versions(None, page=2)) >= 5  # all namespaces
+    assert kube.job_versions(api.ns, "pdm-operator.io/migration-uid", page=2) == []
 
 
 def test_a_real_prometheus_scrapes_the_operator(
