@@ -229,6 +229,12 @@ class Bench:
         info = client.VersionApi(self.api).get_code()
         return str(info.git_version)
 
+    def gitlab_token(self, ns: str, token: str) -> None:
+        """The Secret ``gitlab-api`` that :func:`tracked` migrations name."""
+        self.core.create_namespaced_secret(
+            ns, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": token}}
+        )
+
     def create_migrations(self, ns: str, bodies: list[dict[str, Any]], threads: int = 8) -> None:
         def create(body: dict[str, Any]) -> None:
             self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
@@ -244,6 +250,52 @@ def migration(name: str, environment: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"environment": environment, "image": {"reference": IMAGE}, **spec},
     }
+
+
+#: The container securityContext the restricted Pod Security level asks for.
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def bare_job(name: str) -> dict[str, Any]:
+    """The migration Job without the operator: the same container, run once."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {"name": "migrations", "image": IMAGE, "securityContext": RESTRICTED}
+                    ],
+                }
+            },
+        },
+    }
+
+
+def tracked(
+    name: str, environment: str, gitlab_url: str, sha: str, projects: list[str], **spec: Any
+) -> dict[str, Any]:
+    """A migration that records a GitLab Deployment in ``projects`` (token: Secret gitlab-api)."""
+    return migration(
+        name,
+        environment,
+        tracking={
+            "gitlab": {"url": gitlab_url, "tokenSecretRef": {"name": "gitlab-api", "key": "token"}},
+            "version": {"ref": "master", "sha": sha},
+            "sinks": [{"type": "GitLabDeployment", "projects": projects}],
+        },
+        **spec,
+    )
 
 
 def is_true(obj: dict[str, Any], ctype: str) -> bool:

@@ -31,7 +31,7 @@ from typing import Any
 
 from tests.support.fake_gitlab import FakeGitLab
 
-from harness import GROUP, IMAGE, PLURAL, ROOT, VERSION, Bench, is_true, migration, wait_for
+from harness import GROUP, PLURAL, ROOT, VERSION, Bench, bare_job, is_true, tracked, wait_for
 
 TOKEN = "glpat-BENCH-outage-token"
 SHA = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"
@@ -39,45 +39,6 @@ PROJECTS = ["gitlab-org/gitlab", "gitlab-org/omnibus-gitlab"]
 FAULTS = ("healthy", "slow", "hanging", "down")
 APPROACHES = ("operator", "blocking CI")
 SLOW_SECONDS = 10.0
-RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": 1000,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-
-def _job(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {"name": "migrations", "image": IMAGE, "securityContext": RESTRICTED}
-                    ],
-                }
-            },
-        },
-    }
-
-
-def _rollback(name: str, environment: str, gitlab_url: str) -> dict[str, Any]:
-    return migration(
-        name,
-        environment,
-        pipeline="Rollback",
-        tracking={
-            "gitlab": {"url": gitlab_url, "tokenSecretRef": {"name": "gitlab-api", "key": "token"}},
-            "version": {"ref": "master", "sha": SHA},
-            "sinks": [{"type": "GitLabDeployment", "projects": PROJECTS}],
-        },
-    )
 
 
 def _inject(gitlab: FakeGitLab, fault: str) -> None:
@@ -111,7 +72,11 @@ def one(bench: Bench, ns: str, gitlab: FakeGitLab, fault: str, approach: str, i:
     name = environment
     k = [bench.kubectl, "-n", ns]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        body = _rollback(name, environment, gitlab.url) if approach == "operator" else _job(name)
+        body = (
+            tracked(name, environment, gitlab.url, SHA, PROJECTS, pipeline="Rollback")
+            if approach == "operator"
+            else bare_job(name)
+        )
         json.dump(body, f)
     if approach == "operator":
         commands = [
@@ -162,9 +127,7 @@ def measure(bench: Bench, runs: int, faults: tuple[str, ...] = FAULTS) -> list[d
     gitlab = FakeGitLab(token=TOKEN).start()
     results = []
     try:
-        bench.core.create_namespaced_secret(
-            ns, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": TOKEN}}
-        )
+        bench.gitlab_token(ns, TOKEN)
         with bench.operator(ns):
             for i in range(runs):
                 for fault in faults:

@@ -30,11 +30,11 @@ from kubernetes import watch
 
 from harness import (
     GROUP,
-    IMAGE,
     PLURAL,
     VERSION,
     WRITE_VERBS,
     Bench,
+    bare_job,
     migration,
     percentile,
     process_cost,
@@ -182,23 +182,7 @@ def bare_jobs(bench: Bench, n: int) -> dict[str, Any]:
     before = bench.apiserver_requests()
     start = time.monotonic()
     for i in range(n):
-        bench.batch.create_namespaced_job(
-            ns,
-            {
-                "apiVersion": "batch/v1",
-                "kind": "Job",
-                "metadata": {"name": f"bare-{i:04d}"},
-                "spec": {
-                    "backoffLimit": 0,
-                    "template": {
-                        "spec": {
-                            "restartPolicy": "Never",
-                            "containers": [{"name": "migrations", "image": IMAGE}],
-                        }
-                    },
-                },
-            },
-        )
+        bench.batch.create_namespaced_job(ns, bare_job(f"bare-{i:04d}"))
 
     def all_done() -> bool:
         jobs = bench.batch.list_namespaced_job(ns).items

@@ -18,7 +18,7 @@ from kubernetes import watch
 from kubernetes.client.rest import ApiException
 from tests.support.fake_gitlab import FakeGitLab
 
-from harness import GROUP, PLURAL, VERSION, Bench, migration, process_cost, slope
+from harness import GROUP, PLURAL, VERSION, Bench, process_cost, slope, tracked
 
 TOKEN = "glpat-BENCH-soak-token"
 
@@ -34,9 +34,7 @@ def measure(
     ns = bench.namespace("bench-soak")
     gitlab = FakeGitLab(token=TOKEN).start()
     try:
-        bench.core.create_namespaced_secret(
-            ns, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": TOKEN}}
-        )
+        bench.gitlab_token(ns, TOKEN)
         with bench.operator(ns) as op:
             pid = bench.pid(op)
             ended: dict[str, float] = {}
@@ -70,7 +68,13 @@ def measure(
                         VERSION,
                         ns,
                         PLURAL,
-                        _tracked(name, f"env{created % envs}", gitlab.url, f"{created:040x}"),
+                        tracked(
+                            name,
+                            f"env{created % envs}",
+                            gitlab.url,
+                            f"{created:040x}",  # its own sha: a second deployment is a duplicate
+                            ["gitlab-org/gitlab"],
+                        ),
                     )
                     live.add(name)
                     created += 1
@@ -97,21 +101,6 @@ def measure(
         "cpu_s": final.cpu_s,
         "samples": samples,
     }
-
-
-def _tracked(name: str, environment: str, gitlab_url: str, sha: str) -> dict[str, Any]:
-    return migration(
-        name,
-        environment,
-        tracking={
-            "gitlab": {
-                "url": gitlab_url,
-                "tokenSecretRef": {"name": "gitlab-api", "key": "token"},
-            },
-            "version": {"ref": "master", "sha": sha},
-            "sinks": [{"type": "GitLabDeployment", "projects": ["gitlab-org/gitlab"]}],
-        },
-    )
 
 
 def _delete(bench: Bench, ns: str, name: str) -> None:
