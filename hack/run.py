@@ -5,8 +5,9 @@
    (started, and built on first use, by ``hack/localcluster.py``).
 2. Installs the CRD from ``crds/``.
 3. Starts ``pdm-operator run`` (all namespaces).
-4. On the local control plane (or with ``PDM_DEMO=1``), applies the example:
-   stand-in GitLab Deployments and a PostDeployMigration from ``examples/``,
+4. On the local control plane (or with ``PDM_DEMO=1``), applies the example
+   from ``examples/``: a chart-shaped GitLab release (migrations Job, toolbox,
+   webservice) and a PostDeployMigration that copies the chart's pod wiring,
    in namespace ``pdm-demo``, and shows it reach Succeeded. On a real cluster
    the stand-ins' images cannot be pulled, so the demo is opt-in there.
 5. Keeps the operator running in the foreground until Ctrl-C
@@ -61,7 +62,7 @@ def demo(env: dict[str, str]) -> bool:
     ns = DEMO_NAMESPACE
     if kubectl(env, "get", "namespace", ns, check=False).returncode != 0:
         kubectl(env, "create", "namespace", ns)
-    kubectl(env, "apply", "-n", ns, "-f", str(ROOT / "examples" / "gitlab-deployments.yaml"))
+    kubectl(env, "apply", "-n", ns, "-f", str(ROOT / "examples" / "gitlab-chart-release.yaml"))
     kubectl(env, "apply", "-n", ns, "-f", str(ROOT / "examples" / "pdm.yaml"))
     log(f"applied examples/ in namespace {ns}; waiting for pdm/{DEMO_PDM} to succeed")
     waited = kubectl(

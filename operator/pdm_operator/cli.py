@@ -16,18 +16,33 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
 from pdm_operator import __version__, model
+
+if TYPE_CHECKING:
+    from pdm_operator.templates import Template
 
 EXIT_ERROR = 2
 WAIT_TIMEOUT, WAIT_ERROR = 2, 3
 
 #: The defaults the CRD applies at admission, applied offline by ``render``.
 SPEC_DEFAULTS: dict[str, Any] = {"mode": "Run", "pipeline": "Regular", "suspend": False}
-JOB_DEFAULTS: dict[str, Any] = {"activeDeadlineSeconds": 3600, "backoffLimit": 0}
+JOB_DEFAULTS: dict[str, Any] = {
+    "activeDeadlineSeconds": 3600,
+    "backoffLimit": 0,
+    "restartPolicy": "Never",
+}
+
+
+#: Why a Run-mode PDM may not set the variable (also the CRD's CEL message).
+SKIP_REFUSED = (
+    "spec.job.env must not set SKIP_POST_DEPLOYMENT_MIGRATIONS: Rails skips every "
+    "post-deployment migration when the variable is present, whatever its value "
+    '("false" included); the migration Job never carries it'
+)
 
 
 class UsageError(Exception):
@@ -42,12 +57,7 @@ def with_defaults(migration: dict[str, Any]) -> dict[str, Any]:
 
 def load_migration(path: str, namespace: str | None) -> dict[str, Any]:
     """Read one PostDeployMigration from a file ('-' for stdin), defaults applied."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        docs = [d for d in yaml.safe_load_all(text) if d]
-    except (OSError, yaml.YAMLError) as e:
-        raise UsageError(f"cannot read {path}: {e}") from e
-    found = [d for d in docs if isinstance(d, dict) and d.get("kind") == model.KIND]
+    found = [d for d in read_documents(path) if d.get("kind") == model.KIND]
     if len(found) != 1:
         raise UsageError(f"{path}: expected exactly one {model.KIND}, found {len(found)}")
     migration = with_defaults(found[0])
@@ -58,6 +68,10 @@ def load_migration(path: str, namespace: str | None) -> dict[str, Any]:
     for field in ("environment", "image"):
         if not spec.get(field):
             raise UsageError(f"{path}: spec.{field} is required")
+    env = (spec.get("job") or {}).get("env") or []
+    if spec["mode"] == "Run" and any(e.get("name") == model.SKIP_PDM_ENV for e in env):
+        # The same rule as the CRD's CEL rule, so CI hears it before applying.
+        raise UsageError(f"{path}: {SKIP_REFUSED}")
     meta["namespace"] = namespace or meta.get("namespace") or "default"
     migration["metadata"] = meta
     return migration
@@ -68,6 +82,62 @@ def explicit_image(migration: dict[str, Any], override: str | None) -> str | Non
 
 
 # --- render -------------------------------------------------------------------
+def load_template(path: str | None, migration: dict[str, Any]) -> Template | None:
+    """The pod template for an offline render: ``--template FILE`` read as the operator would.
+
+    The file holds the source object (``kubectl get job -o yaml``, or ``helm
+    template`` output with several documents): the Job matching
+    ``migrationsJob``'s selector, or the Deployment named by
+    ``toolboxDeployment``.
+    """
+    from pdm_operator import templates  # noqa: PLC0415
+
+    source = migration["spec"].get("podTemplateFrom")
+    if not source:
+        if path:
+            raise UsageError("--template needs spec.podTemplateFrom in the manifest")
+        return None
+    if not path:
+        raise UsageError(
+            "spec.podTemplateFrom is read from the cluster; pass --template FILE "
+            "(the chart's migrations Job or the toolbox Deployment as YAML) to render offline"
+        )
+    docs = read_documents(path)
+    if "migrationsJob" in source:
+        selector = templates.job_selector(source["migrationsJob"])
+        wanted = dict(pair.split("=", 1) for pair in selector.split(","))
+        found = [
+            d
+            for d in docs
+            if d.get("kind") == "Job"
+            and wanted.items() <= ((d.get("metadata") or {}).get("labels") or {}).items()
+        ]
+        what = f"a Job labelled {selector}"
+    else:
+        name = source["toolboxDeployment"]["name"]
+        found = [
+            d
+            for d in docs
+            if d.get("kind") == "Deployment" and (d.get("metadata") or {}).get("name") == name
+        ]
+        what = f"the Deployment {name!r}"
+    if len(found) != 1:
+        raise UsageError(f"{path}: expected {what}, found {len(found)}")
+    template = templates.from_object(found[0], source)
+    if isinstance(template, templates.Missing):
+        raise UsageError(f"{path}: {template.reason}: {template.message}")
+    return template
+
+
+def read_documents(path: str) -> list[dict[str, Any]]:
+    """The YAML documents (mappings) of a file, or of stdin for '-'."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from e
+
+
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     from pdm_operator import diffing, render  # noqa: PLC0415 - keep `--help` light
 
@@ -78,7 +148,8 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
             "spec.image.fromDeployment is resolved from the live Deployment; "
             "pass --image to stand in for it offline"
         )
-    out.write(diffing.to_yaml(render.render_job(migration, image)))
+    template = load_template(args.template, migration)
+    out.write(diffing.to_yaml(render.render_job(migration, image, template)))
     return 0
 
 
@@ -98,27 +169,33 @@ def colorize(text: str) -> str:
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     from kubernetes.client.rest import ApiException  # noqa: PLC0415
 
-    from pdm_operator import dryrun, images, kube, reconcile  # noqa: PLC0415
+    from pdm_operator import dryrun, images, kube, reconcile, sources, templates  # noqa: PLC0415
 
     migration = load_migration(args.filename, args.namespace)
     client = kube.Kube(kube.load_config(args.kubeconfig))
-    image = explicit_image(migration, args.image)
     ns = migration["metadata"]["namespace"]
     try:
+        image = explicit_image(migration, args.image)
+        source_image = image
         if image is None:
-            source = migration["spec"]["image"]["fromDeployment"]
-            deployment = client.get_deployment(ns, source["name"])
-            labels = ((deployment or {}).get("spec", {}).get("selector") or {}).get(
-                "matchLabels"
-            ) or {}
-            selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-            pods = client.list_pods(ns, selector) if deployment and selector else []
-            resolved = images.resolve(source["name"], deployment, source["container"], pods)
+            resolved = sources.image(client, ns, migration["spec"]["image"])
             if isinstance(resolved, images.Unresolved):
                 print(f"error: {resolved.reason}: {resolved.message}", file=sys.stderr)
                 return EXIT_ERROR
-            image = resolved.image
-        planned = dryrun.plan(client, migration, image)
+            image, source_image = resolved.image, resolved.source
+        template = sources.template(client, ns, migration["spec"])
+        if isinstance(template, templates.Missing):
+            print(f"error: {template.reason}: {template.message}", file=sys.stderr)
+            return EXIT_ERROR
+        if template is not None:
+            print(
+                f"pod template: {template.kind} {template.name} (uid {template.uid})",
+                file=sys.stderr,
+            )
+            stale = templates.stale(template, source_image or image, image)
+            if stale:
+                print(f"warning: TemplateStale: {stale}", file=sys.stderr)
+        planned = dryrun.plan(client, migration, image, template)
     except ApiException as e:
         print(
             f"error: the API server rejected the Job: {reconcile.api_message(e)}", file=sys.stderr
@@ -263,6 +340,12 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
 
     render_p = sub.add_parser("render", help="print the Job the operator would create (offline)")
     file_flags(render_p)
+    render_p.add_argument(
+        "--template",
+        default=None,
+        help="with spec.podTemplateFrom: a YAML file holding the chart's migrations Job "
+        "or the toolbox Deployment (e.g. `helm template` output) to copy the pod from",
+    )
     render_p.set_defaults(func=cmd_render)
 
     diff_p = sub.add_parser(

@@ -70,6 +70,8 @@ STATE_BY_CONDITION: tuple[tuple[str, str, str], ...] = (
     (model.SUCCEEDED, "True", model.STATE_SUCCEEDED),
     (model.SUCCEEDED, "Unknown", model.STATE_REPORTING),
     (model.JOB_CREATED, "True", model.STATE_RUNNING),
+    # A template that went missing while a gate held outranks the old gate.
+    (model.TEMPLATE_RESOLVED, "False", model.STATE_PENDING),
     (model.GATED, "True", model.STATE_GATED),
     (model.IMAGE_RESOLVED, "False", model.STATE_PENDING),
 )

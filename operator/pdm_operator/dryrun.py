@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pdm_operator import conditions, diffing, model, render
+from pdm_operator import conditions, diffing, model, render, templates
 from pdm_operator.kube import Kube
 from pdm_operator.model import Body
 
@@ -33,7 +33,9 @@ def previous_run(
     Looks in ``namespace`` (an environment's migrations live with its GitLab
     installation). When the Job is gone (``ttlSecondsAfterFinished``), it is
     rendered again from the migration and checked by a dry-run, so both sides
-    of the diff carry the server's defaults.
+    of the diff carry the server's defaults; a run whose pod was copied from
+    ``spec.podTemplateFrom`` cannot be rebuilt that way (its source has moved
+    on), so the next older one with a Job is the base instead.
     """
     candidates = []
     for other in kube.list_migrations(namespace):
@@ -47,6 +49,8 @@ def previous_run(
         candidates.append((status.get("completionTime") or "", other))
     for _, other in sorted(candidates, key=lambda c: c[0], reverse=True):
         job = kube.get_job(namespace, other["status"]["jobName"])
+        if job is None and other["spec"].get("podTemplateFrom"):
+            continue
         if job is None:
             job = kube.create_job(
                 namespace, render.render_job(other, other["status"]["image"]), dry_run=True
@@ -55,10 +59,12 @@ def previous_run(
     return None
 
 
-def plan(kube: Kube, migration: Body, image: str) -> Plan:
+def plan(
+    kube: Kube, migration: Body, image: str, template: templates.Template | None = None
+) -> Plan:
     """Render, dry-run create, diff. Raises ApiException when the server rejects the Job."""
     namespace = migration["metadata"]["namespace"]
-    job = render.render_job(migration, image)
+    job = render.render_job(migration, image, template)
     checked = kube.create_job(namespace, job, dry_run=True)
     prev = previous_run(
         kube, namespace, migration["spec"]["environment"], migration["metadata"]["name"]

@@ -28,11 +28,12 @@ LABEL_ENVIRONMENT: Final = f"{GROUP}/environment"
 ANNOTATION_INPUTS_HASH: Final = f"{GROUP}/inputs-hash"
 
 MIGRATION_CONTAINER: Final = "migrations"
-DEFAULT_COMMAND: Final = ("/scripts/wait-for-deps", "/scripts/db-migrate")
 SKIP_PDM_ENV: Final = "SKIP_POST_DEPLOYMENT_MIGRATIONS"
 
 # Condition types (status.conditions[].type).
 IMAGE_RESOLVED: Final = "ImageResolved"
+TEMPLATE_RESOLVED: Final = "TemplateResolved"
+JOB_VALIDATED: Final = "JobValidated"
 GATED: Final = "Gated"
 JOB_CREATED: Final = "JobCreated"
 SUCCEEDED: Final = "Succeeded"

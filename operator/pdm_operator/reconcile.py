@@ -39,6 +39,8 @@ from pdm_operator import (
     metrics,
     model,
     render,
+    sources,
+    templates,
 )
 from pdm_operator.conditions import Condition
 from pdm_operator.kube import Kube
@@ -145,13 +147,18 @@ class Reconciler:
             return self._follow(p)
         if not p.status.get("image") and not self._resolve(p):
             return self._write(p, self.timing.image_retry)
+        template = self._template(p)
+        if isinstance(template, templates.Missing):
+            return self._write(p, self.timing.image_retry)
         if dry:
-            return self._dry_run(p)
-        hold = self._gates(p)
+            return self._dry_run(p, template)
+        hold = self._gates(p, template)
         if hold is not None:
             if hold.fatal:
                 self._fail(p, hold.reason, hold.message)
-                return self._write(p, None)
+                return self._finish(p)
+            if hold.reason != "TemplateStale" and self._rejected(p, template):
+                return self._finish(p)
             p.set(model.GATED, True, hold.reason, hold.message)
             poll = (
                 self.timing.lock_poll
@@ -159,23 +166,20 @@ class Reconciler:
                 else self.timing.gate_poll
             )
             return self._write(p, poll)
-        return self._create(p)
+        return self._create(p, template)
 
     # --- steps ---------------------------------------------------------------
     def _resolve(self, p: Pass) -> bool:
         image_spec = p.spec["image"]
-        if image_spec.get("reference"):
-            p.status["image"] = p.status["sourceImage"] = image_spec["reference"]
-            p.set(model.IMAGE_RESOLVED, True, "FromReference", f"using {image_spec['reference']}")
-            return True
-        source = image_spec["fromDeployment"]
-        deployment = self.kube.get_deployment(p.namespace, source["name"])
-        pods = self._deployment_pods(p.namespace, deployment)
-        result = images.resolve(source["name"], deployment, source["container"], pods)
+        result = sources.image(self.kube, p.namespace, image_spec)
         if isinstance(result, images.Unresolved):
             p.set(model.IMAGE_RESOLVED, False, result.reason, result.message)
             return False
         p.status["image"], p.status["sourceImage"] = result.image, result.source
+        if image_spec.get("reference"):
+            p.set(model.IMAGE_RESOLVED, True, "FromReference", f"using {result.image}")
+            return True
+        source = image_spec["fromDeployment"]
         p.set(
             model.IMAGE_RESOLVED,
             True,
@@ -184,16 +188,69 @@ class Reconciler:
         )
         return True
 
-    def _deployment_pods(self, namespace: str, deployment: Body | None) -> list[Body]:
-        if deployment is None:
-            return []
-        labels = (deployment.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
-        if not labels:
-            return []
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        return self.kube.list_pods(namespace, selector)
+    def _template(self, p: Pass) -> templates.Template | templates.Missing | None:
+        """``spec.podTemplateFrom``, read again on every pass until the Job exists.
 
-    def _gates(self, p: Pass) -> gates.Hold | None:
+        The chart's *current* migrations Job is the one to copy: a ``helm
+        upgrade`` while this migration waits replaces it, and the stale gate
+        then decides whether the new one belongs to the deployed version.
+        """
+        found = sources.template(self.kube, p.namespace, p.spec)
+        if found is None:
+            return None
+        if isinstance(found, templates.Missing):
+            p.set(model.TEMPLATE_RESOLVED, False, found.reason, found.message)
+            return found
+        p.status["podTemplate"] = found.status()
+        p.set(
+            model.TEMPLATE_RESOLVED,
+            True,
+            f"From{found.kind}",
+            f"pod template copied from {found.kind} {found.name!r} (uid {found.uid})",
+        )
+        return found
+
+    def _rejected(self, p: Pass, template: templates.Template | None) -> bool:
+        """Fail fast: while a gate holds, check the Job with a server-side dry-run create.
+
+        A spec the API server would refuse then fails in seconds with its
+        reason, not after the rollout wait; a migration whose gates are all
+        open skips this, its real create is the same check. Only a refusal of
+        the Job itself (400, 422) is final; anything else (quota, throttling,
+        an API server hiccup) is left for the real create to meet.
+        """
+        if conditions.is_true(p.conditions, model.JOB_VALIDATED):
+            return False
+        job = render.render_job(p.migration, p.status["image"], template)
+        name = job["metadata"]["name"]
+        try:
+            self.kube.create_job(p.namespace, job, dry_run=True)
+        except ApiException as e:
+            if e.status in (400, 422):
+                self._fail(
+                    p,
+                    "JobInvalid",
+                    f"the API server rejects the Job (server-side dry run): {api_message(e)}",
+                )
+                return True
+            if e.status != 409:  # 409: the Job exists already, so it was valid
+                p.set(
+                    model.JOB_VALIDATED,
+                    False,
+                    "ValidationPending",
+                    f"could not check Job {name!r} yet: {api_message(e)}",
+                )
+                return False
+        p.set(
+            model.JOB_VALIDATED,
+            True,
+            "DryRunAccepted",
+            "the API server accepts the Job (server-side dry run); it is created when "
+            "every gate is open",
+        )
+        return False
+
+    def _gates(self, p: Pass, template: templates.Template | None) -> gates.Hold | None:
         hold = gates.suspended(p.spec)
         if hold:
             return hold
@@ -213,6 +270,10 @@ class Reconciler:
             hold = gates.rollout(name, self.kube.get_deployment(p.namespace, name), expect)
             if hold:
                 return hold
+        if template is not None:
+            stale = templates.stale(template, p.status["sourceImage"], p.status["image"])
+            if stale:
+                return gates.Hold("TemplateStale", stale)
         blocker = self.locks.acquire(p.environment, Holder.of(p.migration), p.now)
         if blocker is not None:
             # The same message whoever holds the lock: a waiter's status is
@@ -225,21 +286,21 @@ class Reconciler:
             )
         return None
 
-    def _create(self, p: Pass) -> Step:
+    def _create(self, p: Pass, template: templates.Template | None) -> Step:
         # The rollout is complete now: if the image is not pinned yet, the
         # running pods may report its digest. Persist it before the Job
         # exists, so every later pass renders the same Job name.
         source = p.spec["image"].get("fromDeployment")
         if source and p.status["image"] == p.status["sourceImage"]:
-            pods = self._deployment_pods(
-                p.namespace, self.kube.get_deployment(p.namespace, source["name"])
+            pods = sources.deployment_pods(
+                self.kube, p.namespace, self.kube.get_deployment(p.namespace, source["name"])
             )
             pinned = images.pinned(p.status["sourceImage"], source["container"], pods)
             if pinned != p.status["image"]:
                 p.status["image"] = pinned
                 p.set(model.IMAGE_RESOLVED, True, "FromDeployment", f"pinned by digest: {pinned}")
                 self._write(p, 0)
-        job = render.render_job(p.migration, p.status["image"])
+        job = render.render_job(p.migration, p.status["image"], template)
         name = job["metadata"]["name"]
         uid = p.meta["uid"]
         existing = self.kube.list_jobs(p.namespace, f"{model.LABEL_MIGRATION_UID}={uid}")
@@ -363,10 +424,10 @@ class Reconciler:
         p.status["completionTime"] = p.status.get("jobCompletionTime") or p.now
         return self._finish(p)
 
-    def _dry_run(self, p: Pass) -> Step:
+    def _dry_run(self, p: Pass, template: templates.Template | None) -> Step:
         """Render, check with a server-side dry-run create, diff; never a Job, never the lock."""
         try:
-            planned = dryrun.plan(self.kube, p.migration, p.status["image"])
+            planned = dryrun.plan(self.kube, p.migration, p.status["image"], template)
         except ApiException as e:
             if e.status >= 500 or e.status in (0, 429):
                 p.set(model.JOB_CREATED, False, "DryRunError", api_message(e))
@@ -385,9 +446,14 @@ class Reconciler:
             status_diff["configMap"] = name
         p.status["diff"] = status_diff
         p.status["jobName"] = planned.job["metadata"]["name"]
+        summary = diff.summary
+        stale = template and templates.stale(template, p.status["sourceImage"], p.status["image"])
+        if stale:
+            # The check is of the wiring there is; a Run would wait for the new one.
+            summary += f"; a Run would wait (TemplateStale): {stale}"
         p.set(model.GATED, False, "DryRun", "a dry run waits for no gate")
-        p.set(model.SUCCEEDED, True, "DryRunSucceeded", diff.summary)
-        p.set(model.FAILED, False, "DryRunSucceeded", diff.summary)
+        p.set(model.SUCCEEDED, True, "DryRunSucceeded", summary)
+        p.set(model.FAILED, False, "DryRunSucceeded", summary)
         p.status["completionTime"] = p.now
         return self._write(p, None)
 
@@ -446,6 +512,8 @@ class Reconciler:
         for cond in conditions.transitions(p.stored.get("conditions"), p.conditions):
             if cond["type"] in (model.SUCCEEDED, model.FAILED) and cond["status"] == "False":
                 continue  # the companion of the other end condition; one event is enough
+            if cond["type"] == model.JOB_VALIDATED and cond["status"] == "True":
+                continue  # a check passed on the way; the condition says so, no event needed
             for_migration(log, p.migration).info(
                 "%s=%s %s: %s",
                 cond["type"],

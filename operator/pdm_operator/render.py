@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from pdm_operator import model
+from pdm_operator import model, templates
 from pdm_operator.model import Body
 
 #: GitLab's chart runs its migration Job at the restricted Pod Security level.
@@ -31,6 +31,11 @@ RESTRICTED_CONTAINER_SECURITY: Body = {
     "runAsUser": 1000,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+#: cluster-autoscaler does not evict a pod with this annotation set to "false"
+#: (https://github.com/kubernetes/autoscaler/blob/master/cluster-autoscaler/FAQ.md,
+#: "What types of pods can prevent CA from removing a node?").
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
 HASH_LENGTH = 8
 MAX_NAME_LENGTH = 63
@@ -59,17 +64,6 @@ def _without_identity(job_spec: Body) -> Body:
     return out
 
 
-def migration_env(user_env: list[Body] | None) -> list[Body]:
-    """The user's env with SKIP_POST_DEPLOYMENT_MIGRATIONS forced to "false".
-
-    GitLab reads the variable as a boolean; any user value for it is dropped,
-    because a PDM Job that skips post-deployment migrations is not one.
-    """
-    env = [copy.deepcopy(e) for e in user_env or [] if e.get("name") != model.SKIP_PDM_ENV]
-    env.append({"name": model.SKIP_PDM_ENV, "value": "false"})
-    return env
-
-
 def labels_for(migration: Body) -> dict[str, str]:
     meta = migration["metadata"]
     return {
@@ -84,67 +78,118 @@ def _drop_empty(d: Body) -> Body:
     return {k: v for k, v in d.items() if v not in (None, [], {})}
 
 
-def render_job(migration: Body, image: str) -> Body:
+def _base(template: templates.Template | None) -> tuple[Body, Body, str]:
+    """Pod metadata, pod spec and migration container name to build on.
+
+    Without a template (``spec.job`` alone), the base is the chart's
+    migrations container: the chart's script in ``args`` (no ``command``, so
+    the image ENTRYPOINT renders the configuration first), its fixed env, and
+    the restricted security contexts the chart uses.
+    """
+    if template is not None:
+        return copy.deepcopy(template.metadata), copy.deepcopy(template.spec), template.container
+    container: Body = {
+        "name": model.MIGRATION_CONTAINER,
+        "args": list(templates.CHART_MIGRATION_ARGS),
+        "env": [{"name": k, "value": v} for k, v in templates.CHART_MIGRATION_ENV],
+    }
+    spec: Body = {
+        # Migrations talk to the database, not to Kubernetes.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [container],
+    }
+    return {}, spec, model.MIGRATION_CONTAINER
+
+
+def _migration_container(c: Body, job: Body, image: str) -> Body:
+    """The migration container with the resolved image and ``spec.job``'s overrides."""
+    c = copy.deepcopy(c)
+    c["name"] = model.MIGRATION_CONTAINER
+    c["image"] = image
+    c.setdefault("imagePullPolicy", "IfNotPresent")
+    if job.get("command"):
+        c["command"] = list(job["command"])
+    if job.get("args"):
+        c["args"] = list(job["args"])
+    # A Run-mode PDM that sets the variable is refused at admission; a DryRun
+    # or an older object that carries it still never passes it on.
+    c["env"] = templates.without_skip(templates.merge_by("name", c.get("env"), job.get("env")))
+    c["envFrom"] = [*(c.get("envFrom") or []), *copy.deepcopy(job.get("envFrom") or [])]
+    if job.get("resources"):
+        c["resources"] = copy.deepcopy(job["resources"])
+    c["volumeMounts"] = templates.merge_by(
+        "mountPath", c.get("volumeMounts"), job.get("volumeMounts")
+    )
+    c["securityContext"] = copy.deepcopy(
+        job.get("securityContext") or c.get("securityContext") or RESTRICTED_CONTAINER_SECURITY
+    )
+    # The termination message carries the log tail on error, so a failure
+    # can be explained without log access.
+    c["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return _drop_empty(c)
+
+
+def _pod(migration: Body, image: str, template: templates.Template | None) -> Body:
+    """The Job's pod template: the base, ``spec.job`` on top, the operator's labels last."""
+    job: Body = migration["spec"].get("job") or {}
+    metadata, pod, container = _base(template)
+    pod["containers"] = [
+        _migration_container(c, job, image) if c.get("name") == container else c
+        for c in pod.get("containers") or []
+    ]
+    pod["restartPolicy"] = job.get("restartPolicy") or "Never"
+    pod.setdefault("automountServiceAccountToken", False)
+    pod["securityContext"] = copy.deepcopy(
+        job.get("podSecurityContext") or pod.get("securityContext") or RESTRICTED_POD_SECURITY
+    )
+    for key in ("serviceAccountName", "priorityClassName"):
+        if job.get(key):
+            pod[key] = job[key]
+    pod["volumes"] = templates.merge_by("name", pod.get("volumes"), job.get("volumes"))
+    pod["imagePullSecrets"] = templates.merge_by(
+        "name", pod.get("imagePullSecrets"), job.get("imagePullSecrets")
+    )
+    pod["nodeSelector"] = {**(pod.get("nodeSelector") or {}), **(job.get("nodeSelector") or {})}
+    pod["tolerations"] = [
+        *(pod.get("tolerations") or []),
+        *copy.deepcopy(job.get("tolerations") or []),
+    ]
+    labels = {
+        **(metadata.get("labels") or {}),
+        **(job.get("podLabels") or {}),
+        **labels_for(migration),
+    }
+    annotations = {
+        **(metadata.get("annotations") or {}),
+        **(job.get("podAnnotations") or {}),
+        # A migration evicted half-way is a migration to investigate.
+        SAFE_TO_EVICT: "false",
+    }
+    return {
+        "metadata": _drop_empty({"labels": labels, "annotations": annotations}),
+        "spec": _drop_empty(pod),
+    }
+
+
+def render_job(migration: Body, image: str, template: templates.Template | None = None) -> Body:
     """The batch/v1 Job that runs ``migration`` with ``image``.
 
     ``migration`` is the PostDeployMigration as stored (defaults applied);
-    ``image`` is the resolved image. Only ``metadata.uid`` is read from the
-    migration's metadata besides name and namespace, for the owner reference.
+    ``image`` is the resolved image; ``template`` the pod template copied from
+    ``spec.podTemplateFrom`` (None: ``spec.job`` alone). Only ``metadata.uid``
+    is read from the migration's metadata besides name and namespace, for the
+    owner reference.
     """
     meta = migration["metadata"]
-    spec = migration["spec"]
-    job: Body = spec.get("job") or {}
+    job: Body = migration["spec"].get("job") or {}
     labels = labels_for(migration)
-    pod_labels = {**(job.get("podLabels") or {}), **labels}
-
-    container = _drop_empty(
-        {
-            "name": model.MIGRATION_CONTAINER,
-            "image": image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": list(job.get("command") or model.DEFAULT_COMMAND),
-            "args": list(job.get("args") or []),
-            "env": migration_env(job.get("env")),
-            "envFrom": copy.deepcopy(job.get("envFrom") or []),
-            "resources": copy.deepcopy(job.get("resources") or {}),
-            "volumeMounts": copy.deepcopy(job.get("volumeMounts") or []),
-            "securityContext": copy.deepcopy(
-                job.get("securityContext") or RESTRICTED_CONTAINER_SECURITY
-            ),
-            # The termination message carries the log tail on error, so a
-            # failure can be explained without log access.
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }
-    )
-    pod_spec = _drop_empty(
-        {
-            "restartPolicy": "Never",
-            # Migrations talk to the database, not to Kubernetes.
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "serviceAccountName": job.get("serviceAccountName"),
-            "securityContext": copy.deepcopy(
-                job.get("podSecurityContext") or RESTRICTED_POD_SECURITY
-            ),
-            "containers": [container],
-            "volumes": copy.deepcopy(job.get("volumes") or []),
-            "nodeSelector": dict(job.get("nodeSelector") or {}),
-            "tolerations": copy.deepcopy(job.get("tolerations") or []),
-            "imagePullSecrets": copy.deepcopy(job.get("imagePullSecrets") or []),
-            "priorityClassName": job.get("priorityClassName"),
-        }
-    )
     job_spec: Body = _drop_empty(
         {
             "activeDeadlineSeconds": int(job.get("activeDeadlineSeconds", 3600)),
             "backoffLimit": int(job.get("backoffLimit", 0)),
             "ttlSecondsAfterFinished": job.get("ttlSecondsAfterFinished"),
-            "template": {
-                "metadata": _drop_empty(
-                    {"labels": pod_labels, "annotations": dict(job.get("podAnnotations") or {})}
-                ),
-                "spec": pod_spec,
-            },
+            "template": _pod(migration, image, template),
         }
     )
     digest = inputs_hash(_without_identity(job_spec))

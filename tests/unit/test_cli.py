@@ -39,18 +39,22 @@ def script(name: str) -> str:
     return found
 
 
+EXAMPLE = [
+    "render",
+    "-f",
+    str(ROOT / "examples" / "pdm.yaml"),
+    "--image",
+    IMAGE,
+    "--template",
+    str(ROOT / "examples" / "gitlab-chart-release.yaml"),
+    "-n",
+    "gitlab",
+]
+
+
 def test_render_prints_the_job_exactly_as_the_golden_file() -> None:
     out = subprocess.run(
-        [
-            script("pdm-operator"),
-            "render",
-            "-f",
-            str(ROOT / "examples" / "pdm.yaml"),
-            "--image",
-            IMAGE,
-            "-n",
-            "gitlab",
-        ],
+        [script("pdm-operator"), *EXAMPLE],
         capture_output=True,
         text=True,
         check=False,
@@ -62,13 +66,66 @@ def test_render_prints_the_job_exactly_as_the_golden_file() -> None:
     assert out.stdout == golden.read_text(), (
         "render output changed; if intended, regenerate with PDM_UPDATE_GOLDEN=1"
     )
+    # The chart's Job of a regular deploy carries the variable; the copy never does.
+    assert (
+        "SKIP_POST_DEPLOYMENT_MIGRATIONS"
+        in (ROOT / "examples" / "gitlab-chart-release.yaml").read_text()
+    )
+    assert "SKIP_POST_DEPLOYMENT_MIGRATIONS" not in out.stdout
     job = yaml.safe_load(out.stdout)
-    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "SKIP_POST_DEPLOYMENT_MIGRATIONS", "value": "false"} in env
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["certificates", "configure"]
+    assert {v["name"] for v in pod["volumes"]} >= {"migrations-config", "init-migrations-secrets"}
+
+
+def run_render(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [script("pdm-operator"), "render", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_render_of_a_chart_pdm_without_a_template_file_says_how_to_give_one() -> None:
+    out = run_render("-f", str(ROOT / "examples" / "pdm.yaml"), "--image", IMAGE)
+    assert out.returncode == cli.EXIT_ERROR
+    assert "--template" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_render_with_a_file_lacking_the_charts_job_names_what_it_looked_for(
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    out = run_render(
+        "-f", str(ROOT / "examples" / "pdm.yaml"), "--image", IMAGE, "--template", str(other)
+    )
+    assert out.returncode == cli.EXIT_ERROR
+    assert "a Job labelled app=migrations,release=gitlab, found 0" in out.stderr
+
+
+def test_render_refuses_a_run_pdm_that_sets_the_skip_variable(tmp_path: Path) -> None:
+    manifest = tmp_path / "pdm.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "pdm-operator.io/v1alpha1",
+                "kind": "PostDeployMigration",
+                "metadata": {"name": "skips"},
+                "spec": {
+                    "environment": "gstg",
+                    "image": {"reference": IMAGE},
+                    "job": {"env": [{"name": "SKIP_POST_DEPLOYMENT_MIGRATIONS", "value": "false"}]},
+                },
+            }
+        )
+    )
+    out = run_render("-f", str(manifest))
+    assert out.returncode == cli.EXIT_ERROR
+    assert "Rails skips every post-deployment migration" in out.stderr
 
 
 def test_render_works_as_a_kubectl_plugin_with_the_same_output() -> None:
-    args = ["render", "-f", str(ROOT / "examples" / "pdm.yaml"), "--image", IMAGE, "-n", "gitlab"]
+    args = EXAMPLE
     plugin = subprocess.run(
         [script("kubectl-pdm"), *args], capture_output=True, text=True, check=False
     )

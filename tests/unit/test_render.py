@@ -209,10 +209,15 @@ def test_image_is_rendered_exactly_as_resolved_including_a_digest() -> None:
 # --- the migration container ---------------------------------------------------------
 
 
-def test_default_command_waits_for_dependencies_then_migrates() -> None:
+def test_inline_job_runs_the_charts_script_in_args_and_keeps_the_image_entrypoint() -> None:
     c = container(render.render_job(migration(), IMAGE))
-    assert c["command"] == ["/scripts/wait-for-deps", "/scripts/db-migrate"]
-    assert "args" not in c
+    # A command would replace the ENTRYPOINT that renders GitLab's configuration.
+    assert "command" not in c
+    assert c["args"] == [
+        "/bin/bash",
+        "-c",
+        "set -e;\n/scripts/wait-for-deps;\n/scripts/db-migrate;\n",
+    ]
 
 
 def test_user_command_and_args_replace_the_default_command() -> None:
@@ -225,12 +230,17 @@ def test_user_command_and_args_replace_the_default_command() -> None:
     assert c["args"] == ["/scripts/db-migrate"]
 
 
-def test_skip_post_deployment_migrations_is_false_when_the_user_sets_no_env() -> None:
+def test_inline_job_has_the_charts_env_and_no_skip_variable() -> None:
     c = container(render.render_job(migration(), IMAGE))
-    assert c["env"] == [{"name": "SKIP_POST_DEPLOYMENT_MIGRATIONS", "value": "false"}]
+    assert c["env"] == [
+        {"name": "CONFIG_TEMPLATE_DIRECTORY", "value": "/var/opt/gitlab/templates"},
+        {"name": "CONFIG_DIRECTORY", "value": "/srv/gitlab/config"},
+        {"name": "BYPASS_SCHEMA_VERSION", "value": "true"},
+    ]
 
 
-def test_user_value_for_skip_post_deployment_migrations_is_overridden_and_set_once() -> None:
+def test_skip_post_deployment_migrations_from_the_spec_never_reaches_the_job() -> None:
+    # Refused at admission in Run mode; a DryRun (or an older object) still renders without it.
     env = [
         {"name": "BEFORE", "value": "1"},
         {"name": "SKIP_POST_DEPLOYMENT_MIGRATIONS", "value": "true"},
@@ -241,22 +251,17 @@ def test_user_value_for_skip_post_deployment_migrations_is_overridden_and_set_on
         },
         {"name": "AFTER", "value": "3"},
     ]
-    rendered = container(render.render_job(migration({"env": env}), IMAGE))["env"]
-    skips = [e for e in rendered if e["name"] == "SKIP_POST_DEPLOYMENT_MIGRATIONS"]
-    assert skips == [{"name": "SKIP_POST_DEPLOYMENT_MIGRATIONS", "value": "false"}]
-    assert [e["name"] for e in rendered] == [
-        "BEFORE",
-        "MIDDLE",
-        "AFTER",
-        "SKIP_POST_DEPLOYMENT_MIGRATIONS",
-    ]
+    job = render.render_job(migration({"env": env}), IMAGE)
+    rendered = container(job)["env"]
+    assert [e["name"] for e in rendered][-3:] == ["BEFORE", "MIDDLE", "AFTER"]
+    assert "SKIP_POST_DEPLOYMENT_MIGRATIONS" not in yaml.safe_dump(job)
 
 
 def test_user_env_passes_through_in_order_with_secret_references_kept() -> None:
     job = everything()
     rendered = container(render.render_job(migration(job), IMAGE))["env"]
-    assert rendered[:-1] == job["env"]
-    assert rendered[1]["valueFrom"] == {
+    assert rendered[3:] == job["env"]
+    assert rendered[4]["valueFrom"] == {
         "secretKeyRef": {"name": "gitlab-postgres", "key": "password"}
     }
 
@@ -303,9 +308,11 @@ def test_unset_optional_fields_are_left_out_of_the_job() -> None:
         "priorityClassName",
     ):
         assert key not in pod, key
-    for key in ("args", "envFrom", "resources", "volumeMounts"):
+    for key in ("command", "envFrom", "resources", "volumeMounts"):
         assert key not in container(rendered), key
-    assert "annotations" not in rendered["spec"]["template"]["metadata"]
+    assert rendered["spec"]["template"]["metadata"]["annotations"] == {
+        "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"
+    }
     assert "ttlSecondsAfterFinished" not in rendered["spec"]
 
 
@@ -355,12 +362,12 @@ def test_changing_a_rendered_job_does_not_change_the_next_rendering() -> None:
     container(first)["securityContext"]["capabilities"]["drop"].clear()
     container(first)["securityContext"]["allowPrivilegeEscalation"] = True
     pod_spec(first)["securityContext"]["runAsUser"] = 0
-    container(first)["command"].append("--evil")
+    container(first)["args"].append("--evil")
     second = render.render_job(migration(), IMAGE)
     assert container(second)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container(second)["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod_spec(second)["securityContext"]["runAsUser"] == 1000
-    assert container(second)["command"] == list(model.DEFAULT_COMMAND)
+    assert "--evil" not in container(second)["args"]
 
 
 def test_pod_never_restarts_and_gets_no_service_account_token() -> None:
@@ -368,6 +375,20 @@ def test_pod_never_restarts_and_gets_no_service_account_token() -> None:
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False
     assert pod["enableServiceLinks"] is False
+
+
+def test_restart_policy_follows_the_spec() -> None:
+    pod = pod_spec(render.render_job(migration({"restartPolicy": "OnFailure"}), IMAGE))
+    assert pod["restartPolicy"] == "OnFailure"
+
+
+def test_migration_pod_is_never_safe_to_evict_whatever_the_user_annotates() -> None:
+    annotations = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "true", "team": "db"}
+    rendered = render.render_job(migration({"podAnnotations": annotations}), IMAGE)
+    assert rendered["spec"]["template"]["metadata"]["annotations"] == {
+        "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+        "team": "db",
+    }
 
 
 def test_termination_message_falls_back_to_logs_on_error() -> None:
@@ -445,8 +466,9 @@ def test_rendering_does_not_mutate_the_migration() -> None:
     c, pod = container(rendered), pod_spec(rendered)
     c["command"].append("x")
     c["args"].append("x")
+    c["env"][3]["value"] = "x"
     c["env"][0]["value"] = "x"
-    c["env"][1]["valueFrom"]["secretKeyRef"]["key"] = "x"
+    c["env"][4]["valueFrom"]["secretKeyRef"]["key"] = "x"
     c["envFrom"][0]["configMapRef"]["name"] = "x"
     c["resources"]["limits"]["memory"] = "x"
     c["volumeMounts"][0]["mountPath"] = "x"
@@ -462,8 +484,8 @@ def test_rendering_does_not_mutate_the_migration() -> None:
 # --- golden files ------------------------------------------------------------------------
 
 GOLDEN_CASES: dict[str, tuple[Body, str]] = {
-    # examples/pdm.yaml as the API server stores it.
-    "example": (migration({"env": [{"name": "GITLAB_LOG_LEVEL", "value": "info"}]}), IMAGE),
+    # spec.job alone, as an install without the chart writes it.
+    "inline": (migration({"env": [{"name": "GITLAB_LOG_LEVEL", "value": "info"}]}), IMAGE),
     "every-field": (migration(everything(), environment="gprd"), PINNED_IMAGE),
     # `pdm-operator render` on a manifest that was never applied: no uid.
     "without-uid": (migration(uid=None), IMAGE),
