@@ -81,6 +81,10 @@ def demo(env: dict[str, str]) -> bool:
         log(f"pdm/{DEMO_PDM} did not succeed: {waited.stderr.strip()}")
         print(kubectl(env, "describe", "pdm", "-n", ns, DEMO_PDM, check=False).stdout)
         return False
+    source = kubectl(
+        env, "get", "pdm", "-n", ns, DEMO_PDM, "-o", "jsonpath={.status.podTemplate}"
+    ).stdout
+    log(f"pod template copied from {source}; the Job carries no SKIP_POST_DEPLOYMENT_MIGRATIONS")
     log(f"pdm/{DEMO_PDM} Succeeded. Try: kubectl describe pdm -n {ns} {DEMO_PDM}")
     return True
 

@@ -60,6 +60,57 @@ MALFORMED = [
         "spec.waitFor.rolledOut",
     ),
     ("env-without-name", migration("x", job={"env": [{"value": "1"}]}), "spec.job.env[0].name"),
+    (
+        "skip-variable-false",
+        migration(
+            "x", job={"env": [{"name": "SKIP_POST_DEPLOYMENT_MIGRATIONS", "value": "false"}]}
+        ),
+        "spec.job.env must not set SKIP_POST_DEPLOYMENT_MIGRATIONS: Rails skips every "
+        "post-deployment migration when the variable is present",
+    ),
+    (
+        "skip-variable-from-secret",
+        migration(
+            "x",
+            job={
+                "env": [
+                    {"name": "A", "value": "1"},
+                    {
+                        "name": "SKIP_POST_DEPLOYMENT_MIGRATIONS",
+                        "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                    },
+                ]
+            },
+        ),
+        "spec.job.env must not set SKIP_POST_DEPLOYMENT_MIGRATIONS",
+    ),
+    (
+        "both-template-sources",
+        migration(
+            "x",
+            podTemplateFrom={
+                "migrationsJob": {"release": "gitlab"},
+                "toolboxDeployment": {"name": "gitlab-toolbox"},
+            },
+        ),
+        "exactly one of spec.podTemplateFrom.migrationsJob and "
+        "spec.podTemplateFrom.toolboxDeployment",
+    ),
+    (
+        "template-job-without-release",
+        migration("x", podTemplateFrom={"migrationsJob": {}}),
+        "spec.podTemplateFrom.migrationsJob needs release or selector",
+    ),
+    (
+        "template-selector-not-a-selector",
+        migration("x", podTemplateFrom={"migrationsJob": {"selector": "app in (a b)"}}),
+        "spec.podTemplateFrom.migrationsJob.selector",
+    ),
+    (
+        "restart-policy-always",
+        migration("x", job={"restartPolicy": "Always"}),
+        'spec.job.restartPolicy: Unsupported value: "Always"',
+    ),
 ]
 
 
@@ -84,8 +135,12 @@ def test_malformed_migration_is_rejected_naming_the_field(
         ({"image": {"reference": "r/toolbox:2"}}, "spec.image is immutable"),
         ({"waitFor": {"rolledOut": ["late"]}}, "spec.waitFor is immutable"),
         ({"job": {"backoffLimit": 3}}, "spec.job is immutable"),
+        (
+            {"podTemplateFrom": {"toolboxDeployment": {"name": "gitlab-toolbox"}}},
+            "spec.podTemplateFrom is immutable",
+        ),
     ],
-    ids=["environment", "mode", "pipeline", "image", "waitFor", "job"],
+    ids=["environment", "mode", "pipeline", "image", "waitFor", "job", "podTemplateFrom"],
 )
 def test_spec_is_immutable_after_creation(api: Api, change: dict[str, Any], field: str) -> None:
     api.create(migration("frozen", suspend=True, image={"reference": "r/toolbox:1"}))
@@ -104,7 +159,36 @@ def test_defaults_are_applied(api: Api) -> None:
     created = api.create(migration("defaults", suspend=True, image={"reference": "r/toolbox:1"}))
     spec = created["spec"]
     assert (spec["mode"], spec["pipeline"]) == ("Run", "Regular")
-    assert spec["job"] == {"activeDeadlineSeconds": 3600, "backoffLimit": 0}
+    assert spec["job"] == {
+        "activeDeadlineSeconds": 3600,
+        "backoffLimit": 0,
+        "restartPolicy": "Never",
+    }
+
+
+def test_a_dry_run_may_carry_the_skip_variable_it_is_shown_without(api: Api) -> None:
+    """Only a Run is refused: a DryRun renders the Job, and the Job never has it."""
+    skip = [{"name": "SKIP_POST_DEPLOYMENT_MIGRATIONS", "value": "true"}]
+    created = api.create(
+        migration(
+            "dry-skip", mode="DryRun", suspend=True, job={"env": skip}, image={"reference": "r/t:1"}
+        )
+    )
+    assert created["spec"]["mode"] == "DryRun"
+
+
+def test_template_source_defaults_to_the_charts_container_names(api: Api) -> None:
+    created = api.create(
+        migration(
+            "tpl-defaults",
+            suspend=True,
+            image={"reference": "r/toolbox:1"},
+            podTemplateFrom={"migrationsJob": {"release": "gitlab"}},
+        )
+    )
+    assert created["spec"]["podTemplateFrom"] == {
+        "migrationsJob": {"release": "gitlab", "container": "migrations"}
+    }
 
 
 def test_every_schema_field_has_a_description(api: Api) -> None:

@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import Cluster
+from tests.support import chart
 from tests.support.fake_gitlab import FakeGitLab
 from tests.support.operator import OperatorProcess, pythonpath_env, repo_root
 from tests.support.pdm import Api, migration, toolbox
@@ -195,6 +196,26 @@ def test_operator_runs_end_to_end_with_only_its_service_accounts_rights(
                     job={"podAnnotations": {"sim.pdm-operator.io/outcome": "fail"}},
                 )
             )
+            # The pod template paths: the chart's Job (listed by selector), checked by
+            # a server-side dry run while suspended; the toolbox Deployment (read).
+            api.batch.create_namespaced_job(namespace, chart.chart_job())
+            api.create(
+                migration(
+                    "rbac-chart",
+                    env="gchart",
+                    suspend=True,
+                    podTemplateFrom={"migrationsJob": {"release": "gitlab"}},
+                )
+            )
+            api.create(
+                migration(
+                    "rbac-toolbox",
+                    env="gtoolbox",
+                    podTemplateFrom={"toolboxDeployment": {"name": "gitlab-toolbox"}},
+                )
+            )
+            api.wait_condition("rbac-chart", "JobValidated", timeout=60)
+            api.patch("rbac-chart", {"spec": {"suspend": False}})
             env_vars = [{"name": f"V{i:03d}", "value": "x" * 120} for i in range(100)]
             api.create(migration("rbac-dry", env="gdry", mode="DryRun", job={"env": env_vars}))
 
@@ -202,6 +223,8 @@ def test_operator_runs_end_to_end_with_only_its_service_accounts_rights(
             api.wait_condition("rbac-run", "Reported", timeout=90)
             api.wait_condition("rbac-fail", "Failed", timeout=90)
             api.wait_condition("rbac-dry", "Succeeded", timeout=90)
+            api.wait_condition("rbac-chart", "Succeeded", timeout=90)
+            api.wait_condition("rbac-toolbox", "Succeeded", timeout=90)
             assert api.get("rbac-dry")["status"]["diff"]["configMap"] == "rbac-dry-diff"  # type: ignore[index]
             assert api.get("rbac-run")["status"]["image"].count("@sha256:") == 1  # type: ignore[index]
             assert [d["status"] for d in gitlab.deployments("gitlab-org/gitlab")] == ["success"]

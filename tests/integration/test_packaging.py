@@ -41,13 +41,16 @@ def test_install_script_produces_a_working_console_script(tmp_path: Path) -> Non
             str(repo_root() / "examples" / "pdm.yaml"),
             "--image",
             "registry.example.com/toolbox:v1",
+            "--template",
+            str(repo_root() / "examples" / "gitlab-chart-release.yaml"),
         ],
         capture_output=True,
         text=True,
         check=False,
     )
     assert rendered.returncode == 0, rendered.stderr
-    assert "SKIP_POST_DEPLOYMENT_MIGRATIONS" in rendered.stdout
+    assert "init-migrations-secrets" in rendered.stdout  # the chart's wiring, copied
+    assert "SKIP_POST_DEPLOYMENT_MIGRATIONS" not in rendered.stdout
     help_text = subprocess.run(
         [str(venv / "bin" / "pdm-operator"), "run", "--help"],
         capture_output=True,

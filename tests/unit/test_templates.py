@@ -20,21 +20,14 @@ import yaml
 
 from pdm_operator import model, render, templates
 from pdm_operator.model import Body
+from tests.support.chart import release_object
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
-RELEASE = ROOT / "examples" / "gitlab-chart-release.yaml"
 IMAGE = "registry.example.com/gitlab-org/build/cng/gitlab-toolbox-ee:v18.6.0"
 PINNED = "registry.example.com/gitlab-org/build/cng/gitlab-toolbox-ee@sha256:" + "5f" * 32
 OLD_IMAGE = "registry.example.com/gitlab-org/build/cng/gitlab-toolbox-ee:v18.5.2"
 SKIP = "SKIP_POST_DEPLOYMENT_MIGRATIONS"
-
-
-def release_object(kind: str, name: str) -> Body:
-    for doc in yaml.safe_load_all(RELEASE.read_text()):
-        if doc and doc["kind"] == kind and doc["metadata"]["name"] == name:
-            return dict(doc)
-    raise AssertionError(f"{kind}/{name} is not in {RELEASE}")
 
 
 def as_stored(obj: Body, uid: str, created: str = "2026-12-01T10:00:00Z") -> Body:
