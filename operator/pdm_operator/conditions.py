@@ -70,9 +70,13 @@ STATE_BY_CONDITION: tuple[tuple[str, str, str], ...] = (
     (model.SUCCEEDED, "True", model.STATE_SUCCEEDED),
     (model.SUCCEEDED, "Unknown", model.STATE_REPORTING),
     (model.JOB_CREATED, "True", model.STATE_RUNNING),
+    # An error that stops every pass outranks what the last good pass said.
+    (model.STALLED, "True", model.STATE_PENDING),
     # A template that went missing while a gate held outranks the old gate.
     (model.TEMPLATE_RESOLVED, "False", model.STATE_PENDING),
     (model.GATED, "True", model.STATE_GATED),
+    # Creating the Job failed (a quota, an unavailable API server): retried.
+    (model.JOB_CREATED, "False", model.STATE_PENDING),
     (model.IMAGE_RESOLVED, "False", model.STATE_PENDING),
 )
 

@@ -23,7 +23,7 @@ import time
 
 from pdm_operator import conditions, metrics, model
 from pdm_operator.inflight import InFlight
-from pdm_operator.kube import Conflict
+from pdm_operator.kube import Conflict, describe, expected
 from pdm_operator.model import Body
 from pdm_operator.reconcile import Reconciler, Step
 from pdm_operator.reporting import outbox
@@ -95,16 +95,28 @@ class Worker:
                     # The reporter wrote the status since we read it: read again.
                     metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "requeue").inc()
                     continue
-                except Exception:
+                except Exception as e:
                     metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
                     metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
-                    log.exception(
-                        "%s/%s: reconcile failed; retrying in %.0fs",
-                        namespace,
-                        name,
-                        backoff,
-                        extra=fields,
-                    )
+                    if expected(e):
+                        # The API server or the network: no traceback to read.
+                        log.warning(
+                            "%s/%s: reconcile failed (%s); retrying in %.0fs",
+                            namespace,
+                            name,
+                            describe(e),
+                            backoff,
+                            extra=fields,
+                        )
+                    else:
+                        log.exception(
+                            "%s/%s: reconcile failed; retrying in %.0fs",
+                            namespace,
+                            name,
+                            backoff,
+                            extra=fields,
+                        )
+                    await self._record_error(e)
                     delay = backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
                     backoff = min(backoff * 2, ERROR_BACKOFF_CAP)
                     await self._sleep(delay)
@@ -157,6 +169,20 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         await sleep_until_poked(self.poked, seconds)
+
+    async def _record_error(self, error: Exception) -> None:
+        """Put the failure in the migration's status and an event; best effort."""
+
+        def record() -> None:
+            with self.controller.inflight:
+                migration = self.controller.reconciler.kube.get_migration(*self.key)
+                if migration is not None:
+                    self.controller.reconciler.record_error(migration, error)
+
+        try:
+            await asyncio.to_thread(record)
+        except Exception as e:  # noqa: BLE001 - the API may be what failed in the first place
+            log.debug("%s/%s: could not record the error: %s", *self.key, describe(e))
 
 
 class Controller:

@@ -44,17 +44,26 @@ def event_for(migration: Body, kind: str, reason: str, message: str, now: str) -
     }
 
 
+#: Condition (type, status) pairs that mean trouble.
+WARNING_CONDITIONS = frozenset(
+    {
+        (model.FAILED, "True"),
+        (model.STALLED, "True"),
+        (model.IMAGE_RESOLVED, "False"),
+        (model.TEMPLATE_RESOLVED, "False"),
+        (model.JOB_VALIDATED, "False"),
+        (model.JOB_CREATED, "False"),
+    }
+)
+#: Gates that hold for a reason someone should look at, not a normal wait.
+WARNING_GATES = frozenset({"ImageChanged", "RolloutStuck", "JobNameTaken", "EnvironmentBusy"})
+
+
 def kind_of(condition: Body) -> str:
     """Warning for conditions that mean trouble, Normal otherwise."""
-    ctype, status, reason = condition["type"], condition["status"], condition.get("reason")
-    if ctype == model.FAILED and status == "True":
+    ctype, status = condition["type"], condition["status"]
+    if (ctype, status) in WARNING_CONDITIONS:
         return "Warning"
-    if ctype == model.IMAGE_RESOLVED and status == "False":
-        return "Warning"
-    if ctype == model.JOB_CREATED and status == "False":
-        return "Warning"
-    if ctype == model.SUCCEEDED and status == "Unknown":
-        return "Normal"
-    if ctype == model.GATED and reason in ("ImageChanged", "RolloutStuck", "JobNameTaken"):
+    if ctype == model.GATED and status == "True" and condition.get("reason") in WARNING_GATES:
         return "Warning"
     return "Normal"

@@ -18,6 +18,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 from pdm_operator import model
 from pdm_operator.model import Body
@@ -61,6 +62,47 @@ class Conflict(Exception):
     """The object changed under us (409 on an update with a resourceVersion)."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class Invalid(Exception):
+    """The client refused the object before sending it: it can never be created.
+
+    The official client (v37) validates request bodies with pydantic, so a Job
+    carrying ``env: [{name: X, value: 5}]`` (an unquoted YAML number) raises a
+    ``ValueError`` here, not an ``ApiException`` from the server.
+    """
+
+    message: str
+
+
+def expected(error: Exception) -> bool:
+    """A failure of the API server or the network, as opposed to a bug in a pass."""
+    return isinstance(error, (ApiException, HTTPError, OSError))
+
+
+def describe(error: Exception) -> str:
+    """One line for a log: the status of an API error, else the exception itself."""
+    if isinstance(error, ApiException):
+        return f"{error.status} {error.reason}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _validation_message(error: ValueError) -> str:
+    """``spec.template.spec.containers[0].env[0].value: Input should be a valid string (got 5)``."""
+    details = getattr(error, "errors", None)
+    if not callable(details):
+        return str(error).splitlines()[0]
+    out = []
+    for d in details():
+        path = ""
+        for part in d.get("loc") or ():
+            if isinstance(part, int):
+                path += f"[{part}]" if path else ""
+            else:
+                path += f".{part}" if path else str(part)
+        out.append(f"{path or 'body'}: {d.get('msg')} (got {d.get('input')!r:.80})")
+    return "; ".join(out) or str(error).splitlines()[0]
 
 
 class Kube:
@@ -241,13 +283,17 @@ class Kube:
         return _json(resp)
 
     def create_job(self, namespace: str, job: Body, dry_run: bool = False) -> Body:
-        """Create ``job``; raises ApiException (409 when it exists)."""
+        """Create ``job``; raises ApiException (409 when it exists), or Invalid when the
+        client refuses the body before sending it."""
         kwargs: dict[str, Any] = {"field_manager": model.FIELD_MANAGER}
         if dry_run:
             kwargs["dry_run"] = "All"
-        resp = self.batch.create_namespaced_job(
-            namespace, job, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
-        )
+        try:
+            resp = self.batch.create_namespaced_job(
+                namespace, job, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
+            )
+        except ValueError as e:
+            raise Invalid(_validation_message(e)) from e
         return _json(resp)
 
     def put_configmap(self, namespace: str, configmap: Body) -> None:

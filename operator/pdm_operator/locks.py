@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from pdm_operator import model
 from pdm_operator.kube import Conflict, Kube
@@ -49,6 +50,15 @@ class Holder:
     def parse(cls, identity: str | None) -> Holder | None:
         parts = (identity or "").split("/")
         return cls(*parts) if len(parts) == 3 and all(parts) else None
+
+
+def acquired_at(lease: Body) -> datetime | None:
+    """When the Lease was taken (the annotation this module writes), if readable."""
+    raw = ((lease.get("metadata") or {}).get("annotations") or {}).get(ACQUIRED_AT)
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if raw else None
+    except ValueError:
+        return None
 
 
 def lease_name(environment: str) -> str:
@@ -111,12 +121,13 @@ class EnvironmentLocks:
         self,
         kube: Kube,
         namespace: str,
-        holder_active: Callable[[Holder], bool],
+        holder_active: Callable[[Holder, datetime | None], bool],
     ) -> None:
         self.kube = kube
         self.namespace = namespace
         # Whether a holder still needs the lock: its migration exists (same
-        # uid) and has not ended. Injected, so tests can decide it.
+        # uid) and has not ended, and has its Job or took the lock just now
+        # (given when the Lease was acquired). Injected, so tests can decide it.
         self.holder_active = holder_active
 
     def acquire(self, environment: str, me: Holder, now: str) -> Holder | None:
@@ -139,7 +150,7 @@ class EnvironmentLocks:
         holder = Holder.parse((lease.get("spec") or {}).get("holderIdentity"))
         if holder == me:
             return None
-        if holder is not None and self.holder_active(holder):
+        if holder is not None and self.holder_active(holder, acquired_at(lease)):
             return holder
         try:
             self.kube.replace_lease(self.namespace, lease_body(environment, me, now, base=lease))

@@ -34,6 +34,7 @@ SKIP_PDM_ENV: Final = "SKIP_POST_DEPLOYMENT_MIGRATIONS"
 IMAGE_RESOLVED: Final = "ImageResolved"
 TEMPLATE_RESOLVED: Final = "TemplateResolved"
 JOB_VALIDATED: Final = "JobValidated"
+STALLED: Final = "Stalled"  # a pass keeps failing with an unexpected error
 GATED: Final = "Gated"
 JOB_CREATED: Final = "JobCreated"
 SUCCEEDED: Final = "Succeeded"

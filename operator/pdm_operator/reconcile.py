@@ -43,7 +43,7 @@ from pdm_operator import (
     templates,
 )
 from pdm_operator.conditions import Condition
-from pdm_operator.kube import Kube
+from pdm_operator.kube import Invalid, Kube
 from pdm_operator.locks import EnvironmentLocks, Holder, lease_name
 from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
@@ -52,6 +52,9 @@ from pdm_operator.reporting import outbox
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: Seconds a lock holder without a Job is still taken to be creating it.
+CREATE_GRACE = 60.0
 
 
 def utcnow() -> datetime:
@@ -142,6 +145,8 @@ class Reconciler:
         p = Pass(migration, self.clock())
         if model.is_finished(p.stored):
             return Step(p.stored, None)
+        if conditions.is_true(p.conditions, model.STALLED):
+            p.set(model.STALLED, False, "Reconciled", "passes succeed again")
         dry = p.spec.get("mode") == "DryRun"
         if p.status.get("jobName") and not dry:
             return self._follow(p)
@@ -166,7 +171,26 @@ class Reconciler:
                 else self.timing.gate_poll
             )
             return self._write(p, poll)
-        return self._create(p, template)
+        return self._create_holding_the_lock(p, template)
+
+    def record_error(self, migration: Body, error: BaseException) -> None:
+        """A pass ended in an unexpected error: say so in the status and an event.
+
+        The worker retries with back-off; this makes the retry loop visible
+        (``Stalled=True``, reason ReconcileError) instead of silent. A later
+        pass that succeeds sets it back to False.
+        """
+        p = Pass(migration, self.clock())
+        if model.is_finished(p.stored):
+            return
+        detail = api_message(error) if isinstance(error, ApiException) else str(error)
+        p.set(
+            model.STALLED,
+            True,
+            "ReconcileError",
+            f"{type(error).__name__}: {detail[:512]}; retrying with back-off",
+        )
+        self._write(p, None)
 
     # --- steps ---------------------------------------------------------------
     def _resolve(self, p: Pass) -> bool:
@@ -225,6 +249,9 @@ class Reconciler:
         name = job["metadata"]["name"]
         try:
             self.kube.create_job(p.namespace, job, dry_run=True)
+        except Invalid as e:
+            self._fail(p, "JobInvalid", f"the Job cannot be sent to the API server: {e.message}")
+            return True
         except ApiException as e:
             if e.status in (400, 422):
                 self._fail(
@@ -286,7 +313,40 @@ class Reconciler:
             )
         return None
 
-    def _create(self, p: Pass, template: templates.Template | None) -> Step:
+    def _create_holding_the_lock(self, p: Pass, template: templates.Template | None) -> Step:
+        """The lock stays this migration's only if its Job comes to exist.
+
+        Every way out of a create without a Job (a refusal, a busy
+        environment, a name taken, a failed call, an exception) gives the
+        Lease back, so no environment waits on a migration that cannot make
+        progress. (A crash between taking and giving back is covered by the
+        takeover rule in ``_holder_active``.)
+        """
+        try:
+            return self._create(p, template)
+        finally:
+            if not p.status.get("jobName"):
+                self.locks.release(p.environment, Holder.of(p.migration))
+
+    def _busy(self, p: Pass) -> list[str]:
+        """Unfinished migration Jobs of this environment that are not this migration's.
+
+        The Lease is the queue, this is the guard: a deleted or edited Lease
+        must not let two migrations of an environment run at once. (Jobs in
+        the migration's namespace: an environment's migrations live with its
+        GitLab installation.)
+        """
+        selector = (
+            f"{model.LABEL_MANAGED_BY}=pdm-operator,{model.LABEL_ENVIRONMENT}={p.environment}"
+        )
+        return sorted(
+            j["metadata"]["name"]
+            for j in self.kube.list_jobs(p.namespace, selector)
+            if (j["metadata"].get("labels") or {}).get(model.LABEL_MIGRATION_UID) != p.meta["uid"]
+            and jobs.outcome(j) is None
+        )
+
+    def _create(self, p: Pass, template: templates.Template | None) -> Step:  # noqa: PLR0911
         # The rollout is complete now: if the image is not pinned yet, the
         # running pods may report its digest. Persist it before the Job
         # exists, so every later pass renders the same Job name.
@@ -307,8 +367,22 @@ class Reconciler:
         if existing:
             adopted = min(existing, key=lambda j: j["metadata"].get("creationTimestamp", ""))
             return self._started(p, adopted, "Adopted")
+        busy = self._busy(p)
+        if busy:
+            p.set(
+                model.GATED,
+                True,
+                "EnvironmentBusy",
+                f"Job {', '.join(busy)} of environment {p.environment!r} has not finished "
+                f"(its Lease {self.locks.namespace}/{lease_name(p.environment)} was deleted "
+                "or changed); one migration at a time",
+            )
+            return self._write(p, self.timing.lock_poll)
         try:
             created = self.kube.create_job(p.namespace, job)
+        except Invalid as e:
+            self._fail(p, "JobInvalid", f"the Job cannot be sent to the API server: {e.message}")
+            return self._write(p, None)
         except ApiException as e:
             if e.status == 409:
                 found = self.kube.get_job(p.namespace, name)
@@ -325,8 +399,10 @@ class Reconciler:
             message = api_message(e)
             if e.status in (400, 422):
                 self._fail(p, "JobInvalid", f"the API server rejected the Job: {message}")
-                self.locks.release(p.environment, Holder.of(p.migration))
                 return self._write(p, None)
+            # A quota, a webhook, a throttled or unavailable API server: retried
+            # without the lock, so the environment is not held meanwhile.
+            p.set(model.GATED, False, "GatesOpen", "all gates are open")
             p.set(
                 model.JOB_CREATED, False, "CreateFailed", f"creating Job {name!r} failed: {message}"
             )
@@ -428,6 +504,11 @@ class Reconciler:
         """Render, check with a server-side dry-run create, diff; never a Job, never the lock."""
         try:
             planned = dryrun.plan(self.kube, p.migration, p.status["image"], template)
+        except Invalid as e:
+            self._fail(
+                p, "DryRunRejected", f"the Job cannot be sent to the API server: {e.message}"
+            )
+            return self._write(p, None)
         except ApiException as e:
             if e.status >= 500 or e.status in (0, 429):
                 p.set(model.JOB_CREATED, False, "DryRunError", api_message(e))
@@ -484,14 +565,23 @@ class Reconciler:
     def _owned(job: Body, uid: str) -> bool:
         return any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
 
-    def _holder_active(self, holder: Holder) -> bool:
+    def _holder_active(self, holder: Holder, acquired_at: datetime | None) -> bool:
         other = self.kube.get_migration(holder.namespace, holder.name)
         if other is None or other["metadata"].get("uid") != holder.uid:
             return False
         status = other.get("status") or {}
         # A migration whose Job has ended no longer needs the environment,
         # even while it waits for blocking reports.
-        return not model.is_finished(status) and not status.get("jobOutcome")
+        if model.is_finished(status) or status.get("jobOutcome"):
+            return False
+        if status.get("jobName"):
+            return True
+        # No Job yet: a holder creates its Job in the pass that took the lock,
+        # or gives the lock back. One that has done neither for this long
+        # crashed in between; its next pass takes the lock again if it can.
+        if acquired_at is None:
+            return False
+        return (self.clock() - acquired_at).total_seconds() < CREATE_GRACE
 
     def _write(self, p: Pass, requeue: float | None) -> Step:
         """Store the status if it changed, and post an event for every transition."""

@@ -1,0 +1,114 @@
+"""No migration that cannot make progress holds its environment, and no mistake
+leaves a migration stuck without a reason."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.support.operator import OperatorProcess
+from tests.support.pdm import Api, migration, toolbox
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+#: A volume the official client refuses before sending (an unknown source).
+UNKNOWN_VOLUME = {"volumes": [{"name": "data", "nfsv5": {"server": "x"}}]}
+
+
+def lease_holder(api: Api, environment: str = "gstg") -> str | None:
+    leases = client.CoordinationV1Api(api.core.api_client)
+    try:
+        lease = leases.read_namespaced_lease(f"pdm-env-{environment}", api.ns)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return str(lease.spec.holder_identity or "") or None
+
+
+def test_a_job_the_client_refuses_fails_the_migration_and_frees_the_environment(
+    api: Api, operator: OperatorProcess
+) -> None:
+    api.deploy(toolbox())
+    api.create(migration("pdm-refused", job=UNKNOWN_VOLUME))
+    failed = api.wait_condition("pdm-refused", "Failed", timeout=30)
+    assert failed["reason"] == "JobInvalid"
+    assert "volumes[0].nfsv5" in failed["message"]
+    assert api.get("pdm-refused")["status"]["reason"] == "JobInvalid"  # type: ignore[index]
+    wait_until(
+        lambda: [e for e in api.events("pdm-refused") if e.reason == "JobInvalid"],
+        timeout=10,
+        what="a JobInvalid event",
+    )
+    assert lease_holder(api) is None
+    # The environment is free: the next migration runs.
+    api.create(migration("pdm-next"))
+    api.wait_condition("pdm-next", "Succeeded", timeout=60)
+
+
+def test_a_dry_run_the_client_refuses_ends_with_the_reason(
+    api: Api, operator: OperatorProcess
+) -> None:
+    api.deploy(toolbox())
+    api.create(migration("pdm-dry-refused", mode="DryRun", job=UNKNOWN_VOLUME))
+    failed = api.wait_condition("pdm-dry-refused", "Failed", timeout=30)
+    assert failed["reason"] == "DryRunRejected"
+    assert "volumes[0].nfsv5" in failed["message"]
+
+
+def test_a_migration_that_cannot_create_its_job_waits_without_the_lock(
+    api: Api, operator: OperatorProcess
+) -> None:
+    api.deploy(toolbox())
+    api.core.create_namespaced_resource_quota(
+        api.ns,
+        {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}},
+    )
+    api.create(migration("pdm-quota"))
+    created = api.wait_condition("pdm-quota", "JobCreated", status="False", timeout=30)
+    assert created["reason"] == "CreateFailed"
+    assert "exceeded quota" in created["message"]
+    pending = api.wait_state("pdm-quota", "Pending")
+    assert pending["status"]["reason"] == "CreateFailed"
+    assert lease_holder(api) is None
+
+    # Suspended before its Job exists: still holding nothing.
+    api.patch("pdm-quota", {"spec": {"suspend": True}})
+    assert api.wait_condition("pdm-quota", "Gated")["reason"] == "Suspended"
+    assert lease_holder(api) is None
+
+    # Another migration of the environment runs once Jobs may be created.
+    api.core.delete_namespaced_resource_quota("no-jobs", api.ns)
+    api.create(migration("pdm-unblocked"))
+    api.wait_condition("pdm-unblocked", "Succeeded", timeout=60)
+    assert api.condition("pdm-quota", "Gated")["reason"] == "Suspended"  # type: ignore[index]
+
+
+def test_a_deleted_lease_does_not_let_a_second_job_of_the_environment_start(
+    api: Api, operator: OperatorProcess
+) -> None:
+    api.deploy(toolbox())
+    api.create(
+        migration("pdm-running", job={"podAnnotations": {"sim.pdm-operator.io/duration": "8s"}})
+    )
+    api.wait_condition("pdm-running", "JobCreated")
+    api.create(migration("pdm-waiting"))
+    assert api.wait_condition("pdm-waiting", "Gated")["reason"] == "EnvironmentLocked"
+
+    client.CoordinationV1Api(api.core.api_client).delete_namespaced_lease("pdm-env-gstg", api.ns)
+    busy = wait_until(
+        lambda: (
+            (c := api.condition("pdm-waiting", "Gated")) and c["reason"] == "EnvironmentBusy" and c
+        ),
+        timeout=30,
+        what="pdm-waiting held by the running Job",
+    )
+    assert "pdm-running-" in busy["message"]
+    assert [j.metadata.name for j in api.jobs() if j.metadata.name.startswith("pdm-waiting")] == []
+
+    api.wait_condition("pdm-waiting", "Succeeded", timeout=60)
+    first = api.get("pdm-running")["status"]  # type: ignore[index]
+    second = api.get("pdm-waiting")["status"]  # type: ignore[index]
+    assert second["startTime"] >= first["jobCompletionTime"]
