@@ -49,6 +49,33 @@ def dependencies(names: list[str], found: dict[str, Body | None]) -> Hold | None
     return None
 
 
+def cycle(start: str, waits_for: dict[str, list[str]]) -> list[str] | None:
+    """A cycle through ``start`` in the waits-for graph, as ``[start, ..., start]``.
+
+    ``waits_for`` maps each unfinished migration to the migrations it waits
+    for; a migration that has ended is not in it (its end opens or fails the
+    gate, so no cycle runs through it).
+    """
+    path: list[str] = [start]
+    seen: set[str] = set()
+
+    def walk(node: str) -> bool:
+        for nxt in waits_for.get(node, []):
+            if nxt == start:
+                path.append(nxt)
+                return True
+            if nxt in seen or nxt not in waits_for:
+                continue
+            seen.add(nxt)
+            path.append(nxt)
+            if walk(nxt):
+                return True
+            path.pop()
+        return False
+
+    return path if walk(start) else None
+
+
 def rollout(
     name: str, deployment: Body | None, expect: tuple[str, str] | None = None
 ) -> Hold | None:

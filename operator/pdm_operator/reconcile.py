@@ -39,6 +39,7 @@ from pdm_operator import (
     metrics,
     model,
     render,
+    security,
     sources,
     templates,
 )
@@ -52,6 +53,9 @@ from pdm_operator.reporting import outbox
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: Migrations read at most when looking for a cycle in ``waitFor.migrations``.
+MAX_DEPENDENCY_WALK = 64
 
 #: Seconds a lock holder without a Job is still taken to be creating it.
 CREATE_GRACE = 60.0
@@ -155,6 +159,8 @@ class Reconciler:
         template = self._template(p)
         if isinstance(template, templates.Missing):
             return self._write(p, self.timing.image_retry)
+        if self._insecure(p, template):
+            return self._finish(p)
         if dry:
             return self._dry_run(p, template)
         hold = self._gates(p, template)
@@ -234,6 +240,23 @@ class Reconciler:
         )
         return found
 
+    def _insecure(self, p: Pass, template: templates.Template | None) -> bool:
+        """Refuse a Job below the restricted Pod Security level, whatever the namespace enforces.
+
+        Checked on every pass before the Job exists (the template is re-read),
+        in DryRun mode too, so the dry run says what the run would say.
+        """
+        found = security.violations(render.render_job(p.migration, p.status["image"], template))
+        if not found:
+            return False
+        shown = "; ".join(found[:6]) + (f"; and {len(found) - 6} more" if len(found) > 6 else "")
+        self._fail(
+            p,
+            "PodSecurityViolation",
+            f"the migration Job would not meet the restricted Pod Security Standard: {shown}",
+        )
+        return True
+
     def _rejected(self, p: Pass, template: templates.Template | None) -> bool:
         """Fail fast: while a gate holds, check the Job with a server-side dry-run create.
 
@@ -278,16 +301,10 @@ class Reconciler:
         return False
 
     def _gates(self, p: Pass, template: templates.Template | None) -> gates.Hold | None:
-        hold = gates.suspended(p.spec)
+        hold = gates.suspended(p.spec) or self._dependencies(p)
         if hold:
             return hold
         wait_for = p.spec.get("waitFor") or {}
-        names = list(wait_for.get("migrations") or [])
-        if names:
-            found = {n: self.kube.get_migration(p.namespace, n) for n in names}
-            hold = gates.dependencies(names, found)
-            if hold:
-                return hold
         source = (p.spec["image"].get("fromDeployment") or {}).get("name")
         rolled = list(wait_for.get("rolledOut") or [])
         for name in rolled:
@@ -312,6 +329,45 @@ class Reconciler:
                 "one migration at a time",
             )
         return None
+
+    def _dependencies(self, p: Pass) -> gates.Hold | None:
+        """``waitFor.migrations``: all Succeeded, none Failed, and no cycle through this one."""
+        names = list((p.spec.get("waitFor") or {}).get("migrations") or [])
+        if not names:
+            return None
+        found = {n: self.kube.get_migration(p.namespace, n) for n in names}
+        hold = gates.dependencies(names, found)
+        if hold is None or hold.fatal:
+            return hold
+        loop = gates.cycle(p.name, self._waits_for(p, found))
+        if loop:
+            return gates.Hold(
+                "DependencyCycle",
+                "spec.waitFor.migrations forms a cycle: "
+                + " -> ".join(loop)
+                + "; none of them can ever run. Create them again without the cycle",
+                fatal=True,
+            )
+        return hold
+
+    def _waits_for(self, p: Pass, found: dict[str, Body | None]) -> dict[str, list[str]]:
+        """The waits-for graph of the unfinished migrations reachable from ``p`` (bounded)."""
+        graph: dict[str, list[str]] = {p.name: list(p.spec["waitFor"]["migrations"])}
+        known: dict[str, Body | None] = dict(found)
+        frontier = [n for n in graph[p.name] if n != p.name]
+        while frontier and len(known) < MAX_DEPENDENCY_WALK:
+            name = frontier.pop()
+            if name in graph:
+                continue
+            other = known[name] if name in known else self.kube.get_migration(p.namespace, name)
+            known[name] = other
+            if other is None or model.is_finished(other.get("status")):
+                continue
+            graph[name] = list(
+                ((other.get("spec") or {}).get("waitFor") or {}).get("migrations") or []
+            )
+            frontier += [n for n in graph[name] if n not in graph]
+        return graph
 
     def _create_holding_the_lock(self, p: Pass, template: templates.Template | None) -> Step:
         """The lock stays this migration's only if its Job comes to exist.

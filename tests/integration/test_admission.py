@@ -107,6 +107,51 @@ MALFORMED = [
         "spec.podTemplateFrom.migrationsJob.selector",
     ),
     (
+        "waits-for-itself",
+        migration("x", waitFor={"migrations": ["a", "x"]}),
+        "spec.waitFor.migrations must not name the PostDeployMigration itself",
+    ),
+    (
+        "image-not-a-reference",
+        migration("x", image={"reference": "UPPER/Case::tag@@sha256:zz"}),
+        "spec.image.reference in body should match",
+    ),
+    (
+        "env-value-a-number",
+        migration("x", job={"env": [{"name": "X", "value": 5}]}),
+        'spec.job.env[0].value: Invalid value: "integer"',
+    ),
+    (
+        "env-value-too-long",
+        migration("x", job={"env": [{"name": "X", "value": "x" * 40000}]}),
+        "spec.job.env[0].value: Too long",
+    ),
+    (
+        "host-path-volume",
+        migration("x", job={"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}),
+        "hostPath volumes are not allowed",
+    ),
+    (
+        "root-user",
+        migration("x", job={"securityContext": {"runAsUser": 0}}),
+        "spec.job.securityContext.runAsUser must not be 0",
+    ),
+    (
+        "root-pod",
+        migration("x", job={"podSecurityContext": {"runAsUser": 0}}),
+        "spec.job.podSecurityContext.runAsUser must not be 0",
+    ),
+    (
+        "privileged",
+        migration("x", job={"securityContext": {"privileged": True}}),
+        "spec.job.securityContext.privileged must not be true",
+    ),
+    (
+        "sys-admin",
+        migration("x", job={"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}),
+        "capabilities.add may only hold NET_BIND_SERVICE",
+    ),
+    (
         "restart-policy-always",
         migration("x", job={"restartPolicy": "Always"}),
         'spec.job.restartPolicy: Unsupported value: "Always"',

@@ -13,8 +13,17 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-#: A volume the official client refuses before sending (an unknown source).
-UNKNOWN_VOLUME = {"volumes": [{"name": "data", "nfsv5": {"server": "x"}}]}
+#: A field the official client refuses before sending it (a typo the CRD cannot see:
+#: securityContext keeps unknown fields), in an otherwise restricted container.
+TYPO = {
+    "securityContext": {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "readOnlyRootFilesytem": True,
+    }
+}
 
 
 def lease_holder(api: Api, environment: str = "gstg") -> str | None:
@@ -32,10 +41,10 @@ def test_a_job_the_client_refuses_fails_the_migration_and_frees_the_environment(
     api: Api, operator: OperatorProcess
 ) -> None:
     api.deploy(toolbox())
-    api.create(migration("pdm-refused", job=UNKNOWN_VOLUME))
+    api.create(migration("pdm-refused", job=TYPO))
     failed = api.wait_condition("pdm-refused", "Failed", timeout=30)
     assert failed["reason"] == "JobInvalid"
-    assert "volumes[0].nfsv5" in failed["message"]
+    assert "securityContext.readOnlyRootFilesytem" in failed["message"]
     assert api.get("pdm-refused")["status"]["reason"] == "JobInvalid"  # type: ignore[index]
     wait_until(
         lambda: [e for e in api.events("pdm-refused") if e.reason == "JobInvalid"],
@@ -52,10 +61,10 @@ def test_a_dry_run_the_client_refuses_ends_with_the_reason(
     api: Api, operator: OperatorProcess
 ) -> None:
     api.deploy(toolbox())
-    api.create(migration("pdm-dry-refused", mode="DryRun", job=UNKNOWN_VOLUME))
+    api.create(migration("pdm-dry-refused", mode="DryRun", job=TYPO))
     failed = api.wait_condition("pdm-dry-refused", "Failed", timeout=30)
     assert failed["reason"] == "DryRunRejected"
-    assert "volumes[0].nfsv5" in failed["message"]
+    assert "securityContext.readOnlyRootFilesytem" in failed["message"]
 
 
 def test_a_migration_that_cannot_create_its_job_waits_without_the_lock(
@@ -112,3 +121,47 @@ def test_a_deleted_lease_does_not_let_a_second_job_of_the_environment_start(
     first = api.get("pdm-running")["status"]  # type: ignore[index]
     second = api.get("pdm-waiting")["status"]  # type: ignore[index]
     assert second["startTime"] >= first["jobCompletionTime"]
+
+
+def test_a_dependency_cycle_fails_every_migration_in_it_naming_the_cycle(
+    api: Api, operator: OperatorProcess
+) -> None:
+    api.deploy(toolbox())
+    api.create(migration("pdm-a", waitFor={"migrations": ["pdm-b"]}))
+    api.create(migration("pdm-b", env="gprd", waitFor={"migrations": ["pdm-a"]}))
+    for name, cycle in (("pdm-a", "pdm-a -> pdm-b -> pdm-a"), ("pdm-b", "pdm-b -> pdm-a -> pdm-b")):
+        failed = api.wait_condition(name, "Failed", timeout=30)
+        assert failed["reason"] == "DependencyCycle"
+        assert cycle in failed["message"]
+    assert api.jobs() == []
+
+
+def test_a_template_asking_for_root_and_host_access_is_refused_before_any_job(
+    api: Api, operator: OperatorProcess
+) -> None:
+    # The namespace enforces nothing; the operator still does.
+    hostile = toolbox()
+    pod = hostile["spec"]["template"]["spec"]
+    pod["securityContext"] = {"runAsUser": 0}
+    pod["containers"][0]["securityContext"] = {"capabilities": {"add": ["SYS_ADMIN"]}}
+    pod["volumes"] = [{"name": "root", "hostPath": {"path": "/"}}]
+    api.deploy(hostile)
+    for mode in ("Run", "DryRun"):
+        name = f"pdm-hostile-{mode.lower()}"
+        api.create(
+            migration(
+                name,
+                mode=mode,
+                podTemplateFrom={"toolboxDeployment": {"name": "gitlab-toolbox"}},
+            )
+        )
+        failed = api.wait_condition(name, "Failed", timeout=30)
+        assert failed["reason"] == "PodSecurityViolation"
+        for field in (
+            "spec.template.spec.volumes[root].hostPath",
+            "spec.template.spec.securityContext.runAsUser: 0",
+            "containers[migrations].securityContext.capabilities.add: ['SYS_ADMIN']",
+        ):
+            assert field in failed["message"], failed["message"]
+    assert api.jobs() == []
+    assert lease_holder(api) is None

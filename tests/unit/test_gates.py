@@ -246,3 +246,27 @@ def test_deployment_scaled_to_zero_counts_as_rolled_out() -> None:
         gates.rollout("gitlab-toolbox", deployment(replicas=0, updated=0, available=0, total=0))
         is None
     )
+
+
+# --- cycles in waitFor.migrations ------------------------------------------------------
+
+
+def test_a_two_migration_cycle_is_found_from_either_end() -> None:
+    graph = {"a": ["b"], "b": ["a"]}
+    assert gates.cycle("a", graph) == ["a", "b", "a"]
+    assert gates.cycle("b", graph) == ["b", "a", "b"]
+
+
+def test_a_longer_cycle_is_named_in_order() -> None:
+    graph = {"a": ["x", "b"], "x": [], "b": ["c"], "c": ["a"]}
+    assert gates.cycle("a", graph) == ["a", "b", "c", "a"]
+
+
+def test_waiting_on_a_cycle_one_is_not_part_of_is_not_a_cycle_through_it() -> None:
+    graph = {"a": ["b"], "b": ["c"], "c": ["b"]}
+    assert gates.cycle("a", graph) is None
+
+
+def test_a_finished_migration_breaks_the_cycle() -> None:
+    # "b" has ended, so it is not in the graph: its end decides the gate.
+    assert gates.cycle("a", {"a": ["b"]}) is None
