@@ -82,9 +82,16 @@ STATE_BY_CONDITION: tuple[tuple[str, str, str], ...] = (
 
 
 def summarize(conditions: list[Body] | None) -> tuple[str, str]:
-    """The one-word state and the reason behind it, for ``kubectl get pdm``."""
+    """The one-word state and the reason behind it, for ``kubectl get pdm``.
+
+    A running migration whose pod cannot start stays Running (its Job exists
+    and may start any moment), with the reason it is stuck.
+    """
     for ctype, status, state in STATE_BY_CONDITION:
         cond = find(conditions, ctype)
         if cond and cond.get("status") == status:
+            stalled = find(conditions, model.STALLED)
+            if state == model.STATE_RUNNING and stalled and stalled.get("status") == "True":
+                return state, str(stalled.get("reason", ""))
             return state, str(cond.get("reason", ""))
     return model.STATE_PENDING, ""

@@ -81,3 +81,67 @@ def tail(text: str, limit: int = LOG_TAIL_LIMIT) -> str:
         return cut  # the cut already falls on a line start
     newline = cut.find("\n")
     return cut[newline + 1 :] if 0 <= newline < limit // 2 else cut
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """Why a migration Job's pod has not started, in the cluster's words."""
+
+    reason: str
+    message: str
+    permanent: bool  # no retry of Kubernetes' can fix it: the spec must change
+
+
+#: Container ``state.waiting.reason`` values that mean the pod cannot start, and
+#: whether they are permanent. A pull that fails may succeed on the next try (a
+#: registry outage); an invalid name never will; a missing Secret or ConfigMap
+#: key can still be created.
+WAITING: dict[str, bool] = {
+    "InvalidImageName": True,
+    "ErrImagePull": False,
+    "ImagePullBackOff": False,
+    "CreateContainerConfigError": False,
+    "CreateContainerError": False,
+}
+
+
+def stuck(pods: list[Body], events: list[Body]) -> Stuck | None:
+    """The first reason the Job's pod is not running, or None.
+
+    ``events`` are the Job's own (the Job controller reports a pod it cannot
+    create as a ``FailedCreate`` Warning event, and sets no condition). A pod
+    refused by admission (Pod Security, a webhook, a missing ServiceAccount or
+    PriorityClass) will be refused again: permanent, unless the refusal is a
+    quota, which frees up.
+    """
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        name = pod["metadata"]["name"]
+        status = pod.get("status") or {}
+        for cs in [
+            *(status.get("initContainerStatuses") or []),
+            *(status.get("containerStatuses") or []),
+        ]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in WAITING:
+                text = waiting.get("message") or reason
+                return Stuck(
+                    reason, f"pod {name}, container {cs.get('name')}: {text}", WAITING[reason]
+                )
+        for cond in status.get("conditions") or []:
+            if (cond.get("type"), cond.get("status"), cond.get("reason")) == (
+                "PodScheduled",
+                "False",
+                "Unschedulable",
+            ):
+                return Stuck("Unschedulable", f"pod {name}: {cond.get('message') or ''}", False)
+    if pods:
+        return None
+    failed = [e for e in events if e.get("reason") == "FailedCreate"]
+    if not failed:
+        return None
+    last = max(failed, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    message = str(last.get("message") or "")
+    return Stuck("PodCreateFailed", message, "exceeded quota" not in message)

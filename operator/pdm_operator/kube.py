@@ -296,6 +296,26 @@ class Kube:
             raise Invalid(_validation_message(e)) from e
         return _json(resp)
 
+    def job_events(self, namespace: str, name: str, uid: str) -> list[Body]:
+        """The Events about one Job (this uid, not an earlier Job of the same name)."""
+        events = self._items(
+            self.core.list_namespaced_event,
+            namespace,
+            field_selector=f"involvedObject.kind=Job,involvedObject.name={name}",
+        )
+        return [e for e in events if (e.get("involvedObject") or {}).get("uid") == uid]
+
+    def suspend_job(self, namespace: str, name: str) -> None:
+        """Set ``spec.suspend``: the Job controller creates no more pods for it."""
+        self.batch.patch_namespaced_job(
+            name,
+            namespace,
+            {"spec": {"suspend": True}},
+            field_manager=model.FIELD_MANAGER,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
     def put_configmap(self, namespace: str, configmap: Body) -> None:
         """Create or replace a ConfigMap (the operator owns it)."""
         name = configmap["metadata"]["name"]

@@ -60,6 +60,13 @@ REPORT_LATENCY = Histogram(
     ["sink"],
     buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400),
 )
+STALLED = Counter(
+    "pdm_stalled_total",
+    "Times a migration stopped making progress, by environment and reason (ReconcileError, "
+    "Unschedulable, ErrImagePull, ImagePullBackOff, CreateContainerConfigError, "
+    "CreateContainerError, PodCreateFailed).",
+    ["environment", "reason"],
+)
 RECONCILE_TOTAL = Counter(
     "controller_runtime_reconcile_total",
     "Total number of reconciliations per controller (result: success|error|requeue|requeue_after).",
@@ -140,6 +147,10 @@ def job_created(migration: Body, now: datetime) -> None:
         GATE_WAIT.labels(migration["spec"]["environment"]).observe(
             max(0.0, (now - created).total_seconds())
         )
+
+
+def stalled(migration: Body, reason: str) -> None:
+    STALLED.labels(str(migration["spec"]["environment"]), reason).inc()
 
 
 def report_attempted(record: Body, outcome: str) -> None:

@@ -102,6 +102,9 @@ class Pass:
         self.status: Body = copy.deepcopy(self.stored)
         self.generation = int(self.meta.get("generation") or 1)
         self.now = rfc3339(now)
+        self.stalled_before = conditions.is_true(self.stored.get("conditions"), model.STALLED)
+        #: Whether this pass itself found the migration stuck (Stalled=True).
+        self.stalled_now = False
 
     @property
     def namespace(self) -> str:
@@ -120,6 +123,8 @@ class Pass:
         return list(self.status.get("conditions") or [])
 
     def set(self, ctype: str, status: bool, reason: str, message: str = "") -> None:
+        if ctype == model.STALLED and status:
+            self.stalled_now = True
         self.apply_condition(Condition(ctype, "True" if status else "False", reason, message))
 
     def set_unknown(self, ctype: str, reason: str, message: str = "") -> None:
@@ -149,8 +154,6 @@ class Reconciler:
         p = Pass(migration, self.clock())
         if model.is_finished(p.stored):
             return Step(p.stored, None)
-        if conditions.is_true(p.conditions, model.STALLED):
-            p.set(model.STALLED, False, "Reconciled", "passes succeed again")
         dry = p.spec.get("mode") == "DryRun"
         if p.status.get("jobName") and not dry:
             return self._follow(p)
@@ -400,6 +403,7 @@ class Reconciler:
             for j in self.kube.list_jobs(p.namespace, selector)
             if (j["metadata"].get("labels") or {}).get(model.LABEL_MIGRATION_UID) != p.meta["uid"]
             and jobs.outcome(j) is None
+            and not (j.get("spec") or {}).get("suspend")  # suspended by a failure: runs nothing
         )
 
     def _create(self, p: Pass, template: templates.Template | None) -> Step:  # noqa: PLR0911
@@ -491,7 +495,7 @@ class Reconciler:
             return self._finish(p)
         outcome = jobs.outcome(job)
         if outcome is None:
-            return self._write(p, self.timing.running_resync)
+            return self._diagnose(p, job)
         p.status["jobCompletionTime"] = outcome.time or p.now
         p.status["jobOutcome"] = "Succeeded" if outcome.succeeded else "Failed"
         self._reports_now_pending(p)
@@ -520,6 +524,34 @@ class Reconciler:
         p.set(model.SUCCEEDED, False, outcome.reason, message)
         p.set(model.FAILED, True, outcome.reason, message)
         p.status["completionTime"] = p.status["jobCompletionTime"]
+        return self._finish(p)
+
+    def _diagnose(self, p: Pass, job: Body) -> Step:
+        """A running Job whose pod has not started: say why, within a resync.
+
+        Transient causes (unschedulable, a failing image pull, a missing
+        Secret key, a quota) show as ``Stalled`` with the cluster's message;
+        the Job keeps the environment, as its pod may start any moment.
+        Permanent ones (an invalid image name, a pod that admission refuses)
+        fail the migration now, not at ``activeDeadlineSeconds``: the Job is
+        suspended so no pod can start after the failure, and the environment
+        is free.
+        """
+        if (job.get("status") or {}).get("ready"):
+            return self._write(p, self.timing.running_resync)
+        name, uid = job["metadata"]["name"], job["metadata"].get("uid", "")
+        pods = self.kube.list_pods(p.namespace, f"batch.kubernetes.io/job-name={name}")
+        events = [] if pods else self.kube.job_events(p.namespace, name, uid)
+        found = jobs.stuck(pods, events)
+        if found is None:
+            return self._write(p, self.timing.running_resync)
+        if not found.permanent:
+            p.set(model.STALLED, True, found.reason, found.message)
+            return self._write(p, self.timing.running_resync)
+        self.kube.suspend_job(p.namespace, name)
+        message = f"{found.message}; Job {name} is suspended so that its pod never starts"
+        p.status["failure"] = {"reason": found.reason, "message": message}
+        self._fail(p, found.reason, message)
         return self._finish(p)
 
     def _reports_now_pending(self, p: Pass) -> None:
@@ -612,6 +644,8 @@ class Reconciler:
             return
         if cond["type"] == model.JOB_CREATED:
             metrics.job_created(p.migration, self.clock())
+        elif cond["type"] == model.STALLED:
+            metrics.stalled(p.migration, cond["reason"])
         elif cond["type"] in (model.SUCCEEDED, model.FAILED):
             metrics.migration_ended(
                 p.migration, p.status, cond["type"] == model.SUCCEEDED, cond["reason"]
@@ -641,6 +675,9 @@ class Reconciler:
 
     def _write(self, p: Pass, requeue: float | None) -> Step:
         """Store the status if it changed, and post an event for every transition."""
+        if p.stalled_before and not p.stalled_now:
+            # This pass got through without being stuck: whatever was, is over.
+            p.set(model.STALLED, False, "Progressing", "the last pass made progress")
         state, reason = conditions.summarize(p.conditions)
         p.status["state"], p.status["reason"] = state, reason
         p.status["observedGeneration"] = p.generation

@@ -56,6 +56,31 @@ def _external_kubeconfig() -> Path | None:
     return Path(raw.split(os.pathsep)[0]) if raw else None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_tracebacks_in_operator_logs() -> Iterator[None]:
+    """After the whole run: no operator process of any test logged a traceback.
+
+    Every failure the operator can meet (bad input, a refusing API server, an
+    unreachable GitLab) is meant to end in a condition, an event and one log
+    line; a traceback is a path nobody handled.
+    """
+    yield
+    found = []
+    for path in OperatorProcess.all_logs:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        at = text.find("Traceback (most recent call last)")
+        if at >= 0:
+            found.append(f"{path}:\n{text[max(0, at - 400) : at + 2500]}")
+    if found:
+        pytest.fail(
+            f"{len(found)} operator log(s) hold a traceback:\n\n" + "\n\n".join(found[:5]),
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     external = _external_kubeconfig()

@@ -165,3 +165,59 @@ def test_a_template_asking_for_root_and_host_access_is_refused_before_any_job(
             assert field in failed["message"], failed["message"]
     assert api.jobs() == []
     assert lease_holder(api) is None
+
+
+def test_a_pod_the_cluster_refuses_to_create_fails_the_migration_within_a_minute(
+    api: Api, operator: OperatorProcess
+) -> None:
+    api.deploy(toolbox())
+    api.create(migration("pdm-no-sa", job={"serviceAccountName": "does-not-exist"}))
+    failed = api.wait_condition("pdm-no-sa", "Failed", timeout=60)
+    assert failed["reason"] == "PodCreateFailed"
+    assert 'serviceaccount "does-not-exist" not found' in failed["message"]
+    job = api.jobs()[0]
+    assert job.spec.suspend is True  # no pod can start after the failure
+    assert lease_holder(api) is None
+    api.create(migration("pdm-after-no-sa"))
+    api.wait_condition("pdm-after-no-sa", "Succeeded", timeout=60)
+
+
+def test_an_unschedulable_pod_shows_as_running_with_the_schedulers_reason(
+    api: Api, operator: OperatorProcess
+) -> None:
+    api.deploy(toolbox())
+    api.create(migration("pdm-nowhere", job={"nodeSelector": {"pool": "nowhere"}}))
+    stalled = api.wait_condition("pdm-nowhere", "Stalled", timeout=60)
+    assert stalled["reason"] == "Unschedulable"
+    assert "node(s) didn't match" in stalled["message"]
+    status = api.get("pdm-nowhere")["status"]  # type: ignore[index]
+    assert (status["state"], status["reason"]) == ("Running", "Unschedulable")
+    wait_until(
+        lambda: [e for e in api.events("pdm-nowhere") if e.reason == "Unschedulable"],
+        timeout=10,
+        what="an Unschedulable event",
+    )
+    assert "pdm_stalled_total" in operator.metrics()
+
+
+@pytest.mark.parametrize(
+    ("waiting", "outcome"),
+    [("ImagePullBackOff", "Stalled"), ("InvalidImageName", "Failed")],
+)
+def test_a_container_that_cannot_start_is_diagnosed_and_a_permanent_cause_fails_at_once(
+    api: Api, operator: OperatorProcess, waiting: str, outcome: str
+) -> None:
+    api.deploy(toolbox())
+    annotations = {
+        "sim.pdm-operator.io/waiting": waiting,
+        "sim.pdm-operator.io/message": f"{waiting}: the kubelet's own words",
+    }
+    api.create(migration("pdm-waiting", job={"podAnnotations": annotations}))
+    cond = api.wait_condition("pdm-waiting", outcome, timeout=60)
+    assert cond["reason"] == waiting
+    assert "the kubelet's own words" in cond["message"]
+    if outcome == "Failed":
+        assert api.jobs()[0].spec.suspend is True
+        assert lease_holder(api) is None
+    else:
+        assert api.get("pdm-waiting")["status"]["state"] == "Running"  # type: ignore[index]

@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 from tests.support.waiting import wait_until
 
@@ -23,7 +24,11 @@ def free_port() -> int:
 class OperatorProcess:
     """``pdm-operator run`` scoped to one namespace, with its log in a file."""
 
+    #: Every log file of the run, scanned for tracebacks at the end of the session.
+    all_logs: ClassVar[list[Path]] = []
+
     def __init__(self, env: dict[str, str], namespace: str, log_path: Path, *extra: str) -> None:
+        OperatorProcess.all_logs.append(log_path)
         self.env = env
         self.namespace = namespace
         self.log_path = log_path

@@ -252,3 +252,82 @@ def test_tail_keeps_a_whole_first_line_when_the_cut_falls_on_a_line_start() -> N
     text = "dropped\n" + "kept\n" + "y" * 15
     assert len("kept\n" + "y" * 15) == 20
     assert jobs.tail(text, 20) == "kept\n" + "y" * 15
+
+
+# --- a pod that does not start ------------------------------------------------------------
+
+
+def _pod(waiting: str | None = None, unschedulable: bool = False, init: bool = False) -> Body:
+    status: Body = {"conditions": []}
+    if waiting:
+        key = "initContainerStatuses" if init else "containerStatuses"
+        status[key] = [
+            {
+                "name": "certificates" if init else "migrations",
+                "state": {"waiting": {"reason": waiting, "message": "why"}},
+            }
+        ]
+    if unschedulable:
+        status["conditions"].append(
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/2 nodes",
+            }
+        )
+    return {"metadata": {"name": "job-abc12"}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("waiting", "permanent"),
+    [
+        ("InvalidImageName", True),
+        ("ErrImagePull", False),
+        ("ImagePullBackOff", False),
+        ("CreateContainerConfigError", False),
+    ],
+)
+def test_a_waiting_container_is_diagnosed_with_its_reason(waiting: str, permanent: bool) -> None:
+    found = jobs.stuck([_pod(waiting)], [])
+    assert found == jobs.Stuck(waiting, "pod job-abc12, container migrations: why", permanent)
+
+
+def test_a_waiting_init_container_counts_too() -> None:
+    found = jobs.stuck([_pod("ImagePullBackOff", init=True)], [])
+    assert found is not None
+    assert "container certificates" in found.message
+
+
+def test_an_unschedulable_pod_is_transient() -> None:
+    assert jobs.stuck([_pod(unschedulable=True)], []) == jobs.Stuck(
+        "Unschedulable", "pod job-abc12: 0/2 nodes", False
+    )
+
+
+def test_a_running_pod_is_not_stuck() -> None:
+    assert jobs.stuck([_pod()], []) is None
+
+
+def _event(message: str, when: str) -> Body:
+    return {"reason": "FailedCreate", "message": message, "lastTimestamp": when}
+
+
+def test_no_pod_and_a_failed_create_is_permanent_unless_it_is_a_quota() -> None:
+    refused = jobs.stuck(
+        [],
+        [
+            _event("exceeded quota: no-jobs", "2026-12-01T10:00:00Z"),
+            _event('pods "x" is forbidden: violates PodSecurity', "2026-12-01T10:00:05Z"),
+        ],
+    )
+    assert refused == jobs.Stuck(
+        "PodCreateFailed", 'pods "x" is forbidden: violates PodSecurity', True
+    )
+    quota = jobs.stuck([], [_event('pods "x" is forbidden: exceeded quota: pods', "t")])
+    assert quota is not None
+    assert quota.permanent is False
+
+
+def test_no_pod_and_no_event_is_not_stuck_yet() -> None:
+    assert jobs.stuck([], []) is None
