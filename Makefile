@@ -26,12 +26,21 @@ $(STAMP): requirements/dev.lock pyproject.toml
 .PHONY: venv
 venv: $(STAMP) ## create .venv with the pinned dependencies
 
+# Debian packages the tests use: promtool and prometheus (alert rules, a real
+# scrape), and the real node's runtime (hack/realnode.py): containerd, runc,
+# the CNI plugins and a static busybox for its images.
+APT_TOOLS := prometheus containerd runc containernetworking-plugins busybox-static
+
 .PHONY: tools
-tools: ## system tools the tests use: promtool and prometheus (Debian's prometheus package)
-	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
-	  echo "installing Debian's prometheus package (promtool, prometheus)"; \
+tools: ## system tools the tests use (Debian packages): $(APT_TOOLS)
+	@missing=""; \
+	for cmd in promtool prometheus containerd ctr runc; do command -v $$cmd >/dev/null || missing=1; done; \
+	[ -x /usr/lib/cni/bridge ] || missing=1; \
+	[ -x /bin/busybox ] || missing=1; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's $(APT_TOOLS)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_TOOLS) >/dev/null; \
 	fi
 
 .PHONY: binaries
@@ -78,7 +87,7 @@ unit: venv tools ## unit tests (no cluster, no network)
 integration: venv tools ## integration tests on the real control plane ($KUBECONFIG or a local one)
 	@# Build (or find) the local control plane first, outside pytest, so the
 	@# first build's progress shows.
-	@if [ -z "$${PDM_TEST_KUBECONFIG:-}$${KUBECONFIG:-}" ]; then bash hack/build-binaries.sh all >/dev/null; fi
+	@if [ -z "$${PDM_TEST_KUBECONFIG:-}$${KUBECONFIG:-}" ]; then bash hack/build-binaries.sh all kubelet >/dev/null; fi
 	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
 
 .PHONY: bench

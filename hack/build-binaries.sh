@@ -70,6 +70,20 @@ build_with_progress() {
 stamp_ok() { [ -f "$1/.complete" ]; }
 
 # --- Kubernetes -------------------------------------------------------------
+# The version the binaries report (upstream's hack/lib/version.sh sets the
+# same keys); without it they say v0.0.0-master and version checks misfire.
+k8s_ldflags() {
+  local v=$1 major minor date ld="-s -w"
+  major=$(echo "$v" | sed 's/^v\([0-9]*\)\..*/\1/')
+  minor=$(echo "$v" | sed 's/^v[0-9]*\.\([0-9]*\)\..*/\1/')
+  date=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"Info": "\(.*\)".*/\1/p')")
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=${date:-1970-01-01T00:00:00Z}"
+  done
+  echo "$ld"
+}
+
 build_kubernetes() {
   local v=$KUBERNETES_VERSION
   local out="$bin_root/kubernetes-$v-$go_version"
@@ -106,15 +120,8 @@ build_kubernetes() {
   } >"$w/go.mod"
   log "kubernetes $v: wrapper module with $(grep -c '^replace' "$w/go.mod") replaces (from upstream go.mod); resolving modules"
   (cd "$w" && go mod tidy) || die "go mod tidy failed for the kubernetes wrapper module"
-  local major minor date
-  major=$(echo "$v" | sed 's/^v\([0-9]*\)\..*/\1/')
-  minor=$(echo "$v" | sed 's/^v[0-9]*\.\([0-9]*\)\..*/\1/')
-  date=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"Info": "\(.*\)".*/\1/p')")
-  local ld="-s -w"
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-    ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=${date:-1970-01-01T00:00:00Z}"
-  done
+  local ld
+  ld=$(k8s_ldflags "$v")
   mkdir -p "$out"
   (cd "$w" && LDFLAGS=$ld BUILD_TAGS=selinux,notest,grpcnotrace build_with_progress "kubernetes $v" "$out" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
@@ -122,6 +129,34 @@ build_kubernetes() {
   "$out/kube-apiserver" --version >&2
   touch "$out/.complete"
   echo "KUBERNETES_BIN=$out"
+}
+
+# --- kubelet (the real node) --------------------------------------------------
+# Same wrapper module as the control plane (most packages are shared, so the
+# build cache makes it a few minutes), its own cache directory, so a machine
+# that only needs the control plane never pays for it.
+build_kubelet() {
+  local v=$KUBERNETES_VERSION
+  local out="$bin_root/kubelet-$v-$go_version"
+  if stamp_ok "$out"; then echo "KUBELET_BIN=$out"; return; fi
+  local w="$work_root/kubernetes-$v"
+  if [ ! -f "$w/go.mod" ]; then
+    # The wrapper module is made by the control plane's build.
+    rm -f "$bin_root/kubernetes-$v-$go_version/.complete"
+    build_kubernetes >/dev/null
+  fi
+  grep -q 'cmd/kubelet' "$w/go.mod" || {
+    echo "tool k8s.io/kubernetes/cmd/kubelet" >>"$w/go.mod"
+    (cd "$w" && go mod tidy) || die "go mod tidy failed after adding the kubelet"
+  }
+  local ld
+  ld=$(k8s_ldflags "$v")
+  mkdir -p "$out"
+  (cd "$w" && LDFLAGS=$ld BUILD_TAGS=selinux,notest,grpcnotrace build_with_progress "kubelet $v" "$out" \
+    k8s.io/kubernetes/cmd/kubelet)
+  "$out/kubelet" --version >&2
+  touch "$out/.complete"
+  echo "KUBELET_BIN=$out"
 }
 
 # --- etcd -------------------------------------------------------------------
@@ -169,11 +204,14 @@ build_kwok() {
   echo "KWOK_BIN=$out"
 }
 
-what=${1:-all}
-case "$what" in
-  all) build_etcd; build_kwok; build_kubernetes ;;
-  kubernetes) build_kubernetes ;;
-  etcd) build_etcd ;;
-  kwok) build_kwok ;;
-  *) die "unknown component: $what (all|kubernetes|etcd|kwok)" ;;
-esac
+# One or more of: all (the control plane), kubernetes, kubelet, etcd, kwok.
+for what in "${@:-all}"; do
+  case "$what" in
+    all) build_etcd; build_kwok; build_kubernetes ;;
+    kubernetes) build_kubernetes ;;
+    kubelet) build_kubelet ;;
+    etcd) build_etcd ;;
+    kwok) build_kwok ;;
+    *) die "unknown component: $what (all|kubernetes|kubelet|etcd|kwok)" ;;
+  esac
+done

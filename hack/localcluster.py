@@ -10,7 +10,9 @@ the Job controller, the scheduler, service-account tokens.
 
 Usage::
 
-    hack/localcluster.py up [--name NAME]     # start (or reuse) and print the kubeconfig path
+    hack/localcluster.py up [--name NAME] [--real-node]
+        # start (or reuse) and print the kubeconfig path;
+        # --real-node adds kubelet + containerd (hack/realnode.py)
     hack/localcluster.py down [--name NAME]   # stop and delete its state
     hack/localcluster.py status [--name NAME]
     hack/localcluster.py env [--name NAME]    # shell exports: KUBECONFIG and PATH (our kubectl)
@@ -43,6 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HACK = Path(__file__).resolve().parent
+sys.path.insert(0, str(HACK))
+
+import realnode  # noqa: E402 - hack/ is not a package
+
 CACHE = Path(os.environ.get("PDM_CACHE_DIR", Path.home() / ".cache" / "pdm-operator"))
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -59,10 +65,10 @@ def log(msg: str) -> None:
     print(f"[localcluster] {msg}", file=sys.stderr, flush=True)
 
 
-def build_binaries() -> dict[str, Path]:
+def build_binaries(kubelet: bool = False) -> dict[str, Path]:
     """Build (first time) or look up (cached) the binaries; returns name -> path."""
     proc = subprocess.run(
-        ["bash", str(HACK / "build-binaries.sh"), "all"],
+        ["bash", str(HACK / "build-binaries.sh"), "all", *(["kubelet"] if kubelet else [])],
         stdout=subprocess.PIPE,
         text=True,
         check=False,
@@ -71,7 +77,8 @@ def build_binaries() -> dict[str, Path]:
         raise ClusterError("building the control plane binaries failed (see the messages above)")
     dirs = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     k8s, etcd, kwok = (Path(dirs[k]) for k in ("KUBERNETES_BIN", "ETCD_BIN", "KWOK_BIN"))
-    return {
+    found = {} if not kubelet else {"kubelet": Path(dirs["KUBELET_BIN"]) / "kubelet"}
+    return found | {
         "etcd": etcd / "etcd",
         "kube-apiserver": k8s / "kube-apiserver",
         "kube-controller-manager": k8s / "kube-controller-manager",
@@ -111,6 +118,8 @@ class LocalCluster:
     """One local control plane, identified by its name and state directory."""
 
     name: str = "pdm-dev"
+    #: Also run a real node (kubelet + containerd) beside the kwok node.
+    real_node: bool = False
     root: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -143,7 +152,8 @@ class LocalCluster:
     def running(self) -> bool:
         st = self.state()
         pids = st.get("pids")
-        if not isinstance(pids, dict) or set(pids) != set(COMPONENTS):
+        wanted = set(COMPONENTS) | ({"containerd", "kubelet"} if self.real_node else set())
+        if not isinstance(pids, dict) or not wanted <= set(pids):
             return False
         return all(pid_alive(int(p)) for p in pids.values()) and self._ready(st)
 
@@ -155,7 +165,12 @@ class LocalCluster:
         self.down(quiet=True)
         if not shutil.which("openssl"):
             raise ClusterError("the 'openssl' command is needed to make the cluster's certificates")
-        bins = build_binaries()
+        if self.real_node:
+            try:
+                realnode.preflight()  # before anything starts: one message naming what is missing
+            except realnode.NodeError as e:
+                raise ClusterError(str(e)) from e
+        bins = build_binaries(kubelet=self.real_node)
         started = time.monotonic()
         self.root.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
@@ -166,6 +181,8 @@ class LocalCluster:
             "controller-manager": free_port(),
             "scheduler": free_port(),
             "kwok": free_port(),
+            "kubelet": free_port(),
+            "kubelet-healthz": free_port(),
         }
         st: dict[str, object] = {"ports": ports, "bins": {k: str(v) for k, v in bins.items()}}
         self._write_pki()
@@ -193,6 +210,20 @@ class LocalCluster:
                 "kube-controller-manager to create the default ServiceAccount",
                 pids,
             )
+            if self.real_node:
+                st["real_node"] = True
+                try:
+                    node = self.node(ports["apiserver"])
+                    pids.update(node.start(bins["kubelet"], self._spawn, ports))
+                except realnode.NodeError as e:
+                    raise ClusterError(str(e)) from e
+                self.state_file.write_text(json.dumps(st, indent=2))
+                self._wait(
+                    lambda: self._node_ready(bins["kubectl"], realnode.NODE_NAME),
+                    timeout,
+                    f"the real node {realnode.NODE_NAME} to be Ready",
+                    pids,
+                )
         except BaseException:
             self.down(quiet=True, keep_logs=True)
             raise
@@ -200,10 +231,15 @@ class LocalCluster:
         log(f"cluster {self.name!r} up in {took:.1f}s; kubeconfig {self.kubeconfig}")
         return self.kubeconfig
 
+    def node(self, apiserver_port: int) -> realnode.RealNode:
+        return realnode.RealNode(self.name, self.root / "node", self.pki, apiserver_port, CACHE)
+
     def down(self, quiet: bool = False, keep_logs: bool = False) -> None:
         """Stop every process of the cluster and delete its state (logs kept on request)."""
-        pids = self.state().get("pids") or {}
+        st = self.state()
+        pids = st.get("pids") or {}
         assert isinstance(pids, dict)
+        self._stop_real_node(st, pids)
         for comp in reversed(COMPONENTS):
             pid = pids.get(comp)
             if pid and pid_alive(int(pid)):
@@ -228,6 +264,16 @@ class LocalCluster:
                 shutil.rmtree(self.root, ignore_errors=True)
         if not quiet:
             log(f"cluster {self.name!r} stopped")
+
+    def _stop_real_node(self, st: dict[str, object], pids: dict[str, int]) -> None:
+        """Containers, shims, mounts and links of the real node: before the control plane."""
+        if not st.get("real_node") and "containerd" not in pids:
+            return
+        ports = st.get("ports") or {}
+        assert isinstance(ports, dict)
+        self.node(int(ports.get("apiserver", 0))).stop(
+            {k: int(v) for k, v in pids.items() if k in ("containerd", "kubelet")}
+        )
 
     # --- internals ----------------------------------------------------------
     def _spawn(self, comp: str, argv: list[str]) -> int:
@@ -368,8 +414,13 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 # Real authorization and the default admission plugins
                 # (NamespaceLifecycle, ServiceAccount, PodSecurity, ResourceQuota, ...).
-                "--authorization-mode=RBAC",
+                "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
+                # The API server's client identity towards kubelets (`kubectl
+                # logs`, exec); the real node's kubelet checks it against the CA.
+                f"--kubelet-client-certificate={p / 'admin.crt'}",
+                f"--kubelet-client-key={p / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
                 "--v=1",
             ]
@@ -500,12 +551,12 @@ class LocalCluster:
         if out.returncode != 0:
             raise ClusterError(f"could not create the kwok node: {out.stderr.strip()}")
 
-    def _node_ready(self, kubectl: Path) -> bool:
+    def _node_ready(self, kubectl: Path, node: str = NODE_NAME) -> bool:
         out = self.kubectl(
             kubectl,
             "get",
             "node",
-            NODE_NAME,
+            node,
             "-o",
             'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
         )
@@ -528,8 +579,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=["up", "down", "status", "env", "build"])
     ap.add_argument("--name", default=os.environ.get("PDM_CLUSTER_NAME", "pdm-dev"))
+    ap.add_argument(
+        "--real-node",
+        action="store_true",
+        default=os.environ.get("PDM_REAL_NODE") == "1",
+        help="also run a real node: kubelet, containerd, runc, CNI (root; make tools)",
+    )
     args = ap.parse_args(argv)
-    cluster = LocalCluster(args.name)
+    cluster = LocalCluster(args.name, real_node=args.real_node)
     try:
         if args.command == "build":
             for name, path in build_binaries().items():
@@ -547,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"cluster {args.name!r} is not running; start it with: hack/localcluster.py up")
                 return 1
             print("\n".join(cluster.env()))
-    except ClusterError as e:
+    except (ClusterError, realnode.NodeError) as e:
         log(f"error: {e}")
         return 1
     return 0
