@@ -47,13 +47,16 @@ from pathlib import Path
 HACK = Path(__file__).resolve().parent
 sys.path.insert(0, str(HACK))
 
-import realnode  # noqa: E402 - hack/ is not a package
+import postgres  # noqa: E402 - hack/ is not a package
+import realnode  # noqa: E402
 
 CACHE = Path(os.environ.get("PDM_CACHE_DIR", Path.home() / ".cache" / "pdm-operator"))
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Processes in start order. The controllers need a serving apiserver first.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+#: With --real-node: the node's runtime and the stand-in GitLab's database.
+REAL_NODE = ("containerd", "kubelet", "postgres")
 NODE_NAME = "kwok-node-0"
 
 
@@ -152,7 +155,7 @@ class LocalCluster:
     def running(self) -> bool:
         st = self.state()
         pids = st.get("pids")
-        wanted = set(COMPONENTS) | ({"containerd", "kubelet"} if self.real_node else set())
+        wanted = set(COMPONENTS) | (set(REAL_NODE) if self.real_node else set())
         if not isinstance(pids, dict) or not wanted <= set(pids):
             return False
         return all(pid_alive(int(p)) for p in pids.values()) and self._ready(st)
@@ -211,25 +214,46 @@ class LocalCluster:
                 pids,
             )
             if self.real_node:
-                st["real_node"] = True
-                try:
-                    node = self.node(ports["apiserver"])
-                    pids.update(node.start(bins["kubelet"], self._spawn, ports))
-                except realnode.NodeError as e:
-                    raise ClusterError(str(e)) from e
-                self.state_file.write_text(json.dumps(st, indent=2))
-                self._wait(
-                    lambda: self._node_ready(bins["kubectl"], realnode.NODE_NAME),
-                    timeout,
-                    f"the real node {realnode.NODE_NAME} to be Ready",
-                    pids,
-                )
+                self._start_real_node(bins, ports, pids, st, timeout)
         except BaseException:
             self.down(quiet=True, keep_logs=True)
             raise
         took = time.monotonic() - started
         log(f"cluster {self.name!r} up in {took:.1f}s; kubeconfig {self.kubeconfig}")
         return self.kubeconfig
+
+    def _start_real_node(
+        self,
+        bins: dict[str, Path],
+        ports: dict[str, int],
+        pids: dict[str, int],
+        st: dict[str, object],
+        timeout: float,
+    ) -> None:
+        """kubelet and containerd, then the stand-in GitLab's PostgreSQL on the node's address."""
+        st["real_node"] = True
+        try:
+            node = self.node(ports["apiserver"])
+            node.start(bins["kubelet"], self._spawn, ports, pids)
+        except realnode.NodeError as e:
+            raise ClusterError(str(e)) from e
+        self.state_file.write_text(json.dumps(st, indent=2))
+        self._wait(
+            lambda: self._node_ready(bins["kubectl"], realnode.NODE_NAME),
+            timeout,
+            f"the real node {realnode.NODE_NAME} to be Ready",
+            pids,
+        )
+        db = self.postgres(node.node_ip, free_port())
+        try:
+            db.prepare()
+        except postgres.PostgresError as e:
+            raise ClusterError(str(e)) from e
+        pids["postgres"] = self._spawn("postgres", db.argv())
+        st["postgres"] = {"host": db.host, "port": db.port, "socket": str(db.socket_dir)}
+        self.state_file.write_text(json.dumps(st, indent=2))
+        self._wait(db.ready, timeout, "PostgreSQL to accept connections", pids)
+        db.bootstrap()
 
     def node(self, apiserver_port: int) -> realnode.RealNode:
         return realnode.RealNode(self.name, self.root / "node", self.pki, apiserver_port, CACHE)
@@ -265,8 +289,27 @@ class LocalCluster:
         if not quiet:
             log(f"cluster {self.name!r} stopped")
 
+    def postgres(self, host: str, port: int) -> postgres.Postgres:
+        return postgres.Postgres(self.name, host, port)
+
+    def database(self) -> postgres.Postgres | None:
+        """The running stand-in GitLab database, if this cluster has one."""
+        db = self.state().get("postgres")
+        if not isinstance(db, dict):
+            return None
+        return self.postgres(str(db["host"]), int(db["port"]))
+
     def _stop_real_node(self, st: dict[str, object], pids: dict[str, int]) -> None:
         """Containers, shims, mounts and links of the real node: before the control plane."""
+        if "postgres" in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pids["postgres"]), signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while pid_alive(int(pids["postgres"])) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pids["postgres"]), signal.SIGKILL)
+            postgres.Postgres(self.name, "", 0).remove()
         if not st.get("real_node") and "containerd" not in pids:
             return
         ports = st.get("ports") or {}

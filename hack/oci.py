@@ -47,6 +47,11 @@ class Image:
     env: list[str] = field(default_factory=lambda: ["PATH=/usr/local/bin:/usr/bin:/bin"])
     user: str = ""
     workdir: str = "/"
+    #: Layers below ``files``: uncompressed tars, e.g. a Debian root filesystem
+    #: from mmdebstrap.
+    base: list[Path] = field(default_factory=list)
+    #: More names for the same image (one index entry each).
+    aliases: list[str] = field(default_factory=list)
 
     def layer(self) -> bytes:
         """The single layer, as an uncompressed tar (deterministic)."""
@@ -87,8 +92,8 @@ class Image:
 
     def archive(self) -> bytes:
         """The OCI image layout as one tar, ready for ``ctr images import``."""
-        layer = self.layer()
-        compressed = gzip.compress(layer, mtime=EPOCH)
+        layers = [*(b.read_bytes() for b in self.base), self.layer()]
+        compressed = [gzip.compress(layer, mtime=EPOCH, compresslevel=1) for layer in layers]
         config = {
             "architecture": "amd64",
             "os": "linux",
@@ -99,17 +104,18 @@ class Image:
                 "User": self.user,
                 "WorkingDir": self.workdir,
             },
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{_sha(layer)}"]},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{_sha(layer)}" for layer in layers]},
         }
         config_bytes = _json(config)
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": _descriptor("application/vnd.oci.image.config.v1+json", config_bytes),
-            "layers": [_descriptor("application/vnd.oci.image.layer.v1.tar+gzip", compressed)],
+            "layers": [
+                _descriptor("application/vnd.oci.image.layer.v1.tar+gzip", c) for c in compressed
+            ],
         }
         manifest_bytes = _json(manifest)
-        tag = self.name.rsplit(":", 1)[1] if ":" in self.name.rsplit("/", 1)[-1] else "latest"
         index = {
             "schemaVersion": 2,
             "manifests": [
@@ -117,10 +123,11 @@ class Image:
                     **_descriptor("application/vnd.oci.image.manifest.v1+json", manifest_bytes),
                     "annotations": {
                         # containerd names the imported image after this one.
-                        "io.containerd.image.name": self.name,
-                        "org.opencontainers.image.ref.name": tag,
+                        "io.containerd.image.name": name,
+                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1],
                     },
                 }
+                for name in (self.name, *self.aliases)
             ],
         }
         out = io.BytesIO()
@@ -130,7 +137,7 @@ class Image:
                 ("index.json", _json(index)),
                 *[
                     (f"blobs/sha256/{_sha(b)}", b)
-                    for b in (config_bytes, manifest_bytes, compressed)
+                    for b in (config_bytes, manifest_bytes, *compressed)
                 ],
             ]:
                 info = self._info(name, tarfile.REGTYPE, 0o644)
@@ -140,12 +147,15 @@ class Image:
 
     def key(self) -> str:
         """A hash of everything that goes into the image, for caching."""
-        h = hashlib.sha256(self.name.encode())
+        h = hashlib.sha256(" ".join((self.name, *self.aliases)).encode())
         for part in (self.entrypoint, self.cmd, self.env, [self.user, self.workdir]):
             h.update(json.dumps(part).encode())
         for f in sorted(self.files, key=lambda f: f.path):
             h.update(json.dumps([f.path, f.mode, f.link, f.directory]).encode())
             h.update(hashlib.sha256(f.data).digest())
+        for b in self.base:
+            with b.open("rb") as fh:
+                h.update(hashlib.file_digest(fh, "sha256").digest())
         return h.hexdigest()[:16]
 
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import oci
+import standin
 
 NODE_NAME = "real-node-0"
 TAINT_KEY = "pdm-operator.io/real-node"
@@ -144,18 +145,20 @@ class RealNode:
 
     # --- lifecycle ---------------------------------------------------------------
     def start(
-        self, kubelet: Path, spawn: Callable[[str, list[str]], int], ports: dict[str, int]
-    ) -> dict[str, int]:
-        """Start containerd and the kubelet; returns their pids (the caller waits for Ready)."""
+        self,
+        kubelet: Path,
+        spawn: Callable[[str, list[str]], int],
+        ports: dict[str, int],
+        pids: dict[str, int],
+    ) -> None:
+        """Start containerd and the kubelet, recording each pid in ``pids`` as it starts
+        (so a failure half-way is cleaned up); the caller waits for the node to be Ready."""
         preflight()
         self.root.mkdir(parents=True, exist_ok=True)
         self._network()
         self._certificates()
-        pids = {
-            "containerd": spawn(
-                "containerd", ["containerd", "--config", str(self._containerd_config())]
-            )
-        }
+        config = self._containerd_config()
+        pids["containerd"] = spawn("containerd", ["containerd", "--config", str(config)])
         deadline = time.monotonic() + 30
         while not self.socket.exists():
             if time.monotonic() > deadline:
@@ -163,7 +166,6 @@ class RealNode:
             time.sleep(0.1)
         self._import_images()
         pids["kubelet"] = spawn("kubelet", self._kubelet_argv(kubelet, ports))
-        return pids
 
     def stop(self, pids: dict[str, int]) -> None:
         """Stop the kubelet, every container of this containerd and containerd; clean up."""
@@ -218,6 +220,10 @@ class RealNode:
                             "ipam": {
                                 "type": "host-local",
                                 "ranges": [[{"subnet": self.pod_cidr}]],
+                                # Pods reach the node's address (the API server
+                                # is not theirs to call; PostgreSQL listens
+                                # there) and nothing else: no default route.
+                                "routes": [{"dst": f"{self.node_ip}/32"}],
                                 "dataDir": str(self.root / "cni-ipam"),
                             },
                         },
@@ -281,7 +287,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         return path
 
     def _import_images(self) -> None:
-        for image in images():
+        try:
+            toolbox = standin.image(self.cache / "images")
+        except standin.ImageError as e:
+            raise NodeError(str(e)) from e
+        for image in [*images(), toolbox]:
             archive = oci.cached_archive(image, self.cache / "images")
             out = subprocess.run(
                 [

@@ -18,12 +18,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from localcluster import ClusterError, LocalCluster, build_binaries
+from postgres import Postgres
+from tests.support import realnode
 from tests.support.operator import OperatorProcess, pythonpath_env
 from tests.support.pdm import Api
 
@@ -36,6 +39,8 @@ class Cluster:
     kubectl: Path
     api: client.ApiClient
     local: bool
+    #: The stand-in GitLab's PostgreSQL beside the local real node, if there is one.
+    database: Postgres | None = None
 
     def run_kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """kubectl, as a user or a CI pipeline runs it, against this cluster."""
@@ -106,7 +111,12 @@ def cluster() -> Iterator[Cluster]:
     # A run of its own gets a cluster of its own: two runs on one machine
     # (a developer's and CI's) must not stop each other's control plane.
     default_name = "pdm-test" if reuse else f"pdm-test-{os.getpid()}"
-    local = LocalCluster(os.environ.get("PDM_TEST_CLUSTER_NAME", default_name))
+    # The real node (kubelet + containerd) runs beside kwok; pods reach it only
+    # when they ask (tests.support.realnode).
+    local = LocalCluster(
+        os.environ.get("PDM_TEST_CLUSTER_NAME", default_name),
+        real_node=os.environ.get("PDM_REAL_NODE", "1") == "1",
+    )
     if not reuse:
         local.down(quiet=True)
     try:
@@ -116,7 +126,7 @@ def cluster() -> Iterator[Cluster]:
     kubectl = Path(str(local.state()["bins"]["kubectl"]))  # type: ignore[index]
     api = config.new_client_from_config(config_file=str(kubeconfig))
     try:
-        yield Cluster(kubeconfig, kubectl, api, local=True)
+        yield Cluster(kubeconfig, kubectl, api, local=True, database=local.database())
     finally:
         api.close()
         if not reuse:
@@ -158,6 +168,22 @@ def crd(cluster: Cluster) -> None:
         "--timeout=60s",
     )
     assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture
+def real_node(cluster: Cluster) -> dict[str, Any]:
+    """``spec.job`` placement onto a node that runs containers for real.
+
+    Locally that is the real node beside kwok, with the images hack/realnode.py
+    built. On a cluster named by KUBECONFIG the images must be loaded first
+    (``kind load image-archive``, see hack/kind-e2e.sh); say so with
+    PDM_TEST_IMAGES_LOADED=1.
+    """
+    if not cluster.local and os.environ.get("PDM_TEST_IMAGES_LOADED") != "1":
+        pytest.skip(
+            "real-node tests need the local images on the cluster (PDM_TEST_IMAGES_LOADED=1)"
+        )
+    return realnode.placement(cluster.local)
 
 
 @pytest.fixture

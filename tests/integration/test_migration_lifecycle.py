@@ -39,9 +39,12 @@ def test_migration_runs_the_deployed_image_and_succeeds(
     assert job.metadata.name.startswith("pdm-ok-")
     container = job.spec.template.spec.containers[0]
     assert container.image == PINNED
-    assert container.command == ["/scripts/wait-for-deps", "/scripts/db-migrate"]
+    # The image ENTRYPOINT renders the configuration: no command, the script in args.
+    assert container.command is None
+    assert container.args[-1].endswith("/scripts/db-migrate;\n")
     env = {e.name: e.value for e in container.env}
-    assert env["SKIP_POST_DEPLOYMENT_MIGRATIONS"] == "false"
+    assert "SKIP_POST_DEPLOYMENT_MIGRATIONS" not in env
+    assert env["BYPASS_SCHEMA_VERSION"] == "true"
     owner = job.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.uid) == (
         "PostDeployMigration",

@@ -1,0 +1,1 @@
+ALTER TABLE projects ADD COLUMN archived boolean NOT NULL DEFAULT false;

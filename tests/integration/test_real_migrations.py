@@ -1,0 +1,163 @@
+"""Post-deployment migrations really run: the chart-shaped release on the real node,
+the stand-in GitLab toolbox (hack/standin-toolbox/) and a real PostgreSQL.
+
+This is the test that would have caught SKIP_POST_DEPLOYMENT_MIGRATIONS="false":
+the regular deploy's Job carries the variable and applies only db/migrate; the
+PostDeployMigration copies that Job and must apply db/post_migrate, each
+version exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from postgres import USER, Postgres
+from tests.integration.conftest import Cluster
+from tests.support import chart
+from tests.support.operator import OperatorProcess
+from tests.support.pdm import Api, migration
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.realnode]
+
+REGULAR = ["20261101000001", "20261101000002"]  # db/migrate
+POST = ["20261115000001", "20261115000002"]  # db/post_migrate
+
+
+@pytest.fixture
+def gitlab_db(cluster: Cluster) -> Iterator[tuple[Postgres, str]]:
+    """A database of its own for the test, on the stand-in GitLab's PostgreSQL."""
+    if cluster.database is None:
+        pytest.skip("needs the local real node's PostgreSQL (hack/localcluster.py --real-node)")
+    db = cluster.database
+    name = f"gitlab_{uuid.uuid4().hex[:10]}"
+    db.psql(f"CREATE DATABASE {name} OWNER {USER}", database="postgres")
+    try:
+        yield db, name
+    finally:
+        db.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", database="postgres")
+
+
+def versions(db: Postgres, name: str) -> list[str]:
+    out = db.psql("SELECT version FROM schema_migrations ORDER BY version", database=name)
+    return out.split()
+
+
+def regular_deploy(api: Api, db: Postgres, name: str, placement: dict[str, Any]) -> None:
+    """`helm upgrade ... --set gitlab.migrations.extraEnv.SKIP_POST_DEPLOYMENT_MIGRATIONS=true`."""
+    chart.install(api, database=chart.Database(db.host, db.port, name), placement=placement)
+
+    def done() -> Any:
+        job = api.batch.read_namespaced_job(chart.CHART_JOB, api.ns)
+        return job if job.status.succeeded or job.status.failed else None
+
+    job = wait_until(done, timeout=180, what="the chart's migrations Job to end")
+    assert job.status.succeeded == 1, job.status
+
+
+def pdm_log(cluster: Cluster, api: Api, name: str) -> str:
+    job = api.get(name)["status"]["jobName"]  # type: ignore[index]
+    out = cluster.run_kubectl("logs", "-n", api.ns, f"job/{job}", "-c", "migrations")
+    return out.stdout + out.stderr
+
+
+def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
+    cluster: Cluster,
+    api: Api,
+    operator: OperatorProcess,
+    real_node: dict[str, Any],
+    gitlab_db: tuple[Postgres, str],
+) -> None:
+    db, name = gitlab_db
+    regular_deploy(api, db, name, real_node)
+    # The regular deploy skipped the post-deployment migrations: they are pending.
+    assert versions(db, name) == REGULAR
+
+    api.create(
+        migration(
+            "pdm-real",
+            podTemplateFrom={"migrationsJob": {"release": "gitlab"}},
+            waitFor={"rolledOut": ["gitlab-toolbox"]},
+        )
+    )
+    api.wait_condition("pdm-real", "Succeeded", timeout=180)
+    assert versions(db, name) == REGULAR + POST
+    log = pdm_log(cluster, api, "pdm-real")
+    for version in POST:
+        assert f"== {version}" in log, log
+    assert log.count("migrated (") == len(POST), log
+    # What the post-deployment migrations do, done to the real database.
+    assert db.psql(
+        "SELECT indexname FROM pg_indexes WHERE indexname = 'index_projects_on_path'", database=name
+    ).strip()
+    columns = db.psql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'projects'",
+        database=name,
+    ).split()
+    assert "archived" not in columns
+
+    # A second run finds nothing pending and changes nothing.
+    api.create(
+        migration("pdm-real-again", podTemplateFrom={"migrationsJob": {"release": "gitlab"}})
+    )
+    api.wait_condition("pdm-real-again", "Succeeded", timeout=180)
+    assert versions(db, name) == REGULAR + POST
+    assert "migrating" not in pdm_log(cluster, api, "pdm-real-again")
+
+
+def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real_log(
+    cluster: Cluster,
+    api: Api,
+    operator: OperatorProcess,
+    real_node: dict[str, Any],
+    gitlab_db: tuple[Postgres, str],
+) -> None:
+    db, name = gitlab_db
+    regular_deploy(api, db, name, real_node)
+    # Data the unique index cannot be built on.
+    db.psql(
+        "INSERT INTO projects (path) VALUES ('gitlab-org/gitlab'), ('gitlab-org/gitlab')",
+        database=name,
+    )
+
+    api.create(migration("pdm-real-fail", podTemplateFrom={"migrationsJob": {"release": "gitlab"}}))
+    failed = api.wait_condition("pdm-real-fail", "Failed", timeout=180)
+    assert failed["reason"] == "BackoffLimitExceeded"
+    failure = api.get("pdm-real-fail")["status"]["failure"]  # type: ignore[index]
+    assert failure["exitCode"] == 1
+    assert "Failed migration: 20261115000001 AddUniqueIndexOnProjectPath" in failure["logTail"]
+    assert "could not create unique index" in failure["logTail"]
+    # Nothing after the failing version ran; it is still pending.
+    assert versions(db, name) == REGULAR
+    assert json.dumps(failure).count("SKIP_POST_DEPLOYMENT_MIGRATIONS") == 0
+
+
+def test_the_stand_in_skips_post_deployment_migrations_when_the_variable_says_false(
+    api: Api, real_node: dict[str, Any], gitlab_db: tuple[Postgres, str]
+) -> None:
+    """The defect this round fixed, reproduced: SKIP_POST_DEPLOYMENT_MIGRATIONS="false"
+    is still *set*, so Rails (and the stand-in) skip db/post_migrate and exit 0."""
+    db, name = gitlab_db
+    regular_deploy(api, db, name, real_node)
+    old_bug = chart.chart_job("gitlab-migrations-0ldbug0")
+    old_bug["metadata"]["labels"]["app"] = "not-migrations"  # not the chart's
+    container = old_bug["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [
+        e if e["name"] != chart.SKIP else {"name": chart.SKIP, "value": "false"}
+        for e in container["env"]
+    ]
+    chart.on_real_node(old_bug["spec"]["template"]["spec"], real_node)
+    api.batch.create_namespaced_job(api.ns, old_bug)
+
+    def done() -> Any:
+        job = api.batch.read_namespaced_job("gitlab-migrations-0ldbug0", api.ns)
+        return job if job.status.succeeded or job.status.failed else None
+
+    job = wait_until(done, timeout=180, what="the old product's Job to end")
+    assert job.status.succeeded == 1  # "success"...
+    assert versions(db, name) == REGULAR  # ...and not one post-deployment migration ran
