@@ -27,14 +27,16 @@ $(STAMP): requirements/dev.lock pyproject.toml
 venv: $(STAMP) ## create .venv with the pinned dependencies
 
 # Debian packages the tests use: promtool and prometheus (alert rules, a real
-# scrape), and the real node's runtime (hack/realnode.py): containerd, runc,
-# the CNI plugins and a static busybox for its images.
-APT_TOOLS := prometheus containerd runc containernetworking-plugins busybox-static
+# scrape), and the real node (hack/realnode.py): containerd, runc, the CNI
+# plugins, a static busybox and mmdebstrap for its images, and PostgreSQL for
+# the stand-in GitLab.
+APT_TOOLS := prometheus containerd runc containernetworking-plugins busybox-static mmdebstrap postgresql
 
 .PHONY: tools
 tools: ## system tools the tests use (Debian packages): $(APT_TOOLS)
 	@missing=""; \
-	for cmd in promtool prometheus containerd ctr runc; do command -v $$cmd >/dev/null || missing=1; done; \
+	for cmd in promtool prometheus containerd ctr runc mmdebstrap psql; do command -v $$cmd >/dev/null || missing=1; done; \
+	[ -x /usr/lib/postgresql/15/bin/postgres ] || missing=1; \
 	[ -x /usr/lib/cni/bridge ] || missing=1; \
 	[ -x /bin/busybox ] || missing=1; \
 	if [ -n "$$missing" ]; then \
@@ -54,7 +56,7 @@ cluster-down: ## stop the local control plane and delete its state
 	$(PYTHON) hack/localcluster.py down
 
 .PHONY: run
-run: venv ## run the operator: against $KUBECONFIG, or a local control plane it starts
+run: venv tools ## run the operator: against $KUBECONFIG, or a local control plane it starts
 	$(PY) hack/run.py $(RUN_ARGS)
 
 .PHONY: kind-e2e

@@ -56,7 +56,14 @@ BUSYBOX = Path("/bin/busybox")
 PAUSE_IMAGE = "localhost/pdm/pause:1"
 BUSYBOX_IMAGE = "localhost/pdm/busybox:1"
 #: Debian packages the node needs (``make tools`` installs them).
-PACKAGES = ("containerd", "runc", "containernetworking-plugins", "busybox-static")
+PACKAGES = (
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "busybox-static",
+    "mmdebstrap",
+    "postgresql",
+)
 
 
 class NodeError(RuntimeError):
@@ -68,9 +75,11 @@ def preflight() -> None:
     missing = []
     if os.geteuid() != 0:
         missing.append("root (the kubelet and containerd manage mounts, cgroups and netns)")
-    for cmd in ("containerd", "ctr", "runc", "ip"):
+    for cmd in ("containerd", "ctr", "runc", "ip", "mmdebstrap", "psql", "runuser"):
         if shutil.which(cmd) is None:
             missing.append(f"the {cmd!r} command")
+    if not Path("/usr/lib/postgresql/15/bin/postgres").exists():
+        missing.append("PostgreSQL's server (Debian's postgresql)")
     if not (CNI_BIN / "bridge").exists():
         missing.append(f"the CNI bridge plugin in {CNI_BIN}")
     if not BUSYBOX.exists() or b"BusyBox" not in BUSYBOX.read_bytes()[:2_000_000]:

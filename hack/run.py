@@ -27,26 +27,42 @@ HACK = Path(__file__).resolve().parent
 ROOT = HACK.parent
 sys.path.insert(0, str(HACK))
 
+import realnode  # noqa: E402
 from localcluster import ClusterError, LocalCluster, build_binaries  # noqa: E402
+from postgres import Postgres  # noqa: E402
 
 DEMO_NAMESPACE = "pdm-demo"
 DEMO_PDM = "gstg-2026-11-22-1200"
+DEMO_DATABASE = "gitlab_demo"
 
 
 def log(msg: str) -> None:
     print(f"[run] {msg}", file=sys.stderr, flush=True)
 
 
-def target_cluster() -> tuple[dict[str, str], bool]:
-    """Environment aimed at the cluster to use, and whether it is the local one."""
+def target_cluster() -> tuple[dict[str, str], LocalCluster | None]:
+    """Environment aimed at the cluster to use, and the local cluster if it is one.
+
+    Locally the real node runs too (a real migration against a real
+    PostgreSQL); where it cannot (not root, a Debian package missing) the
+    reason is printed and the demo runs on kwok alone.
+    """
     env = dict(os.environ)
     if env.get("KUBECONFIG"):
         log(f"using the cluster in KUBECONFIG={env['KUBECONFIG']}")
-        return env, False
-    cluster = LocalCluster(os.environ.get("PDM_CLUSTER_NAME", "pdm-dev"))
-    env["KUBECONFIG"] = str(cluster.up())
+        return env, None
+    name = os.environ.get("PDM_CLUSTER_NAME", "pdm-dev")
+    cluster = LocalCluster(name, real_node=os.environ.get("PDM_REAL_NODE", "1") == "1")
+    try:
+        env["KUBECONFIG"] = str(cluster.up())
+    except ClusterError as e:
+        if not cluster.real_node:
+            raise
+        log(f"{e}\n[run] continuing without the real node: migrations are simulated by kwok")
+        cluster = LocalCluster(name)
+        env["KUBECONFIG"] = str(cluster.up())
     env["PATH"] = f"{build_binaries()['kubectl'].parent}{os.pathsep}{env['PATH']}"
-    return env, True
+    return env, cluster
 
 
 def kubectl(
@@ -58,11 +74,72 @@ def kubectl(
     return out
 
 
-def demo(env: dict[str, str]) -> bool:
+def release(db: Postgres | None) -> str:
+    """examples/gitlab-chart-release.yaml, made to really run when there is a real node:
+    database.yml points at the stand-in GitLab's PostgreSQL, and the migrations
+    Job and the toolbox run on the real node."""
+    import yaml  # noqa: PLC0415 - make run runs in the virtualenv
+
+    docs = [
+        d
+        for d in yaml.safe_load_all((ROOT / "examples" / "gitlab-chart-release.yaml").read_text())
+        if d
+    ]
+    if db is None:
+        return yaml.safe_dump_all(docs)
+    for doc in docs:
+        if doc["kind"] == "ConfigMap" and "database.yml.erb" in doc["data"]:
+            text = doc["data"]["database.yml.erb"]
+            text = text.replace('host: "gitlab-postgresql.gitlab.svc"', f'host: "{db.host}"')
+            text = text.replace("port: 5432", f"port: {db.port}")
+            doc["data"]["database.yml.erb"] = text.replace(
+                "database: gitlabhq_production", f"database: {DEMO_DATABASE}"
+            )
+        if (
+            doc["kind"] in ("Job", "Deployment")
+            and doc["metadata"]["name"] != "gitlab-webservice-default"
+        ):
+            pod = doc["spec"]["template"]["spec"]
+            pod["nodeSelector"] = {realnode.NODE_LABEL: "real"}
+            pod["tolerations"] = [
+                {"key": realnode.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+            ]
+    return yaml.safe_dump_all(docs)
+
+
+def applied(db: Postgres) -> list[str]:
+    return db.psql(
+        "SELECT version FROM schema_migrations ORDER BY version", database=DEMO_DATABASE
+    ).split()
+
+
+def demo(env: dict[str, str], db: Postgres | None) -> bool:
     ns = DEMO_NAMESPACE
     if kubectl(env, "get", "namespace", ns, check=False).returncode != 0:
         kubectl(env, "create", "namespace", ns)
-    kubectl(env, "apply", "-n", ns, "-f", str(ROOT / "examples" / "gitlab-chart-release.yaml"))
+    if db is not None:
+        db.psql(f"DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)", database="postgres")
+        db.psql(f"CREATE DATABASE {DEMO_DATABASE} OWNER gitlab", database="postgres")
+    kubectl(env, "delete", "-n", ns, "pdm", DEMO_PDM, "--ignore-not-found", "--wait=true")
+    kubectl(env, "delete", "-n", ns, "jobs", "--all", "--wait=true")
+    out = subprocess.run(
+        ["kubectl", "apply", "-n", ns, "-f", "-"],
+        input=release(db), env=env, text=True, capture_output=True, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"[run] applying the release failed:\n{out.stderr}")
+    log("regular deploy: the chart's migrations Job runs with SKIP_POST_DEPLOYMENT_MIGRATIONS=true")
+    kubectl(
+        env,
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Complete",
+        "job/gitlab-migrations-3b1f2c7",
+        "--timeout=180s",
+    )
+    if db is not None:
+        log(f"after the regular deploy, schema_migrations holds: {' '.join(applied(db))}")
     kubectl(env, "apply", "-n", ns, "-f", str(ROOT / "examples" / "pdm.yaml"))
     log(f"applied examples/ in namespace {ns}; waiting for pdm/{DEMO_PDM} to succeed")
     waited = kubectl(
@@ -72,7 +149,7 @@ def demo(env: dict[str, str]) -> bool:
         ns,
         "--for=condition=Succeeded",
         f"pdm/{DEMO_PDM}",
-        "--timeout=120s",
+        "--timeout=240s",
         check=False,
     )
     print(kubectl(env, "get", "pdm", "-n", ns, "-o", "wide").stdout, flush=True)
@@ -85,6 +162,22 @@ def demo(env: dict[str, str]) -> bool:
         env, "get", "pdm", "-n", ns, DEMO_PDM, "-o", "jsonpath={.status.podTemplate}"
     ).stdout
     log(f"pod template copied from {source}; the Job carries no SKIP_POST_DEPLOYMENT_MIGRATIONS")
+    if db is not None:
+        job = kubectl(
+            env, "get", "pdm", "-n", ns, DEMO_PDM, "-o", "jsonpath={.status.jobName}"
+        ).stdout
+        migrated = [
+            line
+            for line in kubectl(
+                env, "logs", "-n", ns, f"job/{job}", "-c", "migrations"
+            ).stdout.splitlines()
+            if line.startswith("== ")
+        ]
+        print("\n".join(migrated), flush=True)
+        log(
+            "after the post-deployment migrations, schema_migrations holds: "
+            + " ".join(applied(db))
+        )
     log(f"pdm/{DEMO_PDM} Succeeded. Try: kubectl describe pdm -n {ns} {DEMO_PDM}")
     return True
 
@@ -96,7 +189,8 @@ def main() -> int:
     )
     args = ap.parse_args()
     try:
-        env, local = target_cluster()
+        env, cluster = target_cluster()
+        local = cluster is not None
     except ClusterError as e:
         log(f"error: {e}")
         return 1
@@ -110,7 +204,7 @@ def main() -> int:
     ok = True
     try:
         if local or os.environ.get("PDM_DEMO") == "1":
-            ok = demo(env)
+            ok = demo(env, cluster.database() if cluster is not None else None)
         if local:
             print(
                 "\nThe local control plane keeps running. To reach it from another shell:\n"
