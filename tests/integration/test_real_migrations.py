@@ -26,7 +26,7 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
 
 REGULAR = ["20261101000001", "20261101000002"]  # db/migrate
-POST = ["20261115000001", "20261115000002"]  # db/post_migrate
+POST = ["20261115000001", "20261115000002", "20261115000003"]  # db/post_migrate
 
 
 @pytest.fixture
@@ -161,3 +161,35 @@ def test_the_stand_in_skips_post_deployment_migrations_when_the_variable_says_fa
     job = wait_until(done, timeout=180, what="the old product's Job to end")
     assert job.status.succeeded == 1  # "success"...
     assert versions(db, name) == REGULAR  # ...and not one post-deployment migration ran
+
+
+def test_a_sigkilled_operator_leaves_one_job_and_each_migration_applied_once(
+    cluster: Cluster,
+    api: Api,
+    operator: OperatorProcess,
+    real_node: dict[str, Any],
+    gitlab_db: tuple[Postgres, str],
+) -> None:
+    db, name = gitlab_db
+    regular_deploy(api, db, name, real_node)
+    db.psql("INSERT INTO projects (path) VALUES ('a/one'), ('b/two')", database=name)
+    api.create(migration("pdm-killed", podTemplateFrom={"migrationsJob": {"release": "gitlab"}}))
+    api.wait_condition("pdm-killed", "JobCreated", timeout=120)
+    # Mid-migration: the backfill sleeps 3 s inside its transaction.
+    wait_until(
+        lambda: "20261115000003" in pdm_log(cluster, api, "pdm-killed"),
+        timeout=60,
+        what="the backfill to start",
+    )
+    operator.restart()  # SIGKILL, then a new process
+    api.wait_condition("pdm-killed", "Succeeded", timeout=180)
+    mine = [j for j in api.jobs() if j.metadata.name.startswith("pdm-killed-")]
+    assert len(mine) == 1
+    assert versions(db, name) == REGULAR + POST
+    assert db.psql("SELECT count(*) FROM project_statistics", database=name).strip() == "2"
+    assert (
+        pdm_log(cluster, api, "pdm-killed").count(
+            "20261115000003 BackfillProjectStatistics: migrating"
+        )
+        == 1
+    )
