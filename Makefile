@@ -30,12 +30,12 @@ venv: $(STAMP) ## create .venv with the pinned dependencies
 # scrape), and the real node (hack/realnode.py): containerd, runc, the CNI
 # plugins, a static busybox and mmdebstrap for its images, and PostgreSQL for
 # the stand-in GitLab.
-APT_TOOLS := prometheus containerd runc containernetworking-plugins busybox-static mmdebstrap postgresql
+APT_TOOLS := prometheus containerd runc containernetworking-plugins busybox-static mmdebstrap postgresql buildah
 
 .PHONY: tools
 tools: ## system tools the tests use (Debian packages): $(APT_TOOLS)
 	@missing=""; \
-	for cmd in promtool prometheus containerd ctr runc mmdebstrap psql; do command -v $$cmd >/dev/null || missing=1; done; \
+	for cmd in promtool prometheus containerd ctr runc mmdebstrap psql buildah; do command -v $$cmd >/dev/null || missing=1; done; \
 	[ -x /usr/lib/postgresql/15/bin/postgres ] || missing=1; \
 	[ -x /usr/lib/cni/bridge ] || missing=1; \
 	[ -x /bin/busybox ] || missing=1; \

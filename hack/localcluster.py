@@ -56,7 +56,9 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Processes in start order. The controllers need a serving apiserver first.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 #: With --real-node: the node's runtime and the stand-in GitLab's database.
-REAL_NODE = ("containerd", "kubelet", "postgres")
+REAL_NODE = ("containerd", "kubelet", "postgres", "apiserver-proxy")
+#: The API server's port on the real node's address (hack/tcpforward.py).
+NODE_APISERVER_PORT = 6443
 NODE_NAME = "kwok-node-0"
 
 
@@ -254,6 +256,12 @@ class LocalCluster:
         self.state_file.write_text(json.dumps(st, indent=2))
         self._wait(db.ready, timeout, "PostgreSQL to accept connections", pids)
         db.bootstrap()
+        pids["apiserver-proxy"] = self._spawn(
+            "apiserver-proxy",
+            [sys.executable, str(HACK / "tcpforward.py"), node.node_ip, str(NODE_APISERVER_PORT),
+             "127.0.0.1", str(ports["apiserver"])],
+        )  # fmt: skip
+        self.state_file.write_text(json.dumps(st, indent=2))
 
     def node(self, apiserver_port: int) -> realnode.RealNode:
         return realnode.RealNode(self.name, self.root / "node", self.pki, apiserver_port, CACHE)
@@ -264,7 +272,7 @@ class LocalCluster:
         pids = st.get("pids") or {}
         assert isinstance(pids, dict)
         self._stop_real_node(st, pids)
-        for comp in reversed(COMPONENTS):
+        for comp in ("apiserver-proxy", *reversed(COMPONENTS)):
             pid = pids.get(comp)
             if pid and pid_alive(int(pid)):
                 with contextlib.suppress(ProcessLookupError):
@@ -364,8 +372,10 @@ class LocalCluster:
                 "-keyout", str(p / "ca.key"), "-out", str(p / "ca.crt"),
                 "-subj", "/CN=pdm-local-ca")  # fmt: skip
         ext = p / "apiserver.ext"
+        # The real node's address too: pods reach the API server there.
+        node_ip = self.node(0).node_ip
         ext.write_text(
-            "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
+            f"subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:{node_ip},DNS:localhost,DNS:kubernetes,"
             "DNS:kubernetes.default,DNS:kubernetes.default.svc,"
             "DNS:kubernetes.default.svc.cluster.local\n"
             "extendedKeyUsage=serverAuth\n"

@@ -180,4 +180,7 @@ def cached_archive(image: Image, cache: Path) -> Path:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(image.archive())
         tmp.replace(path)
+        for old in cache.glob(f"{safe}-*.tar"):  # earlier contents of the same image
+            if old != path:
+                old.unlink(missing_ok=True)
     return path

@@ -41,6 +41,8 @@ class Cluster:
     local: bool
     #: The stand-in GitLab's PostgreSQL beside the local real node, if there is one.
     database: Postgres | None = None
+    #: The local cluster itself (None for a cluster named by KUBECONFIG).
+    local_cluster: LocalCluster | None = None
 
     def run_kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """kubectl, as a user or a CI pipeline runs it, against this cluster."""
@@ -126,7 +128,9 @@ def cluster() -> Iterator[Cluster]:
     kubectl = Path(str(local.state()["bins"]["kubectl"]))  # type: ignore[index]
     api = config.new_client_from_config(config_file=str(kubeconfig))
     try:
-        yield Cluster(kubeconfig, kubectl, api, local=True, database=local.database())
+        yield Cluster(
+            kubeconfig, kubectl, api, local=True, database=local.database(), local_cluster=local
+        )
     finally:
         api.close()
         if not reuse:

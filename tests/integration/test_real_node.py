@@ -3,13 +3,21 @@ Pod Security as the kubelet enforces it, no service-account token."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 
-from tests.support.operator import OperatorProcess
-from tests.support.pdm import Api, migration
+import operator_image
+from tests.integration.conftest import Cluster
+from tests.support.operator import OperatorProcess, repo_root
+from tests.support.pdm import Api, migration, toolbox
 from tests.support.realnode import BUSYBOX
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
 
@@ -69,3 +77,120 @@ def test_the_kubelet_refuses_a_pod_that_would_run_as_root(
     assert stalled["reason"] == "CreateContainerConfigError"
     assert "runAsNonRoot and image will run as root" in stalled["message"]
     assert api.get("pdm-as-root")["status"]["state"] == "Running"  # type: ignore[index]
+
+
+OPERATOR_NS = "pdm-operator"
+
+
+def test_the_operator_runs_in_the_cluster_from_its_image_under_its_service_account(
+    cluster: Cluster, api: Api, real_node: dict[str, Any], tmp_path: Path
+) -> None:
+    """The path hack/kind-e2e.sh takes on a Docker machine: the image built from the
+    Dockerfile, installed with `kubectl apply -k` over the shipped namespaced overlay."""
+    if cluster.local_cluster is None:
+        pytest.skip("the local real node builds and imports the image; kind: hack/kind-e2e.sh")
+    local = cluster.local_cluster
+    archive = operator_image.build()  # minutes the first time, then cached by content
+    ports = local.state()["ports"]
+    local.node(int(ports["apiserver"])).import_archive(archive)  # type: ignore[index]
+    node_ip = local.node(0).node_ip
+    wait_until(lambda: namespace_gone(cluster, OPERATOR_NS), timeout=120, what="no old install")
+
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    shipped = os.path.relpath(repo_root() / "manifests" / "overlays" / "namespaced", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [shipped],
+                "images": [
+                    {
+                        "name": "registry.example.com/pdm-operator",
+                        "newName": operator_image.IMAGE.rsplit(":", 1)[0],
+                        "newTag": "dev",
+                    }
+                ],
+                "patches": [
+                    {
+                        "target": {"kind": kind, "name": "pdm-operator", "namespace": "gitlab"},
+                        "patch": yaml.safe_dump(
+                            [{"op": "replace", "path": "/metadata/namespace", "value": api.ns}]
+                        ),
+                    }
+                    for kind in ("Role", "RoleBinding")
+                ]
+                + [
+                    {
+                        "target": {"kind": "Deployment", "name": "pdm-operator"},
+                        "patch": yaml.safe_dump(
+                            [
+                                {
+                                    "op": "replace",
+                                    "path": "/spec/template/spec/containers/0/args",
+                                    "value": ["--namespace", api.ns],
+                                },
+                                {
+                                    "op": "add",
+                                    "path": "/spec/template/spec/nodeSelector",
+                                    "value": real_node["nodeSelector"],
+                                },
+                                {
+                                    "op": "add",
+                                    "path": "/spec/template/spec/tolerations",
+                                    "value": real_node["tolerations"],
+                                },
+                                # No kube-proxy here: the API server at the node's address.
+                                {
+                                    "op": "add",
+                                    "path": "/spec/template/spec/containers/0/env/-",
+                                    "value": {"name": "KUBERNETES_SERVICE_HOST", "value": node_ip},
+                                },
+                                {
+                                    "op": "add",
+                                    "path": "/spec/template/spec/containers/0/env/-",
+                                    "value": {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"},
+                                },
+                            ]
+                        ),
+                    }
+                ],
+            }
+        )
+    )
+    out = cluster.run_kubectl("apply", "--server-side", "--force-conflicts", "-k", str(overlay))
+    assert out.returncode == 0, out.stderr
+    try:
+        out = cluster.run_kubectl(
+            "-n", OPERATOR_NS, "rollout", "status", "deployment/pdm-operator", "--timeout=180s"
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        api.deploy(toolbox())
+        script = "echo '== 20261201000002 Backfill: migrated'"
+        api.create(
+            migration(
+                "pdm-in-cluster",
+                image={"reference": BUSYBOX},
+                job={**real_node, "command": ["/bin/sh", "-c"], "args": [script]},
+            )
+        )
+        api.wait_condition("pdm-in-cluster", "Succeeded", timeout=120)
+        pods = cluster.run_kubectl(
+            "-n", OPERATOR_NS, "get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}"
+        )
+        assert pods.stdout.split() == ["real-node-0"]
+        logs = cluster.run_kubectl("-n", OPERATOR_NS, "logs", "deployment/pdm-operator")
+        assert "pdm-in-cluster" in logs.stdout
+        assert "Forbidden" not in logs.stdout
+        assert "Traceback" not in logs.stdout
+    finally:
+        client.CoreV1Api(cluster.api).delete_namespace(OPERATOR_NS)
+
+
+def namespace_gone(cluster: Cluster, name: str) -> bool:
+    try:
+        client.CoreV1Api(cluster.api).read_namespace(name)
+    except ApiException as e:
+        return e.status == 404
+    return False
