@@ -301,24 +301,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         except standin.ImageError as e:
             raise NodeError(str(e)) from e
         for image in [*images(), toolbox]:
-            archive = oci.cached_archive(image, self.cache / "images")
-            out = subprocess.run(
-                [
-                    "ctr",
-                    "--address",
-                    str(self.socket),
-                    "-n",
-                    "k8s.io",
-                    "images",
-                    "import",
-                    str(archive),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if out.returncode != 0:
-                raise NodeError(f"importing {image.name} failed: {out.stderr.strip()}")
+            self.import_archive(oci.cached_archive(image, self.cache / "images"))
 
     def import_archive(self, archive: Path) -> None:
         """Import an image archive built elsewhere (the operator's, the stand-in toolbox)."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -248,6 +248,12 @@ async def serve(opts: Options) -> None:
             namespaces=opts.namespaces,
             standalone=True,
             liveness_endpoint=f"http://0.0.0.0:{opts.liveness_port}/healthz",
+            # Kopf names itself with getpass.getuser() unless told so
+            # (kopf/_core/engines/peering.py, detect_own_id), which raises
+            # KeyError for a uid with no passwd entry: the image's USER 65532.
+            # The operator crashed at start in every cluster until the image
+            # was run on a real node (tests/integration/test_real_node.py).
+            identity=cast(Any, opts.leader_identity or default_identity()),
         )
     finally:
         api.close()

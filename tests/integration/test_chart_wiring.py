@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import Cluster
 from tests.support import chart
@@ -42,17 +40,6 @@ def job_of(api: Api, name: str) -> dict[str, Any]:
     assert obj is not None
     raw = api.batch.read_namespaced_job(obj["status"]["jobName"], api.ns, _preload_content=False)
     return dict(json.loads(raw.data))
-
-
-def lease_holder(api: Api, environment: str = "gstg") -> str | None:
-    leases = client.CoordinationV1Api(api.core.api_client)
-    try:
-        lease = leases.read_namespaced_lease(f"pdm-env-{environment}", api.ns)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    return str(lease.spec.holder_identity or "") or None
 
 
 def test_migration_from_the_charts_job_runs_the_charts_wiring_without_the_skip_variable(
@@ -143,7 +130,7 @@ def test_stale_template_waits_without_the_lock_then_runs_the_new_charts_job(
     assert "gitlab-migrations-0ld0ld0" in gated["message"]
     assert api.get("pdm-stale")["status"]["reason"] == "TemplateStale"  # type: ignore[index]
     assert [j.metadata.name for j in api.jobs()] == ["gitlab-migrations-0ld0ld0"]
-    assert lease_holder(api) is None  # waiting on the chart, it keeps no one else waiting
+    assert api.lease_holder() is None  # waiting on the chart, it keeps no one else waiting
 
     # `helm upgrade` for the new version: the new Job replaces the old one.
     api.batch.delete_namespaced_job(
@@ -182,7 +169,7 @@ def test_a_job_the_api_server_would_refuse_fails_at_once_not_after_the_rollout(
     assert "server-side dry run" in failed["message"]
     assert "Not_A_DNS_Label" in failed["message"]
     assert [j.metadata.name for j in api.jobs()] == [chart.CHART_JOB]
-    assert lease_holder(api) is None
+    assert api.lease_holder() is None
 
 
 def test_a_valid_gated_migration_is_checked_once_and_keeps_waiting(
@@ -208,7 +195,7 @@ def test_a_missing_template_says_what_it_looks_for_then_runs_once_it_appears(
     assert "app=migrations,release=gitlab" in missing["message"]
     obj = api.wait_state("pdm-no-template", "Pending")
     assert obj["status"]["reason"] == "TemplateNotFound"
-    assert lease_holder(api) is None
+    assert api.lease_holder() is None
     assert "Traceback" not in operator.log()
 
     api.batch.create_namespaced_job(api.ns, chart.chart_job())

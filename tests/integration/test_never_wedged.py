@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from tests.support.operator import OperatorProcess
 from tests.support.pdm import Api, migration, toolbox
@@ -26,17 +25,6 @@ TYPO = {
 }
 
 
-def lease_holder(api: Api, environment: str = "gstg") -> str | None:
-    leases = client.CoordinationV1Api(api.core.api_client)
-    try:
-        lease = leases.read_namespaced_lease(f"pdm-env-{environment}", api.ns)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    return str(lease.spec.holder_identity or "") or None
-
-
 def test_a_job_the_client_refuses_fails_the_migration_and_frees_the_environment(
     api: Api, operator: OperatorProcess
 ) -> None:
@@ -51,7 +39,7 @@ def test_a_job_the_client_refuses_fails_the_migration_and_frees_the_environment(
         timeout=10,
         what="a JobInvalid event",
     )
-    assert lease_holder(api) is None
+    assert api.lease_holder() is None
     # The environment is free: the next migration runs.
     api.create(migration("pdm-next"))
     api.wait_condition("pdm-next", "Succeeded", timeout=60)
@@ -82,12 +70,12 @@ def test_a_migration_that_cannot_create_its_job_waits_without_the_lock(
     pending = api.wait_state("pdm-quota", "Pending")
     assert pending["status"]["reason"] == "CreateFailed"
     # Each retry takes the lock for the instant of its create, and gives it back.
-    wait_until(lambda: lease_holder(api) is None, timeout=10, what="the lock given back")
+    wait_until(lambda: api.lease_holder() is None, timeout=10, what="the lock given back")
 
     # Suspended before its Job exists: still holding nothing.
     api.patch("pdm-quota", {"spec": {"suspend": True}})
     assert api.wait_condition("pdm-quota", "Gated")["reason"] == "Suspended"
-    wait_until(lambda: lease_holder(api) is None, timeout=10, what="the lock free")
+    wait_until(lambda: api.lease_holder() is None, timeout=10, what="the lock free")
 
     # Another migration of the environment runs once Jobs may be created.
     api.core.delete_namespaced_resource_quota("no-jobs", api.ns)
@@ -165,7 +153,7 @@ def test_a_template_asking_for_root_and_host_access_is_refused_before_any_job(
         ):
             assert field in failed["message"], failed["message"]
     assert api.jobs() == []
-    assert lease_holder(api) is None
+    assert api.lease_holder() is None
 
 
 def test_a_pod_the_cluster_refuses_to_create_fails_the_migration_within_a_minute(
@@ -178,7 +166,7 @@ def test_a_pod_the_cluster_refuses_to_create_fails_the_migration_within_a_minute
     assert 'serviceaccount "does-not-exist" not found' in failed["message"]
     job = api.jobs()[0]
     assert job.spec.suspend is True  # no pod can start after the failure
-    assert lease_holder(api) is None
+    assert api.lease_holder() is None
     api.create(migration("pdm-after-no-sa"))
     api.wait_condition("pdm-after-no-sa", "Succeeded", timeout=60)
 
@@ -219,6 +207,6 @@ def test_a_container_that_cannot_start_is_diagnosed_and_a_permanent_cause_fails_
     assert "the kubelet's own words" in cond["message"]
     if outcome == "Failed":
         assert api.jobs()[0].spec.suspend is True
-        assert lease_holder(api) is None
+        assert api.lease_holder() is None
     else:
         assert api.get("pdm-waiting")["status"]["state"] == "Running"  # type: ignore[index]

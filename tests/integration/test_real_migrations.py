@@ -51,13 +51,18 @@ def versions(db: Postgres, name: str) -> list[str]:
 def regular_deploy(api: Api, db: Postgres, name: str, placement: dict[str, Any]) -> None:
     """`helm upgrade ... --set gitlab.migrations.extraEnv.SKIP_POST_DEPLOYMENT_MIGRATIONS=true`."""
     chart.install(api, database=chart.Database(db.host, db.port, name), placement=placement)
+    job = job_end(api, chart.CHART_JOB)
+    assert job.status.succeeded == 1, job.status
+
+
+def job_end(api: Api, name: str) -> Any:
+    """The Job ``name`` once it has ended (its status)."""
 
     def done() -> Any:
-        job = api.batch.read_namespaced_job(chart.CHART_JOB, api.ns)
+        job = api.batch.read_namespaced_job(name, api.ns)
         return job if job.status.succeeded or job.status.failed else None
 
-    job = wait_until(done, timeout=180, what="the chart's migrations Job to end")
-    assert job.status.succeeded == 1, job.status
+    return wait_until(done, timeout=180, what=f"Job {name} to end")
 
 
 def pdm_log(cluster: Cluster, api: Api, name: str) -> str:
@@ -153,12 +158,7 @@ def test_the_stand_in_skips_post_deployment_migrations_when_the_variable_says_fa
     ]
     chart.on_real_node(old_bug["spec"]["template"]["spec"], real_node)
     api.batch.create_namespaced_job(api.ns, old_bug)
-
-    def done() -> Any:
-        job = api.batch.read_namespaced_job("gitlab-migrations-0ldbug0", api.ns)
-        return job if job.status.succeeded or job.status.failed else None
-
-    job = wait_until(done, timeout=180, what="the old product's Job to end")
+    job = job_end(api, "gitlab-migrations-0ldbug0")
     assert job.status.succeeded == 1  # "success"...
     assert versions(db, name) == REGULAR  # ...and not one post-deployment migration ran
 

@@ -185,6 +185,10 @@ def test_the_operator_runs_in_the_cluster_from_its_image_under_its_service_accou
         assert "Forbidden" not in logs.stdout
         assert "Traceback" not in logs.stdout
     finally:
+        log = cluster.run_kubectl(
+            "-n", OPERATOR_NS, "logs", "deployment/pdm-operator", "--tail=200"
+        )
+        print(f"----- in-cluster operator log -----\n{log.stdout}{log.stderr}")
         client.CoreV1Api(cluster.api).delete_namespace(OPERATOR_NS)
 
 

@@ -151,6 +151,19 @@ class Api:
 
         return wait_until(probe, timeout=timeout, what=f"pdm/{name} state {state}")
 
+    def lease_holder(self, environment: str = "gstg") -> str | None:
+        """Who holds the environment's lock (the tests run the operator with its
+        lock namespace in the test's namespace), or None when it is free."""
+        try:
+            lease = client.CoordinationV1Api(self.core.api_client).read_namespaced_lease(
+                f"pdm-env-{environment}", self.ns
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return str(lease.spec.holder_identity or "") or None
+
     def events(self, name: str) -> list[Any]:
         return [
             e
