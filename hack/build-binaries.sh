@@ -5,7 +5,7 @@
 #   kwok                                                              (sigs.k8s.io/kwok)
 #
 # Each component lands in its own cache directory keyed by its version and the
-# Go toolchain version, e.g. ~/.cache/pdm-operator/bin/kubernetes-v1.34.4-go1.26.8/,
+# Go toolchain version, e.g. ~/.cache/pdm-operator/bin/kubernetes-v1.37.2-go1.26.8/,
 # and is only rebuilt when that key changes. Prints the directories on stdout
 # (one per line: NAME=DIR), progress on stderr.
 #
@@ -94,7 +94,7 @@ build_kubernetes() {
   local upstream_mod staging_v
   upstream_mod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   [ -f "$upstream_mod" ] || die "could not download the go.mod of k8s.io/kubernetes@$v"
-  # v1.34.4 -> v0.34.4: the published tags of the staging modules.
+  # v1.37.2 -> v0.37.2: the published tags of the staging modules.
   staging_v="v0.${v#v1.}"
   {
     echo "module pdm-operator.local/kubernetes-build"

@@ -457,6 +457,10 @@ class LocalCluster:
                 f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
+                # v1.37 refuses a loopback advertise address for the endpoint
+                # reconciler of the `kubernetes` Service; nothing here routes
+                # that Service (no kube-proxy), so it is not reconciled at all.
+                "--endpoint-reconciler-type=none",
                 f"--secure-port={ports['apiserver']}",
                 f"--tls-cert-file={p / 'apiserver.crt'}",
                 f"--tls-private-key-file={p / 'apiserver.key'}",

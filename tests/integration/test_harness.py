@@ -153,4 +153,4 @@ def test_local_control_plane_reports_its_true_version(cluster: Cluster) -> None:
     version = client.VersionApi(cluster.api).get_code()
     expected = localcluster.HACK.joinpath("versions.env").read_text()
     assert f"KUBERNETES_VERSION={version.git_version}" in expected
-    assert (version.major, version.minor) == ("1", "34")
+    assert (version.major, version.minor) == ("1", "37")
