@@ -130,7 +130,7 @@ def test_stale_template_waits_without_the_lock_then_runs_the_new_charts_job(
     assert "gitlab-migrations-0ld0ld0" in gated["message"]
     assert api.get("pdm-stale")["status"]["reason"] == "TemplateStale"  # type: ignore[index]
     assert [j.metadata.name for j in api.jobs()] == ["gitlab-migrations-0ld0ld0"]
-    assert api.lease_holder() is None  # waiting on the chart, it keeps no one else waiting
+    api.wait_lock_free()  # waiting on the chart, it keeps no one else waiting
 
     # `helm upgrade` for the new version: the new Job replaces the old one.
     api.batch.delete_namespaced_job(
@@ -169,7 +169,7 @@ def test_a_job_the_api_server_would_refuse_fails_at_once_not_after_the_rollout(
     assert "server-side dry run" in failed["message"]
     assert "Not_A_DNS_Label" in failed["message"]
     assert [j.metadata.name for j in api.jobs()] == [chart.CHART_JOB]
-    assert api.lease_holder() is None
+    api.wait_lock_free()
 
 
 def test_a_valid_gated_migration_is_checked_once_and_keeps_waiting(
@@ -195,7 +195,7 @@ def test_a_missing_template_says_what_it_looks_for_then_runs_once_it_appears(
     assert "app=migrations,release=gitlab" in missing["message"]
     obj = api.wait_state("pdm-no-template", "Pending")
     assert obj["status"]["reason"] == "TemplateNotFound"
-    assert api.lease_holder() is None
+    api.wait_lock_free()
     assert "Traceback" not in operator.log()
 
     api.batch.create_namespaced_job(api.ns, chart.chart_job())

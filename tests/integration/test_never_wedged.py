@@ -39,7 +39,7 @@ def test_a_job_the_client_refuses_fails_the_migration_and_frees_the_environment(
         timeout=10,
         what="a JobInvalid event",
     )
-    assert api.lease_holder() is None
+    api.wait_lock_free()
     # The environment is free: the next migration runs.
     api.create(migration("pdm-next"))
     api.wait_condition("pdm-next", "Succeeded", timeout=60)
@@ -70,12 +70,12 @@ def test_a_migration_that_cannot_create_its_job_waits_without_the_lock(
     pending = api.wait_state("pdm-quota", "Pending")
     assert pending["status"]["reason"] == "CreateFailed"
     # Each retry takes the lock for the instant of its create, and gives it back.
-    wait_until(lambda: api.lease_holder() is None, timeout=10, what="the lock given back")
+    api.wait_lock_free()  # each retry takes it for the instant of its create
 
     # Suspended before its Job exists: still holding nothing.
     api.patch("pdm-quota", {"spec": {"suspend": True}})
     assert api.wait_condition("pdm-quota", "Gated")["reason"] == "Suspended"
-    wait_until(lambda: api.lease_holder() is None, timeout=10, what="the lock free")
+    api.wait_lock_free()
 
     # Another migration of the environment runs once Jobs may be created.
     api.core.delete_namespaced_resource_quota("no-jobs", api.ns)
@@ -153,7 +153,7 @@ def test_a_template_asking_for_root_and_host_access_is_refused_before_any_job(
         ):
             assert field in failed["message"], failed["message"]
     assert api.jobs() == []
-    assert api.lease_holder() is None
+    api.wait_lock_free()
 
 
 def test_a_pod_the_cluster_refuses_to_create_fails_the_migration_within_a_minute(
@@ -166,7 +166,7 @@ def test_a_pod_the_cluster_refuses_to_create_fails_the_migration_within_a_minute
     assert 'serviceaccount "does-not-exist" not found' in failed["message"]
     job = api.jobs()[0]
     assert job.spec.suspend is True  # no pod can start after the failure
-    assert api.lease_holder() is None
+    api.wait_lock_free()
     api.create(migration("pdm-after-no-sa"))
     api.wait_condition("pdm-after-no-sa", "Succeeded", timeout=60)
 
@@ -207,6 +207,6 @@ def test_a_container_that_cannot_start_is_diagnosed_and_a_permanent_cause_fails_
     assert "the kubelet's own words" in cond["message"]
     if outcome == "Failed":
         assert api.jobs()[0].spec.suspend is True
-        assert api.lease_holder() is None
+        api.wait_lock_free()
     else:
         assert api.get("pdm-waiting")["status"]["state"] == "Running"  # type: ignore[index]

@@ -164,6 +164,15 @@ class Api:
             raise
         return str(lease.spec.holder_identity or "") or None
 
+    def wait_lock_free(self, environment: str = "gstg", timeout: float = 10) -> None:
+        """The environment's lock is free (a migration gives it back just after its
+        final status is written, so a test that saw the status waits for the lock)."""
+        wait_until(
+            lambda: self.lease_holder(environment) is None,
+            timeout=timeout,
+            what=f"environment {environment}'s lock to be free",
+        )
+
     def events(self, name: str) -> list[Any]:
         return [
             e
