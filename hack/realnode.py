@@ -181,7 +181,7 @@ class RealNode:
         for comp in ("kubelet",):
             _kill(pids.get(comp))
         if self.socket.exists():
-            for task in self._ctr("tasks", "ls", "-q").split():
+            for task in self._ctr("tasks", "ls", "-q").stdout.split():
                 self._ctr("tasks", "kill", "-s", "SIGKILL", task)
         # The shims outlive containerd; they carry our socket on their command line.
         for pid in _pids_with(str(self.socket)):
@@ -305,21 +305,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     def import_archive(self, archive: Path) -> None:
         """Import an image archive built elsewhere (the operator's, the stand-in toolbox)."""
-        out = subprocess.run(
-            [
-                "ctr",
-                "--address",
-                str(self.socket),
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                str(archive),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        out = self._ctr("images", "import", str(archive))
         if out.returncode != 0:
             raise NodeError(f"importing {archive} failed: {out.stderr.strip()}")
 
@@ -405,14 +391,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "--v=1",
         ]
 
-    def _ctr(self, *args: str) -> str:
-        out = subprocess.run(
+    def _ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``ctr`` on this node's containerd, in the CRI's namespace."""
+        return subprocess.run(
             ["ctr", "--address", str(self.socket), "-n", "k8s.io", *args],
             capture_output=True,
             text=True,
             check=False,
         )
-        return out.stdout
 
     def _unmount_all(self) -> None:
         root = str(self.root.resolve())

@@ -162,7 +162,10 @@ class Reconciler:
         template = self._template(p)
         if isinstance(template, templates.Missing):
             return self._write(p, self.timing.image_retry)
-        if self._insecure(p, template):
+        # Rendered once per pass for the checks; the create renders again
+        # after pinning the image by digest.
+        planned = render.render_job(p.migration, p.status["image"], template)
+        if self._insecure(p, planned):
             return self._finish(p)
         if dry:
             return self._dry_run(p, template)
@@ -171,7 +174,7 @@ class Reconciler:
             if hold.fatal:
                 self._fail(p, hold.reason, hold.message)
                 return self._finish(p)
-            if hold.reason != "TemplateStale" and self._rejected(p, template):
+            if hold.reason != "TemplateStale" and self._rejected(p, planned):
                 return self._finish(p)
             p.set(model.GATED, True, hold.reason, hold.message)
             poll = (
@@ -243,13 +246,13 @@ class Reconciler:
         )
         return found
 
-    def _insecure(self, p: Pass, template: templates.Template | None) -> bool:
+    def _insecure(self, p: Pass, job: Body) -> bool:
         """Refuse a Job below the restricted Pod Security level, whatever the namespace enforces.
 
         Checked on every pass before the Job exists (the template is re-read),
         in DryRun mode too, so the dry run says what the run would say.
         """
-        found = security.violations(render.render_job(p.migration, p.status["image"], template))
+        found = security.violations(job)
         if not found:
             return False
         shown = "; ".join(found[:6]) + (f"; and {len(found) - 6} more" if len(found) > 6 else "")
@@ -260,7 +263,7 @@ class Reconciler:
         )
         return True
 
-    def _rejected(self, p: Pass, template: templates.Template | None) -> bool:
+    def _rejected(self, p: Pass, job: Body) -> bool:
         """Fail fast: while a gate holds, check the Job with a server-side dry-run create.
 
         A spec the API server would refuse then fails in seconds with its
@@ -271,7 +274,6 @@ class Reconciler:
         """
         if conditions.is_true(p.conditions, model.JOB_VALIDATED):
             return False
-        job = render.render_job(p.migration, p.status["image"], template)
         name = job["metadata"]["name"]
         try:
             self.kube.create_job(p.namespace, job, dry_run=True)
