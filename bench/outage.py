@@ -39,6 +39,8 @@ PROJECTS = ["gitlab-org/gitlab", "gitlab-org/omnibus-gitlab"]
 FAULTS = ("healthy", "slow", "hanging", "down")
 APPROACHES = ("operator", "blocking CI")
 SLOW_SECONDS = 10.0
+#: The blocking CI job's per-call timeout (python-gitlab has none by default).
+CI_TIMEOUT = 30.0
 
 
 def _inject(gitlab: FakeGitLab, fault: str) -> None:
@@ -67,7 +69,15 @@ def _timed(bench: Bench, commands: list[list[str]], env: dict[str, str]) -> tupl
     return time.monotonic() - start, ok
 
 
-def one(bench: Bench, ns: str, gitlab: FakeGitLab, fault: str, approach: str, i: int) -> dict:
+def one(
+    bench: Bench,
+    ns: str,
+    gitlab: FakeGitLab,
+    fault: str,
+    approach: str,
+    i: int,
+    ci_timeout: float = CI_TIMEOUT,
+) -> dict:
     environment = f"rb-{fault}-{'op' if approach == 'operator' else 'ci'}-{i}"
     name = environment
     k = [bench.kubectl, "-n", ns]
@@ -87,8 +97,8 @@ def one(bench: Bench, ns: str, gitlab: FakeGitLab, fault: str, approach: str, i:
         commands = [
             [*k, "apply", "-f", f.name],
             [*k, "wait", "--for=condition=complete", f"job/{name}", "--timeout=600s"],
-            [sys.executable, str(ROOT / "bench" / "ci_record.py"), gitlab.url, environment, SHA,
-             *PROJECTS],
+            [sys.executable, str(ROOT / "bench" / "ci_record.py"), gitlab.url, f"db/{environment}",
+             SHA, *PROJECTS, "--timeout", str(ci_timeout)],
         ]  # fmt: skip
     _inject(gitlab, fault)
     try:
@@ -104,7 +114,7 @@ def one(bench: Bench, ns: str, gitlab: FakeGitLab, fault: str, approach: str, i:
         d
         for project in PROJECTS
         for d in gitlab.deployments(project)
-        if d["environment"]["name"] == environment
+        if d["environment"]["name"] == f"db/{environment}"  # the operator's default
     ]
     return {
         "fault": fault,
@@ -122,9 +132,13 @@ def _reported(bench: Bench, ns: str, name: str) -> bool:
     return is_true(obj, "Reported")
 
 
-def measure(bench: Bench, runs: int, faults: tuple[str, ...] = FAULTS) -> list[dict[str, Any]]:
+def measure(
+    bench: Bench, runs: int, faults: tuple[str, ...] = FAULTS, ci_timeout: float = CI_TIMEOUT
+) -> list[dict[str, Any]]:
     ns = bench.namespace("bench-outage")
     gitlab = FakeGitLab(token=TOKEN).start()
+    for project in PROJECTS:  # the version exists in each project (GitLab checks)
+        gitlab.add_commits(project, shas=[SHA])
     results = []
     try:
         bench.gitlab_token(ns, TOKEN)
@@ -132,7 +146,7 @@ def measure(bench: Bench, runs: int, faults: tuple[str, ...] = FAULTS) -> list[d
             for i in range(runs):
                 for fault in faults:
                     for approach in APPROACHES:
-                        results.append(one(bench, ns, gitlab, fault, approach, i))
+                        results.append(one(bench, ns, gitlab, fault, approach, i, ci_timeout))
     finally:
         gitlab.stop()
         bench.delete_namespace(ns)

@@ -41,6 +41,12 @@ def main() -> int:
     ap.add_argument("--envs", type=int, default=10, help="environments (default 10)")
     ap.add_argument("--objects", type=int, help="migration objects (default 5000)")
     ap.add_argument("--soak-minutes", type=float, help="soak length (default 30)")
+    ap.add_argument(
+        "--ci-timeout",
+        type=float,
+        default=30.0,
+        help="per-call timeout of the blocking CI baseline in the outage comparison (default 30)",
+    )
     ap.add_argument("--out", type=Path, help="Markdown file (default docs/benchmarks.md)")
     ap.add_argument("--render", type=Path, help="only write the Markdown from this results JSON")
     args = ap.parse_args()
@@ -87,7 +93,7 @@ def measure_all(
             )
             _progress("objects", results["objects"], results)
         if "outage" in args.only:
-            results["outage"] = outage.measure(bench, runs)
+            results["outage"] = outage.measure(bench, runs, ci_timeout=args.ci_timeout)
             _progress("outage", results["outage"], results)
         if "soak" in args.only:
             results["soak"] = soak.measure(

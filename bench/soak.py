@@ -63,17 +63,15 @@ def measure(
                     deleted += 1
                 while len(live) - sum(1 for n in live if n in ended) < inflight:
                     name = f"soak-{created:06d}"
+                    # Its own sha (a second deployment is a duplicate), in the project's history.
+                    sha = gitlab.add_commits("gitlab-org/gitlab", shas=[f"{created:040x}"])[0]
                     bench.custom.create_namespaced_custom_object(
                         GROUP,
                         VERSION,
                         ns,
                         PLURAL,
                         tracked(
-                            name,
-                            f"env{created % envs}",
-                            gitlab.url,
-                            f"{created:040x}",  # its own sha: a second deployment is a duplicate
-                            ["gitlab-org/gitlab"],
+                            name, f"env{created % envs}", gitlab.url, sha, ["gitlab-org/gitlab"]
                         ),
                     )
                     live.add(name)

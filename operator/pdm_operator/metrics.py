@@ -51,7 +51,8 @@ LAST_SUCCESS = Gauge(
 )
 REPORTS = Counter(
     "pdm_reports_total",
-    "Report delivery attempts by sink, blocking and outcome (delivered|retry|failed|gave_up).",
+    "Report delivery attempts by sink, blocking and outcome"
+    " (delivered|retry|failed|gave_up|no_merge_requests).",
     ["sink", "blocking", "outcome"],
 )
 REPORT_LATENCY = Histogram(

@@ -545,16 +545,28 @@ class Reconciler:
         pods = self.kube.list_pods(p.namespace, f"batch.kubernetes.io/job-name={name}")
         events = [] if pods else self.kube.job_events(p.namespace, name, uid)
         found = jobs.stuck(pods, events)
+        # Pod changes do not reach the Job until the pod is ready, so a young
+        # Job is looked at again sooner: its container's failure to start
+        # (an image pull, a kubelet refusal) shows within seconds, not a resync.
+        again = self._young_job_poll(job)
         if found is None:
-            return self._write(p, self.timing.running_resync)
+            return self._write(p, again)
         if not found.permanent:
             p.set(model.STALLED, True, found.reason, found.message)
-            return self._write(p, self.timing.running_resync)
+            return self._write(p, again)
         self.kube.suspend_job(p.namespace, name)
         message = f"{found.message}; Job {name} is suspended so that its pod never starts"
         p.status["failure"] = {"reason": found.reason, "message": message}
         self._fail(p, found.reason, message)
         return self._finish(p)
+
+    def _young_job_poll(self, job: Body) -> float:
+        """As old as the Job (at least 5 s), up to the running resync."""
+        created = job["metadata"].get("creationTimestamp")
+        if not created:
+            return self.timing.running_resync
+        age = (self.clock() - outbox.parse_time(created)).total_seconds()
+        return min(self.timing.running_resync, max(5.0, age))
 
     def _reports_now_pending(self, p: Pass) -> None:
         """The Job's end makes new reports due: Reported must not stay True from before.
@@ -564,7 +576,9 @@ class Reconciler:
         write that records the outcome.
         """
         wanted = outbox.intents({**p.migration, "status": p.status})
-        cond = outbox.reported_condition(outbox.merge(p.status.get("reports"), wanted))
+        cond = outbox.reported_condition(
+            outbox.merge(p.status.get("reports"), wanted, self.clock())
+        )
         if cond is not None:
             p.apply_condition(cond)
 

@@ -23,6 +23,24 @@ def without(body: dict[str, Any], *path: str) -> dict[str, Any]:
     return body
 
 
+VERSION = {"ref": "master", "sha": "0a1b2c3d"}
+
+
+def tracking(
+    sinks: list[dict[str, Any]], *, version: dict[str, Any] | None = None, environment: str = ""
+) -> dict[str, Any]:
+    gitlab: dict[str, Any] = {
+        "url": "https://gitlab.example.com",
+        "tokenSecretRef": {"name": "t", "key": "k"},
+    }
+    if environment:
+        gitlab["environment"] = environment
+    out: dict[str, Any] = {"gitlab": gitlab, "sinks": sinks}
+    if version is not None:
+        out["version"] = version
+    return out
+
+
 MALFORMED = [
     (
         "no-environment",
@@ -156,6 +174,52 @@ MALFORMED = [
         migration("x", job={"restartPolicy": "Always"}),
         'spec.job.restartPolicy: Unsupported value: "Always"',
     ),
+    (
+        "deployment-project-without-version",
+        migration("x", tracking=tracking([{"type": "GitLabDeployment", "projects": ["a/b"]}])),
+        "every GitLabDeployment project and the ReleaseMetadata project needs a version",
+    ),
+    (
+        "deployment-target-without-version",
+        migration(
+            "x", tracking=tracking([{"type": "GitLabDeployment", "targets": [{"project": "a/b"}]}])
+        ),
+        "every GitLabDeployment project and the ReleaseMetadata project needs a version",
+    ),
+    (
+        "metadata-without-version",
+        migration("x", tracking=tracking([{"type": "ReleaseMetadata", "project": "m"}])),
+        "every GitLabDeployment project and the ReleaseMetadata project needs a version",
+    ),
+    (
+        "project-twice",
+        migration(
+            "x",
+            tracking=tracking(
+                [
+                    {
+                        "type": "GitLabDeployment",
+                        "projects": ["a/b"],
+                        "targets": [{"project": "a/b", "version": VERSION}],
+                    }
+                ],
+                version=VERSION,
+            ),
+        ),
+        "a project appears once in a sink's projects and targets",
+    ),
+    (
+        "gitlab-environment-ends-with-slash",
+        migration("x", tracking=tracking([], environment="db/")),
+        "spec.tracking.gitlab.environment in body should match",
+    ),
+    (
+        "labels-without-label-outside-gstg-gprd",
+        migration(
+            "x", env="pre", tracking=tracking([{"type": "MergeRequestLabels"}], version=VERSION)
+        ),
+        "a MergeRequestLabels sink needs label",
+    ),
 ]
 
 
@@ -254,3 +318,35 @@ def test_every_schema_field_has_a_description(api: Api) -> None:
 
     walk(schema, "")
     assert missing == []
+
+
+def test_per_target_versions_and_the_gitlab_environment_are_accepted(api: Api) -> None:
+    body = migration(
+        "per-target",
+        env="gprd",
+        tracking=tracking(
+            [
+                {
+                    "type": "GitLabDeployment",
+                    "targets": [
+                        {"project": "gitlab-org/gitlab", "version": VERSION},
+                        {
+                            "project": "gitlab-org/gitaly",
+                            "version": {"ref": "v18.6.0", "sha": "abcdef1", "tag": True},
+                        },
+                    ],
+                },
+                {
+                    "type": "ReleaseMetadata",
+                    "project": "gitlab-org/release/metadata",
+                    "version": VERSION,
+                },
+                {"type": "MergeRequestLabels"},
+            ],
+            environment="db/gprd",
+        ),
+    )
+    api.create(body)
+    spec = api.get("per-target")["spec"]  # type: ignore[index]
+    assert spec["tracking"]["gitlab"]["environment"] == "db/gprd"
+    assert spec["tracking"]["sinks"][0]["targets"][0]["version"]["tag"] is False

@@ -177,6 +177,7 @@ def test_operator_runs_end_to_end_with_only_its_service_accounts_rights(
     operator = OperatorProcess(env, namespace, tmp_path / "operator.log")
     operator.scope_args = ["--all-namespaces", "--lock-namespace", OPERATOR_NS]
     with FakeGitLab(token=TOKEN) as gitlab:
+        gitlab.add_commits("gitlab-org/gitlab", shas=["0a1b2c3d4e5f" + "0" * 28])
         operator.start()
         try:
             api.deploy(toolbox())
@@ -185,7 +186,7 @@ def test_operator_runs_end_to_end_with_only_its_service_accounts_rights(
                     "url": gitlab.url,
                     "tokenSecretRef": {"name": "gitlab-api", "key": "token"},
                 },
-                "version": {"ref": "master", "sha": "0a1b2c3d4e5f"},
+                "version": {"ref": "master", "sha": "0a1b2c3d4e5f" + "0" * 28},
                 "sinks": [{"type": "GitLabDeployment", "projects": ["gitlab-org/gitlab"]}],
             }
             api.create(migration("rbac-run", tracking=tracking))

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import gitlab as python_gitlab
 import pytest
 from kubernetes import client
 
@@ -25,7 +24,6 @@ pytestmark = pytest.mark.integration
 
 GITLAB_TOKEN = "glpat-PDMTEST-do-not-leak-4f1e"
 SENTRY_TOKEN = "sntrys-PDMTEST-do-not-leak-9b2c"
-SHA = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"
 GITLAB_PROJECTS = ["gitlab-org/gitlab", "gitlab-org/omnibus-gitlab"]
 METADATA = "gitlab-org/release/metadata"
 QA = "gitlab-org/quality/release"
@@ -38,7 +36,17 @@ CALL_TIMEOUT = "10"
 @pytest.fixture
 def gitlab_server() -> Iterator[FakeGitLab]:
     with FakeGitLab(token=GITLAB_TOKEN) as server:
+        # Each project has a history of its own: a version is only valid in its project.
+        for project in [*GITLAB_PROJECTS, METADATA, QA]:
+            server.add_commits(project, 3)
+        for project in GITLAB_PROJECTS:  # something for GitLab to link to a deployment
+            server.add_merge_request(project, f"Merged into {project}")
         yield server
+
+
+def version(server: FakeGitLab, project: str) -> dict[str, Any]:
+    """The version deployed from ``project``: its master, as it exists in that project."""
+    return {"ref": "master", "sha": server.head(project)}
 
 
 @pytest.fixture
@@ -78,14 +86,19 @@ def reporting_operator(
 
 
 def sinks(
+    server: FakeGitLab,
     sentry_url: str,
     *,
     rollback: bool = False,
     metadata_blocking: bool | None = None,
     qa_blocking: bool | None = None,
 ) -> list[dict[str, Any]]:
+    """Every sink, each GitLab project with its own version (no shared one)."""
     out: list[dict[str, Any]] = [
-        {"type": "GitLabDeployment", "projects": GITLAB_PROJECTS},
+        {
+            "type": "GitLabDeployment",
+            "targets": [{"project": p, "version": version(server, p)} for p in GITLAB_PROJECTS],
+        },
         {
             "type": "SentryDeploy",
             "url": sentry_url,
@@ -98,13 +111,26 @@ def sinks(
         qa: dict[str, Any] = {"type": "QAIssue", "project": QA}
         if qa_blocking is not None:
             qa["blocking"] = qa_blocking
-        out += [
-            qa,
-            {"type": "MergeRequestLabels", "label": "workflow::post-deploy-db-gstg"},
-        ]
+        out += [qa, {"type": "MergeRequestLabels"}]
     if metadata_blocking is not None:
-        out.append({"type": "ReleaseMetadata", "project": METADATA, "blocking": metadata_blocking})
+        out.append(
+            {
+                "type": "ReleaseMetadata",
+                "project": METADATA,
+                "version": version(server, METADATA),
+                "blocking": metadata_blocking,
+            }
+        )
     return out
+
+
+def one_project(server: FakeGitLab, project: str = GITLAB_PROJECTS[0]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "GitLabDeployment",
+            "targets": [{"project": project, "version": version(server, project)}],
+        }
+    ]
 
 
 def tracked(
@@ -112,7 +138,6 @@ def tracked(
 ) -> dict[str, Any]:
     tracking = {
         "gitlab": {"url": gitlab_url, "tokenSecretRef": {"name": "gitlab-api", "key": "token"}},
-        "version": {"ref": "master", "sha": SHA},
         "sinks": sink_list,
         **spec.pop("tracking_extra", {}),
     }
@@ -136,38 +161,40 @@ def test_regular_run_reports_everything_exactly_once(
     gitlab_server: FakeGitLab,
     sentry_server: FakeSentry,
 ) -> None:
-    # An API-made deployment for this version exists already, with merge
-    # requests: the operator must update it, not add a second one.
-    gl = python_gitlab.Gitlab(gitlab_server.url, private_token=GITLAB_TOKEN)
-    existing = gl.projects.get(GITLAB_PROJECTS[0], lazy=True).deployments.create(
-        {"environment": "gstg", "sha": SHA, "ref": "master", "tag": False, "status": "running"}
+    gitlab = GITLAB_PROJECTS[0]
+    # Two merged merge requests: GitLab links them to the first successful
+    # deployment of the environment, asynchronously.
+    iids = [gitlab_server.add_merge_request(gitlab, f"MR {i}") for i in range(2)]
+    # Someone else already recorded this version on db/gstg through the API:
+    # it is theirs, and stays as it is.
+    theirs = gitlab_server.add_api_deployment(
+        gitlab, "db/gstg", "master", gitlab_server.head(gitlab), status="running"
     )
-    iids = [gitlab_server.add_merge_request(GITLAB_PROJECTS[0], f"MR {i}") for i in range(2)]
-    gitlab_server.link_merge_requests(GITLAB_PROJECTS[0], existing.id, iids)
 
     api.create(
-        tracked("pdm-report", gitlab_server.url, sinks(sentry_server.url, metadata_blocking=True))
+        tracked(
+            "pdm-report",
+            gitlab_server.url,
+            sinks(gitlab_server, sentry_server.url, metadata_blocking=True),
+        )
     )
     api.wait_condition("pdm-report", "Succeeded", timeout=60)
     api.wait_condition("pdm-report", "Reported", timeout=60)
 
     for project in GITLAB_PROJECTS:
-        (dep,) = gitlab_server.deployments(project)
-        assert (dep["status"], dep["sha"], dep["ref"], dep["environment"]["name"]) == (
-            "success",
-            SHA,
-            "master",
-            "gstg",
-        )
-    assert gitlab_server.deployments(GITLAB_PROJECTS[0])[0]["id"] == existing.id
+        ours = [d for d in gitlab_server.deployments(project) if d["user"]["username"] == "pdm-bot"]
+        assert [(d["status"], d["sha"], d["ref"], d["environment"]["name"]) for d in ours] == [
+            ("success", gitlab_server.head(project), "master", "db/gstg")
+        ]
+    left_alone = next(d for d in gitlab_server.deployments(gitlab) if d["id"] == theirs["id"])
+    assert left_alone["status"] == "running"
     (meta,) = gitlab_server.deployments(METADATA)
-    assert meta["status"] == "success"
+    assert (meta["status"], meta["sha"]) == ("success", gitlab_server.head(METADATA))
     (issue,) = gitlab_server.issues(QA)
     assert "gstg" in issue["title"]
     for iid in iids:
         assert (
-            "workflow::post-deploy-db-gstg"
-            in gitlab_server.merge_request(GITLAB_PROJECTS[0], iid)["labels"]
+            "workflow::post-deploy-db-staging" in gitlab_server.merge_request(gitlab, iid)["labels"]
         )
     (deploy,) = sentry_server.deploys("gitlab", "18.6.0")
     assert deploy["environment"] == "gstg"
@@ -179,6 +206,10 @@ def test_regular_run_reports_everything_exactly_once(
     assert {r["sink"] for r in records} == {
         "GitLabDeployment", "ReleaseMetadata", "QAIssue", "MergeRequestLabels", "SentryDeploy",
     }  # fmt: skip
+    conflict = next(
+        r for r in records if r["sink"] == "GitLabDeployment" and r["target"] == gitlab
+    ).get("conflict", "")
+    assert f"deployment {theirs['id']} (running, @release-tools)" in conflict
     # Never a status the deployment already had.
     puts = [r for r in gitlab_server.requests if r.method == "PUT" and "/deployments/" in r.path]
     assert all(r.status == 200 for r in puts)
@@ -192,7 +223,7 @@ def test_rollback_completes_while_gitlab_and_sentry_fail_as_fast_as_when_healthy
     sentry_server: FakeSentry,
     fault: str,
 ) -> None:
-    rollback_sinks = sinks(sentry_server.url, rollback=True)
+    rollback_sinks = sinks(gitlab_server, sentry_server.url, rollback=True)
     healthy = time_to_succeed(
         api,
         "rb-healthy",
@@ -232,7 +263,7 @@ def test_rollback_completes_while_gitlab_and_sentry_fail_as_fast_as_when_healthy
     gprd = [
         d
         for d in gitlab_server.deployments(GITLAB_PROJECTS[0])
-        if d["environment"]["name"] == "gprd"
+        if d["environment"]["name"] == "db/gprd"
     ]
     assert [d["status"] for d in gprd] == ["success"]
     assert len(sentry_server.deploys("gitlab", "18.6.0")) == 2
@@ -246,7 +277,11 @@ def test_lost_create_answer_leaves_exactly_one_deployment(
 ) -> None:
     gitlab_server.faults.lose_response(method="POST", path=r"/deployments$", times=2)
     sentry_server.faults.lose_response(method="POST", path=r"/deploys/$", times=1)
-    api.create(tracked("pdm-lost", gitlab_server.url, sinks(sentry_server.url, rollback=True)))
+    api.create(
+        tracked(
+            "pdm-lost", gitlab_server.url, sinks(gitlab_server, sentry_server.url, rollback=True)
+        )
+    )
     api.wait_condition("pdm-lost", "Succeeded", timeout=60)
     api.wait_condition("pdm-lost", "Reported", timeout=120)
     for project in GITLAB_PROJECTS:
@@ -264,7 +299,11 @@ def test_restart_in_the_middle_of_the_outbox_loses_and_duplicates_nothing(
 ) -> None:
     gitlab_server.faults.error(503)
     api.create(
-        tracked("pdm-restart", gitlab_server.url, sinks(sentry_server.url, qa_blocking=False))
+        tracked(
+            "pdm-restart",
+            gitlab_server.url,
+            sinks(gitlab_server, sentry_server.url, qa_blocking=False),
+        )
     )
     api.wait_condition("pdm-restart", "Succeeded", timeout=60)
     wait_until(
@@ -295,7 +334,7 @@ def test_blocking_metadata_sink_that_stays_down_fails_the_migration(
     body = tracked(
         "pdm-blocked",
         gitlab_server.url,
-        sinks(sentry_server.url, rollback=True, metadata_blocking=True),
+        sinks(gitlab_server, sentry_server.url, rollback=True, metadata_blocking=True),
         tracking_extra={"blockingDeadlineSeconds": 3},
     )
     api.create(body)
@@ -320,8 +359,7 @@ def test_retry_after_is_honoured(
     gitlab_server.faults.error(
         429, times=1, method="GET", path=r"/deployments$", headers={"Retry-After": "4"}
     )
-    one_project = [{"type": "GitLabDeployment", "projects": [GITLAB_PROJECTS[0]]}]
-    api.create(tracked("pdm-429", gitlab_server.url, one_project))
+    api.create(tracked("pdm-429", gitlab_server.url, one_project(gitlab_server)))
     api.wait_condition("pdm-429", "Reported", timeout=60)
     calls = [
         r for r in gitlab_server.requests if r.path.endswith("/deployments") and r.method == "GET"
@@ -335,18 +373,25 @@ def test_retry_after_is_honoured(
 def test_ci_made_deployment_is_not_updated(
     api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab
 ) -> None:
-    ci = gitlab_server.add_ci_deployment(GITLAB_PROJECTS[0], "gstg", "master", SHA, "success")
-    api.create(
-        tracked(
-            "pdm-ci",
-            gitlab_server.url,
-            [{"type": "GitLabDeployment", "projects": [GITLAB_PROJECTS[0]]}],
-        )
+    # GitLab CI recorded this version's success on db/gstg. It is never
+    # updated (GitLab would answer 403) nor taken as ours; a create equal to
+    # the environment's last success is answered with it, and the record says so.
+    ci = gitlab_server.add_ci_deployment(
+        GITLAB_PROJECTS[0], "db/gstg", "master", gitlab_server.head(GITLAB_PROJECTS[0]), "success"
     )
+    api.create(tracked("pdm-ci", gitlab_server.url, one_project(gitlab_server)))
+    api.wait_condition("pdm-ci", "Succeeded", timeout=60)
     api.wait_condition("pdm-ci", "Reported", timeout=60)
     deps = gitlab_server.deployments(GITLAB_PROJECTS[0])
-    assert len(deps) == 2
     assert next(d for d in deps if d["id"] == ci["id"])["status"] == "success"
+    # Ours, if the running report made one before the Job ended, is apart.
+    assert [(d["status"], d["deployable"]) for d in deps if d["id"] != ci["id"]] in (
+        [],
+        [("success", None)],
+    )
+    (record,) = reports(api, "pdm-ci")
+    assert record["state"] == "Delivered"
+    assert f"deployment {ci['id']} (success, @pdm-bot by GitLab CI)" in record["conflict"]
     assert not [r for r in gitlab_server.requests if r.status == 403]
 
 
@@ -359,7 +404,11 @@ def test_tokens_never_appear_in_status_events_or_logs(
 ) -> None:
     gitlab_server.faults.error(401, times=2)  # errors are where tokens leak
     api.create(
-        tracked("pdm-tokens", gitlab_server.url, sinks(sentry_server.url, metadata_blocking=False))
+        tracked(
+            "pdm-tokens",
+            gitlab_server.url,
+            sinks(gitlab_server, sentry_server.url, metadata_blocking=False),
+        )
     )
     api.wait_condition("pdm-tokens", "Succeeded", timeout=60)
     api.wait_condition("pdm-tokens", "Reported", timeout=120)
@@ -386,7 +435,9 @@ def test_regular_run_with_non_blocking_sinks_succeeds_while_gitlab_is_down(
     gitlab_server: FakeGitLab,
     sentry_server: FakeSentry,
 ) -> None:
-    non_blocking = sinks(sentry_server.url, metadata_blocking=False, qa_blocking=False)
+    non_blocking = sinks(
+        gitlab_server, sentry_server.url, metadata_blocking=False, qa_blocking=False
+    )
     healthy = time_to_succeed(
         api, "reg-healthy", tracked("reg-healthy", gitlab_server.url, non_blocking)
     )
@@ -403,3 +454,146 @@ def test_regular_run_with_non_blocking_sinks_succeeds_while_gitlab_is_down(
     sentry_server.up()
     api.wait_condition("reg-faulty", "Reported", timeout=120)
     assert len(gitlab_server.issues(QA)) == 2  # one per migration, none twice
+
+
+def warnings_about(cluster: Cluster, api: Api, name: str) -> list[str]:
+    events = client.CoreV1Api(cluster.api).list_namespaced_event(api.ns).items
+    return [
+        f"{e.reason}: {e.message}"
+        for e in events
+        if e.involved_object.name == name and e.type == "Warning"
+    ]
+
+
+def test_a_ref_unknown_to_its_project_is_named_with_the_project(
+    cluster: Cluster, api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab
+) -> None:
+    # The shared version is gitlab's; omnibus has no such sha.
+    gitlab, omnibus = GITLAB_PROJECTS
+    body = tracked(
+        "pdm-badref",
+        gitlab_server.url,
+        [{"type": "GitLabDeployment", "projects": GITLAB_PROJECTS}],
+        tracking_extra={"version": {"ref": "18-6-stable-ee", "sha": gitlab_server.head(gitlab)}},
+    )
+    gitlab_server.add_ref(gitlab, "18-6-stable-ee", gitlab_server.head(gitlab))
+    api.create(body)
+    api.wait_condition("pdm-badref", "Succeeded", timeout=60)
+    cond = wait_until(
+        lambda: (
+            (c := api.condition("pdm-badref", "Reported")) and c["reason"] == "DeliveryFailed" and c
+        ),
+        timeout=60,
+        what="Reported=False DeliveryFailed",
+    )
+    records = {r["target"]: r for r in reports(api, "pdm-badref")}
+    assert records[gitlab]["state"] == "Delivered"
+    assert records[omnibus]["state"] == "Failed"
+    error = records[omnibus]["lastError"]
+    assert omnibus in error
+    assert "ref '18-6-stable-ee' does not exist in that project" in error
+    assert error in cond["message"]
+    assert any(
+        omnibus in w and "18-6-stable-ee" in w for w in warnings_about(cluster, api, "pdm-badref")
+    )
+    assert GITLAB_TOKEN not in json.dumps(records)
+    # Nothing was made in omnibus.
+    assert gitlab_server.deployments(omnibus) == []
+
+
+def test_a_missing_permission_is_named(
+    cluster: Cluster, api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab
+) -> None:
+    gitlab_server.forbid(GITLAB_PROJECTS[0], "create_environment")
+    api.create(tracked("pdm-403", gitlab_server.url, one_project(gitlab_server)))
+    api.wait_condition("pdm-403", "Succeeded", timeout=60)
+    record = wait_until(
+        lambda: next(
+            (
+                r
+                for r in reports(api, "pdm-403")
+                if r["desired"] == "success" and r["state"] == "Failed"
+            ),
+            None,
+        ),
+        timeout=60,
+        what="the success report failed",
+    )
+    assert "403 Forbidden" in record["lastError"]
+    assert "create_environment" in record["lastError"]
+    assert "'db/gstg'" in record["lastError"]
+    cond = api.condition("pdm-403", "Reported")
+    assert cond is not None
+    assert (cond["status"], cond["reason"]) == ("False", "DeliveryFailed")
+    assert "create_environment" in cond["message"]
+    assert any("create_environment" in w for w in warnings_about(cluster, api, "pdm-403"))
+
+
+def test_merge_requests_are_labelled_once_gitlab_has_linked_them(
+    api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab
+) -> None:
+    gitlab = GITLAB_PROJECTS[0]
+    iid = gitlab_server.add_merge_request(gitlab, "Adds a post-deployment migration")
+    gitlab_server.hold_linking()  # Sidekiq is busy: the deployment succeeds unlinked
+    body = tracked(
+        "pdm-link",
+        gitlab_server.url,
+        [*one_project(gitlab_server), {"type": "MergeRequestLabels"}],
+        environment="gprd",
+    )
+    api.create(body)
+    api.wait_condition("pdm-link", "Succeeded", timeout=60)
+    waiting = wait_until(
+        lambda: next(
+            (
+                r
+                for r in reports(api, "pdm-link")
+                if r["sink"] == "MergeRequestLabels" and "link" in r.get("note", "")
+            ),
+            None,
+        ),
+        timeout=60,
+        what="the label report waiting for GitLab to link merge requests",
+    )
+    assert waiting["state"] == "Waiting"
+    assert "link merge requests" in waiting["note"]
+    assert gitlab_server.merge_request(gitlab, iid)["labels"] == []
+    cond = api.condition("pdm-link", "Reported")
+    assert cond is not None
+    assert (cond["status"], cond["reason"]) == ("False", "Pending")
+
+    gitlab_server.release_linking()
+    api.wait_condition("pdm-link", "Reported", timeout=60)
+    assert gitlab_server.merge_request(gitlab, iid)["labels"] == [
+        "workflow::post-deploy-db-production"
+    ]
+
+
+def test_no_merge_requests_linked_in_time_is_an_outcome_not_a_delivery(
+    api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab
+) -> None:
+    # Older GitLab never links environments in a folder, like db/gprd.
+    gitlab_server.legacy_folder_linking = True
+    gitlab_server.add_merge_request(GITLAB_PROJECTS[0], "Never linked")
+    body = tracked(
+        "pdm-nolink",
+        gitlab_server.url,
+        [*one_project(gitlab_server), {"type": "MergeRequestLabels", "linkTimeoutSeconds": 10}],
+        environment="gprd",
+    )
+    api.create(body)
+    api.wait_condition("pdm-nolink", "Succeeded", timeout=60)
+    cond = wait_until(
+        lambda: (
+            (c := api.condition("pdm-nolink", "Reported"))
+            and c["status"] == "False"
+            and c["reason"] != "Pending"
+            and c
+        ),
+        timeout=60,
+        what="the Reported condition settled",
+    )
+    assert cond["reason"] == "NoMergeRequestsLinked"
+    labels = next(r for r in reports(api, "pdm-nolink") if r["sink"] == "MergeRequestLabels")
+    assert labels["state"] == "NoMergeRequests"
+    assert "within 10s" in labels["lastError"]

@@ -10,6 +10,7 @@ Start it, point ``gitlab.Gitlab(fake.url, private_token=fake.token)`` at it::
 Endpoints (under ``/api/v4``; every request needs ``PRIVATE-TOKEN: <token>`` or
 ``Authorization: Bearer <token>``, else 401 ``{"message": "401 Unauthorized"}``):
 
+- ``GET /user`` (the token's user)
 - ``GET /projects/:id``
 - ``GET|POST /projects/:id/deployments``, ``GET|PUT /projects/:id/deployments/:deployment_id``
 - ``GET /projects/:id/deployments/:deployment_id/merge_requests``
@@ -31,7 +32,32 @@ Where the documentation is silent, this follows GitLab's code (``lib/api/deploym
   ``running`` after anything but ``created``) is 400 with :func:`transition_error`
   as body; updating a CI deployment is 403 :data:`CI_DEPLOYMENT_FORBIDDEN`;
 - ``finished_after``/``finished_before`` filter too, and the finder's pairing
-  rules for ``updated_*``/``finished_*`` filters and sorting apply.
+  rules for ``updated_*``/``finished_*`` filters and sorting apply
+  (``app/finders/deployments_finder.rb``: an ``updated_*`` filter needs
+  ``order_by=updated_at``);
+- a project has a repository: a linear history of commits on its default
+  branch, other refs and tags (:meth:`FakeGitLab.add_commits`). Creating a
+  deployment checks, in ``lib/api/deployments.rb``'s order: the abilities
+  ``create_deployment`` and ``create_environment`` on the project (403
+  ``{"message": "403 Forbidden"}``), that ``ref`` resolves to a commit (400
+  ``{"message": {"ref": ["The branch or tag does not exist"]}}``), the
+  environment name (``Gitlab::Regex.environment_name_regex``, 255 characters;
+  the environment is created on first use), then ``Deployment#valid_sha`` (400
+  ``{"message": {"sha": ["The commit does not exist"]}}``, the environment
+  already created);
+- a deployment records its creator (``user``); ``deployable`` is set only for
+  deployments made by CI;
+- merge requests are linked to a deployment asynchronously after it reaches
+  ``success`` (``Deployments::LinkMergeRequestWorker`` ->
+  ``Deployments::LinkMergeRequestsService``): those merged by the commits
+  after the previous successful deployment of the environment, or, for the
+  first one, every merged merge request into its ref; an environment in a
+  folder (``db/gprd``) is linked only when its tier guessed from the name is
+  production or staging (``Environment#should_link_to_merge_requests?``), and
+  never with ``legacy_folder_linking`` (older GitLab skipped every foldered
+  environment);
+- abilities a test takes away (:meth:`FakeGitLab.forbid`) answer 403
+  ``{"message": "403 Forbidden"}`` where GitLab authorizes them.
 
 Ids are global and start in distinct ranges (deployments 1001, environments 501,
 merge requests 2001, issues 3001, CI jobs 4001) so that an id is never mistaken
@@ -40,6 +66,7 @@ for an iid.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -56,6 +83,8 @@ from tests.support.faults import FakeServer, Request, Response
 API_PREFIX = "/api/v4"
 DEFAULT_TOKEN = "glpat-test-token"
 BOT_USER = {"id": 1, "username": "pdm-bot", "name": "PDM Bot", "state": "active"}
+#: Someone else with access to the same projects (a release manager, other tooling).
+OTHER_USER = {"id": 2, "username": "release-tools", "name": "Release Tools", "state": "active"}
 
 DEPLOYMENT_STATUSES = ("created", "running", "success", "failed", "canceled", "skipped", "blocked")
 API_DEPLOYMENT_STATUSES = ("running", "success", "failed", "canceled")
@@ -76,6 +105,35 @@ CI_DEPLOYMENT_FORBIDDEN = (
 UNAUTHORIZED = {"message": "401 Unauthorized"}
 ROUTE_NOT_FOUND = {"message": "404 Not Found"}
 RECORD_NOT_FOUND = {"message": "404 Not found"}  # ActiveRecord::RecordNotFound, as GitLab words it
+FORBIDDEN = {"message": "403 Forbidden"}
+REF_MISSING = {"message": {"ref": ["The branch or tag does not exist"]}}
+SHA_MISSING = {"message": {"sha": ["The commit does not exist"]}}
+#: Abilities a test can take away (GitLab's names; Developer has them all).
+ABILITIES = (
+    "create_deployment",
+    "create_environment",
+    "update_deployment",
+    "update_merge_request",
+    "create_issue",
+)
+# lib/gitlab/regex.rb: environment_name_regex (no leading or trailing '/').
+ENVIRONMENT_NAME = re.compile(r"\A[a-zA-Z0-9_${}. -]([a-zA-Z0-9_/${}. -]*[a-zA-Z0-9_${}. -])?\Z")
+ENVIRONMENT_NAME_MESSAGE = (
+    "can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', and spaces, "
+    "but it cannot start or end with '/'"
+)
+# Environment#guess_tier, in its order.
+_TIERS = (
+    ("development", re.compile(r"(dev|review|trunk)", re.I)),
+    ("testing", re.compile(r"(test|tst|int|ac(ce|)pt|qa|qc|control|quality)", re.I)),
+    ("staging", re.compile(r"(st(a|)g|mod(e|)l|pre|demo|non)", re.I)),
+    ("production", re.compile(r"(pr(o|)d|live)", re.I)),
+)
+
+
+def guess_tier(name: str) -> str:
+    return next((tier for tier, pattern in _TIERS if pattern.search(name)), "other")
+
 
 # CI job status of a deployment made by CI, per deployment status.
 _JOB_STATUS = {"blocked": "manual"}
@@ -255,6 +313,7 @@ class _Deployment:
     status: str
     created_at: datetime
     updated_at: datetime
+    user: dict[str, Any] = field(default_factory=lambda: dict(BOT_USER))
     finished_at: datetime | None = None
     job: dict[str, Any] | None = None  # the CI job (deployable) of a deployment made by CI
 
@@ -267,7 +326,7 @@ class _Deployment:
             self.job["status"] = _JOB_STATUS.get(status, status)
             self.job["finished_at"] = _time(self.finished_at)
 
-    def to_json(self, user: dict[str, Any]) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "iid": self.iid,
@@ -278,7 +337,7 @@ class _Deployment:
             "created_at": _time(self.created_at),
             "updated_at": _time(self.updated_at),
             "finished_at": _time(self.finished_at),
-            "user": dict(user),
+            "user": dict(self.user),
             "environment": self.environment.to_json(),
             "deployable": json.loads(json.dumps(self.job)) if self.job is not None else None,
         }
@@ -296,6 +355,8 @@ class _MergeRequest:
     created_at: datetime
     updated_at: datetime
     project_path: str
+    merge_commit_sha: str | None = None
+    target_branch: str = "master"
 
     def to_json(self, base_url: str) -> dict[str, Any]:
         return {
@@ -307,7 +368,8 @@ class _MergeRequest:
             "state": self.state,
             "labels": list(self.labels),
             "source_branch": f"mr-{self.iid}",
-            "target_branch": "master",
+            "target_branch": self.target_branch,
+            "merge_commit_sha": self.merge_commit_sha,
             "created_at": _time(self.created_at),
             "updated_at": _time(self.updated_at),
             "merged_at": _time(self.updated_at) if self.state == "merged" else None,
@@ -355,6 +417,21 @@ class _Project:
     merge_requests: dict[int, _MergeRequest] = field(default_factory=dict)
     issues: dict[int, _Issue] = field(default_factory=dict)
     links: dict[int, list[int]] = field(default_factory=dict)  # deployment id -> MR iids
+    history: list[str] = field(default_factory=list)  # the default branch, oldest first
+    refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> sha
+    forbidden: set[str] = field(default_factory=set)
+
+    def commit(self, ref: str) -> str | None:
+        """``Project#commit``: a branch, a tag or a (short) sha of the repository."""
+        if ref in self.refs:
+            return self.refs[ref]
+        if len(ref) >= 7:
+            return next((sha for sha in self.history if sha.startswith(ref)), None)
+        return None
+
+    def authorize(self, ability: str) -> None:
+        if ability in self.forbidden:
+            raise ApiError(403, FORBIDDEN)
 
 
 _Route = tuple[str, re.Pattern[str], str]
@@ -362,6 +439,7 @@ _P = r"/projects/(?P<project>[^/]+)"
 _ROUTES: list[_Route] = [
     (method, re.compile(f"^{pattern}$"), name)
     for method, pattern, name in [
+        ("GET", "/user", "_get_user"),
         ("GET", _P, "_get_project"),
         ("GET", _P + "/deployments", "_list_deployments"),
         ("POST", _P + "/deployments", "_create_deployment"),
@@ -399,6 +477,18 @@ class FakeGitLab(FakeServer):
         self._merge_request_ids = itertools.count(2001)
         self._issue_ids = itertools.count(3001)
         self._job_ids = itertools.count(4001)
+        self._commit_ids = itertools.count(1)
+        #: Seconds between a deployment's success and its merge requests being linked.
+        self.link_delay = 0.2
+        #: Older GitLab: environments in a folder (``db/gprd``) are never linked.
+        self.legacy_folder_linking = False
+        self._timers: list[threading.Timer] = []
+        self._held_links: list[tuple[_Project, _Deployment]] | None = None
+
+    def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        super().stop()
 
     # -- helpers for tests (Python, not HTTP) -----------------------------------
 
@@ -406,6 +496,69 @@ class FakeGitLab(FakeServer):
         """The numeric id of a project (created if referenced by a new path)."""
         with self._state:
             return self._known(project).id
+
+    def add_commits(
+        self,
+        project: str | int,
+        count: int = 1,
+        *,
+        ref: str = "master",
+        shas: Iterable[str] = (),
+    ) -> list[str]:
+        """Commits added on ``ref`` (``shas``, or ``count`` new ones); ``ref`` points at the last.
+
+        The default branch's history is linear: "commits between" two
+        deployments is a slice of it.
+        """
+        with self._state:
+            proj = self._known(project)
+            made = list(shas) or [
+                hashlib.sha1(
+                    f"{proj.path}:{next(self._commit_ids)}".encode(), usedforsecurity=False
+                ).hexdigest()
+                for _ in range(count)
+            ]
+            proj.history.extend(made)
+            proj.refs[ref] = made[-1]
+            return made
+
+    def add_ref(self, project: str | int, name: str, sha: str) -> None:
+        """A branch or tag ``name`` pointing at an existing commit."""
+        with self._state:
+            proj = self._known(project)
+            if sha not in proj.history:
+                raise KeyError(f"no commit {sha} in {proj.path}")
+            proj.refs[name] = sha
+
+    def head(self, project: str | int, ref: str = "master") -> str:
+        with self._state:
+            return self._known(project).refs[ref]
+
+    def forbid(self, project: str | int, *abilities: str) -> None:
+        """Take abilities away from the token's user in ``project`` (403 where GitLab checks)."""
+        unknown = set(abilities) - set(ABILITIES)
+        if unknown:
+            raise ValueError(f"unknown abilities {sorted(unknown)}")
+        with self._state:
+            self._known(project).forbidden.update(abilities)
+
+    def add_api_deployment(
+        self,
+        project: str | int,
+        environment: str,
+        ref: str,
+        sha: str,
+        *,
+        status: str = "success",
+        user: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A deployment someone else made through the API (``user``, no ``deployable``)."""
+        with self._state:
+            proj = self._known(project)
+            deployment = self._new_deployment(proj, environment, ref, sha, tag=False)
+            deployment.user = dict(user or OTHER_USER)
+            self._set_status(proj, deployment, status)
+            return deployment.to_json()
 
     def add_ci_deployment(
         self,
@@ -442,8 +595,8 @@ class FakeGitLab(FakeServer):
                 },
             }
             if status != "created":
-                deployment.set_status(status)
-            return deployment.to_json(self.user)
+                self._set_status(proj, deployment, status)
+            return deployment.to_json()
 
     def add_merge_request(
         self,
@@ -454,7 +607,8 @@ class FakeGitLab(FakeServer):
         state: str = "merged",
         description: str = "",
     ) -> int:
-        """A merge request; returns its iid."""
+        """A merge request; returns its iid. A merged one adds its merge commit to master."""
+        merge_commit = self.add_commits(project)[0] if state == "merged" else None
         with self._state:
             proj = self._known(project)
             iid = len(proj.merge_requests) + 1
@@ -470,6 +624,7 @@ class FakeGitLab(FakeServer):
                 created_at=now,
                 updated_at=now,
                 project_path=proj.path,
+                merge_commit_sha=merge_commit,
             )
             return iid
 
@@ -502,7 +657,7 @@ class FakeGitLab(FakeServer):
         """The project's deployments as the API renders them, by id."""
         with self._state:
             proj = self._known(project)
-            return [d.to_json(self.user) for d in proj.deployments.values()]
+            return [d.to_json() for d in proj.deployments.values()]
 
     def issues(self, project: str | int) -> list[dict[str, Any]]:
         """The project's issues as the API renders them, by id."""
@@ -661,6 +816,59 @@ class FakeGitLab(FakeServer):
         project.issues[iid] = issue
         return issue.to_json(self._base_url)
 
+    def _set_status(self, project: _Project, deployment: _Deployment, status: str) -> None:
+        deployment.set_status(status)
+        if status == "success":  # Deployments::LinkMergeRequestWorker, after the commit
+            timer = threading.Timer(self.link_delay, self._link, (project, deployment))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+
+    def hold_linking(self) -> None:
+        """Keep merge requests unlinked (a busy Sidekiq) until :meth:`release_linking`."""
+        with self._state:
+            self._held_links = []
+
+    def release_linking(self) -> None:
+        with self._state:
+            held, self._held_links = self._held_links or [], None
+            for project, deployment in held:
+                self._link(project, deployment)
+
+    def _link(self, project: _Project, deployment: _Deployment) -> None:
+        """``Deployments::LinkMergeRequestsService#execute``."""
+        with self._state:
+            if self._held_links is not None:
+                self._held_links.append((project, deployment))
+                return
+            env = deployment.environment
+            foldered = "/" in env.name
+            if foldered and (
+                self.legacy_folder_linking or guess_tier(env.name) not in ("production", "staging")
+            ):
+                return
+            if deployment.status != "success":
+                return
+            previous = [
+                d
+                for d in project.deployments.values()
+                if d.environment is env and d.status == "success" and d.id < deployment.id
+            ]
+            merged = [mr for mr in project.merge_requests.values() if mr.state == "merged"]
+            if previous:
+                prev = max(previous, key=lambda d: d.id)
+                history = project.history
+                if prev.sha not in history or deployment.sha not in history:
+                    return
+                between = set(
+                    history[history.index(prev.sha) + 1 : history.index(deployment.sha) + 1]
+                )
+                found = [mr.iid for mr in merged if mr.merge_commit_sha in between]
+            else:
+                found = [mr.iid for mr in merged if mr.target_branch == deployment.ref]
+            linked = project.links.setdefault(deployment.id, [])
+            linked.extend(iid for iid in found if iid not in linked)
+
     def _deployment(self, project: _Project, raw_id: str) -> _Deployment:
         if not raw_id.isdigit():
             raise ApiError(400, {"error": "deployment_id is invalid"})
@@ -670,6 +878,9 @@ class FakeGitLab(FakeServer):
         return deployment
 
     # -- routes ---------------------------------------------------------------------
+
+    def _get_user(self, request: Request, params: dict[str, Any]) -> Response:
+        return Response(200, {**self.user, "web_url": f"{self._base_url}/{self.user['username']}"})
 
     def _get_project(self, request: Request, params: dict[str, Any], project: str) -> Response:
         proj = self._project(project)
@@ -703,6 +914,8 @@ class FakeGitLab(FakeServer):
             raise _bad_request(
                 "Both `updated_at` filter and `finished_at` filter can not be specified"
             )
+        if by_updated and order_by != "updated_at":
+            raise _bad_request("`updated_at` filter requires `updated_at` sort")
         if by_finished != (order_by == "finished_at"):
             raise _bad_request("`finished_at` filter and `finished_at` sorting must be paired")
         if by_finished and status != "success":
@@ -738,7 +951,7 @@ class FakeGitLab(FakeServer):
             found.sort(key=lambda d: d.ref, reverse=descending)
         elif descending:  # id, iid and created_at all order like id
             found.reverse()
-        return self._paginate(request, p, [d.to_json(self.user) for d in found])
+        return self._paginate(request, p, [d.to_json() for d in found])
 
     def _create_deployment(
         self, request: Request, params: dict[str, Any], project: str
@@ -757,32 +970,39 @@ class FakeGitLab(FakeServer):
         assert ref is not None
         assert tag is not None
         assert status is not None
+        # lib/api/deployments.rb, in its order.
+        proj.authorize("create_deployment")
+        proj.authorize("create_environment")
+        if proj.commit(ref) is None:
+            raise ApiError(400, REF_MISSING)
         if not environment.strip():
             raise ApiError(400, {"message": {"name": ["can't be blank"]}})
-        blank = {name: ["can't be blank"] for name, v in (("sha", sha), ("ref", ref)) if not v}
-        if blank:
-            raise ApiError(400, {"message": blank})
-
-        env = proj.environments.get(environment)
-        if env is not None:  # Deployments::CreateService returns an equal last deployment
-            successful = [
-                d
-                for d in proj.deployments.values()
-                if d.environment is env and d.status == "success"
-            ]
-            if successful:
-                last = max(successful, key=lambda d: (d.finished_at or d.created_at, d.id))
-                if (last.ref, last.tag, last.sha, last.status) == (ref, tag, sha, status):
-                    return Response(201, last.to_json(self.user))
+        if len(environment) > 255:
+            raise ApiError(400, {"message": {"name": ["is too long (maximum is 255 characters)"]}})
+        if not ENVIRONMENT_NAME.match(environment):
+            raise ApiError(400, {"message": {"name": [ENVIRONMENT_NAME_MESSAGE]}})
+        env = self._environment(proj, environment)  # created before the sha is validated
+        # Deployments::CreateService returns the environment's last successful
+        # deployment when it is equal (ref, tag, sha, status).
+        successful = [
+            d for d in proj.deployments.values() if d.environment is env and d.status == "success"
+        ]
+        if successful:
+            last = max(successful, key=lambda d: (d.finished_at or d.created_at, d.id))
+            if (last.ref, last.tag, last.sha, last.status) == (ref, tag, sha, status):
+                return Response(201, last.to_json())
+        if proj.commit(sha) is None:  # Deployment#valid_sha
+            raise ApiError(400, SHA_MISSING)
         deployment = self._new_deployment(proj, environment, ref, sha, tag=tag)
-        deployment.set_status(status)
-        return Response(201, deployment.to_json(self.user))
+        deployment.user = dict(self.user)
+        self._set_status(proj, deployment, status)
+        return Response(201, deployment.to_json())
 
     def _get_deployment(
         self, request: Request, params: dict[str, Any], project: str, deployment_id: str
     ) -> Response:
         deployment = self._deployment(self._project(project), deployment_id)
-        return Response(200, deployment.to_json(self.user))
+        return Response(200, deployment.to_json())
 
     def _update_deployment(
         self, request: Request, params: dict[str, Any], project: str, deployment_id: str
@@ -793,6 +1013,7 @@ class FakeGitLab(FakeServer):
         p.check()
         assert status is not None
         deployment = self._deployment(proj, deployment_id)
+        proj.authorize("update_deployment")
         if deployment.job is not None:
             raise ApiError(403, {"message": CI_DEPLOYMENT_FORBIDDEN})
         allowed = (
@@ -802,8 +1023,8 @@ class FakeGitLab(FakeServer):
         )
         if not allowed:
             raise ApiError(400, transition_error(status))
-        deployment.set_status(status)
-        return Response(200, deployment.to_json(self.user))
+        self._set_status(proj, deployment, status)
+        return Response(200, deployment.to_json())
 
     def _deployment_merge_requests(
         self, request: Request, params: dict[str, Any], project: str, deployment_id: str
@@ -840,7 +1061,9 @@ class FakeGitLab(FakeServer):
     def _update_merge_request(
         self, request: Request, params: dict[str, Any], project: str, iid: str
     ) -> Response:
-        mr = self._merge_request(self._project(project), iid)
+        proj = self._project(project)
+        mr = self._merge_request(proj, iid)
+        proj.authorize("update_merge_request")
         p = _Params(params)
         title = p.string("title")
         description = p.string("description")
@@ -900,6 +1123,7 @@ class FakeGitLab(FakeServer):
 
     def _create_issue(self, request: Request, params: dict[str, Any], project: str) -> Response:
         proj = self._project(project)
+        proj.authorize("create_issue")
         p = _Params(params)
         title = p.string("title", required=True)
         description = p.string("description")

@@ -28,6 +28,7 @@ ORG, VERSION = "gitlab", "18.6.0-ee"
 @pytest.fixture
 def fake_gitlab() -> Iterator[FakeGitLab]:
     with FakeGitLab() as fake:
+        fake.add_commits(PROJECT, shas=["f" * 40, SHA])
         yield fake
         assert fake.server_errors == []
 
@@ -93,6 +94,7 @@ def test_create_deployment_and_list_it_by_environment(project: Any) -> None:
 
 
 def test_deployment_json_has_the_documented_fields(fake_gitlab: FakeGitLab, project: Any) -> None:
+    fake_gitlab.add_ref(PROJECT, "v1.0", SHA)
     running = project.deployments.create(deployment_body())
     done = project.deployments.create(deployment_body(status="success", tag=True, ref="v1.0"))
 
@@ -199,7 +201,9 @@ def test_list_filters_by_status(project: Any) -> None:
     assert [d.id for d in project.deployments.list(status="success")] == [done.id]
 
 
-def test_list_orders_and_sorts(project: Any) -> None:
+def test_list_orders_and_sorts(fake_gitlab: FakeGitLab, project: Any) -> None:
+    for branch in ("b", "c", "a"):
+        fake_gitlab.add_ref(PROJECT, branch, SHA)
     ids = [project.deployments.create(deployment_body(ref=r)).id for r in ("b", "c", "a")]
 
     newest_first = project.deployments.list(order_by="id", sort="desc")
@@ -283,6 +287,114 @@ def test_merge_requests_of_a_deployment_and_add_labels(
     updated = project.mergerequests.update(first, {"add_labels": "workflow::post-deploy,database"})
     assert updated["labels"] == ["database", "workflow::post-deploy"]
     assert fake_gitlab.merge_request(PROJECT, first)["labels"] == updated["labels"]
+
+
+def test_updated_filter_needs_updated_sort(project: Any) -> None:
+    with pytest.raises(gitlab.GitlabListError) as err:
+        project.deployments.list(updated_after="2024-01-01T00:00:00Z")
+
+    assert err.value.response_code == 400
+    assert err.value.error_message == (
+        "400 Bad request - `updated_at` filter requires `updated_at` sort"
+    )
+
+
+def test_deployment_ref_and_sha_must_exist_in_the_project(
+    fake_gitlab: FakeGitLab, project: Any
+) -> None:
+    with pytest.raises(gitlab.GitlabCreateError) as err:
+        project.deployments.create(deployment_body(ref="v99.0", environment="db/gprd"))
+    assert (err.value.response_code, err.value.error_message) == (
+        400,
+        {"ref": ["The branch or tag does not exist"]},
+    )
+    with pytest.raises(gitlab.GitlabCreateError) as err:
+        project.deployments.create(deployment_body(sha="abcdef1" * 5 + "12345", environment="db/x"))
+    assert (err.value.response_code, err.value.error_message) == (
+        400,
+        {"sha": ["The commit does not exist"]},
+    )
+    assert fake_gitlab.deployments(PROJECT) == []
+    other = gitlab.Gitlab(fake_gitlab.url, private_token=fake_gitlab.token, timeout=5)
+    with pytest.raises(gitlab.GitlabCreateError) as err:
+        other.projects.get("gitlab-org/gitaly", lazy=True).deployments.create(deployment_body())
+    assert err.value.error_message == {"ref": ["The branch or tag does not exist"]}
+
+
+@pytest.mark.parametrize("name", ["/db", "db/", "d" * 256, "db|gprd"])
+def test_environment_names_follow_gitlab(project: Any, name: str) -> None:
+    with pytest.raises(gitlab.GitlabCreateError) as err:
+        project.deployments.create(deployment_body(environment=name))
+    assert err.value.response_code == 400
+    assert "name" in err.value.error_message
+
+
+@pytest.mark.parametrize("ability", ["create_deployment", "create_environment"])
+def test_creating_a_deployment_needs_both_abilities(
+    fake_gitlab: FakeGitLab, project: Any, ability: str
+) -> None:
+    fake_gitlab.forbid(PROJECT, ability)
+    with pytest.raises(gitlab.GitlabCreateError) as err:
+        project.deployments.create(deployment_body())
+    assert (err.value.response_code, err.value.error_message) == (403, "403 Forbidden")
+
+
+def test_the_token_user_and_the_creator_of_each_deployment(
+    fake_gitlab: FakeGitLab, gl: gitlab.Gitlab, project: Any
+) -> None:
+    gl.auth()
+    assert gl.user is not None
+    assert gl.user.username == "pdm-bot"
+    theirs = fake_gitlab.add_api_deployment(PROJECT, "db/gprd", "master", SHA)
+    ours = project.deployments.create(deployment_body(environment="db/gstg", status="success"))
+    assert theirs["user"]["username"] == "release-tools"
+    assert theirs["deployable"] is None
+    assert ours.user["username"] == "pdm-bot"
+    # Equal to the environment's last success: GitLab answers with that one, theirs.
+    again = project.deployments.create(deployment_body(environment="db/gprd", status="success"))
+    assert (again.id, again.user["username"]) == (theirs["id"], "release-tools")
+
+
+def test_merge_requests_are_linked_after_success_like_gitlab(
+    fake_gitlab: FakeGitLab, project: Any
+) -> None:
+    first_mr = fake_gitlab.add_merge_request(PROJECT, "Before the first deployment")
+    fake_gitlab.add_merge_request(PROJECT, "Still open", state="opened")
+    first = project.deployments.create(
+        deployment_body(environment="db/gprd", sha=fake_gitlab.head(PROJECT), status="running")
+    )
+    assert fake_gitlab.merge_requests_of(PROJECT, first.id) == []
+    project.deployments.update(first.id, {"status": "success"})
+    # First success of the environment: every merged merge request into its ref.
+    wait_until(lambda: fake_gitlab.merge_requests_of(PROJECT, first.id), timeout=5, what="linking")
+    assert fake_gitlab.merge_requests_of(PROJECT, first.id) == [first_mr]
+
+    second_mr = fake_gitlab.add_merge_request(PROJECT, "Shipped by the second")
+    fake_gitlab.hold_linking()
+    second = project.deployments.create(
+        deployment_body(environment="db/gprd", sha=fake_gitlab.head(PROJECT), status="success")
+    )
+    # Linked asynchronously: a successful deployment may have none yet.
+    assert project.deployments.get(second.id).mergerequests.list() == []
+    fake_gitlab.release_linking()
+    wait_until(lambda: fake_gitlab.merge_requests_of(PROJECT, second.id), timeout=5, what="linking")
+    assert fake_gitlab.merge_requests_of(PROJECT, second.id) == [second_mr]
+
+
+@pytest.mark.parametrize(("environment", "legacy"), [("db/other", False), ("db/gprd", True)])
+def test_environments_in_a_folder_may_never_be_linked(
+    fake_gitlab: FakeGitLab, project: Any, environment: str, legacy: bool
+) -> None:
+    fake_gitlab.legacy_folder_linking = legacy
+    fake_gitlab.add_merge_request(PROJECT, "Merged")
+    unlinked = project.deployments.create(
+        deployment_body(environment=environment, sha=fake_gitlab.head(PROJECT), status="success")
+    )
+    linked = project.deployments.create(
+        deployment_body(environment="gprd", sha=fake_gitlab.head(PROJECT), status="success")
+    )
+    wait_until(lambda: fake_gitlab.merge_requests_of(PROJECT, linked.id), timeout=5, what="linking")
+    assert fake_gitlab.merge_requests_of(PROJECT, unlinked.id) == []
 
 
 def test_merge_request_labels_replace_and_remove(fake_gitlab: FakeGitLab, project: Any) -> None:

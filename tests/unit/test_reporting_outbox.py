@@ -113,11 +113,13 @@ def test_failure_reports_failed_deployments_and_nothing_of_success() -> None:
 
 
 def test_new_desired_state_restarts_delivery_but_keeps_the_remote_id() -> None:
-    running = outbox.merge(None, outbox.intents(migration(jobName="j")))
+    running = outbox.merge(None, outbox.intents(migration(jobName="j")), NOW)
     delivered = [
         outbox.after_attempt(r, Result(delivered=True, remote_id="41"), NOW, 86400) for r in running
     ]
-    final = outbox.merge(delivered, outbox.intents(migration(jobName="j", jobOutcome="Succeeded")))
+    final = outbox.merge(
+        delivered, outbox.intents(migration(jobName="j", jobOutcome="Succeeded")), NOW
+    )
     dep = next(r for r in final if r["target"] == "gitlab-org/gitlab")
     assert dep["desired"] == "success"
     assert dep["state"] == "Pending"
@@ -126,17 +128,17 @@ def test_new_desired_state_restarts_delivery_but_keeps_the_remote_id() -> None:
 
 
 def test_merge_keeps_progress_of_unchanged_records() -> None:
-    records = outbox.merge(None, outbox.intents(migration(jobName="j")))
+    records = outbox.merge(None, outbox.intents(migration(jobName="j")), NOW)
     tried = [
         outbox.after_attempt(r, Result(error="503"), NOW, 86400, jitter=lambda: 0.5)
         for r in records
     ]
-    assert outbox.merge(tried, outbox.intents(migration(jobName="j"))) == tried
+    assert outbox.merge(tried, outbox.intents(migration(jobName="j")), NOW) == tried
 
 
 def test_rollback_skips_what_it_does_not_require() -> None:
     records = outbox.merge(
-        None, outbox.intents(migration("Rollback", jobName="j", jobOutcome="Succeeded"))
+        None, outbox.intents(migration("Rollback", jobName="j", jobOutcome="Succeeded")), NOW
     )
     states = {(r["sink"], r["state"]) for r in records}
     assert ("QAIssue", "Pending") not in states
@@ -210,7 +212,7 @@ def test_reported_condition_tells_what_is_pending() -> None:
 
 def test_blocking_reports_hold_then_fail_after_the_deadline() -> None:
     m = migration(jobName="j", jobOutcome="Succeeded", jobCompletionTime=outbox.fmt(NOW))
-    m["status"]["reports"] = outbox.merge(None, outbox.intents(m))
+    m["status"]["reports"] = outbox.merge(None, outbox.intents(m), NOW)
     held = outbox.blocking_state(m, NOW + timedelta(seconds=10))
     assert (held.done, held.failed) == (False, False)
     assert "ReleaseMetadata gitlab-org/release/metadata" in held.message
@@ -242,7 +244,7 @@ def test_needs_reporting_until_every_record_is_settled() -> None:
     m = migration(jobName="j")
     assert outbox.needs_reporting(m) is True
     m["status"]["reports"] = [
-        {**r, "state": "Delivered"} for r in outbox.merge(None, outbox.intents(m))
+        {**r, "state": "Delivered"} for r in outbox.merge(None, outbox.intents(m), NOW)
     ]
     assert outbox.needs_reporting(m) is False
     m["status"]["jobOutcome"] = "Succeeded"
@@ -250,11 +252,13 @@ def test_needs_reporting_until_every_record_is_settled() -> None:
 
 
 def test_a_new_desired_state_still_waits_for_the_servers_retry_after() -> None:
-    running = outbox.merge(None, outbox.intents(migration(jobName="j")))
+    running = outbox.merge(None, outbox.intents(migration(jobName="j")), NOW)
     limited = [
         outbox.after_attempt(r, Result(error="429", retry_after=30.0), NOW, 86400) for r in running
     ]
-    final = outbox.merge(limited, outbox.intents(migration(jobName="j", jobOutcome="Succeeded")))
+    final = outbox.merge(
+        limited, outbox.intents(migration(jobName="j", jobOutcome="Succeeded")), NOW
+    )
     dep = next(r for r in final if r["target"] == "gitlab-org/gitlab")
     assert dep["desired"] == "success"
     assert dep["nextAttemptTime"] == outbox.fmt(NOW + timedelta(seconds=30))
@@ -274,3 +278,90 @@ def test_next_attempt_is_rounded_up_never_early() -> None:
     now = NOW + timedelta(microseconds=900_000)
     after = outbox.after_attempt(rec, Result(error="429", retry_after=4.0), now, 86400)
     assert outbox.parse_time(after["nextAttemptTime"]) >= now + timedelta(seconds=4)
+
+
+def test_each_target_carries_its_own_version_and_falls_back_to_the_shared_one() -> None:
+    own = {"ref": "18-6-stable", "sha": "1234567"}
+    sink = {
+        "type": "GitLabDeployment",
+        "projects": ["gitlab-org/gitlab"],
+        "targets": [{"project": "gitlab-org/gitaly", "version": own}, {"project": "x/y"}],
+    }
+    spec = migration(sinks=[sink])["spec"]
+    assert policy.deployment_projects(sink) == ["gitlab-org/gitlab", "gitlab-org/gitaly", "x/y"]
+    assert policy.version(spec, sink, "gitlab-org/gitaly") == own
+    assert policy.version(spec, sink, "gitlab-org/gitlab") == {"ref": "master", "sha": "0a1b2c3d"}
+    assert policy.version(spec, sink, "x/y") == {"ref": "master", "sha": "0a1b2c3d"}
+    del spec["tracking"]["version"]
+    assert policy.version(spec, sink, "gitlab-org/gitlab") is None
+    metadata = {"type": "ReleaseMetadata", "project": "m", "version": own}
+    assert policy.version(spec, metadata, "m") == own
+    targets = {i.target for i in outbox.intents(migration(sinks=[sink], jobName="j"))}
+    assert targets == {"gitlab-org/gitlab", "gitlab-org/gitaly", "x/y"}
+
+
+def test_gitlab_environment_defaults_to_gitlab_com_convention() -> None:
+    spec = migration()["spec"]
+    assert policy.gitlab_environment(spec) == "db/gstg"
+    spec["tracking"]["gitlab"]["environment"] = "post-deploy/gstg"
+    assert policy.gitlab_environment(spec) == "post-deploy/gstg"
+
+
+@pytest.mark.parametrize(
+    ("environment", "label"),
+    [
+        ("gstg", "workflow::post-deploy-db-staging"),
+        ("gprd", "workflow::post-deploy-db-production"),
+        ("pre", None),
+    ],
+)
+def test_default_merge_request_label_follows_gitlab_com(environment: str, label: str) -> None:
+    spec = {**migration()["spec"], "environment": environment}
+    assert policy.label({"type": "MergeRequestLabels"}, spec) == label
+    assert policy.label({"type": "MergeRequestLabels", "label": "mine"}, spec) == "mine"
+
+
+def test_planned_time_is_kept_across_desired_states() -> None:
+    running = outbox.merge(None, outbox.intents(migration(jobName="j")), NOW)
+    assert {r["plannedTime"] for r in running} == {"2026-11-22T12:00:00Z"}
+    later = NOW + timedelta(minutes=5)
+    final = outbox.merge(
+        running, outbox.intents(migration(jobName="j", jobOutcome="Succeeded")), later
+    )
+    dep = next(r for r in final if r["sink"] == "GitLabDeployment")
+    assert dep["desired"] == "success"
+    assert dep["plannedTime"] == "2026-11-22T12:00:00Z"
+    qa = next(r for r in final if r["sink"] == "QAIssue")
+    assert qa["plannedTime"] == "2026-11-22T12:05:00Z"
+
+
+def test_no_merge_requests_is_settled_but_not_delivered() -> None:
+    m = migration(jobName="j", jobOutcome="Succeeded", jobCompletionTime="2026-11-22T12:00:00Z")
+    records = [{**r, "state": "Delivered"} for r in outbox.merge(None, outbox.intents(m), NOW)]
+    labels = next(r for r in records if r["sink"] == "MergeRequestLabels")
+    waiting = outbox.after_attempt(
+        labels, Result(waiting=True, retry_after=7, note="waiting for GitLab to link"), NOW, 86400
+    )
+    assert waiting["state"] == "Waiting"
+    assert waiting["nextAttemptTime"] == "2026-11-22T12:00:07Z"
+    assert waiting["note"] == "waiting for GitLab to link"
+    none = outbox.after_attempt(
+        waiting, Result(no_merge_requests=True, error="none linked in 900s"), NOW, 86400
+    )
+    assert none["state"] == "NoMergeRequests"
+    assert "note" not in none
+    records = [none if r is labels else r for r in records]
+    cond = outbox.reported_condition(records)
+    assert cond is not None
+    assert (cond.status, cond.reason) == ("False", "NoMergeRequestsLinked")
+    assert "none linked in 900s" in cond.message
+    m["status"]["reports"] = records
+    assert not outbox.needs_reporting(m)
+
+
+def test_conflict_is_kept_in_the_record() -> None:
+    rec = outbox.merge(None, outbox.intents(migration(jobName="j")), NOW)[0]
+    after = outbox.after_attempt(
+        rec, Result(delivered=True, remote_id="9", conflict="deployment 7 by @x"), NOW, 86400
+    )
+    assert (after["state"], after["conflict"]) == ("Delivered", "deployment 7 by @x")

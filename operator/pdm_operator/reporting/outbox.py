@@ -27,15 +27,18 @@ from pdm_operator.conditions import Condition
 from pdm_operator.model import Body
 from pdm_operator.reporting import policy
 
-PENDING, DELIVERED, FAILED, GAVE_UP, WAITING, SKIPPED = (
+PENDING, DELIVERED, FAILED, GAVE_UP, WAITING, SKIPPED, NO_MERGE_REQUESTS = (
     "Pending",
     "Delivered",
     "Failed",
     "GaveUp",
     "Waiting",
     "Skipped",
+    "NoMergeRequests",
 )
-SETTLED = (DELIVERED, FAILED, GAVE_UP, SKIPPED)
+SETTLED = (DELIVERED, FAILED, GAVE_UP, SKIPPED, NO_MERGE_REQUESTS)
+#: Settled without being delivered.
+UNDELIVERED = (FAILED, GAVE_UP, NO_MERGE_REQUESTS)
 REPORTED: str = "Reported"
 
 BACKOFF_BASE = 2.0
@@ -94,7 +97,7 @@ def intents(migration: Body) -> list[Intent]:
             out.append(Intent(kind, target, desired, pol.blocking, pol.required))
 
         if kind == policy.GITLAB_DEPLOYMENT:
-            for project in sink.get("projects") or []:
+            for project in policy.deployment_projects(sink):
                 deployment_projects.append(project)
                 add(project, final)
         elif kind == policy.RELEASE_METADATA:
@@ -117,7 +120,7 @@ def intents(migration: Body) -> list[Intent]:
     return out
 
 
-def merge(records: list[Body] | None, wanted: list[Intent]) -> list[Body]:
+def merge(records: list[Body] | None, wanted: list[Intent], now: datetime) -> list[Body]:
     """Records for ``wanted``, keeping the delivery progress of unchanged ones.
 
     A record whose desired state changed (running -> success) starts over
@@ -140,8 +143,12 @@ def merge(records: list[Body] | None, wanted: list[Intent]) -> list[Body]:
                 "blocking": intent.blocking,
                 "attempts": 0,
             }
-            if old is not None and old.get("remoteId"):
-                rec["remoteId"] = old["remoteId"]
+            for kept in ("remoteId", "conflict"):  # the same deployment, the same neighbours
+                if old is not None and old.get(kept):
+                    rec[kept] = old[kept]
+            # The lookup of a create whose answer was lost only matches
+            # deployments made after the first record of this key was planned.
+            rec["plannedTime"] = (old or {}).get("plannedTime") or fmt(now)
             if old is not None and old.get("nextAttemptTime") and old.get("state") == PENDING:
                 # The same server asked us to wait (Retry-After) or is failing
                 # (back-off): a new desired state does not make it ready sooner.
@@ -184,7 +191,10 @@ class Result:
     error: str | None = None
     permanent: bool = False  # retrying cannot help (400, 403, 404)
     retry_after: float | None = None  # seconds the server asked us to wait
-    waiting: bool = False  # depends on another record not delivered yet
+    waiting: bool = False  # depends on another record, or on GitLab, not ready yet
+    note: str | None = None  # what it waits for
+    conflict: str | None = None  # someone else's deployment that was left alone
+    no_merge_requests: bool = False  # GitLab linked none to the deployment in time
 
 
 def backoff(attempts: int, jitter: Callable[[], float] = random.random) -> float:
@@ -203,13 +213,24 @@ def after_attempt(
     rec = copy.deepcopy(record)
     if result.waiting:
         rec["state"] = WAITING
-        rec["nextAttemptTime"] = fmt(now + timedelta(seconds=BACKOFF_BASE))
+        delay = result.retry_after if result.retry_after is not None else BACKOFF_BASE
+        rec["nextAttemptTime"] = fmt_ceil(now + timedelta(seconds=delay))
+        if result.note:
+            rec["note"] = result.note[:ERROR_LIMIT]
         return rec
     rec["attempts"] = int(rec.get("attempts") or 0) + 1
     rec["lastAttemptTime"] = fmt(now)
     rec.setdefault("firstAttemptTime", fmt(now))
     if result.remote_id:
         rec["remoteId"] = result.remote_id
+    if result.conflict:
+        rec["conflict"] = result.conflict[:ERROR_LIMIT]
+    rec.pop("note", None)
+    if result.no_merge_requests:
+        rec["state"] = NO_MERGE_REQUESTS
+        rec["lastError"] = (result.error or "no merge requests linked")[:ERROR_LIMIT]
+        rec.pop("nextAttemptTime", None)
+        return rec
     if result.delivered:
         rec["state"] = DELIVERED
         rec["deliveredTime"] = fmt(now)
@@ -239,20 +260,25 @@ def reported_condition(records: list[Body]) -> Condition | None:
     if not records:
         return None
     pending = [r for r in records if r.get("state") in (PENDING, WAITING)]
-    failed = [r for r in records if r.get("state") in (FAILED, GAVE_UP)]
+    failed = [r for r in records if r.get("state") in UNDELIVERED]
     if pending:
         first = pending[0]
         detail = f"{first['sink']} {first['target']} ({first['desired']})"
         if first.get("lastError"):
             detail += f": attempt {first.get('attempts', 0)}: {first['lastError']}"
+        elif first.get("note"):
+            detail += f": {first['note']}"
         more = f" and {len(pending) - 1} more" if len(pending) > 1 else ""
         return Condition(REPORTED, "False", "Pending", f"{len(pending)} pending: {detail}{more}")
     if failed:
         first = failed[0]
+        reason = {FAILED: "DeliveryFailed", GAVE_UP: "GaveUp"}.get(
+            first["state"], "NoMergeRequestsLinked"
+        )
         return Condition(
             REPORTED,
             "False",
-            "DeliveryFailed" if first["state"] == FAILED else "GaveUp",
+            reason,
             f"{first['sink']} {first['target']} ({first['desired']}): {first.get('lastError', '')}",
         )
     delivered = sum(1 for r in records if r.get("state") == DELIVERED)
@@ -283,7 +309,7 @@ def blocking_state(migration: Body, now: datetime) -> Blocking:
             continue
         if rec.get("state") == DELIVERED:
             continue
-        if rec.get("state") in (FAILED, GAVE_UP):
+        if rec.get("state") in UNDELIVERED:
             return Blocking(
                 False, True, f"{intent.sink} {intent.target} failed: {rec.get('lastError', '')}"
             )

@@ -37,6 +37,58 @@ DEFAULTS: dict[str, dict[str, tuple[bool, bool]]] = {
 }
 
 
+#: GitLab.com's labels for merge requests whose post-deployment migrations ran,
+#: by ``spec.environment`` (release-tools' post-deploy labeler, gitlab-org/release-tools!1884;
+#: the label descriptions: "Post-migrations on the merge request have been
+#: executed in staging.gitlab.com" / "... in GitLab.com").
+DEFAULT_LABELS = {
+    "gstg": "workflow::post-deploy-db-staging",
+    "gprd": "workflow::post-deploy-db-production",
+}
+
+
+def gitlab_environment(spec: Body) -> str:
+    """The GitLab environment the deployments are recorded on.
+
+    GitLab.com records post-deployment migration runs on ``db/gstg`` and
+    ``db/gprd``, apart from the application's ``gstg``/``gprd`` deployments
+    (gitlab-com/gl-infra/delivery#2363, gitlab-org/release-tools!1864).
+    """
+    tracking = spec.get("tracking") or {}
+    return str((tracking.get("gitlab") or {}).get("environment") or f"db/{spec['environment']}")
+
+
+def label(sink: Body, spec: Body) -> str | None:
+    """The merge request label: the sink's, else GitLab.com's for the environment."""
+    return sink.get("label") or DEFAULT_LABELS.get(str(spec.get("environment")))
+
+
+def version(spec: Body, sink: Body, project: str | None = None) -> Body | None:
+    """The version (ref, sha, tag) a sink records for ``project``.
+
+    A deployment's ref and sha must exist in the project it is created in
+    (gitlabhq ``lib/api/deployments.rb``: 400 "The branch or tag does not
+    exist"; ``app/models/deployment.rb`` ``valid_sha``), so each target may
+    carry its own; the shared ``spec.tracking.version`` is the fallback.
+    """
+    for target in sink.get("targets") or []:
+        if target.get("project") == project and target.get("version"):
+            return dict(target["version"])
+    if sink.get("version"):
+        return dict(sink["version"])
+    shared = (spec.get("tracking") or {}).get("version")
+    return dict(shared) if shared else None
+
+
+def deployment_projects(sink: Body) -> list[str]:
+    """A GitLabDeployment sink's projects: ``projects`` then ``targets``, in order."""
+    projects = [str(p) for p in sink.get("projects") or []]
+    for target in sink.get("targets") or []:
+        if target["project"] not in projects:
+            projects.append(str(target["project"]))
+    return projects
+
+
 @dataclass(frozen=True)
 class Policy:
     required: bool

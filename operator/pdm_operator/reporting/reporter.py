@@ -27,7 +27,13 @@ from pdm_operator.waking import sleep_until_poked
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-OUTCOMES = {"Delivered": "delivered", "Failed": "failed", "GaveUp": "gave_up", "Pending": "retry"}
+OUTCOMES = {
+    outbox.DELIVERED: "delivered",
+    outbox.FAILED: "failed",
+    outbox.GAVE_UP: "gave_up",
+    outbox.NO_MERGE_REQUESTS: "no_merge_requests",
+    outbox.PENDING: "retry",
+}
 
 
 class TokenReader:
@@ -178,6 +184,7 @@ class ReportingHub:
             ),
             sentry_token=lambda sink: tokens.read(sink.get("tokenSecretRef"), "Sentry"),
             timeout=self.call_timeout,
+            now=self.clock(),
         )
 
     # --- blocking writes (run in the API pool) -----------------------------------
@@ -195,7 +202,7 @@ class ReportingHub:
         if migration is None:
             return None
         status = migration.get("status") or {}
-        records = outbox.merge(status.get("reports"), outbox.intents(migration))
+        records = outbox.merge(status.get("reports"), outbox.intents(migration), self.clock())
         if records != (status.get("reports") or []):
             migration = self._write(migration, records) or migration
         if not outbox.needs_reporting(migration):
@@ -219,7 +226,7 @@ class ReportingHub:
         give_up = float(
             (migration["spec"].get("tracking") or {}).get("giveUpAfterSeconds") or 86400
         )
-        records = []
+        records, settled = [], []
         for rec in (migration.get("status") or {}).get("reports") or []:
             result = outcomes.get((rec["sink"], rec["target"], rec["desired"]))
             if result is None:
@@ -228,11 +235,26 @@ class ReportingHub:
             after = outbox.after_attempt(rec, result, now, give_up)
             if not result.waiting:
                 metrics.report_attempted(after, OUTCOMES.get(after["state"], "retry"))
+            if after["state"] in outbox.UNDELIVERED or (
+                after.get("conflict") and after.get("conflict") != rec.get("conflict")
+            ):
+                settled.append(after)
             records.append(after)
         # The migration may have moved on while we delivered (the Job ended):
         # records follow its current intents, so Reported never speaks of an
         # outdated state.
-        self._write(migration, outbox.merge(records, outbox.intents(migration)))
+        written = self._write(migration, outbox.merge(records, outbox.intents(migration), now))
+        # Each report that ends undelivered, or that left someone else's
+        # deployment alone, gets its own event: the condition names only the first.
+        for rec in settled:
+            what = f"{rec['sink']} {rec['target']} ({rec['desired']})"
+            if rec["state"] in outbox.UNDELIVERED:
+                reason, message = f"Report{rec['state']}", f"{what}: {rec.get('lastError', '')}"
+            else:
+                reason, message = "ReportConflict", f"{what}: {rec['conflict']}"
+            self.kube.create_event(
+                events.event_for(written or migration, "Warning", reason, message, outbox.fmt(now))
+            )
 
     def _write(self, migration: Body, records: list[Body]) -> Body | None:
         meta = migration["metadata"]

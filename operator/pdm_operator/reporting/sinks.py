@@ -6,11 +6,25 @@ the outbox's. python-gitlab is told not to obey 429s by itself (it would
 sleep in this thread); the answer's ``Retry-After`` is read from the session
 and handed back instead.
 
-Exactly once toward GitLab: a deployment is looked up (environment + ref +
-sha, made through the API rather than by CI) before anything is created, and
-a status it already has is never sent again. The QA issue and the Sentry
-deploy carry a marker with the migration's uid and are looked up the same
-way, so a create whose answer was lost is not repeated.
+Exactly once toward GitLab, and only on what the operator made: before a
+deployment is created, the environment's deployments are looked up for one
+this record made whose answer was lost (same ref and sha, made through the
+API by the token's own user, after the record was planned). One that someone
+else made is never updated or counted as delivered: it is named in the
+record's ``conflict``. The QA issue and the Sentry deploy carry a marker with
+the migration's uid and are looked up the same way.
+
+GitLab's rules this follows (gitlabhq, ``lib/api/deployments.rb``,
+``app/models/deployment.rb``, ``app/services/deployments/create_service.rb``,
+``app/services/deployments/link_merge_requests_service.rb``):
+
+* ref and sha must exist in the project (400 ``{"ref": ["The branch or tag
+  does not exist"]}`` / ``{"sha": ["The commit does not exist"]}``);
+* creating a deployment needs ``create_deployment`` and ``create_environment``
+  on the project (the environment is created on first use), else 403;
+* a create equal (ref, tag, sha, status) to the environment's last successful
+  deployment returns that one, whoever made it;
+* merge requests are linked to a deployment asynchronously after it succeeds.
 
 Tokens are read from their Secrets for each delivery and never leave this
 module: error texts are scrubbed of them.
@@ -20,8 +34,10 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import gitlab
@@ -45,6 +61,7 @@ class Context:
     gitlab_token: Callable[[], str]
     sentry_token: Callable[[Body], str]
     timeout: float
+    now: datetime
 
     @property
     def spec(self) -> Body:
@@ -55,8 +72,15 @@ class Context:
         return str(self.spec["environment"])
 
     @property
-    def version(self) -> Body:
-        return dict(self.spec["tracking"]["version"])
+    def gitlab_environment(self) -> str:
+        return policy.gitlab_environment(self.spec)
+
+    def version(self, kind: str, project: str) -> Body:
+        """The ref and sha recorded in ``project`` (admission makes sure there is one)."""
+        found = policy.version(self.spec, self.sink(kind), project)
+        if found is None:
+            raise Refusal(f"no version (ref, sha) for {kind} {project}", permanent=True)
+        return found
 
     @property
     def marker(self) -> str:
@@ -130,21 +154,16 @@ def deliver(record: Body, ctx: Context) -> outbox.Result:  # noqa: PLR0911 - one
             keep_base_url=True,
         )
         try:
-            if kind in (policy.GITLAB_DEPLOYMENT, policy.RELEASE_METADATA):
-                return gitlab_deployment(gl, record, ctx)
-            if kind == policy.QA_ISSUE:
-                return qa_issue(gl, record, ctx)
-            if kind == policy.MR_LABELS:
-                return mr_labels(gl, record, ctx)
-            return outbox.Result(error=f"unknown sink {kind}", permanent=True)
-        except glexc.GitlabError as e:
-            code = e.response_code
-            message = scrub(f"GitLab answered {code}: {e.error_message}", token)
-            if code == 429 or (code is not None and code >= 500):
-                return outbox.Result(error=message, retry_after=retry_after(captured.headers))
-            return outbox.Result(error=message, permanent=code in PERMANENT_STATUSES)
+            # Calls without an explanation of their own still get the project named.
+            with explained(kind, record["target"], captured):
+                return GITLAB_SINKS[kind](gl, record, ctx, captured)
         finally:
             session.close()
+    except Refusal as e:
+        message = scrub(str(e), token)
+        if e.code == 429 or (e.code is not None and e.code >= 500):
+            return outbox.Result(error=message, retry_after=retry_after(e.headers))
+        return outbox.Result(error=message, permanent=e.permanent or e.code in PERMANENT_STATUSES)
     except TokenError as e:
         return outbox.Result(error=str(e))
     except requests.Timeout:
@@ -159,26 +178,149 @@ class TokenError(Exception):
     """A token could not be read (its Secret or key is missing); retried."""
 
 
+class Refusal(Exception):
+    """GitLab refused a call; the message says what to do about it."""
+
+    def __init__(
+        self,
+        message: str,
+        code: int | None = None,
+        *,
+        permanent: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.permanent = permanent
+        self.headers = headers or {}
+
+
+#: What each refused operation needs, in GitLab's words (ProjectPolicy abilities).
+NEEDS = {
+    "create a deployment": (
+        "the abilities create_deployment and create_environment (the Developer role): "
+        "GitLab creates the environment {environment!r} on first use; a protected "
+        "environment also needs deploy access"
+    ),
+    "update deployment": (
+        "the ability update_deployment (the Developer role); a protected environment "
+        "also needs deploy access"
+    ),
+    "label merge request": "the ability update_merge_request on the merge request",
+    "create the QA issue": "the ability create_issue",
+}
+
+
+@contextmanager
+def explained(action: str, project: str, captured: Captured, **facts: str) -> Iterator[None]:
+    """Turn a GitLab error of ``action`` into a ``Refusal`` a person can act on."""
+    try:
+        yield
+    except glexc.GitlabError as e:
+        code = e.response_code
+        raw = e.error_message
+        answer = f"GitLab answered {code}: {raw}"
+        message = f"{action} in {project}: {answer}"
+        if code == 400 and isinstance(raw, dict):
+            if "ref" in raw:
+                message = (
+                    f"{action} in {project}: ref {facts.get('ref')!r} does not exist in that "
+                    f"project (GitLab: {'; '.join(map(str, raw['ref']))}); give this target "
+                    "the project's own version"
+                )
+            elif "sha" in raw:
+                message = (
+                    f"{action} in {project}: sha {facts.get('sha')!r} does not exist in that "
+                    f"project (GitLab: {'; '.join(map(str, raw['sha']))}); give this target "
+                    "the project's own version"
+                )
+        elif code == 403:
+            need = next(
+                (v for k, v in NEEDS.items() if action.startswith(k)),
+                "read access to the project's deployments, merge requests and issues",
+            )
+            message = (
+                f"{action} in {project}: 403 Forbidden: the token's user lacks "
+                + need.format(**facts)
+            )
+        elif code == 404:
+            message = (
+                f"{action} in {project}: 404: the project (or the object) does not exist, "
+                "or the token's user cannot see it"
+            )
+        raise Refusal(message, code, headers=captured.headers) from e
+
+
 OPTS: dict[str, Any] = {"obey_rate_limit": False, "max_retries": 0}
 
+#: How far GitLab's clock may be behind ours when a deployment made by a lost
+#: create is matched against the time its record was planned.
+CLOCK_ALLOWANCE = timedelta(seconds=30)
 
-def _find_deployment(project: Any, ctx: Context) -> Any | None:
-    """Our deployment for environment + ref + sha, newest first.
 
-    Deployments made by GitLab CI are skipped: GitLab refuses to update them (403).
+@dataclass(frozen=True)
+class Found:
+    """The lookup: our deployment, and any look-alike made by someone else."""
+
+    ours: Any | None
+    conflict: str | None
+
+
+def _find_deployment(
+    gl: gitlab.Gitlab, project: Any, record: Body, ctx: Context, version: Body
+) -> Found:
+    """Our deployment for this record, made by a create whose answer was lost.
+
+    Ours means: the environment, ref and sha of this record, made through the
+    API (``deployable`` is null: GitLab CI's are never ours, and GitLab refuses
+    to update them), by the token's own user, and created after the record was
+    planned (GitLab's clock may be ``CLOCK_ALLOWANCE`` behind). Anything else
+    with the same environment, ref and sha is someone else's and is left alone.
     """
-    version = ctx.version
-    for dep in project.deployments.list(
-        environment=ctx.environment, order_by="id", sort="desc", per_page=100, get_all=False, **OPTS
-    ):
+    me = _me(gl)
+    planned = record.get("plannedTime") or record.get("firstAttemptTime")
+    since = outbox.parse_time(planned) - CLOCK_ALLOWANCE if planned else None
+    query: dict[str, Any] = {"environment": ctx.gitlab_environment}
+    if since is not None:
+        # DeploymentsFinder: an updated_* filter needs order_by=updated_at.
+        query.update(updated_after=outbox.fmt(since), order_by="updated_at")
+    else:
+        query.update(order_by="id")
+    ours, others = None, []
+    for dep in project.deployments.list(sort="desc", per_page=100, get_all=False, **query, **OPTS):
         attrs = dep.attributes
-        if (
-            attrs.get("sha") == version["sha"]
-            and attrs.get("ref") == version["ref"]
-            and not attrs.get("deployable")
-        ):
-            return dep
-    return None
+        if attrs.get("sha") != version["sha"] or attrs.get("ref") != version["ref"]:
+            continue
+        created = attrs.get("created_at")
+        mine = (
+            not attrs.get("deployable")
+            and (attrs.get("user") or {}).get("id") == me
+            and (since is None or (created and outbox.parse_time(created) >= since))
+        )
+        if mine and ours is None:
+            ours = dep
+        elif not mine:
+            others.append(_describe(attrs))
+    conflict = None
+    if others:
+        conflict = (
+            f"{', '.join(others[:3])} with the same environment, ref and sha "
+            "was made by someone else and left alone"
+        )
+    return Found(ours, conflict)
+
+
+def _me(gl: gitlab.Gitlab) -> Any:
+    """The id of the token's user (``GET /user``), once per delivery."""
+    if gl.user is None:
+        gl.auth()
+    return (gl.user.attributes if gl.user is not None else {}).get("id")
+
+
+def _describe(attrs: Body) -> str:
+    who = (attrs.get("user") or {}).get("username") or "unknown"
+    via = " by GitLab CI" if attrs.get("deployable") else ""
+    return f"deployment {attrs.get('id')} ({attrs.get('status')}, @{who}{via})"
 
 
 #: Statuses GitLab lets a deployment leave through the API: ``running`` only
@@ -186,91 +328,152 @@ def _find_deployment(project: Any, ctx: Context) -> Any | None:
 OPEN_STATUSES = ("created", "running")
 
 
-def gitlab_deployment(gl: gitlab.Gitlab, record: Body, ctx: Context) -> outbox.Result:
-    """Update-or-create by environment + ref + sha, never sending a status it already has.
+def gitlab_deployment(
+    gl: gitlab.Gitlab, record: Body, ctx: Context, captured: Captured
+) -> outbox.Result:
+    """Update-or-create in the record's environment, never sending a status it already has.
 
-    A deployment this record made (``remoteId``), or else the newest API-made
-    deployment of the same environment, ref and sha, is updated when GitLab
-    allows the transition; one that already has the desired status is taken
-    as delivered (a create whose answer was lost); a finished one of an
-    earlier run gets a new deployment beside it.
+    The deployment this record made (``remoteId``), or else the one the lookup
+    finds as ours, is updated when GitLab allows the transition; one that
+    already has the desired status is taken as delivered (a create whose
+    answer was lost); otherwise a new deployment is created. GitLab may answer
+    a create with an existing deployment (equal to the environment's last
+    successful one): when someone else made that one, the record says so.
     """
-    project = gl.projects.get(record["target"], lazy=True)
-    desired = record["desired"]
+    kind, target, desired = record["sink"], record["target"], record["desired"]
+    project = gl.projects.get(target, lazy=True)
+    version = ctx.version(kind, target)
+    environment = ctx.gitlab_environment
+    facts = {"ref": str(version["ref"]), "sha": str(version["sha"]), "environment": environment}
+    conflict = None
     found: Any | None = None
     if record.get("remoteId"):
-        found = project.deployments.get(record["remoteId"], **OPTS)
+        with explained(f"read deployment {record['remoteId']}", target, captured, **facts):
+            found = project.deployments.get(record["remoteId"], **OPTS)
     else:
-        found = _find_deployment(project, ctx)
+        with explained("look up deployments", target, captured, **facts):
+            lookup = _find_deployment(gl, project, record, ctx, version)
+        found, conflict = lookup.ours, lookup.conflict
     if found is not None:
         dep_id, current = str(found.attributes["id"]), found.attributes.get("status")
         if current == desired:
-            return outbox.Result(delivered=True, remote_id=dep_id)
+            return outbox.Result(delivered=True, remote_id=dep_id, conflict=conflict)
         if current in OPEN_STATUSES and desired != "running":
-            project.deployments.update(dep_id, {"status": desired}, **OPTS)
-            return outbox.Result(delivered=True, remote_id=dep_id)
-    version = ctx.version
-    created = project.deployments.create(
-        {
-            "environment": ctx.environment,
-            "sha": version["sha"],
-            "ref": version["ref"],
-            "tag": bool(version.get("tag", False)),
-            "status": desired,
-        },
-        **OPTS,
-    )
-    return outbox.Result(delivered=True, remote_id=str(created.attributes["id"]))
+            with explained(f"update deployment {dep_id}", target, captured, **facts):
+                project.deployments.update(dep_id, {"status": desired}, **OPTS)
+            return outbox.Result(delivered=True, remote_id=dep_id, conflict=conflict)
+    with explained("create a deployment", target, captured, **facts):
+        created = project.deployments.create(
+            {
+                "environment": environment,
+                "sha": version["sha"],
+                "ref": version["ref"],
+                "tag": bool(version.get("tag", False)),
+                "status": desired,
+            },
+            **OPTS,
+        )
+    attrs = created.attributes
+    if attrs.get("deployable") or (attrs.get("user") or {}).get("id") != _me(gl):
+        conflict = (
+            f"GitLab answered the create with {_describe(attrs)}, equal to the environment's "
+            "last successful deployment; recorded as delivered, it is not ours"
+        )
+    return outbox.Result(delivered=True, remote_id=str(attrs["id"]), conflict=conflict)
 
 
-def qa_issue(gl: gitlab.Gitlab, record: Body, ctx: Context) -> outbox.Result:
-    project = gl.projects.get(record["target"], lazy=True)
-    version = ctx.version
-    title = (
-        f"{ctx.environment}: post-deploy migrations of {version['ref']} "
-        f"{version['sha'][:11]} {ctx.marker}"
-    )
-    for issue in project.issues.list(search=ctx.marker, in_="title", get_all=False, **OPTS):
-        if ctx.marker in issue.attributes.get("title", ""):
-            return outbox.Result(delivered=True, remote_id=str(issue.attributes["iid"]))
-    issue = project.issues.create(
-        {
-            "title": title,
-            "description": (
-                f"Post-deployment migrations ran in `{ctx.environment}` for `{version['ref']}` "
-                f"(`{version['sha']}`) and succeeded. Please run QA."
-            ),
-            "labels": "QA,post-deploy-migrations",
-        },
-        **OPTS,
-    )
+def qa_issue(gl: gitlab.Gitlab, record: Body, ctx: Context, captured: Captured) -> outbox.Result:
+    target = record["target"]
+    project = gl.projects.get(target, lazy=True)
+    version = policy.version(ctx.spec, ctx.sink(policy.QA_ISSUE), target)
+    what = f"{version['ref']} {str(version['sha'])[:11]} " if version else ""
+    title = f"{ctx.environment}: post-deploy migrations of {what}{ctx.marker}"
+    with explained("look up the QA issue", target, captured):
+        for issue in project.issues.list(search=ctx.marker, in_="title", get_all=False, **OPTS):
+            if ctx.marker in issue.attributes.get("title", ""):
+                return outbox.Result(delivered=True, remote_id=str(issue.attributes["iid"]))
+    shipped = f" for `{version['ref']}` (`{version['sha']}`)" if version else ""
+    with explained("create the QA issue", target, captured):
+        issue = project.issues.create(
+            {
+                "title": title,
+                "description": (
+                    f"Post-deployment migrations ran in `{ctx.environment}`{shipped} "
+                    "and succeeded. Please run QA."
+                ),
+                "labels": "QA,post-deploy-migrations",
+            },
+            **OPTS,
+        )
     return outbox.Result(delivered=True, remote_id=str(issue.attributes["iid"]))
 
 
-def mr_labels(gl: gitlab.Gitlab, record: Body, ctx: Context) -> outbox.Result:
+#: Default bound on the wait for GitLab to link merge requests to a deployment.
+LINK_TIMEOUT = 900.0
+
+
+def mr_labels(gl: gitlab.Gitlab, record: Body, ctx: Context, captured: Captured) -> outbox.Result:
+    """Label the merge requests GitLab linked to the project's successful deployment.
+
+    GitLab links them asynchronously after the deployment succeeds
+    (``Deployments::LinkMergeRequestWorker``), so an empty list right after
+    the success means "not yet": the record waits (non-blocking), polling
+    with a growing interval, until ``linkTimeoutSeconds`` after the
+    deployment was delivered; still none then is its own outcome
+    (``NoMergeRequests``), never Delivered.
+    """
+    target = record["target"]
     deployment = next(
         (
             r
             for r in ctx.records
-            if r.get("sink") == policy.GITLAB_DEPLOYMENT and r.get("target") == record["target"]
+            if r.get("sink") == policy.GITLAB_DEPLOYMENT and r.get("target") == target
         ),
         None,
     )
     if deployment is None:
-        return outbox.Result(
-            error=f"no GitLabDeployment sink for project {record['target']}", permanent=True
-        )
+        return outbox.Result(error=f"no GitLabDeployment sink for project {target}", permanent=True)
     if deployment.get("state") != outbox.DELIVERED or not deployment.get("remoteId"):
-        return outbox.Result(waiting=True)
-    label = ctx.sink(policy.MR_LABELS)["label"]
-    project = gl.projects.get(record["target"], lazy=True)
-    dep = project.deployments.get(deployment["remoteId"], lazy=True)
-    labelled = 0
-    for mr in dep.mergerequests.list(get_all=True, **OPTS):
+        return outbox.Result(waiting=True, note=f"waiting for the deployment in {target}")
+    sink = ctx.sink(policy.MR_LABELS)
+    label = policy.label(sink, ctx.spec)
+    if not label:
+        return outbox.Result(error="no label for this environment", permanent=True)
+    dep_id = deployment["remoteId"]
+    project = gl.projects.get(target, lazy=True)
+    dep = project.deployments.get(dep_id, lazy=True)
+    with explained(f"list the merge requests of deployment {dep_id}", target, captured):
+        merge_requests = dep.mergerequests.list(get_all=True, **OPTS)
+    if not merge_requests:
+        timeout = float(sink.get("linkTimeoutSeconds") or LINK_TIMEOUT)
+        delivered = deployment.get("deliveredTime")
+        waited = (ctx.now - outbox.parse_time(delivered)).total_seconds() if delivered else 0.0
+        if waited >= timeout:
+            return outbox.Result(
+                no_merge_requests=True,
+                error=(
+                    f"GitLab linked no merge requests to deployment {dep_id} in {target} "
+                    f"within {timeout:.0f}s of its success: nothing labelled (GitLab links "
+                    "the merge requests merged since the environment's previous successful "
+                    "deployment; an environment in a folder, like db/gprd, is linked only "
+                    "when its tier is production or staging)"
+                ),
+            )
+        return outbox.Result(
+            waiting=True,
+            retry_after=min(60.0, max(BACKOFF_FLOOR, waited / 4)),
+            note=f"waiting for GitLab to link merge requests to deployment {dep_id}",
+        )
+    for mr in merge_requests:
+        iid = mr.attributes["iid"]
         if label not in (mr.attributes.get("labels") or []):
-            project.mergerequests.update(mr.attributes["iid"], {"add_labels": label}, **OPTS)
-        labelled += 1
-    return outbox.Result(delivered=True, remote_id=f"{labelled} merge request(s)")
+            with explained(f"label merge request !{iid}", target, captured):
+                project.mergerequests.update(iid, {"add_labels": label}, **OPTS)
+    return outbox.Result(delivered=True, remote_id=f"{len(merge_requests)} merge request(s)")
+
+
+#: The first polls for linked merge requests come this often.
+BACKOFF_FLOOR = 2.0
 
 
 def sentry_deploy(record: Body, ctx: Context, sink: Body, token: str) -> outbox.Result:
@@ -309,3 +512,11 @@ def _sentry_error(resp: requests.Response, token: str) -> outbox.Result:
     if resp.status_code == 429 or resp.status_code >= 500:
         return outbox.Result(error=message, retry_after=retry_after(dict(resp.headers)))
     return outbox.Result(error=message, permanent=resp.status_code in PERMANENT_STATUSES)
+
+
+GITLAB_SINKS: dict[str, Callable[[gitlab.Gitlab, Body, Context, Captured], outbox.Result]] = {
+    policy.GITLAB_DEPLOYMENT: gitlab_deployment,
+    policy.RELEASE_METADATA: gitlab_deployment,
+    policy.QA_ISSUE: qa_issue,
+    policy.MR_LABELS: mr_labels,
+}
