@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pdm_operator import model
@@ -81,6 +82,58 @@ def tail(text: str, limit: int = LOG_TAIL_LIMIT) -> str:
         return cut  # the cut already falls on a line start
     newline = cut.find("\n")
     return cut[newline + 1 :] if 0 <= newline < limit // 2 else cut
+
+
+# Rails announces each migration (activerecord/lib/active_record/migration.rb,
+# Migration#announce via #migrate: "== VERSION Name: migrating =====", then
+# "== VERSION Name: migrated (0.0123s) ===") and, on an error, aborts with
+# "StandardError: An error has occurred, this and all later migrations
+# canceled:" followed by a blank line and the error (Migrator, and its test
+# activerecord/test/cases/migration_test.rb).
+_MIGRATING = re.compile(r"^== (\d+) ([A-Za-z0-9_:]+): migrating\b", re.MULTILINE)
+_CANCELED = "all later migrations canceled"
+ERROR_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class FailedMigration:
+    """The migration a failed ``db:migrate`` stopped at, read from its log."""
+
+    version: str
+    name: str
+    error: str
+
+    def as_status(self) -> Body:
+        out: Body = {"version": self.version, "name": self.name}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    def describe(self) -> str:
+        what = f"migration {self.version} {self.name} failed"
+        return f"{what}: {self.error}" if self.error else what
+
+
+def failed_migration(log: str) -> FailedMigration | None:
+    """The last migration announced as migrating and never as migrated.
+
+    None when every announced migration finished (the failure was elsewhere:
+    waiting for the database, configuration) or none was announced in the
+    part of the log that is kept.
+    """
+    started = list(_MIGRATING.finditer(log))
+    if not started:
+        return None
+    last = started[-1]
+    version, name = last.group(1), last.group(2)
+    if f"== {version} {name}: migrated" in log[last.end() :]:
+        return None
+    error = ""
+    at = log.find(_CANCELED, last.end())
+    if at >= 0:
+        after = log[at + len(_CANCELED) :].split("\n")[1:]
+        error = next((line.strip() for line in after if line.strip()), "")[:ERROR_LIMIT]
+    return FailedMigration(version, name, error)
 
 
 @dataclass(frozen=True)

@@ -519,10 +519,21 @@ class Reconciler:
             )
             if tail:
                 failure["logTail"] = jobs.tail(tail)
+                failed = jobs.failed_migration(tail)
+                if failed is not None:
+                    failure["migration"] = failed.as_status()
         p.status["failure"] = failure
         message = outcome.message
         if "exitCode" in failure:
             message += f" (exit code {failure['exitCode']} in pod {failure['pod']})"
+        if "migration" in failure:
+            failed_one = failure["migration"]
+            message += (
+                ": "
+                + jobs.FailedMigration(
+                    failed_one["version"], failed_one["name"], failed_one.get("error", "")
+                ).describe()
+            )
         p.set(model.SUCCEEDED, False, outcome.reason, message)
         p.set(model.FAILED, True, outcome.reason, message)
         p.status["completionTime"] = p.status["jobCompletionTime"]

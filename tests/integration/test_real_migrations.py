@@ -135,8 +135,13 @@ def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real
     assert failed["reason"] == "BackoffLimitExceeded"
     failure = api.get("pdm-real-fail")["status"]["failure"]  # type: ignore[index]
     assert failure["exitCode"] == 1
-    assert "Failed migration: 20261115000001 AddUniqueIndexOnProjectPath" in failure["logTail"]
+    assert "== 20261115000001 AddUniqueIndexOnProjectPath: migrating" in failure["logTail"]
     assert "could not create unique index" in failure["logTail"]
+    # The migration that failed, named from Rails' own lines, and in the condition.
+    assert failure["migration"]["version"] == "20261115000001"
+    assert failure["migration"]["name"] == "AddUniqueIndexOnProjectPath"
+    assert failure["migration"]["error"].startswith("PG::UniqueViolation: ERROR:")
+    assert "migration 20261115000001 AddUniqueIndexOnProjectPath failed: PG::" in failed["message"]
     # Nothing after the failing version ran; it is still pending.
     assert versions(db, name) == REGULAR
     assert json.dumps(failure).count("SKIP_POST_DEPLOYMENT_MIGRATIONS") == 0

@@ -331,3 +331,53 @@ def test_no_pod_and_a_failed_create_is_permanent_unless_it_is_a_quota() -> None:
 
 def test_no_pod_and_no_event_is_not_stuck_yet() -> None:
     assert jobs.stuck([], []) is None
+
+
+RAILS_FAILURE = """\
+== 20261115000001 AddUniqueIndexOnProjectPath: migrating ======================
+-- add_index(:projects, :path, {unique: true})
+rails aborted!
+StandardError: An error has occurred, this and all later migrations canceled: (StandardError)
+
+PG::UniqueViolation: ERROR:  could not create unique index "index_projects_on_path"
+DETAIL:  Key (path)=(gitlab-org/gitlab) is duplicated.
+Tasks: TOP => db:migrate
+"""
+
+
+def test_the_failed_migration_is_read_from_rails_lines() -> None:
+    log = (
+        "== 20261115000000 DropOldColumn: migrating =====\n"
+        "== 20261115000000 DropOldColumn: migrated (0.0101s) =====\n" + RAILS_FAILURE
+    )
+    found = jobs.failed_migration(log)
+    assert found == jobs.FailedMigration(
+        "20261115000001",
+        "AddUniqueIndexOnProjectPath",
+        'PG::UniqueViolation: ERROR:  could not create unique index "index_projects_on_path"',
+    )
+    assert found.as_status()["version"] == "20261115000001"
+    assert found.describe().startswith(
+        "migration 20261115000001 AddUniqueIndexOnProjectPath failed: PG::UniqueViolation"
+    )
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        "Timed out waiting for dependencies\n",
+        "== 20261115000000 DropOldColumn: migrating ===\n"
+        "== 20261115000000 DropOldColumn: migrated (0.01s) ===\nsomething else broke\n",
+        "",
+    ],
+    ids=["never-migrated", "all-migrated", "empty"],
+)
+def test_no_migration_is_named_when_the_failure_was_elsewhere(log: str) -> None:
+    assert jobs.failed_migration(log) is None
+
+
+def test_a_migration_killed_without_rails_error_is_named_without_error() -> None:
+    found = jobs.failed_migration("== 20261115000003 BackfillNamespaces: migrating ===\n")
+    assert found is not None
+    assert (found.version, found.error) == ("20261115000003", "")
+    assert found.describe() == "migration 20261115000003 BackfillNamespaces failed"

@@ -142,8 +142,8 @@ def db_migrate(_: list[str]) -> int:
                 "StandardError: An error has occurred, this and all later migrations canceled:",
                 file=sys.stderr,
             )
-            print(f"\n{type(e).__name__}: {e}".rstrip(), file=sys.stderr)
-            print(f"Failed migration: {version} {name}", file=sys.stderr, flush=True)
+            # The pg gem names its errors after the same SQLSTATE classes.
+            print(f"\nPG::{type(e).__name__}: ERROR:  {e}".rstrip(), file=sys.stderr, flush=True)
             return 1
         print(f"== {version} {name}: migrated ({time.monotonic() - started:.4f}s) ==", flush=True)
     return 0
