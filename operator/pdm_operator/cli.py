@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -274,6 +275,89 @@ def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
         time.sleep(min(args.interval, max(0.0, args.timeout - elapsed)))
 
 
+# --- retry --------------------------------------------------------------------
+RETRY_REFUSED = 1
+#: metadata.name is limited to 54 characters by the CRD (the Job name adds 9).
+MAX_NAME = 54
+
+
+def retry_name(name: str, taken: set[str]) -> str:
+    """``NAME-retry-N`` with the first free N (a retry of a retry counts on)."""
+    base = re.sub(r"-retry-[0-9]+$", "", name)
+    n = 1
+    while True:
+        suffix = f"-retry-{n}"
+        candidate = base[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
+        if candidate not in taken:
+            return candidate
+        n += 1
+
+
+def retry_of(failed: dict[str, Any], taken: set[str]) -> dict[str, Any]:
+    """A new PostDeployMigration with the failed one's spec; UsageError if it is not retryable.
+
+    Only a migration whose Job failed is retried: a running one would run
+    twice, a succeeded one has nothing left to run, and one that failed after
+    its Job succeeded (BlockingReportFailed) ran every migration already.
+    Rails skips the migrations the failed run applied (``schema_migrations``),
+    so the retry runs the remaining ones, once.
+    """
+    from pdm_operator import conditions  # noqa: PLC0415
+
+    meta, status = failed["metadata"], failed.get("status") or {}
+    name = meta["name"]
+    if not conditions.is_true(status.get("conditions"), model.FAILED):
+        raise RetryRefused(
+            f"pdm/{name} is {status.get('state') or 'Pending'}, not Failed: only a failed "
+            "PostDeployMigration is retried (post-deployment migrations never run twice)"
+        )
+    if status.get("jobOutcome") == "Succeeded":
+        raise RetryRefused(
+            f"pdm/{name} failed after its Job succeeded ({status.get('reason')}): every "
+            "migration ran; deliver the report instead of running them again"
+        )
+    return {
+        "apiVersion": model.API_VERSION,
+        "kind": model.KIND,
+        "metadata": {
+            "name": retry_name(name, taken),
+            "namespace": meta["namespace"],
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": {model.ANNOTATION_RETRY_OF: name},
+        },
+        "spec": dict(failed["spec"]),
+    }
+
+
+class RetryRefused(UsageError):
+    """The migration is not one that may be retried."""
+
+
+def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
+    from kubernetes.client.rest import ApiException  # noqa: PLC0415
+
+    from pdm_operator import kube, reconcile  # noqa: PLC0415
+
+    client = kube.Kube(kube.load_config(args.kubeconfig))
+    namespace = args.namespace or current_namespace(args.kubeconfig)
+    failed = client.get_migration(namespace, args.name)
+    if failed is None:
+        raise UsageError(f"pdm/{args.name} not found in namespace {namespace}")
+    try:
+        retry = retry_of(failed, {m["metadata"]["name"] for m in client.list_migrations(namespace)})
+    except RetryRefused as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return RETRY_REFUSED
+    if args.suspend:
+        retry["spec"]["suspend"] = True
+    try:
+        created = client.create_migration(namespace, retry)
+    except ApiException as e:
+        raise UsageError(f"creating the retry failed: {reconcile.api_message(e)}") from e
+    out.write(f"pdm/{created['metadata']['name']} created (retry of pdm/{args.name})\n")
+    return 0
+
+
 def current_namespace(kubeconfig: str | None) -> str:
     from kubernetes import config  # noqa: PLC0415
 
@@ -314,7 +398,8 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
         prog=prog,
         description="Run GitLab post-deployment migrations as Kubernetes Jobs.",
         epilog="diff exits 0 (no change), 1 (changes), >1 (error); "
-        "wait exits 0 (Succeeded), 1 (Failed), 2 (timeout), 3 (error).",
+        "wait exits 0 (Succeeded), 1 (Failed), 2 (timeout), 3 (error); "
+        "retry exits 0 (created), 1 (refused: not failed), 2 (error).",
     )
     parser.add_argument("--version", action="version", version=f"pdm-operator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -365,6 +450,19 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
     wait_p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     cluster_flags(wait_p)
     wait_p.set_defaults(func=cmd_wait)
+
+    retry_p = sub.add_parser(
+        "retry", help="create a new PostDeployMigration from a failed one (never re-runs in place)"
+    )
+    retry_p.add_argument("name", help="name of the failed PostDeployMigration")
+    retry_p.add_argument(
+        "-n", "--namespace", default=None, help="namespace (default: the context's)"
+    )
+    retry_p.add_argument(
+        "--suspend", action="store_true", help="create it suspended, to be approved separately"
+    )
+    cluster_flags(retry_p)
+    retry_p.set_defaults(func=cmd_retry)
 
     run = sub.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()

@@ -115,6 +115,7 @@ class Kube:
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.coordination = client.CoordinationV1Api(api)
+        self.policy = client.PolicyV1Api(api)
 
     # --- reads that may find nothing -----------------------------------------
     @staticmethod
@@ -222,6 +223,21 @@ class Kube:
             model.PLURAL,
         )
 
+    def create_migration(self, namespace: str, migration: Body) -> Body:
+        """Create a PostDeployMigration (the CLI's retry); raises ApiException."""
+        return _json(
+            self.custom.create_namespaced_custom_object(
+                model.GROUP,
+                model.VERSION,
+                namespace,
+                model.PLURAL,
+                migration,
+                field_manager=model.FIELD_MANAGER,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+
     def list_all_migrations(self) -> list[Body]:
         return self._items(
             self.custom.list_cluster_custom_object, model.GROUP, model.VERSION, model.PLURAL
@@ -295,6 +311,20 @@ class Kube:
         except ValueError as e:
             raise Invalid(_validation_message(e)) from e
         return _json(resp)
+
+    def create_disruption_budget(self, namespace: str, budget: Body) -> None:
+        """Create ``budget``; one that exists already (an earlier pass) is fine."""
+        try:
+            self.policy.create_namespaced_pod_disruption_budget(
+                namespace,
+                budget,
+                field_manager=model.FIELD_MANAGER,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as e:
+            if e.status != 409:
+                raise
 
     def job_events(self, namespace: str, name: str, uid: str) -> list[Body]:
         """The Events about one Job (this uid, not an earlier Job of the same name)."""

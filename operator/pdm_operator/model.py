@@ -26,6 +26,8 @@ LABEL_MIGRATION: Final = f"{GROUP}/migration"
 LABEL_MIGRATION_UID: Final = f"{GROUP}/migration-uid"
 LABEL_ENVIRONMENT: Final = f"{GROUP}/environment"
 ANNOTATION_INPUTS_HASH: Final = f"{GROUP}/inputs-hash"
+#: On a PostDeployMigration made by ``pdm-operator retry``: the failed one it retries.
+ANNOTATION_RETRY_OF: Final = f"{GROUP}/retry-of"
 
 MIGRATION_CONTAINER: Final = "migrations"
 SKIP_PDM_ENV: Final = "SKIP_POST_DEPLOYMENT_MIGRATIONS"

@@ -473,12 +473,33 @@ class Reconciler:
 
     def _started(self, p: Pass, job: Body, how: str) -> Step:
         name = job["metadata"]["name"]
+        if jobs.outcome(job) is None and job["metadata"].get("uid"):
+            self._protect_from_eviction(p, job)
         p.status["jobName"] = name
         p.status.setdefault("startTime", job["metadata"].get("creationTimestamp") or p.now)
         p.set(model.GATED, False, "GatesOpen", "all gates are open")
         p.set(model.JOB_CREATED, True, how, f"Job {name} runs {p.status['image']}")
         # Requeue at once: the Job may have ended while we were away.
         return self._write(p, 0)
+
+    def _protect_from_eviction(self, p: Pass, job: Body) -> None:
+        """The Job's PodDisruptionBudget, before this pass records the Job.
+
+        A restart in between adopts the Job and comes here again. Without it
+        the migration still runs (the pod also carries the autoscaler's
+        safe-to-evict annotation): a refusal is a Warning event, not a stop.
+        """
+        try:
+            self.kube.create_disruption_budget(p.namespace, render.disruption_budget(job))
+        except ApiException as e:
+            message = (
+                f"no PodDisruptionBudget for Job {job['metadata']['name']}: {api_message(e)}; "
+                "a drain may evict the migration pod"
+            )
+            for_migration(log, p.migration).warning("%s", message)
+            self.kube.create_event(
+                events.event_for(p.migration, "Warning", "EvictionUnprotected", message, p.now)
+            )
 
     def _follow(self, p: Pass) -> Step:
         if p.status.get("jobOutcome") == "Succeeded":

@@ -217,3 +217,40 @@ def render_job(migration: Body, image: str, template: templates.Template | None 
         "metadata": _drop_empty(metadata),
         "spec": job_spec,
     }
+
+
+def disruption_budget(job: Body) -> Body:
+    """A PodDisruptionBudget that refuses to evict the running migration pod.
+
+    A drain or the autoscaler evicts through the Eviction API, which refuses
+    while the budget would be broken (``minAvailable: 1`` over the Job's one
+    pod). Jobs have no scale subresource, so only an integer ``minAvailable``
+    applies (https://kubernetes.io/docs/tasks/run-application/configure-pdb/,
+    "Arbitrary workloads and PodDisruptionBudgets"). Pending, Succeeded and
+    Failed pods are never protected by a budget, whatever it says. Owned by
+    the Job (no ``blockOwnerDeletion``: it needs no permission on the Job's
+    finalizers), so it lives exactly as long as the Job.
+    """
+    meta = job["metadata"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta.get("namespace"),
+            "labels": dict(meta.get("labels") or {}),
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                }
+            ],
+        },
+        "spec": {
+            "minAvailable": 1,
+            # The Job controller's label for exactly this Job's pods.
+            "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}},
+        },
+    }

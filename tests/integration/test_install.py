@@ -228,6 +228,12 @@ def test_operator_runs_end_to_end_with_only_its_service_accounts_rights(
             api.wait_condition("rbac-toolbox", "Succeeded", timeout=90)
             assert api.get("rbac-dry")["status"]["diff"]["configMap"] == "rbac-dry-diff"  # type: ignore[index]
             assert api.get("rbac-run")["status"]["image"].count("@sha256:") == 1  # type: ignore[index]
+            # The eviction protection was made under the ServiceAccount too.
+            run_job = api.get("rbac-run")["status"]["jobName"]  # type: ignore[index]
+            budget = client.PolicyV1Api(cluster.api).read_namespaced_pod_disruption_budget(
+                run_job, namespace
+            )
+            assert budget.spec.min_available == 1
             assert [d["status"] for d in gitlab.deployments("gitlab-org/gitlab")] == ["success"]
             # Jobs of a restricted namespace ran: their pods were admitted.
             assert all(j.status.succeeded or j.status.failed for j in api.jobs())

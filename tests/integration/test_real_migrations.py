@@ -10,8 +10,11 @@ version exactly once.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +22,7 @@ import pytest
 from postgres import USER, Postgres
 from tests.integration.conftest import Cluster
 from tests.support import chart
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, pythonpath_env
 from tests.support.pdm import Api, migration
 from tests.support.waiting import wait_until
 
@@ -63,6 +66,19 @@ def job_end(api: Api, name: str) -> Any:
         return job if job.status.succeeded or job.status.failed else None
 
     return wait_until(done, timeout=180, what=f"Job {name} to end")
+
+
+def retry(cluster: Cluster, api: Api, name: str) -> subprocess.CompletedProcess[str]:
+    """``kubectl pdm retry NAME``: the CLI's kubectl plugin entry point."""
+    return subprocess.run(
+        ["kubectl-pdm", "retry", name, "-n", api.ns],
+        env=pythonpath_env(cluster.env())
+        | {"PATH": cluster.env()["PATH"] + ":" + str(Path(sys.executable).parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def pdm_log(cluster: Cluster, api: Api, name: str) -> str:
@@ -145,6 +161,29 @@ def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real
     # Nothing after the failing version ran; it is still pending.
     assert versions(db, name) == REGULAR
     assert json.dumps(failure).count("SKIP_POST_DEPLOYMENT_MIGRATIONS") == 0
+
+    # Retried explicitly, as a new PostDeployMigration (kubectl pdm retry), once
+    # the data is fixed: the remaining migrations run, each once.
+    db.psql(
+        "DELETE FROM projects WHERE ctid NOT IN (SELECT min(ctid) FROM projects GROUP BY path)",
+        database=name,
+    )
+    retried = retry(cluster, api, "pdm-real-fail")
+    assert retried.returncode == 0, retried.stderr
+    assert (
+        retried.stdout.strip() == "pdm/pdm-real-fail-retry-1 created (retry of pdm/pdm-real-fail)"
+    )
+    again = api.get("pdm-real-fail-retry-1")
+    assert again["metadata"]["annotations"]["pdm-operator.io/retry-of"] == "pdm-real-fail"  # type: ignore[index]
+    api.wait_condition("pdm-real-fail-retry-1", "Succeeded", timeout=180)
+    assert versions(db, name) == REGULAR + POST
+    log = pdm_log(cluster, api, "pdm-real-fail-retry-1")
+    assert log.count("migrated (") == len(POST), log
+    # The failed one stays as it was; retrying a migration that did not fail is refused.
+    assert api.get("pdm-real-fail")["status"]["state"] == "Failed"  # type: ignore[index]
+    refused = retry(cluster, api, "pdm-real-fail-retry-1")
+    assert refused.returncode == 1
+    assert "is Succeeded, not Failed" in refused.stderr
 
 
 def test_the_stand_in_skips_post_deployment_migrations_when_the_variable_says_false(

@@ -45,6 +45,72 @@ def test_a_failing_migration_fails_with_the_containers_exit_code_and_log(
     assert failure["exitCode"] == 7
     assert "20261201000001 AddIndexToCiBuilds" in failure["logTail"]
     assert "PG::DuplicateTable" in failure["logTail"]
+    # Announced as migrating, never as migrated: the one that failed.
+    assert failure["migration"] == {"version": "20261201000001", "name": "AddIndexToCiBuilds"}
+
+
+def test_a_drain_cannot_evict_the_running_migration_pod(
+    cluster: Cluster, api: Api, operator: OperatorProcess, real_node: dict[str, Any]
+) -> None:
+    script = "trap 'exit 0' TERM; echo migrating; sleep 600 & wait"
+    api.create(
+        migration("pdm-no-evict", image={"reference": BUSYBOX}, job=shell(real_node, script))
+    )
+    api.wait_condition("pdm-no-evict", "JobCreated", timeout=60)
+    job_name = api.get("pdm-no-evict")["status"]["jobName"]  # type: ignore[index]
+    core, policy = client.CoreV1Api(cluster.api), client.PolicyV1Api(cluster.api)
+
+    def ready_pod() -> str | None:
+        pods = core.list_namespaced_pod(
+            api.ns, label_selector=f"batch.kubernetes.io/job-name={job_name}"
+        ).items
+        for pod in pods:
+            ready = any(
+                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
+            )
+            if pod.status.phase == "Running" and ready:
+                return str(pod.metadata.name)
+        return None
+
+    pod = wait_until(ready_pod, timeout=120, what="the migration pod running and ready")
+    budget = wait_until(
+        lambda: (
+            (
+                b := policy.read_namespaced_pod_disruption_budget(job_name, api.ns)
+            ).status.current_healthy
+            == 1
+            and b
+        ),
+        timeout=60,
+        what="the disruption controller counting the migration pod",
+    )
+    assert budget.status.disruptions_allowed == 0
+    assert budget.metadata.owner_references[0].kind == "Job"
+
+    def evict() -> None:
+        core.create_namespaced_pod_eviction(
+            pod, api.ns, client.V1Eviction(metadata=client.V1ObjectMeta(name=pod, namespace=api.ns))
+        )
+
+    # What `kubectl drain` does for each pod: refused, the pod keeps running.
+    with pytest.raises(ApiException) as refused:
+        evict()
+    assert refused.value.status == 429
+    assert "disruption budget" in refused.value.body
+    assert ready_pod() == pod
+    # The budget is what protects it: without it, the same eviction goes through.
+    policy.delete_namespaced_pod_disruption_budget(job_name, api.ns)
+    wait_until(lambda: _evicted(evict), timeout=30, what="the eviction accepted without the budget")
+
+
+def _evicted(evict: Any) -> bool:
+    try:
+        evict()
+    except ApiException as e:
+        if e.status == 429:  # the deleted budget may still be cached for a moment
+            return False
+        raise
+    return True
 
 
 def test_the_migration_pod_really_has_no_service_account_token(

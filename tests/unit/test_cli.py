@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -233,3 +234,49 @@ def test_wait_progress_line_and_exit_code(
     line, got = cli.progress("m", obj)
     assert got == code
     assert shown in line
+
+
+def failed_pdm(name: str = "gstg-2026-11-22", **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "gitlab", "uid": "u", "labels": {"team": "db"}},
+        "spec": {"environment": "gstg", "image": {"reference": "r/t:1"}, "suspend": False},
+        "status": {
+            "state": "Failed",
+            "reason": "BackoffLimitExceeded",
+            "jobOutcome": "Failed",
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+            **status,
+        },
+    }
+
+
+def test_a_retry_copies_the_spec_under_a_derived_name_pointing_back() -> None:
+    retry = cli.retry_of(failed_pdm(), {"gstg-2026-11-22", "gstg-2026-11-22-retry-1"})
+    assert retry["metadata"]["name"] == "gstg-2026-11-22-retry-2"
+    assert retry["metadata"]["annotations"] == {"pdm-operator.io/retry-of": "gstg-2026-11-22"}
+    assert retry["metadata"]["labels"] == {"team": "db"}
+    assert retry["spec"] == failed_pdm()["spec"]
+    assert "status" not in retry
+    assert "uid" not in retry["metadata"]
+
+
+def test_a_retry_of_a_retry_counts_on_and_names_stay_within_the_limit() -> None:
+    assert cli.retry_name("x-retry-1", {"x-retry-1"}) == "x-retry-2"
+    long = cli.retry_name("m" * 54, set())
+    assert long == "m" * 46 + "-retry-1"
+    assert len(long) <= 54
+
+
+@pytest.mark.parametrize(
+    ("status", "why"),
+    [
+        ({"state": "Running", "conditions": [], "jobOutcome": None}, "is Running, not Failed"),
+        (
+            {"reason": "BlockingReportFailed", "jobOutcome": "Succeeded"},
+            "failed after its Job succeeded",
+        ),
+    ],
+)
+def test_only_a_failed_migration_is_retried(status: dict[str, Any], why: str) -> None:
+    with pytest.raises(cli.RetryRefused, match=why):
+        cli.retry_of(failed_pdm(**status), set())

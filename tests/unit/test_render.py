@@ -520,3 +520,23 @@ def test_rendered_job_matches_its_golden_file_byte_for_byte(case: str) -> None:
             "  PDM_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_render.py\n"
             f"and review their diff.\n{diff}"
         )
+
+
+def test_the_disruption_budget_guards_exactly_the_jobs_pod_and_lives_with_the_job() -> None:
+    job = render.render_job(
+        {
+            "metadata": {"name": "m", "namespace": "gitlab", "uid": "u-1"},
+            "spec": {"environment": "gstg", "image": {"reference": "r/t:1"}},
+        },
+        "r/t:1",
+    )
+    job["metadata"]["uid"] = "job-uid-1"  # as the API server returns it
+    budget = render.disruption_budget(job)
+    assert budget["metadata"]["name"] == job["metadata"]["name"]
+    assert budget["spec"] == {
+        "minAvailable": 1,
+        "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "job-uid-1"}},
+    }
+    (owner,) = budget["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == ("Job", "job-uid-1")
+    assert "blockOwnerDeletion" not in owner  # needs no rights on the Job's finalizers
