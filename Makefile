@@ -88,8 +88,14 @@ unit: venv tools ## unit tests (no cluster, no network)
 .PHONY: integration
 integration: venv tools ## integration tests on the real control plane ($KUBECONFIG or a local one)
 	@# Build (or find) the local control plane first, outside pytest, so the
-	@# first build's progress shows.
-	@if [ -z "$${PDM_TEST_KUBECONFIG:-}$${KUBECONFIG:-}" ]; then bash hack/build-binaries.sh all kubelet >/dev/null; fi
+	@# first build's progress shows; the real node's images are made meanwhile
+	@# (they wait on the package registry while Go keeps the cores busy).
+	@if [ -z "$${PDM_TEST_KUBECONFIG:-}$${KUBECONFIG:-}" ]; then \
+	  images=""; \
+	  if [ "$${PDM_REAL_NODE:-1}" = 1 ]; then $(PY) hack/images.py & images=$$!; fi; \
+	  bash hack/build-binaries.sh all kubelet >/dev/null; \
+	  if [ -n "$$images" ]; then wait $$images || echo "[images] failed; the tests that need them will say why"; fi; \
+	fi
 	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
 
 .PHONY: bench
