@@ -5,11 +5,13 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
+# The pinned dependencies first: a layer that a change of the code reuses.
 COPY requirements/runtime.lock requirements/runtime.lock
+COPY hack/install.sh hack/install.sh
+RUN sh hack/install.sh /opt/pdm-operator deps
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-COPY hack/install.sh hack/install.sh
-RUN sh hack/install.sh /opt/pdm-operator
+RUN sh hack/install.sh /opt/pdm-operator package
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="pdm-operator" \

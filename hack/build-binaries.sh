@@ -87,7 +87,12 @@ k8s_ldflags() {
 build_kubernetes() {
   local v=$KUBERNETES_VERSION
   local out="$bin_root/kubernetes-$v-$go_version"
+  local kout="$bin_root/kubelet-$v-$go_version"
   if stamp_ok "$out"; then echo "KUBERNETES_BIN=$out"; return; fi
+  # Asked for the kubelet too and it is not cached: one go build for all five,
+  # so its link and its own packages overlap the control plane's.
+  local with_kubelet=0 cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  if [ "${WITH_KUBELET:-0}" = 1 ] && ! stamp_ok "$kout"; then with_kubelet=1 cmds+=(kubelet); fi
   check_proxy "k8s.io/kubernetes@$v"
   local w="$work_root/kubernetes-$v"
   rm -rf "$w" && mkdir -p "$w"
@@ -114,7 +119,7 @@ build_kubernetes() {
       }
       /^replace [^(]/ { print }' "$upstream_mod"
     echo
-    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for c in "${cmds[@]}"; do
       echo "tool k8s.io/kubernetes/cmd/$c"
     done
   } >"$w/go.mod"
@@ -124,9 +129,13 @@ build_kubernetes() {
   ld=$(k8s_ldflags "$v")
   mkdir -p "$out"
   (cd "$w" && LDFLAGS=$ld BUILD_TAGS=selinux,notest,grpcnotrace build_with_progress "kubernetes $v" "$out" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    "${cmds[@]/#/k8s.io/kubernetes/cmd/}")
   "$out/kube-apiserver" --version >&2
+  if [ "$with_kubelet" = 1 ]; then
+    mkdir -p "$kout" && mv "$out/kubelet" "$kout/kubelet"
+    "$kout/kubelet" --version >&2
+    touch "$kout/.complete"
+  fi
   touch "$out/.complete"
   echo "KUBERNETES_BIN=$out"
 }
@@ -205,6 +214,7 @@ build_kwok() {
 }
 
 # One or more of: all (the control plane), kubernetes, kubelet, etcd, kwok.
+case " $* " in *" kubelet "*) export WITH_KUBELET=1 ;; esac
 for what in "${@:-all}"; do
   case "$what" in
     all) build_etcd; build_kwok; build_kubernetes ;;

@@ -105,6 +105,12 @@ class Image:
                 "WorkingDir": self.workdir,
             },
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{_sha(layer)}" for layer in layers]},
+            # One entry per layer: builders that cache layers (buildah --layers)
+            # match the history against the layers and refuse a mismatch.
+            "history": [
+                {"created": "1970-01-01T00:00:00Z", "created_by": f"hack/oci.py layer {i}"}
+                for i in range(len(layers))
+            ],
         }
         config_bytes = _json(config)
         manifest = {
@@ -147,7 +153,8 @@ class Image:
 
     def key(self) -> str:
         """A hash of everything that goes into the image, for caching."""
-        h = hashlib.sha256(" ".join((self.name, *self.aliases)).encode())
+        h = hashlib.sha256(f"{LAYOUT_VERSION} ".encode())
+        h.update(" ".join((self.name, *self.aliases)).encode())
         for part in (self.entrypoint, self.cmd, self.env, [self.user, self.workdir]):
             h.update(json.dumps(part).encode())
         for f in sorted(self.files, key=lambda f: f.path):
@@ -157,6 +164,11 @@ class Image:
             with b.open("rb") as fh:
                 h.update(hashlib.file_digest(fh, "sha256").digest())
         return h.hexdigest()[:16]
+
+
+#: Bumped when the archive's layout changes (2: history per layer), so cached
+#: archives of the earlier layout are not reused.
+LAYOUT_VERSION = 2
 
 
 def _sha(data: bytes) -> str:

@@ -88,7 +88,8 @@ def build(cache: Path = CACHE / "images") -> Path:
     archive = base(cache)
     _run("buildah", "pull", "--quiet", f"oci-archive:{archive}")
     _run(
-        "buildah", "bud", "--quiet", "--isolation", "chroot", "--pull=never",
+        # --layers: the dependencies' layer is reused when only the code changed.
+        "buildah", "bud", "--quiet", "--layers", "--isolation", "chroot", "--pull=never",
         "--build-arg", f"PYTHON_IMAGE={BASE}", "-t", IMAGE,
         "-f", str(ROOT / "Dockerfile"), str(ROOT),
     )  # fmt: skip

@@ -30,4 +30,7 @@ def test_image_runs_the_operator_as_non_root_from_the_shared_install_script() ->
     assert "USER 65532:65532" in final
     assert 'ENTRYPOINT ["pdm-operator", "run"]' in final
     assert "RUN " not in final  # no build tools or installs in the final image
-    assert "RUN sh hack/install.sh /opt/pdm-operator" in stages[1]
+    assert "RUN sh hack/install.sh /opt/pdm-operator deps" in stages[1]
+    assert "RUN sh hack/install.sh /opt/pdm-operator package" in stages[1]
+    # The dependencies' layer comes before the code is copied: a code change reuses it.
+    assert stages[1].index("deps") < stages[1].index("COPY operator/")
