@@ -314,17 +314,25 @@ class Kube:
 
     def create_disruption_budget(self, namespace: str, budget: Body) -> None:
         """Create ``budget``; one that exists already (an earlier pass) is fine."""
+        self._create_once(self.policy.create_namespaced_pod_disruption_budget, namespace, budget)
+
+    @staticmethod
+    def _create_once(call: Any, namespace: str, body: Body) -> Body | None:
+        """Create ``body``; None when an object of that name exists already (409)."""
         try:
-            self.policy.create_namespaced_pod_disruption_budget(
-                namespace,
-                budget,
-                field_manager=model.FIELD_MANAGER,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+            return _json(
+                call(
+                    namespace,
+                    body,
+                    field_manager=model.FIELD_MANAGER,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
             )
         except ApiException as e:
-            if e.status != 409:
-                raise
+            if e.status == 409:
+                return None
+            raise
 
     def job_events(self, namespace: str, name: str, uid: str) -> list[Body]:
         """The Events about one Job (this uid, not an earlier Job of the same name)."""
@@ -378,20 +386,7 @@ class Kube:
 
     def create_lease(self, namespace: str, lease: Body) -> Body | None:
         """Create; None when a Lease of that name already exists."""
-        try:
-            return _json(
-                self.coordination.create_namespaced_lease(
-                    namespace,
-                    lease,
-                    field_manager=model.FIELD_MANAGER,
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
-        except ApiException as e:
-            if e.status == 409:
-                return None
-            raise
+        return self._create_once(self.coordination.create_namespaced_lease, namespace, lease)
 
     def replace_lease(self, namespace: str, lease: Body) -> Body:
         """Replace, guarded by the resourceVersion in ``lease``; Conflict if it moved."""
