@@ -219,21 +219,15 @@ def explained(action: str, project: str, captured: Captured, **facts: str) -> It
     except glexc.GitlabError as e:
         code = e.response_code
         raw = e.error_message
-        answer = f"GitLab answered {code}: {raw}"
-        message = f"{action} in {project}: {answer}"
-        if code == 400 and isinstance(raw, dict):
-            if "ref" in raw:
-                message = (
-                    f"{action} in {project}: ref {facts.get('ref')!r} does not exist in that "
-                    f"project (GitLab: {'; '.join(map(str, raw['ref']))}); give this target "
-                    "the project's own version"
-                )
-            elif "sha" in raw:
-                message = (
-                    f"{action} in {project}: sha {facts.get('sha')!r} does not exist in that "
-                    f"project (GitLab: {'; '.join(map(str, raw['sha']))}); give this target "
-                    "the project's own version"
-                )
+        message = f"{action} in {project}: GitLab answered {code}: {raw}"
+        fields = raw if isinstance(raw, dict) else {}
+        unknown = next((k for k in ("ref", "sha") if k in fields), None)
+        if code == 400 and unknown is not None:
+            message = (
+                f"{action} in {project}: {unknown} {facts.get(unknown)!r} does not exist in "
+                f"that project (GitLab: {'; '.join(map(str, fields[unknown]))}); give this "
+                "target the project's own version"
+            )
         elif code == 403:
             need = next(
                 (v for k, v in NEEDS.items() if action.startswith(k)),
