@@ -220,7 +220,7 @@ def explained(action: str, project: str, captured: Captured, **facts: str) -> It
         code = e.response_code
         raw = e.error_message
         message = f"{action} in {project}: GitLab answered {code}: {raw}"
-        fields = raw if isinstance(raw, dict) else {}
+        fields: dict[str, Any] = raw if isinstance(raw, dict) else {}
         unknown = next((k for k in ("ref", "sha") if k in fields), None)
         if code == 400 and unknown is not None:
             message = (
