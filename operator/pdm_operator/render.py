@@ -227,7 +227,9 @@ def disruption_budget(job: Body) -> Body:
     pod). Jobs have no scale subresource, so only an integer ``minAvailable``
     applies (https://kubernetes.io/docs/tasks/run-application/configure-pdb/,
     "Arbitrary workloads and PodDisruptionBudgets"). Pending, Succeeded and
-    Failed pods are never protected by a budget, whatever it says. Owned by
+    Failed pods are never protected by a budget, whatever it says
+    (kubernetes ``pkg/registry/core/pod/storage/eviction.go``, ``canIgnorePDB``;
+    the refusal is 429 TooManyRequests). Owned by
     the Job (no ``blockOwnerDeletion``: it needs no permission on the Job's
     finalizers), so it lives exactly as long as the Job.
     """
