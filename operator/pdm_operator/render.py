@@ -37,6 +37,9 @@ RESTRICTED_CONTAINER_SECURITY: Body = {
 #: "What types of pods can prevent CA from removing a node?").
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
+#: The migration Job's component label (the pre-flight Job has its own).
+COMPONENT = "post-deploy-migration"
+
 HASH_LENGTH = 8
 MAX_NAME_LENGTH = 63
 
@@ -68,7 +71,7 @@ def labels_for(migration: Body) -> dict[str, str]:
     meta = migration["metadata"]
     return {
         model.LABEL_MANAGED_BY: "pdm-operator",
-        model.LABEL_COMPONENT: "post-deploy-migration",
+        model.LABEL_COMPONENT: COMPONENT,
         model.LABEL_MIGRATION: meta["name"],
         model.LABEL_ENVIRONMENT: migration["spec"]["environment"],
     }

@@ -150,16 +150,40 @@ def db_migrate(_: list[str]) -> int:
 
 
 def rake(args: list[str]) -> int:
+    """``db:migrate:status`` as Rails prints it, and as read-only as Rails' is.
+
+    ``DatabaseTasks.migrate_status`` (rails ``activerecord/lib/active_record/
+    tasks/database_tasks.rb``) aborts when there is no ``schema_migrations``
+    table, else prints the ``database:`` line, the header, 50 dashes and one
+    row per migration file: ``status.center(8)``, ``version.ljust(14)`` and
+    the file name humanized (``MigrationContext#migrations_status``), then
+    versions recorded without a file as ``********** NO FILE **********``.
+    The session is read-only, so a status that tried to write would fail here.
+    """
     if args != ["db:migrate:status"]:
         print(f"gitlab-rake: only db:migrate:status is implemented, not {args}", file=sys.stderr)
         return 1
     conn = connect()
-    done = applied(conn)
+    conn.set_session(readonly=True)
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            print("Schema migrations table does not exist yet.", file=sys.stderr)
+            return 1
+        cur.execute("SELECT version FROM schema_migrations")
+        done = {r[0] for r in cur.fetchall()}
+    rows = []
+    for version, _, path in migrations():
+        words = MIGRATION.match(path.name).group(2).replace("_", " ")  # type: ignore[union-attr]
+        rows.append(("up" if version in done else "down", version, words.capitalize()))
+        done.discard(version)
+    rows += [("up", v, "********** NO FILE **********") for v in done]
     print(f"\ndatabase: {settings()['database']}\n")
-    print(" Status   Migration ID    Migration Name")
+    print(f"{'Status'.center(8)}  {'Migration ID'.ljust(14)}  Migration Name")
     print("-" * 50)
-    for version, name, _ in migrations():
-        print(f"   {'up' if version in done else 'down':<6} {version}  {name}")
+    for status, version, name in sorted(rows, key=lambda r: int(r[1])):
+        print(f"{status.center(8)}  {version.ljust(14)}  {name}")
+    print(flush=True)
     return 0
 
 

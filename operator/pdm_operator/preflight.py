@@ -1,0 +1,192 @@
+"""The pre-flight: which migrations a run would apply, asked of Rails first (pure).
+
+Before the migration Job runs, a read-only Job with the very same pod (image,
+the chart's wiring, env, security) runs Rails' status task instead of
+``db-migrate``, and this module reads its answer.
+
+What Rails prints, checked at the source (rails/rails):
+
+* ``rake db:migrate:status`` runs ``DatabaseTasks.migrate_status`` once per
+  database of the environment (``activerecord/lib/active_record/railties/
+  databases.rake``; GitLab has ``main`` and ``ci``). It only reads: it aborts
+  with "Schema migrations table does not exist yet." when there is none, and
+  otherwise prints a blank line, ``database: <name>``, a blank line, the header
+  ``Status  Migration ID    Migration Name``, 50 dashes, one row per migration
+  (``status.center(8)``, ``version.ljust(14)``, name) and a blank line
+  (``activerecord/lib/active_record/tasks/database_tasks.rb``, ``migrate_status``).
+* A row's status is ``up`` when its version is in ``schema_migrations`` and
+  ``down`` otherwise; its name is the file name's, humanized ("Add index to
+  users"), and a version recorded without a file is ``up`` with
+  ``********** NO FILE **********`` (``activerecord/lib/active_record/
+  migration.rb``, ``MigrationContext#migrations_status``).
+* The migration paths are the ones ``db:migrate`` would run: GitLab adds
+  ``db/post_migrate`` unless ``SKIP_POST_DEPLOYMENT_MIGRATIONS`` is present
+  (gitlabhq ``lib/gitlab/database.rb``, ``add_post_migrate_path_to_rails``),
+  and the pre-flight pod, like the migration Job, never carries it. So the
+  ``down`` rows are exactly what the migration Job will apply: after a regular
+  deploy, the post-deployment migrations (a regular migration still pending
+  would run too, and is listed as well).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from pdm_operator import model, render
+from pdm_operator.model import Body
+
+#: The chart's migration script with the status task in place of
+#: ``/scripts/db-migrate``: the image ENTRYPOINT still renders the
+#: configuration first (no ``command``), ``wait-for-deps`` still waits for the
+#: database. ``gitlab-rake`` is the toolbox's rake wrapper (CNG
+#: ``gitlab-toolbox/scripts/bin/gitlab-rake``).
+DEFAULT_ARGS: tuple[str, ...] = (
+    "/bin/bash",
+    "-c",
+    "set -e;\n/scripts/wait-for-deps;\nexec gitlab-rake db:migrate:status;\n",
+)
+DEFAULT_DEADLINE = 900
+#: A read-only pod may be retried: an eviction or a node loss costs nothing.
+BACKOFF_LIMIT = 2
+#: The finished pre-flight Job stays this long for ``kubectl logs``.
+TTL_AFTER_FINISHED = 3600
+#: Pending migrations kept in the status; the count and the plan hash cover all.
+STATUS_LIMIT = 500
+#: The most of the pre-flight's log that is read (GitLab lists some thousands
+#: of migrations per database, under 100 bytes each).
+LOG_LIMIT = 8 * 1024 * 1024
+
+COMPONENT = "post-deploy-migration-preflight"
+
+
+@dataclass(frozen=True)
+class Pending:
+    database: str
+    version: str
+    name: str
+
+    def as_status(self) -> Body:
+        return {"database": self.database, "version": self.version, "name": self.name}
+
+    def describe(self) -> str:
+        return f"{self.version} {self.name} ({self.database})"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the status task said: the databases it listed and the pending rows."""
+
+    databases: tuple[str, ...]
+    pending: tuple[Pending, ...]
+
+
+_DATABASE = re.compile(r"^database: (\S+)\s*$")
+_HEADER = re.compile(r"^\s*Status\s+Migration ID\s+Migration Name\s*$")
+_ROW = re.compile(r"^\s*(up|down)\s+(\d+)\s+(.*?)\s*$")
+
+
+def parse_status(log: str) -> Answer | None:
+    """The ``down`` rows of every database block; None when no block is complete.
+
+    Lines outside a block (the ENTRYPOINT's, ``wait-for-deps``') are ignored.
+    A block counts only once its header and its dashes were seen; a row that
+    is neither ``up`` nor ``down`` inside a block makes the answer unreadable
+    rather than silently shorter.
+    """
+    databases: list[str] = []
+    pending: list[Pending] = []
+    database: str | None = None
+    stage = ""  # "" outside a block, then "header", "dashes", "rows"
+    for raw in log.splitlines():
+        line = raw.rstrip()
+        m = _DATABASE.match(line)
+        if m:
+            database, stage = m.group(1), "header"
+            continue
+        if database is None or not line.strip():
+            if stage == "rows":
+                stage = ""  # a block ends with a blank line
+            continue
+        if stage == "header" and _HEADER.match(line):
+            stage = "dashes"
+        elif stage == "dashes" and set(line.strip()) == {"-"}:
+            stage = "rows"
+            databases.append(database)
+        elif stage == "rows":
+            row = _ROW.match(line)
+            if row is None:
+                return None
+            if row.group(1) == "down":
+                pending.append(Pending(database, row.group(2), row.group(3)))
+        elif stage in ("header", "dashes"):
+            return None
+    if not databases:
+        return None
+    return Answer(tuple(databases), tuple(pending))
+
+
+def job(migration_job: Body, args: list[str], run: int, deadline: int) -> Body:
+    """The pre-flight Job: the migration Job's pod, running the status task.
+
+    Everything that reaches the database (image, env, init containers,
+    volumes, service account, security contexts) is the migration Job's; only
+    the migration container's ``args``, the Job's limits, its labels and name
+    differ. Its component label says it is not the migration Job (adoption and
+    the one-Job-per-environment guard select on it); it keeps the migration-uid
+    label, so its end wakes the migration like the migration Job's does. No
+    eviction protection: running it again costs nothing.
+    """
+    out = copy.deepcopy(migration_job)
+    meta = out["metadata"]
+    labels = dict(meta.get("labels") or {})
+    labels[model.LABEL_COMPONENT] = COMPONENT
+    pod = out["spec"]["template"]
+    pod_labels = dict((pod.get("metadata") or {}).get("labels") or {})
+    pod_labels[model.LABEL_COMPONENT] = COMPONENT
+    pod.setdefault("metadata", {})["labels"] = pod_labels
+    annotations = dict(pod["metadata"].get("annotations") or {})
+    annotations.pop(render.SAFE_TO_EVICT, None)
+    pod["metadata"]["annotations"] = annotations
+    for c in pod["spec"]["containers"]:
+        if c.get("name") == model.MIGRATION_CONTAINER:
+            c["args"] = list(args)
+    out["spec"]["activeDeadlineSeconds"] = deadline
+    out["spec"]["backoffLimit"] = BACKOFF_LIMIT
+    out["spec"]["ttlSecondsAfterFinished"] = TTL_AFTER_FINISHED
+    digest = render.inputs_hash({"spec": out["spec"], "run": run})
+    base = str(meta["name"]).rsplit("-", 1)[0]
+    meta["name"] = f"{base}-p{digest[: render.HASH_LENGTH - 1]}"
+    meta["labels"] = labels
+    meta["annotations"] = {model.ANNOTATION_INPUTS_HASH: digest}
+    return out
+
+
+def plan_hash(job_hash: str, pending: tuple[Pending, ...] | list[Pending]) -> str:
+    """What an approval approves: the migration Job's inputs and the pending list."""
+    canonical = json.dumps(
+        {"job": job_hash, "pending": [[p.database, p.version] for p in pending]},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def from_status(entries: list[Body] | None) -> list[Pending]:
+    return [
+        Pending(str(e.get("database", "")), str(e.get("version", "")), str(e.get("name", "")))
+        for e in entries or []
+    ]
+
+
+def summary(pending: list[Pending] | tuple[Pending, ...], shown: int = 5) -> str:
+    """``3 pending: 2026… Add index (main), …`` for conditions and events."""
+    if not pending:
+        return "no migration is pending"
+    listed = ", ".join(p.describe() for p in pending[:shown])
+    more = f" and {len(pending) - shown} more" if len(pending) > shown else ""
+    noun = "migration" if len(pending) == 1 else "migrations"
+    return f"{len(pending)} {noun} pending: {listed}{more}"

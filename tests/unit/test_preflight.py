@@ -1,0 +1,126 @@
+"""Reading Rails' ``db:migrate:status`` and building the pre-flight Job."""
+
+from __future__ import annotations
+
+from pdm_operator import model, preflight, render
+from pdm_operator.model import Body
+from pdm_operator.preflight import Pending
+
+#: What ``gitlab-rake db:migrate:status`` prints for GitLab's two databases
+#: (Rails' ``migrate_status``: center(8), ljust(14), humanized file names),
+#: after the ENTRYPOINT's and wait-for-deps' own lines.
+TWO_DATABASES = """\
+Rendered /srv/gitlab/config/database.yml
+Database is up
+
+database: gitlabhq_production
+
+ Status   Migration ID    Migration Name
+--------------------------------------------------
+   up     20261101000001  Create projects
+   up     20261101000002  ********** NO FILE **********
+  down    20261115000001  Add unique index on project path
+  down    20261115000002  Remove archived from projects
+
+
+database: gitlabhq_production_ci
+
+ Status   Migration ID    Migration Name
+--------------------------------------------------
+   up     20261101000001  Create projects
+  down    20261115000002  Remove archived from projects
+
+"""
+
+
+def test_the_down_rows_of_every_database_are_pending_in_order() -> None:
+    answer = preflight.parse_status(TWO_DATABASES)
+    assert answer is not None
+    assert answer.databases == ("gitlabhq_production", "gitlabhq_production_ci")
+    assert answer.pending == (
+        Pending("gitlabhq_production", "20261115000001", "Add unique index on project path"),
+        Pending("gitlabhq_production", "20261115000002", "Remove archived from projects"),
+        Pending("gitlabhq_production_ci", "20261115000002", "Remove archived from projects"),
+    )
+
+
+def test_everything_up_is_an_answer_with_nothing_pending() -> None:
+    log = TWO_DATABASES.replace("  down  ", "   up   ")
+    answer = preflight.parse_status(log)
+    assert answer is not None
+    assert answer.pending == ()
+    assert len(answer.databases) == 2
+
+
+def test_no_status_table_is_no_answer() -> None:
+    assert preflight.parse_status("Rendered x\nDatabase is up\n") is None
+    # Rails aborts before printing anything when schema_migrations is missing.
+    assert preflight.parse_status("Schema migrations table does not exist yet.\n") is None
+
+
+def test_a_block_cut_before_its_rows_is_no_answer() -> None:
+    assert preflight.parse_status("\ndatabase: main\n\n Status   Migration ID") is None
+
+
+def test_a_garbled_row_makes_the_answer_unreadable_not_shorter() -> None:
+    log = TWO_DATABASES.replace("  down    20261115000001", "  ????    20261115000001")
+    assert preflight.parse_status(log) is None
+
+
+def migration_job() -> Body:
+    migration: Body = {
+        "metadata": {"name": "gstg-1", "namespace": "gitlab", "uid": "u-1"},
+        "spec": {"environment": "gstg", "job": {}},
+    }
+    return render.render_job(migration, "toolbox:v1")
+
+
+def test_the_preflight_job_is_the_migration_pod_running_the_status_task() -> None:
+    mjob = migration_job()
+    pjob = preflight.job(mjob, list(preflight.DEFAULT_ARGS), run=1, deadline=600)
+    container = pjob["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == list(preflight.DEFAULT_ARGS)
+    assert "gitlab-rake db:migrate:status" in container["args"][-1]
+    # Everything else that reaches the database is the migration Job's.
+    mine = mjob["spec"]["template"]["spec"]["containers"][0]
+    assert {k: v for k, v in container.items() if k != "args"} == {
+        k: v for k, v in mine.items() if k != "args"
+    }
+    assert pjob["spec"]["template"]["spec"]["securityContext"] == (
+        mjob["spec"]["template"]["spec"]["securityContext"]
+    )
+    labels = pjob["metadata"]["labels"]
+    # Its end wakes the migration; its component keeps it from being adopted.
+    assert labels[model.LABEL_MIGRATION_UID] == "u-1"
+    assert labels[model.LABEL_COMPONENT] == preflight.COMPONENT
+    assert mjob["metadata"]["labels"][model.LABEL_COMPONENT] == render.COMPONENT
+    assert pjob["spec"]["activeDeadlineSeconds"] == 600
+    assert pjob["metadata"]["ownerReferences"] == mjob["metadata"]["ownerReferences"]
+    assert render.SAFE_TO_EVICT not in pjob["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_each_run_has_its_own_name_of_the_migration_jobs_length() -> None:
+    mjob = migration_job()
+    first = preflight.job(mjob, list(preflight.DEFAULT_ARGS), run=1, deadline=600)
+    again = preflight.job(mjob, list(preflight.DEFAULT_ARGS), run=1, deadline=600)
+    second = preflight.job(mjob, list(preflight.DEFAULT_ARGS), run=2, deadline=600)
+    assert first["metadata"]["name"] == again["metadata"]["name"]
+    assert first["metadata"]["name"] != second["metadata"]["name"]
+    assert first["metadata"]["name"].startswith("gstg-1-p")
+    assert len(first["metadata"]["name"]) == len(mjob["metadata"]["name"])
+
+
+def test_the_plan_hash_changes_with_the_job_or_the_pending_list() -> None:
+    a = [Pending("main", "1", "A")]
+    assert preflight.plan_hash("h1", a) == preflight.plan_hash("h1", list(a))
+    assert preflight.plan_hash("h1", a) != preflight.plan_hash("h2", a)
+    assert preflight.plan_hash("h1", a) != preflight.plan_hash("h1", [*a, Pending("main", "2", "B")])
+    assert preflight.plan_hash("h1", a).startswith("sha256:")
+
+
+def test_summary_names_the_first_few_and_counts_the_rest() -> None:
+    many = [Pending("main", str(v), f"M{v}") for v in range(7)]
+    text = preflight.summary(many)
+    assert text.startswith("7 migrations pending: 0 M0 (main), 1 M1 (main)")
+    assert text.endswith("and 2 more")
+    assert preflight.summary([]) == "no migration is pending"
