@@ -104,7 +104,18 @@ bench: venv ## every benchmark (about an hour); writes docs/benchmarks.md. Quick
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 .PHONY: test
-test: lint typecheck unit integration ## every gate: ruff, mypy, unit, integration
+test: venv tools ## every gate: ruff, mypy, unit, integration (the first three beside the fourth)
+	@# The static gates and the unit tests need a few CPU-seconds; the
+	@# integration suite mostly waits on the cluster. So they run beside it:
+	@# their output is shown when they end badly, and at the end in any case.
+	@gates=$$(mktemp -d); \
+	( if $(MAKE) --no-print-directory lint typecheck unit >$$gates/log 2>&1; then echo 0 >$$gates/rc; \
+	  else echo 1 >$$gates/rc; echo "----- lint, typecheck or unit FAILED -----" >&2; cat $$gates/log >&2; fi ) & \
+	static=$$!; rc=0; \
+	$(MAKE) --no-print-directory integration || rc=$$?; \
+	wait $$static; echo "----- lint, typecheck, unit -----"; cat $$gates/log; \
+	if [ "$$(cat $$gates/rc)" != 0 ]; then echo "lint, typecheck or unit failed" >&2; rc=1; fi; \
+	rm -rf $$gates; exit $$rc
 
 .PHONY: lock
 lock: venv ## re-resolve requirements/*.lock from pyproject.toml (uses uv)

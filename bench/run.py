@@ -42,6 +42,14 @@ def main() -> int:
     ap.add_argument("--objects", type=int, help="migration objects (default 5000)")
     ap.add_argument("--soak-minutes", type=float, help="soak length (default 30)")
     ap.add_argument(
+        "--idle-seconds",
+        type=float,
+        help="window for the idle cluster's background writes (default 30; 10 with --quick)",
+    )
+    ap.add_argument(
+        "--bare-jobs", type=int, default=20, help="Jobs of the bare-Job baseline (default 20)"
+    )
+    ap.add_argument(
         "--ci-timeout",
         type=float,
         default=30.0,
@@ -79,14 +87,15 @@ def measure_all(
     }
     try:
         if "overhead" in args.only:
-            results["background_writes"] = bench.background_writes(10.0 if args.quick else 30.0)
+            idle = args.idle_seconds or (10.0 if args.quick else 30.0)
+            results["background_writes"] = bench.background_writes(idle)
             results["overhead"] = []
             for n in pdms:
                 for r in range(runs):
                     res = overhead.measure(bench, n, args.envs)
                     results["overhead"].append(res)
                     _progress(f"overhead n={n} run {r + 1}/{runs}", res, results)
-            results["bare_job"] = overhead.bare_jobs(bench, 20)
+            results["bare_job"] = overhead.bare_jobs(bench, args.bare_jobs)
         if "objects" in args.only:
             results["objects"] = objects.measure(
                 bench, count, running=min(50, count), envs=args.envs

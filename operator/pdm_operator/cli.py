@@ -30,7 +30,17 @@ EXIT_ERROR = 2
 WAIT_TIMEOUT, WAIT_ERROR = 2, 3
 
 #: The defaults the CRD applies at admission, applied offline by ``render``.
-SPEC_DEFAULTS: dict[str, Any] = {"mode": "Run", "pipeline": "Regular", "suspend": False}
+SPEC_DEFAULTS: dict[str, Any] = {
+    "mode": "Run",
+    "pipeline": "Regular",
+    "suspend": False,
+    "preflight": {},
+}
+PREFLIGHT_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "activeDeadlineSeconds": 900,
+    "whenNonePending": "Finish",
+}
 JOB_DEFAULTS: dict[str, Any] = {
     "activeDeadlineSeconds": 3600,
     "backoffLimit": 0,
@@ -53,6 +63,7 @@ class UsageError(Exception):
 def with_defaults(migration: dict[str, Any]) -> dict[str, Any]:
     spec = {**SPEC_DEFAULTS, **(migration.get("spec") or {})}
     spec["job"] = {**JOB_DEFAULTS, **(spec.get("job") or {})}
+    spec["preflight"] = {**PREFLIGHT_DEFAULTS, **(spec.get("preflight") or {})}
     return {**migration, "spec": spec}
 
 
@@ -204,9 +215,40 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_ERROR
     color = args.color == "always" or (args.color == "auto" and out.isatty())
     print(planned.diff.summary, file=sys.stderr)
+    live = client.get_migration(ns, migration["metadata"]["name"])
+    print(
+        "\n".join(
+            pending_lines(live)
+            or [
+                "pending migrations: asked of Rails by the operator's pre-flight when the "
+                "PostDeployMigration runs (apply it with mode: DryRun to see them first)"
+            ]
+        ),
+        file=sys.stderr,
+    )
     if planned.diff.text:
         out.write(colorize(planned.diff.text) if color else planned.diff.text)
     return 1 if planned.diff.changed else 0
+
+
+def pending_lines(migration: dict[str, Any] | None) -> list[str] | None:
+    """The pre-flight's pending list as lines, or None while it is not known."""
+    status = (migration or {}).get("status") or {}
+    pf = status.get("preflight") or {}
+    if pf.get("phase") != "Succeeded":
+        return None
+    pending = status.get("pendingMigrations") or []
+    total = int(pf.get("pendingCount") or len(pending))
+    head = f"pending migrations ({total}, pre-flight {pf.get('jobName', '')}"
+    head += f" at {pf['completionTime']}):" if pf.get("completionTime") else "):"
+    lines = [head] + [
+        f"  {m.get('version', '')}  {m.get('name', '')}  ({m.get('database', '')})" for m in pending
+    ]
+    if total > len(pending):
+        lines.append(f"  ... and {total - len(pending)} more")
+    if not pending:
+        lines.append("  none: every migration is up")
+    return lines
 
 
 # --- wait ---------------------------------------------------------------------
@@ -244,6 +286,7 @@ def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
     tty = out.isatty()
     start = time.monotonic()
     last_line = ""
+    plan_shown = False
     while True:
         elapsed = time.monotonic() - start
         try:
@@ -252,6 +295,10 @@ def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
             print(f"\nerror: {e}", file=sys.stderr)
             return WAIT_ERROR
         line, code = progress(args.name, migration)
+        plan = None if plan_shown else pending_lines(migration)
+        if plan is not None:
+            plan_shown = True
+            out.write(("\r\033[K" if tty else "") + "\n".join(plan) + "\n")
         if tty:
             # One live line, rewritten in place; the end goes below it.
             head, _, rest = line.partition("\n")

@@ -74,6 +74,8 @@ STATE_BY_CONDITION: tuple[tuple[str, str, str], ...] = (
     (model.STALLED, "True", model.STATE_PENDING),
     # A template that went missing while a gate held outranks the old gate.
     (model.TEMPLATE_RESOLVED, "False", model.STATE_PENDING),
+    # The gates were open and the pre-flight is asking Rails what is pending.
+    (model.PREFLIGHT, "Unknown", model.STATE_PENDING),
     (model.GATED, "True", model.STATE_GATED),
     # Creating the Job failed (a quota, an unavailable API server): retried.
     (model.JOB_CREATED, "False", model.STATE_PENDING),

@@ -266,6 +266,26 @@ class Kube:
             log.debug("no log for pod %s/%s: %s", namespace, pod, e)
             return None
 
+    def pod_log(self, namespace: str, pod: str, container: str, limit: int) -> str:
+        """A container's whole log, up to ``limit`` bytes (the pre-flight's answer).
+
+        Unlike the best-effort tail, a failure raises: the caller must know
+        whether it has the answer. Kubernetes' ``limitBytes`` cuts the log at
+        that size; a log of exactly ``limit`` bytes is taken as cut.
+        """
+        resp = self.core.read_namespaced_pod_log(
+            pod,
+            namespace,
+            container=container,
+            limit_bytes=limit,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        data = bytes(resp.data)
+        if len(data) >= limit:
+            raise ValueError(f"the log of pod {pod} is longer than {limit} bytes")
+        return data.decode("utf-8", errors="replace")
+
     # --- writes ----------------------------------------------------------------
     def patch_migration_status(
         self, namespace: str, name: str, status: Body, resource_version: str | None = None

@@ -52,6 +52,22 @@ class Holder:
         return cls(*parts) if len(parts) == 3 and all(parts) else None
 
 
+@dataclass(frozen=True)
+class Taken:
+    """The lock is ours. ``tenure`` names this holding of it: it changes
+    whenever the lock changes hands (a new Lease, or one taken over), so what
+    was learnt under one tenure (the pre-flight's pending list) is not
+    trusted under the next.
+    """
+
+    tenure: str
+
+
+def tenure(lease: Body) -> str:
+    meta = lease.get("metadata") or {}
+    return f"{meta.get('uid', '')}/{(meta.get('annotations') or {}).get(ACQUIRED_AT, '')}"
+
+
 def acquired_at(lease: Body) -> datetime | None:
     """When the Lease was taken (the annotation this module writes), if readable."""
     raw = ((lease.get("metadata") or {}).get("annotations") or {}).get(ACQUIRED_AT)
@@ -130,8 +146,8 @@ class EnvironmentLocks:
         # (given when the Lease was acquired). Injected, so tests can decide it.
         self.holder_active = holder_active
 
-    def acquire(self, environment: str, me: Holder, now: str) -> Holder | None:
-        """Take the lock for ``me``; returns None on success, or the holder that blocks us."""
+    def acquire(self, environment: str, me: Holder, now: str) -> Taken | Holder:
+        """Take the lock for ``me``: ``Taken``, or the holder that blocks us."""
         name = lease_name(environment)
         lease = self.kube.get_lease(self.namespace, name)
         if lease is None:
@@ -143,17 +159,19 @@ class EnvironmentLocks:
                     me.identity,
                     extra=me.log_fields(environment),
                 )
-                return None
+                return Taken(tenure(created))
             lease = self.kube.get_lease(self.namespace, name)
             if lease is None:  # deleted between create and get: try again later
                 return me
         holder = Holder.parse((lease.get("spec") or {}).get("holderIdentity"))
         if holder == me:
-            return None
+            return Taken(tenure(lease))
         if holder is not None and self.holder_active(holder, acquired_at(lease)):
             return holder
         try:
-            self.kube.replace_lease(self.namespace, lease_body(environment, me, now, base=lease))
+            taken = self.kube.replace_lease(
+                self.namespace, lease_body(environment, me, now, base=lease)
+            )
         except Conflict:
             return holder or me
         log.info(
@@ -163,7 +181,7 @@ class EnvironmentLocks:
             holder.identity if holder else "nobody",
             extra=me.log_fields(environment),
         )
-        return None
+        return Taken(tenure(taken))
 
     def release(self, environment: str, me: Holder) -> None:
         """Give the lock back if ``me`` holds it; a no-op otherwise."""

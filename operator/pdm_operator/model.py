@@ -38,6 +38,9 @@ TEMPLATE_RESOLVED: Final = "TemplateResolved"
 JOB_VALIDATED: Final = "JobValidated"
 STALLED: Final = "Stalled"  # a pass keeps failing with an unexpected error
 GATED: Final = "Gated"
+#: The pre-flight's answer: Unknown while it runs, True with the pending list,
+#: False when it failed.
+PREFLIGHT: Final = "Preflight"
 JOB_CREATED: Final = "JobCreated"
 SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"

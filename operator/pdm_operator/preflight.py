@@ -36,7 +36,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from pdm_operator import model, render
+from pdm_operator import conditions, model, render
 from pdm_operator.model import Body
 
 #: The chart's migration script with the status task in place of
@@ -61,6 +61,21 @@ STATUS_LIMIT = 500
 LOG_LIMIT = 8 * 1024 * 1024
 
 COMPONENT = "post-deploy-migration-preflight"
+
+#: JobCreated=False with this reason: nothing was pending, no Job will exist.
+NOTHING_PENDING = "NothingPending"
+
+
+def nothing_pending(status: Body) -> bool:
+    """The pre-flight found nothing pending and the migration ends without a Job."""
+    cond = conditions.find(status.get("conditions"), model.JOB_CREATED)
+    return cond is not None and cond.get("reason") == NOTHING_PENDING
+
+
+def reports_nothing_pending(spec: Body, status: Body) -> bool:
+    """A migration that ended with nothing pending reports as a success would."""
+    wanted = (spec.get("preflight") or {}).get("whenNonePending") == "FinishAndReport"
+    return wanted and nothing_pending(status)
 
 
 @dataclass(frozen=True)

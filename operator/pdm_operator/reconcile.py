@@ -38,6 +38,7 @@ from pdm_operator import (
     jobs,
     metrics,
     model,
+    preflight,
     render,
     security,
     sources,
@@ -45,7 +46,7 @@ from pdm_operator import (
 )
 from pdm_operator.conditions import Condition
 from pdm_operator.kube import Invalid, Kube
-from pdm_operator.locks import EnvironmentLocks, Holder, lease_name
+from pdm_operator.locks import EnvironmentLocks, Holder, Taken, lease_name
 from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox
@@ -105,6 +106,8 @@ class Pass:
         self.stalled_before = conditions.is_true(self.stored.get("conditions"), model.STALLED)
         #: Whether this pass itself found the migration stuck (Stalled=True).
         self.stalled_now = False
+        #: The environment lock's tenure, once this pass holds the lock.
+        self.tenure: str | None = None
 
     @property
     def namespace(self) -> str:
@@ -157,6 +160,9 @@ class Reconciler:
         dry = p.spec.get("mode") == "DryRun"
         if p.status.get("jobName") and not dry:
             return self._follow(p)
+        if nothing_pending(p.status):
+            # Decided by an earlier pass; only its blocking reports may remain.
+            return self._await_blocking_reports(p, _nothing_pending_message(p))
         if not p.status.get("image") and not self._resolve(p):
             return self._write(p, self.timing.image_retry)
         template = self._template(p)
@@ -176,6 +182,14 @@ class Reconciler:
                 return self._finish(p)
             if hold.reason != "TemplateStale" and self._rejected(p, planned):
                 return self._finish(p)
+            if preflight_running(p.status):
+                # A gate closed while the pre-flight ran under the lock: the
+                # answer would be stale by the time the gate opens again.
+                p.status["preflight"]["phase"] = "Abandoned"
+                p.set(
+                    model.PREFLIGHT, False, "PreflightAbandoned", f"{hold.reason}: {hold.message}"
+                )
+                self.locks.release(p.environment, Holder.of(p.migration))
             p.set(model.GATED, True, hold.reason, hold.message)
             poll = (
                 self.timing.lock_poll
@@ -323,8 +337,10 @@ class Reconciler:
             stale = templates.stale(template, p.status["sourceImage"], p.status["image"])
             if stale:
                 return gates.Hold("TemplateStale", stale)
-        blocker = self.locks.acquire(p.environment, Holder.of(p.migration), p.now)
-        if blocker is not None:
+        taken = self.locks.acquire(p.environment, Holder.of(p.migration), p.now)
+        if isinstance(taken, Taken):
+            p.tenure = taken.tenure
+        else:
             # The same message whoever holds the lock: a waiter's status is
             # not rewritten each time the lock changes hands in a long line.
             return gates.Hold(
@@ -386,7 +402,7 @@ class Reconciler:
         try:
             return self._create(p, template)
         finally:
-            if not p.status.get("jobName"):
+            if not p.status.get("jobName") and not preflight_running(p.status):
                 self.locks.release(p.environment, Holder.of(p.migration))
 
     def _busy(self, p: Pass) -> list[str]:
@@ -404,6 +420,8 @@ class Reconciler:
             j["metadata"]["name"]
             for j in self.kube.list_jobs(p.namespace, selector)
             if (j["metadata"].get("labels") or {}).get(model.LABEL_MIGRATION_UID) != p.meta["uid"]
+            and (j["metadata"].get("labels") or {}).get(model.LABEL_COMPONENT)
+            != preflight.COMPONENT
             and jobs.outcome(j) is None
             and not (j.get("spec") or {}).get("suspend")  # suspended by a failure: runs nothing
         )
@@ -425,7 +443,10 @@ class Reconciler:
         job = render.render_job(p.migration, p.status["image"], template)
         name = job["metadata"]["name"]
         uid = p.meta["uid"]
-        existing = self.kube.list_jobs(p.namespace, f"{model.LABEL_MIGRATION_UID}={uid}")
+        existing = self.kube.list_jobs(
+            p.namespace,
+            f"{model.LABEL_MIGRATION_UID}={uid},{model.LABEL_COMPONENT}={render.COMPONENT}",
+        )
         if existing:
             adopted = min(existing, key=lambda j: j["metadata"].get("creationTimestamp", ""))
             return self._started(p, adopted, "Adopted")
@@ -440,6 +461,9 @@ class Reconciler:
                 "or changed); one migration at a time",
             )
             return self._write(p, self.timing.lock_poll)
+        planned = self._preflight(p, job, p.tenure)
+        if planned is not None:
+            return planned
         try:
             created = self.kube.create_job(p.namespace, job)
         except Invalid as e:
@@ -470,6 +494,211 @@ class Reconciler:
             )
             return self._write(p, self.timing.create_retry)
         return self._started(p, created, "Created")
+
+    # --- the pre-flight ----------------------------------------------------------
+    def _preflight(
+        self, p: Pass, job: Body, tenure: str | None, decide: bool = True
+    ) -> Step | None:
+        """Ask Rails what ``job`` would apply; None once the answer says to go on.
+
+        In Run mode this runs holding the environment's lock (``tenure``): the
+        answer counts only for the Job it was asked for and the tenure it was
+        asked under, so a list learnt before another migration of the
+        environment ran is asked again. The pass that finds it running keeps
+        the lock (``preflight_running``); every other way out gives it back.
+        ``decide``: whether nothing pending ends the migration (not in DryRun).
+        """
+        cfg: Body = p.spec.get("preflight") or {}
+        if cfg.get("enabled", True) is False:
+            return None
+        job_hash = job["metadata"]["annotations"][model.ANNOTATION_INPUTS_HASH]
+        pf: Body = p.status.get("preflight") or {}
+        current = pf.get("jobHash") == job_hash and pf.get("tenure") == tenure
+        if current and pf.get("phase") == "Running":
+            answered = self._follow_preflight(p, pf, job)
+            if answered is not None:
+                return answered
+            pf = p.status["preflight"]
+        elif not current or pf.get("phase") != "Succeeded":
+            return self._start_preflight(p, job, job_hash, tenure, cfg)
+        if not decide or int(pf.get("pendingCount") or 0) > 0:
+            return None
+        if cfg.get("whenNonePending") == "Run":
+            return None
+        return self._nothing_pending(p)
+
+    def _start_preflight(
+        self, p: Pass, job: Body, job_hash: str, tenure: str | None, cfg: Body
+    ) -> Step:
+        run = int((p.status.get("preflight") or {}).get("run") or 0) + 1
+        args = list(cfg.get("args") or preflight.DEFAULT_ARGS)
+        deadline = int(cfg.get("activeDeadlineSeconds") or preflight.DEFAULT_DEADLINE)
+        pjob = preflight.job(job, args, run, deadline)
+        name = pjob["metadata"]["name"]
+        # Recorded before it is created: a restart finds it by this name.
+        p.status["preflight"] = {
+            "run": run,
+            "jobName": name,
+            "phase": "Running",
+            "startTime": p.now,
+            "jobHash": job_hash,
+            **({"tenure": tenure} if tenure else {}),
+        }
+        p.set(model.GATED, False, "GatesOpen", "all gates are open")
+        p.set_unknown(
+            model.PREFLIGHT,
+            "PreflightRunning",
+            f"Job {name} asks Rails which migrations are pending (db:migrate:status); "
+            "it reads, never writes",
+        )
+        self._write(p, 0)
+        return self._create_preflight_job(p, pjob)
+
+    def _create_preflight_job(self, p: Pass, pjob: Body) -> Step:
+        name = pjob["metadata"]["name"]
+        try:
+            self.kube.create_job(p.namespace, pjob)
+        except Invalid as e:
+            return self._preflight_failed(
+                p, "PreflightInvalid", f"the pre-flight Job cannot be sent: {e.message}"
+            )
+        except ApiException as e:
+            if e.status == 409:  # created by an earlier pass that did not see the answer
+                return self._write(p, self.timing.gate_poll)
+            if e.status in (400, 422):
+                return self._preflight_failed(
+                    p, "PreflightInvalid", f"the API server rejects Job {name}: {api_message(e)}"
+                )
+            # Retried by a later pass, which starts a new run (and takes the
+            # lock again): the environment is not held meanwhile.
+            p.status.pop("preflight", None)
+            p.set_unknown(
+                model.PREFLIGHT, "PreflightCreateFailed", f"creating Job {name}: {api_message(e)}"
+            )
+            return self._write(p, self.timing.create_retry)
+        return self._write(p, self.timing.gate_poll)
+
+    def _follow_preflight(self, p: Pass, pf: Body, job: Body) -> Step | None:
+        """The running pre-flight: its answer recorded (None), or how long to wait."""
+        name = pf["jobName"]
+        pjob = self.kube.get_job(p.namespace, name)
+        if pjob is None:
+            # Lost between the record and the create, or deleted: ask again.
+            cfg: Body = p.spec.get("preflight") or {}
+            again = preflight.job(
+                job,
+                list(cfg.get("args") or preflight.DEFAULT_ARGS),
+                int(pf["run"]),
+                int(cfg.get("activeDeadlineSeconds") or preflight.DEFAULT_DEADLINE),
+            )
+            return self._create_preflight_job(p, again)
+        outcome = jobs.outcome(pjob)
+        if outcome is None:
+            pods = self.kube.list_pods(p.namespace, f"batch.kubernetes.io/job-name={name}")
+            found = jobs.stuck(
+                pods,
+                []
+                if pods
+                else self.kube.job_events(p.namespace, name, pjob["metadata"].get("uid", "")),
+            )
+            if found is not None and found.permanent:
+                self.kube.suspend_job(p.namespace, name)
+                return self._preflight_failed(
+                    p, found.reason, f"pre-flight Job {name}: {found.message}"
+                )
+            if found is not None:
+                p.set(model.STALLED, True, found.reason, f"pre-flight Job {name}: {found.message}")
+            return self._write(p, self._young_job_poll(pjob))
+        pods = self.kube.list_pods(p.namespace, f"batch.kubernetes.io/job-name={name}")
+        if not outcome.succeeded:
+            detail = outcome.message
+            failed = jobs.pod_failure(pods)
+            if failed is not None:
+                detail += f" (exit code {failed.exit_code} in pod {failed.pod})"
+                tail = failed.message or self.kube.pod_log_tail(
+                    p.namespace, failed.pod, model.MIGRATION_CONTAINER
+                )
+                if tail:
+                    p.status.setdefault("failure", {})["logTail"] = jobs.tail(tail)
+                    p.status["failure"]["pod"] = failed.pod
+                    if failed.exit_code is not None:
+                        p.status["failure"]["exitCode"] = failed.exit_code
+            return self._preflight_failed(
+                p, "PreflightFailed", f"pre-flight Job {name} failed: {detail}"
+            )
+        return self._read_answer(p, pf, name, pods)
+
+    def _read_answer(self, p: Pass, pf: Body, name: str, pods: list[Body]) -> Step | None:
+        """The succeeded pre-flight's log, read as Rails' status table (None: recorded)."""
+        done = [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Succeeded"]
+        if not done:
+            return self._preflight_failed(
+                p, "PreflightUnreadable", f"pre-flight Job {name} succeeded, but its pod is gone"
+            )
+        pod = done[0]["metadata"]["name"]
+        try:
+            log_text = self.kube.pod_log(
+                p.namespace, pod, model.MIGRATION_CONTAINER, preflight.LOG_LIMIT
+            )
+        except (ApiException, ValueError, OSError) as e:
+            why = api_message(e) if isinstance(e, ApiException) else str(e)
+            return self._preflight_failed(
+                p,
+                "PreflightUnreadable",
+                f"cannot read the log of pre-flight pod {pod}: {why}; the pending list is "
+                "read from it (a node that serves no logs cannot run the pre-flight: set "
+                "spec.preflight.enabled to false there)",
+            )
+        answer = preflight.parse_status(log_text)
+        if answer is None:
+            p.status["failure"] = {"pod": pod, "logTail": jobs.tail(log_text)}
+            return self._preflight_failed(
+                p,
+                "PreflightUnreadable",
+                f"pre-flight pod {pod} printed no complete db:migrate:status table",
+            )
+        self._record_answer(p, pf, answer)
+        return None
+
+    def _record_answer(self, p: Pass, pf: Body, answer: preflight.Answer) -> None:
+        pending = list(answer.pending)
+        p.status["pendingMigrations"] = [m.as_status() for m in pending[: preflight.STATUS_LIMIT]]
+        p.status["preflight"] = {
+            **pf,
+            "phase": "Succeeded",
+            "completionTime": p.now,
+            "databases": list(answer.databases),
+            "pendingCount": len(pending),
+            "planHash": preflight.plan_hash(str(pf["jobHash"]), pending),
+        }
+        p.set(
+            model.PREFLIGHT,
+            True,
+            "MigrationsPending" if pending else "NothingPending",
+            preflight.summary(pending) + f" (databases: {', '.join(answer.databases)})",
+        )
+
+    def _preflight_failed(self, p: Pass, reason: str, message: str) -> Step:
+        """Nothing ran and nothing was written: the migration fails, and may be retried."""
+        if "preflight" in p.status:
+            p.status["preflight"]["phase"] = "Failed"
+        message += (
+            f"; no migration ran. Fix the cause, then `kubectl pdm retry` {p.name} runs it again"
+        )
+        p.set(model.PREFLIGHT, False, reason, message)
+        failure = p.status.setdefault("failure", {})
+        failure.update(reason=reason, message=message)
+        self._fail(p, reason, message)
+        return self._finish(p)
+
+    def _nothing_pending(self, p: Pass) -> Step:
+        """Nothing to apply: the migration ends without a Job; the lock is given back."""
+        message = _nothing_pending_message(p)
+        p.set(model.GATED, False, "GatesOpen", "all gates are open")
+        p.set(model.JOB_CREATED, False, NOTHING_PENDING, message)
+        self.locks.release(p.environment, Holder.of(p.migration))
+        self._reports_now_pending(p)
+        return self._await_blocking_reports(p, message, reason=NOTHING_PENDING)
 
     def _started(self, p: Pass, job: Body, how: str) -> Step:
         name = job["metadata"]["name"]
@@ -615,7 +844,10 @@ class Reconciler:
             p.apply_condition(cond)
 
     def _await_blocking_reports(
-        self, p: Pass, job_message: str = "the migration Job completed"
+        self,
+        p: Pass,
+        job_message: str = "the migration Job completed",
+        reason: str = "JobComplete",
     ) -> Step:
         """Succeeded once every blocking report of the outcome is delivered."""
         blocking = outbox.blocking_state({**p.migration, "status": p.status}, self.clock())
@@ -631,13 +863,20 @@ class Reconciler:
         if not blocking.done:
             p.set_unknown(model.SUCCEEDED, "BlockingReportsPending", blocking.message)
             return self._write(p, self.timing.gate_poll)
-        p.set(model.SUCCEEDED, True, "JobComplete", job_message)
-        p.set(model.FAILED, False, "JobComplete", job_message)
+        p.set(model.SUCCEEDED, True, reason, job_message)
+        p.set(model.FAILED, False, reason, job_message)
         p.status["completionTime"] = p.status.get("jobCompletionTime") or p.now
         return self._finish(p)
 
     def _dry_run(self, p: Pass, template: templates.Template | None) -> Step:
-        """Render, check with a server-side dry-run create, diff; never a Job, never the lock."""
+        """Render, check with a server-side dry-run create, diff, and ask Rails what is
+        pending (the pre-flight, without the lock: it only reads); never a migration
+        Job, never the lock."""
+        waiting = self._preflight(
+            p, render.render_job(p.migration, p.status["image"], template), None, decide=False
+        )
+        if waiting is not None:
+            return waiting
         try:
             planned = dryrun.plan(self.kube, p.migration, p.status["image"], template)
         except Invalid as e:
@@ -668,6 +907,12 @@ class Reconciler:
         if stale:
             # The check is of the wiring there is; a Run would wait for the new one.
             summary += f"; a Run would wait (TemplateStale): {stale}"
+        pf = p.status.get("preflight")
+        if pf and pf.get("phase") == "Succeeded":
+            pending = preflight.from_status(p.status.get("pendingMigrations"))
+            summary += "; " + preflight.summary(pending)
+            if int(pf.get("pendingCount") or 0) > len(pending):
+                summary += f" ({pf['pendingCount']} in all)"
         p.set(model.GATED, False, "DryRun", "a dry run waits for no gate")
         p.set(model.SUCCEEDED, True, "DryRunSucceeded", summary)
         p.set(model.FAILED, False, "DryRunSucceeded", summary)
@@ -712,7 +957,7 @@ class Reconciler:
         # even while it waits for blocking reports.
         if model.is_finished(status) or status.get("jobOutcome"):
             return False
-        if status.get("jobName"):
+        if status.get("jobName") or preflight_running(status):
             return True
         # No Job yet: a holder creates its Job in the pass that took the lock,
         # or gives the lock back. One that has done neither for this long
@@ -764,6 +1009,23 @@ class Reconciler:
             )
         p.stored = copy.deepcopy(p.status)
         return Step(p.stored, requeue)
+
+
+NOTHING_PENDING = preflight.NOTHING_PENDING
+nothing_pending = preflight.nothing_pending
+
+
+def preflight_running(status: Body) -> bool:
+    """A pre-flight runs for this migration: it needs the lock it was started under."""
+    return (status.get("preflight") or {}).get("phase") == "Running"
+
+
+def _nothing_pending_message(p: Pass) -> str:
+    databases = ", ".join((p.status.get("preflight") or {}).get("databases") or [])
+    return (
+        f"nothing to migrate: no migration is pending in {databases or 'the database'}, "
+        "so no migration Job was created"
+    )
 
 
 def _merge_patch(old: Body, new: Body) -> Body:

@@ -72,6 +72,7 @@ def no_tracebacks_in_operator_logs() -> Iterator[None]:
     line; a traceback is a path nobody handled.
     """
     yield
+    OperatorProcess.reap()
     found = []
     for path in OperatorProcess.all_logs:
         try:
@@ -205,6 +206,6 @@ def operator(
     try:
         yield proc
     finally:
-        proc.stop()
+        proc.stop_later()
         # Shown by pytest when the test failed.
         print(f"----- operator log ({proc.log_path}) -----\n{proc.log()[-20000:]}")

@@ -27,7 +27,8 @@ def test_make_bench_quick_writes_every_section(cluster: Cluster, crd: None, tmp_
     env = {**pythonpath_env(cluster.env()), "PDM_BENCH_RESULTS": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--pdms", "1", "--objects", "20",
-         "--soak-minutes", "0.3", "--ci-timeout", "2", "--out", str(out)],
+         "--soak-minutes", "0.15", "--ci-timeout", "2", "--idle-seconds", "2",
+         "--bare-jobs", "3", "--out", str(out)],
         cwd=repo_root(), env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-5000:]

@@ -47,7 +47,7 @@ def json_operator(
     try:
         yield proc
     finally:
-        proc.stop()
+        proc.stop_later()
         print(f"----- operator log -----\n{proc.log()[-20000:]}")
 
 

@@ -30,6 +30,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.realnode]
 
 REGULAR = ["20261101000001", "20261101000002"]  # db/migrate
 POST = ["20261115000001", "20261115000002", "20261115000003"]  # db/post_migrate
+#: Their names as Rails' db:migrate:status prints them (the file names, humanized).
+POST_NAMES = [
+    "Add unique index on project path",
+    "Remove archived from projects",
+    "Backfill project statistics",
+]
+CHART = {"migrationsJob": {"release": "gitlab"}}
+MIGRATION_COMPONENT = "post-deploy-migration"
+PREFLIGHT_COMPONENT = "post-deploy-migration-preflight"
 
 
 @pytest.fixture
@@ -81,6 +90,16 @@ def retry(cluster: Cluster, api: Api, name: str) -> subprocess.CompletedProcess[
     )
 
 
+def jobs_of(api: Api, name: str, component: str) -> list[Any]:
+    """The Jobs a PostDeployMigration made: its migration Job or its pre-flights."""
+    return [
+        j
+        for j in api.jobs()
+        if (j.metadata.labels or {}).get("pdm-operator.io/migration") == name
+        and (j.metadata.labels or {}).get("app.kubernetes.io/component") == component
+    ]
+
+
 def pdm_log(cluster: Cluster, api: Api, name: str) -> str:
     job = api.get(name)["status"]["jobName"]  # type: ignore[index]
     out = cluster.run_kubectl("logs", "-n", api.ns, f"job/{job}", "-c", "migrations")
@@ -99,15 +118,39 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
     # The regular deploy skipped the post-deployment migrations: they are pending.
     assert versions(db, name) == REGULAR
 
+    # A dry run asks Rails what is pending (the pre-flight, same pod as the Job)
+    # and changes nothing.
+    api.create(migration("pdm-real-dry", mode="DryRun", podTemplateFrom=CHART, preflight={}))
+    dry = api.wait_condition("pdm-real-dry", "Succeeded", timeout=180)
+    dry_status = api.get("pdm-real-dry")["status"]  # type: ignore[index]
+    assert [m["version"] for m in dry_status["pendingMigrations"]] == POST
+    assert [m["name"] for m in dry_status["pendingMigrations"]] == POST_NAMES
+    assert {m["database"] for m in dry_status["pendingMigrations"]} == {name}
+    assert (
+        "3 migrations pending: 20261115000001 Add unique index on project path" in (dry["message"])
+    )
+    assert versions(db, name) == REGULAR  # the pre-flight read, nothing more
+    assert len(jobs_of(api, "pdm-real-dry", PREFLIGHT_COMPONENT)) == 1
+    assert jobs_of(api, "pdm-real-dry", MIGRATION_COMPONENT) == []
+
     api.create(
         migration(
             "pdm-real",
-            podTemplateFrom={"migrationsJob": {"release": "gitlab"}},
+            podTemplateFrom=CHART,
             waitFor={"rolledOut": ["gitlab-toolbox"]},
+            preflight={},
         )
     )
     api.wait_condition("pdm-real", "Succeeded", timeout=180)
     assert versions(db, name) == REGULAR + POST
+    status = api.get("pdm-real")["status"]  # type: ignore[index]
+    # The list recorded before the Job ran is what the Job applied.
+    assert [m["version"] for m in status["pendingMigrations"]] == POST
+    assert status["preflight"]["pendingCount"] == 3
+    assert status["preflight"]["planHash"].startswith("sha256:")
+    preflight = api.condition("pdm-real", "Preflight")
+    assert preflight is not None
+    assert (preflight["status"], preflight["reason"]) == ("True", "MigrationsPending")
     log = pdm_log(cluster, api, "pdm-real")
     for version in POST:
         assert f"== {version}" in log, log
@@ -122,13 +165,16 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
     ).split()
     assert "archived" not in columns
 
-    # A second run finds nothing pending and changes nothing.
-    api.create(
-        migration("pdm-real-again", podTemplateFrom={"migrationsJob": {"release": "gitlab"}})
-    )
-    api.wait_condition("pdm-real-again", "Succeeded", timeout=180)
+    # A second run finds nothing pending: it ends without a migration Job.
+    api.create(migration("pdm-real-again", podTemplateFrom=CHART, preflight={}))
+    again = api.wait_condition("pdm-real-again", "Succeeded", timeout=180)
+    assert again["reason"] == "NothingPending"
+    assert "no migration is pending" in again["message"]
+    assert "jobName" not in api.get("pdm-real-again")["status"]  # type: ignore[index]
+    assert jobs_of(api, "pdm-real-again", MIGRATION_COMPONENT) == []
+    assert api.get("pdm-real-again")["status"]["pendingMigrations"] == []  # type: ignore[index]
     assert versions(db, name) == REGULAR + POST
-    assert "migrating" not in pdm_log(cluster, api, "pdm-real-again")
+    api.wait_lock_free()
 
 
 def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real_log(
@@ -146,7 +192,7 @@ def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real
         database=name,
     )
 
-    api.create(migration("pdm-real-fail", podTemplateFrom={"migrationsJob": {"release": "gitlab"}}))
+    api.create(migration("pdm-real-fail", podTemplateFrom=CHART, preflight={}))
     failed = api.wait_condition("pdm-real-fail", "Failed", timeout=180)
     assert failed["reason"] == "BackoffLimitExceeded"
     failure = api.get("pdm-real-fail")["status"]["failure"]  # type: ignore[index]
@@ -177,6 +223,9 @@ def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real
     assert again["metadata"]["annotations"]["pdm-operator.io/retry-of"] == "pdm-real-fail"  # type: ignore[index]
     api.wait_condition("pdm-real-fail-retry-1", "Succeeded", timeout=180)
     assert versions(db, name) == REGULAR + POST
+    # Its own pre-flight listed what remained: all three, the failed one first.
+    retried_status = api.get("pdm-real-fail-retry-1")["status"]  # type: ignore[index]
+    assert [m["version"] for m in retried_status["pendingMigrations"]] == POST
     log = pdm_log(cluster, api, "pdm-real-fail-retry-1")
     assert log.count("migrated (") == len(POST), log
     # The failed one stays as it was; retrying a migration that did not fail is refused.
@@ -217,7 +266,7 @@ def test_a_sigkilled_operator_leaves_one_job_and_each_migration_applied_once(
     db, name = gitlab_db
     regular_deploy(api, db, name, real_node)
     db.psql("INSERT INTO projects (path) VALUES ('a/one'), ('b/two')", database=name)
-    api.create(migration("pdm-killed", podTemplateFrom={"migrationsJob": {"release": "gitlab"}}))
+    api.create(migration("pdm-killed", podTemplateFrom=CHART, preflight={}))
     api.wait_condition("pdm-killed", "JobCreated", timeout=120)
     # Mid-migration: the backfill sleeps 3 s inside its transaction.
     wait_until(
@@ -227,8 +276,7 @@ def test_a_sigkilled_operator_leaves_one_job_and_each_migration_applied_once(
     )
     operator.restart()  # SIGKILL, then a new process
     api.wait_condition("pdm-killed", "Succeeded", timeout=180)
-    mine = [j for j in api.jobs() if j.metadata.name.startswith("pdm-killed-")]
-    assert len(mine) == 1
+    assert len(jobs_of(api, "pdm-killed", MIGRATION_COMPONENT)) == 1
     assert versions(db, name) == REGULAR + POST
     assert db.psql("SELECT count(*) FROM project_statistics", database=name).strip() == "2"
     assert (

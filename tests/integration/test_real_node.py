@@ -234,14 +234,25 @@ def test_the_operator_runs_in_the_cluster_from_its_image_under_its_service_accou
         assert out.returncode == 0, out.stdout + out.stderr
         api.deploy(toolbox())
         script = "echo '== 20261201000002 Backfill: migrated'"
+        # The pre-flight's answer is read from its pod's log, under the
+        # ServiceAccount: Rails' status table, as db:migrate:status prints it.
+        status_table = (
+            "printf '\\ndatabase: gitlab\\n\\n Status   Migration ID    Migration Name\\n"
+            + "-" * 50
+            + "\\n  down    20261201000002  Backfill\\n\\n'"
+        )
         api.create(
             migration(
                 "pdm-in-cluster",
                 image={"reference": BUSYBOX},
                 job={**real_node, "command": ["/bin/sh", "-c"], "args": [script]},
+                preflight={"args": [status_table]},
             )
         )
         api.wait_condition("pdm-in-cluster", "Succeeded", timeout=120)
+        assert api.get("pdm-in-cluster")["status"]["pendingMigrations"] == [  # type: ignore[index]
+            {"database": "gitlab", "version": "20261201000002", "name": "Backfill"}
+        ]
         pods = cluster.run_kubectl(
             "-n", OPERATOR_NS, "get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}"
         )

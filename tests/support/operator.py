@@ -26,6 +26,8 @@ class OperatorProcess:
 
     #: Every log file of the run, scanned for tracebacks at the end of the session.
     all_logs: ClassVar[list[Path]] = []
+    #: Processes told to stop whose exit nobody waited for (see ``stop_later``).
+    stopping: ClassVar[list[subprocess.Popen[bytes]]] = []
 
     def __init__(self, env: dict[str, str], namespace: str, log_path: Path, *extra: str) -> None:
         OperatorProcess.all_logs.append(log_path)
@@ -114,6 +116,28 @@ class OperatorProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         return self.proc.returncode
+
+    def stop_later(self) -> None:
+        """SIGTERM, without waiting for the graceful shutdown to finish.
+
+        For fixtures: the next test need not wait the second a shutdown
+        takes. ``reap`` waits for all of them (and kills a straggler) before
+        the logs are scanned; a test that checks the shutdown uses ``stop``.
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            OperatorProcess.stopping.append(self.proc)
+
+    @classmethod
+    def reap(cls) -> None:
+        """Wait for every process ``stop_later`` left behind."""
+        while cls.stopping:
+            proc = cls.stopping.pop()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
 
     def restart(self) -> OperatorProcess:
         self.kill()

@@ -23,6 +23,13 @@ RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"dro
 
 
 def migration(name: str, env: str = "gstg", **spec: Any) -> dict[str, Any]:
+    """A PostDeployMigration; without the pre-flight unless ``preflight`` is given.
+
+    The pre-flight reads its pod's log, which simulated (kwok) nodes do not
+    serve; tests whose pods run on the real node pass ``preflight={}`` for the
+    product's default.
+    """
+    spec.setdefault("preflight", {"enabled": False})
     body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "PostDeployMigration",

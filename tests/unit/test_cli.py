@@ -30,6 +30,8 @@ def test_offline_defaults_are_the_crds_defaults() -> None:
     assert declared == cli.SPEC_DEFAULTS
     job = spec["job"]["properties"]
     assert {k: v["default"] for k, v in job.items() if "default" in v} == cli.JOB_DEFAULTS
+    pre = spec["preflight"]["properties"]
+    assert {k: v["default"] for k, v in pre.items() if "default" in v} == cli.PREFLIGHT_DEFAULTS
 
 
 def script(name: str) -> str:
@@ -234,6 +236,35 @@ def test_wait_progress_line_and_exit_code(
     line, got = cli.progress("m", obj)
     assert got == code
     assert shown in line
+
+
+def test_the_pending_list_is_shown_once_the_preflight_answered() -> None:
+    running = {"status": {"preflight": {"phase": "Running", "jobName": "m-p1"}}}
+    assert cli.pending_lines(running) is None
+    assert cli.pending_lines(None) is None
+    answered = {
+        "status": {
+            "preflight": {
+                "phase": "Succeeded",
+                "jobName": "m-p1",
+                "completionTime": "2026-12-02T10:00:00Z",
+                "pendingCount": 3,
+            },
+            "pendingMigrations": [
+                {"database": "main", "version": "20261115000001", "name": "Add index"},
+                {"database": "ci", "version": "20261115000001", "name": "Add index"},
+            ],
+        }
+    }
+    assert cli.pending_lines(answered) == [
+        "pending migrations (3, pre-flight m-p1 at 2026-12-02T10:00:00Z):",
+        "  20261115000001  Add index  (main)",
+        "  20261115000001  Add index  (ci)",
+        "  ... and 1 more",
+    ]
+    answered["status"]["pendingMigrations"] = []
+    answered["status"]["preflight"]["pendingCount"] = 0
+    assert cli.pending_lines(answered)[-1] == "  none: every migration is up"  # type: ignore[index]
 
 
 def failed_pdm(name: str = "gstg-2026-11-22", **status: Any) -> dict[str, Any]:

@@ -86,8 +86,9 @@ def test_the_preflight_job_is_the_migration_pod_running_the_status_task() -> Non
     assert {k: v for k, v in container.items() if k != "args"} == {
         k: v for k, v in mine.items() if k != "args"
     }
-    assert pjob["spec"]["template"]["spec"]["securityContext"] == (
-        mjob["spec"]["template"]["spec"]["securityContext"]
+    assert (
+        pjob["spec"]["template"]["spec"]["securityContext"]
+        == (mjob["spec"]["template"]["spec"]["securityContext"])
     )
     labels = pjob["metadata"]["labels"]
     # Its end wakes the migration; its component keeps it from being adopted.
@@ -114,7 +115,9 @@ def test_the_plan_hash_changes_with_the_job_or_the_pending_list() -> None:
     a = [Pending("main", "1", "A")]
     assert preflight.plan_hash("h1", a) == preflight.plan_hash("h1", list(a))
     assert preflight.plan_hash("h1", a) != preflight.plan_hash("h2", a)
-    assert preflight.plan_hash("h1", a) != preflight.plan_hash("h1", [*a, Pending("main", "2", "B")])
+    assert preflight.plan_hash("h1", a) != preflight.plan_hash(
+        "h1", [*a, Pending("main", "2", "B")]
+    )
     assert preflight.plan_hash("h1", a).startswith("sha256:")
 
 

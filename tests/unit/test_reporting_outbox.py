@@ -106,6 +106,31 @@ def test_success_reports_everything_and_mr_labels_default_to_the_deployment_proj
     }
 
 
+NOTHING_PENDING = [
+    {"type": "JobCreated", "status": "False", "reason": "NothingPending"},
+    {"type": "Succeeded", "status": "True", "reason": "NothingPending"},
+]
+
+
+@pytest.mark.parametrize(
+    ("when", "reported"), [("Finish", False), ("FinishAndReport", True), (None, False)]
+)
+def test_nothing_pending_reports_a_success_only_when_asked_to(
+    when: str | None, reported: bool
+) -> None:
+    m = migration(conditions=NOTHING_PENDING)
+    if when:
+        m["spec"]["preflight"] = {"whenNonePending": when}
+    wanted = outbox.intents(m)
+    if not reported:
+        assert wanted == []
+        return
+    assert ("GitLabDeployment", "gitlab-org/gitlab", "success") in {
+        (i.sink, i.target, i.desired) for i in wanted
+    }
+    assert all(i.desired != "running" for i in wanted)
+
+
 def test_failure_reports_failed_deployments_and_nothing_of_success() -> None:
     wanted = outbox.intents(migration(jobName="j", jobOutcome="Failed"))
     assert {i.sink for i in wanted} == {"GitLabDeployment", "ReleaseMetadata"}

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pdm_operator import conditions
+from pdm_operator import conditions, preflight
 from pdm_operator.conditions import Condition
 from pdm_operator.model import Body
 from pdm_operator.reporting import policy
@@ -81,7 +81,10 @@ def intents(migration: Body) -> list[Intent]:
     if not tracking or spec.get("mode") == "DryRun":
         return []
     started = bool(status.get("jobName"))
-    outcome = status.get("jobOutcome")  # Succeeded | Failed | None
+    # Succeeded | Failed | None; nothing pending with FinishAndReport counts as a success.
+    outcome = status.get("jobOutcome") or (
+        "Succeeded" if preflight.reports_nothing_pending(spec, status) else None
+    )
     if not started and not outcome:
         return []
     final = {"Succeeded": "success", "Failed": "failed"}.get(outcome or "", "running")
