@@ -35,6 +35,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "pipeline": "Regular",
     "suspend": False,
     "preflight": {},
+    "approval": {},
 }
 PREFLIGHT_DEFAULTS: dict[str, Any] = {
     "enabled": True,
@@ -64,6 +65,7 @@ def with_defaults(migration: dict[str, Any]) -> dict[str, Any]:
     spec = {**SPEC_DEFAULTS, **(migration.get("spec") or {})}
     spec["job"] = {**JOB_DEFAULTS, **(spec.get("job") or {})}
     spec["preflight"] = {**PREFLIGHT_DEFAULTS, **(spec.get("preflight") or {})}
+    spec["approval"] = {"required": False, **(spec.get("approval") or {})}
     return {**migration, "spec": spec}
 
 
@@ -405,6 +407,99 @@ def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# --- approve --------------------------------------------------------------------
+APPROVE_REFUSED = 1
+
+
+def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from kubernetes.client.rest import ApiException  # noqa: PLC0415
+
+    from pdm_operator import approval, kube, reconcile  # noqa: PLC0415
+
+    client = kube.Kube(kube.load_config(args.kubeconfig))
+    namespace = args.namespace or current_namespace(args.kubeconfig)
+    migration = client.get_migration(namespace, args.name)
+    if migration is None:
+        raise UsageError(f"pdm/{args.name} not found in namespace {namespace}")
+    try:
+        who = client.whoami()
+        given = approval.approval_for(
+            migration,
+            by=who,
+            at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            expected=args.plan,
+        )
+    except approval.Refused as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return APPROVE_REFUSED
+    for line in pending_lines(migration) or []:
+        out.write(line + "\n")
+    out.write(f"migration Job: {given['jobName']}\n")
+    try:
+        client.patch_migration_spec(namespace, args.name, {"approval": {"approved": given}})
+    except ApiException as e:
+        raise UsageError(f"the approval was refused: {reconcile.api_message(e)}") from e
+    out.write(f"pdm/{args.name}: plan {given['planHash']} approved by {who}\n")
+    return 0
+
+
+# --- rollback-check -------------------------------------------------------------
+ROLLBACK_UNSAFE = 1
+#: Where the operator's manifests install it (manifests/base).
+DEFAULT_OPERATOR_NAMESPACE = "pdm-operator"
+
+
+def rollback_verdict(
+    environment: str, target: str, configmap: dict[str, Any] | None, where: str
+) -> tuple[int, str]:
+    """Exit code and text of ``rollback-check`` from the environment's history."""
+    from pdm_operator import history  # noqa: PLC0415
+
+    if history.Version.parse(target) is None:
+        raise UsageError(
+            f"--to {target!r} is not a GitLab version (18.6.0, v18.6.0-ee, 18.6.0-rc2, "
+            "18.7.202612011206-a5c4a2e2b29.f8e5a8b3c2d)"
+        )
+    if configmap is None:
+        return 0, (
+            f"safe: no post-deployment migration run of environment {environment!r} is "
+            f"recorded ({where} does not exist), so none is known to need a later version\n"
+        )
+    records = history.runs(configmap)
+    bad = history.unsafe(records, target)
+    top = history.floor(records)
+    floor_text = f"; the floor is {top.version}" if top else ""
+    if not bad:
+        return 0, (
+            f"safe: rolling {environment} back to {target} leaves no post-deployment migration "
+            f"of a later version behind ({len(records)} run(s) recorded in {where}"
+            f"{floor_text})\n"
+        )
+    lines = [
+        f"UNSAFE: rolling {environment} back to {target} would run code older than "
+        f"post-deployment migrations that already ran ({where}{floor_text}):"
+    ]
+    lines += [f"  {run.describe()}" for run in bad]
+    return ROLLBACK_UNSAFE, "\n".join(lines) + "\n"
+
+
+def cmd_rollback_check(args: argparse.Namespace, out: TextIO) -> int:
+    from pdm_operator import history, kube  # noqa: PLC0415
+
+    client = kube.Kube(kube.load_config(args.kubeconfig))
+    namespace = (
+        args.namespace or os.environ.get("PDM_OPERATOR_NAMESPACE") or DEFAULT_OPERATOR_NAMESPACE
+    )
+    name = history.configmap_name(args.environment)
+    code, text = rollback_verdict(
+        args.environment, args.to, client.get_configmap(namespace, name), f"{namespace}/{name}"
+    )
+    out.write(text)
+    return code
+
+
 def current_namespace(kubeconfig: str | None) -> str:
     from kubernetes import config  # noqa: PLC0415
 
@@ -440,13 +535,64 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     )
 
 
+def _release_manager_commands(sub: Any, cluster_flags: Any) -> None:
+    """retry, approve and rollback-check: the commands that act on a migration's history."""
+    retry_p = sub.add_parser(
+        "retry", help="create a new PostDeployMigration from a failed one (never re-runs in place)"
+    )
+    retry_p.add_argument("name", help="name of the failed PostDeployMigration")
+    retry_p.add_argument(
+        "-n", "--namespace", default=None, help="namespace (default: the context's)"
+    )
+    retry_p.add_argument(
+        "--suspend", action="store_true", help="create it suspended, to be approved separately"
+    )
+    cluster_flags(retry_p)
+    retry_p.set_defaults(func=cmd_retry)
+
+    approve_p = sub.add_parser(
+        "approve",
+        help="approve the plan a PostDeployMigration shows (its Job and pending migrations)",
+    )
+    approve_p.add_argument("name", help="name of the PostDeployMigration")
+    approve_p.add_argument(
+        "-n", "--namespace", default=None, help="namespace (default: the context's)"
+    )
+    approve_p.add_argument(
+        "--plan",
+        default=None,
+        metavar="HASH",
+        help="approve only if the plan shown is still this one (status.preflight.planHash)",
+    )
+    cluster_flags(approve_p)
+    approve_p.set_defaults(func=cmd_approve)
+
+    check_p = sub.add_parser(
+        "rollback-check",
+        help="is rolling ENV back to VERSION safe after the post-deployment migrations that ran?",
+    )
+    check_p.add_argument("environment", metavar="ENV", help="the environment (spec.environment)")
+    check_p.add_argument("--to", required=True, metavar="VERSION", help="the GitLab version")
+    check_p.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="the operator's namespace, where the history is kept "
+        f"(default: $PDM_OPERATOR_NAMESPACE, else {DEFAULT_OPERATOR_NAMESPACE})",
+    )
+    cluster_flags(check_p)
+    check_p.set_defaults(func=cmd_rollback_check)
+
+
 def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Run GitLab post-deployment migrations as Kubernetes Jobs.",
         epilog="diff exits 0 (no change), 1 (changes), >1 (error); "
         "wait exits 0 (Succeeded), 1 (Failed), 2 (timeout), 3 (error); "
-        "retry exits 0 (created), 1 (refused: not failed), 2 (error).",
+        "retry exits 0 (created), 1 (refused: not failed), 2 (error); "
+        "approve exits 0 (approved), 1 (refused: no plan, or not that plan), 2 (error); "
+        "rollback-check exits 0 (safe), 1 (unsafe), 2 (error).",
     )
     parser.add_argument("--version", action="version", version=f"pdm-operator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -498,18 +644,7 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
     cluster_flags(wait_p)
     wait_p.set_defaults(func=cmd_wait)
 
-    retry_p = sub.add_parser(
-        "retry", help="create a new PostDeployMigration from a failed one (never re-runs in place)"
-    )
-    retry_p.add_argument("name", help="name of the failed PostDeployMigration")
-    retry_p.add_argument(
-        "-n", "--namespace", default=None, help="namespace (default: the context's)"
-    )
-    retry_p.add_argument(
-        "--suspend", action="store_true", help="create it suspended, to be approved separately"
-    )
-    cluster_flags(retry_p)
-    retry_p.set_defaults(func=cmd_retry)
+    _release_manager_commands(sub, cluster_flags)
 
     run = sub.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()

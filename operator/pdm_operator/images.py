@@ -33,6 +33,14 @@ def strip_tag(image: str) -> str:
     return name[:colon] if colon > slash else name
 
 
+def tag(image: str) -> str | None:
+    """``registry:5000/repo:v18.6.0@sha256:…`` -> ``v18.6.0``; None without a tag."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[colon + 1 :] if colon > slash else None
+
+
 def digest_of(image_id: str) -> str | None:
     """The manifest digest in a container status imageID, if it has one.
 

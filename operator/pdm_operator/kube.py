@@ -395,6 +395,77 @@ class Kube:
                 _request_timeout=REQUEST_TIMEOUT,
             )
 
+    def get_configmap(self, namespace: str, name: str) -> Body | None:
+        return self._maybe(self.core.read_namespaced_config_map, name, namespace)
+
+    def list_configmaps(self, namespace: str, selector: str) -> list[Body]:
+        return self._items(self.core.list_namespaced_config_map, namespace, label_selector=selector)
+
+    def merge_configmap_data(self, namespace: str, base: Body, data: dict[str, str | None]) -> Body:
+        """Set (or, with None, remove) keys of a ConfigMap, creating it from ``base``.
+
+        A merge patch of ``data`` (a map: keys merge, null removes) touches only
+        those keys, so writers of
+        different keys never overwrite each other and need no resourceVersion.
+        """
+        name = base["metadata"]["name"]
+        patch = {"data": data}
+        for _ in range(3):
+            try:
+                return _json(
+                    self.core.patch_namespaced_config_map(
+                        name,
+                        namespace,
+                        patch,
+                        field_manager=model.FIELD_MANAGER,
+                        _preload_content=False,
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
+                )
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+            body = {**base, "data": {k: v for k, v in data.items() if v is not None}}
+            try:
+                return _json(
+                    self.core.create_namespaced_config_map(
+                        namespace,
+                        body,
+                        field_manager=model.FIELD_MANAGER,
+                        _preload_content=False,
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
+                )
+            except ApiException as e:
+                if e.status != 409:  # created meanwhile: patch it
+                    raise
+        raise Conflict(f"ConfigMap {namespace}/{name} kept appearing and disappearing")
+
+    def whoami(self) -> str:
+        """The user the API server authenticates this client as (SelfSubjectReview)."""
+        resp = client.AuthenticationV1Api(self.api).create_self_subject_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        return str(((_json(resp).get("status") or {}).get("userInfo") or {}).get("username"))
+
+    def patch_migration_spec(self, namespace: str, name: str, spec: Body) -> Body:
+        """Merge-patch ``spec`` (the CLI's approval)."""
+        return _json(
+            self.custom.patch_namespaced_custom_object(
+                model.GROUP,
+                model.VERSION,
+                namespace,
+                model.PLURAL,
+                name,
+                {"spec": spec},
+                field_manager="pdm-operator-cli",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+
     def create_event(self, event: Body) -> None:
         """Post an Event; failures are logged, never raised (events are best effort)."""
         try:

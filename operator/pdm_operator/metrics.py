@@ -105,6 +105,26 @@ BUILD_INFO = Gauge(
 )
 
 
+ROLLBACK_FLOOR = Gauge(
+    "pdm_operator_rollback_floor_info",
+    "1 for each environment's rollback floor: the highest GitLab version whose "
+    "post-deployment migrations ran (from the environment's history); rolling back "
+    "below it is unsafe",
+    ["environment", "version"],
+)
+_floors: dict[str, str] = {}
+
+
+def rollback_floor(environment: str, version: str | None) -> None:
+    """Show ``version`` as the environment's floor (None: none known)."""
+    old = _floors.pop(environment, None)
+    if old is not None and old != version:
+        ROLLBACK_FLOOR.remove(environment, old)
+    if version is not None:
+        _floors[environment] = version
+        ROLLBACK_FLOOR.labels(environment, version).set(1)
+
+
 def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None

@@ -41,6 +41,8 @@ GATED: Final = "Gated"
 #: The pre-flight's answer: Unknown while it runs, True with the pending list,
 #: False when it failed.
 PREFLIGHT: Final = "Preflight"
+#: With spec.approval.required: the plan that runs is the one approved.
+APPROVED: Final = "Approved"
 JOB_CREATED: Final = "JobCreated"
 SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"

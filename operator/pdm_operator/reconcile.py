@@ -29,11 +29,13 @@ from datetime import UTC, datetime
 from kubernetes.client.rest import ApiException
 
 from pdm_operator import (
+    approval,
     conditions,
     diffing,
     dryrun,
     events,
     gates,
+    history,
     images,
     jobs,
     metrics,
@@ -175,7 +177,7 @@ class Reconciler:
             return self._finish(p)
         if dry:
             return self._dry_run(p, template)
-        hold = self._gates(p, template)
+        hold = self._gates(p, template, planned)
         if hold is not None:
             if hold.fatal:
                 self._fail(p, hold.reason, hold.message)
@@ -319,7 +321,9 @@ class Reconciler:
         )
         return False
 
-    def _gates(self, p: Pass, template: templates.Template | None) -> gates.Hold | None:
+    def _gates(
+        self, p: Pass, template: templates.Template | None, planned: Body
+    ) -> gates.Hold | None:
         hold = gates.suspended(p.spec) or self._dependencies(p)
         if hold:
             return hold
@@ -337,6 +341,10 @@ class Reconciler:
             stale = templates.stale(template, p.status["sourceImage"], p.status["image"])
             if stale:
                 return gates.Hold("TemplateStale", stale)
+        hold = approval.unapproved_shown_plan(p.spec, p.status, _inputs_hash(planned), p.name)
+        if hold is not None:
+            # The plan shown is not approved yet: no lock, no new pre-flight.
+            return hold
         taken = self.locks.acquire(p.environment, Holder.of(p.migration), p.now)
         if isinstance(taken, Taken):
             p.tenure = taken.tenure
@@ -521,11 +529,34 @@ class Reconciler:
             pf = p.status["preflight"]
         elif not current or pf.get("phase") != "Succeeded":
             return self._start_preflight(p, job, job_hash, tenure, cfg)
-        if not decide or int(pf.get("pendingCount") or 0) > 0:
+        if not decide:
             return None
-        if cfg.get("whenNonePending") == "Run":
-            return None
+        if int(pf.get("pendingCount") or 0) > 0 or cfg.get("whenNonePending") == "Run":
+            return self._unapproved(p, p.status["preflight"])
         return self._nothing_pending(p)
+
+    def _unapproved(self, p: Pass, pf: Body) -> Step | None:
+        """With ``spec.approval.required``: the answer just asked must be the plan approved.
+
+        Otherwise the migration waits (the lock is given back by the caller):
+        for a first approval, or for a new one naming what changed.
+        """
+        hold = approval.check(p.spec, pf, p.status.get("pendingMigrations"), p.name)
+        if hold is None:
+            approved = approval.approved(p.spec)
+            pending = preflight.from_status(p.status.get("pendingMigrations"))
+            if approved:
+                p.status["approval"] = {k: approved[k] for k in ("planHash", "by", "at")}
+                p.set(
+                    model.APPROVED,
+                    True,
+                    "PlanApproved",
+                    f"plan {approved['planHash'][:19]} approved by {approved['by']} at "
+                    f"{approved['at']}: {preflight.summary(pending)}",
+                )
+            return None
+        p.set(model.GATED, True, hold.reason, hold.message)
+        return self._write(p, self.timing.queued_poll)
 
     def _start_preflight(
         self, p: Pass, job: Body, job_hash: str, tenure: str | None, cfg: Body
@@ -697,6 +728,7 @@ class Reconciler:
         p.set(model.GATED, False, "GatesOpen", "all gates are open")
         p.set(model.JOB_CREATED, False, NOTHING_PENDING, message)
         self.locks.release(p.environment, Holder.of(p.migration))
+        self._record_run(p)  # records nothing; shows the environment's floor
         self._reports_now_pending(p)
         return self._await_blocking_reports(p, message, reason=NOTHING_PENDING)
 
@@ -733,6 +765,7 @@ class Reconciler:
     def _follow(self, p: Pass) -> Step:
         if p.status.get("jobOutcome") == "Succeeded":
             # The Job is done (and may be gone by now); only blocking reports remain.
+            self._record_run(p)
             return self._await_blocking_reports(p)
         name = p.status["jobName"]
         job = self.kube.get_job(p.namespace, name)
@@ -756,6 +789,7 @@ class Reconciler:
             # The migration itself is over: the next one of the environment may
             # start, whatever GitLab does with the reports.
             self.locks.release(p.environment, Holder.of(p.migration))
+            self._record_run(p)
             return self._await_blocking_reports(p, outcome.message)
         failure: Body = {"reason": outcome.reason, "message": outcome.message}
         pods = self.kube.list_pods(p.namespace, f"batch.kubernetes.io/job-name={name}")
@@ -773,6 +807,7 @@ class Reconciler:
                 if failed is not None:
                     failure["migration"] = failed.as_status()
         p.status["failure"] = failure
+        self._record_run(p)
         message = outcome.message
         if "exitCode" in failure:
             message += f" (exit code {failure['exitCode']} in pod {failure['pod']})"
@@ -788,6 +823,57 @@ class Reconciler:
         p.set(model.FAILED, True, outcome.reason, message)
         p.status["completionTime"] = p.status["jobCompletionTime"]
         return self._finish(p)
+
+    def _record_run(self, p: Pass) -> None:
+        """The run in the environment's history, and the rollback floor in the status.
+
+        Written before the outcome is stored (a key per run, so a repeat after
+        a crash writes the same record again), once: ``status.rollback`` says
+        it is done. A run that applied nothing is not recorded; one whose
+        progress is unknown is, as unsafe.
+        """
+        if "rollback" in p.status:
+            return
+        pf: Body = p.status.get("preflight") or {}
+        job_hash = str(pf.get("jobHash") or "")
+        for_this_job = bool(job_hash) and render.job_name(p.name, job_hash) == p.status.get(
+            "jobName"
+        )
+        migrations = (
+            []
+            if nothing_pending(p.status)
+            else history.applied(p.status, job_hash if for_this_job else "not-this-job")
+        )
+        version = history.deployed_version(
+            p.migration, str(p.status.get("sourceImage") or p.status.get("image") or "")
+        )
+        namespace, name = self.locks.namespace, history.configmap_name(p.environment)
+        base = history.configmap(p.environment, namespace)
+        if migrations == []:
+            current = self.kube.get_configmap(namespace, name)
+        else:
+            run = history.Run(
+                namespace=p.namespace,
+                name=p.name,
+                uid=str(p.meta["uid"]),
+                version=version,
+                image=str(p.status.get("image") or ""),
+                completed=str(p.status.get("jobCompletionTime") or p.now),
+                outcome=str(p.status.get("jobOutcome") or "Failed"),
+                migrations=migrations,
+            )
+            current = self.kube.merge_configmap_data(namespace, base, {run.key: run.encode()})
+            old = history.to_prune(current)
+            if old:
+                current = self.kube.merge_configmap_data(namespace, base, dict.fromkeys(old))
+        top = history.floor(history.runs(current))
+        p.status["rollback"] = {
+            "recorded": migrations != [],
+            "version": version,
+            "history": f"{namespace}/{name}",
+            **({"floor": top.version} if top else {}),
+        }
+        metrics.rollback_floor(p.environment, top.version if top else None)
 
     def _diagnose(self, p: Pass, job: Body) -> Step:
         """A running Job whose pod has not started: say why, within a resync.
@@ -1026,6 +1112,10 @@ def _nothing_pending_message(p: Pass) -> str:
         f"nothing to migrate: no migration is pending in {databases or 'the database'}, "
         "so no migration Job was created"
     )
+
+
+def _inputs_hash(job: Body) -> str:
+    return str(job["metadata"]["annotations"][model.ANNOTATION_INPUTS_HASH])
 
 
 def _merge_patch(old: Body, new: Body) -> Body:

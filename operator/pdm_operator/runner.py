@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import kopf
 
-from pdm_operator import logs, metrics, model
+from pdm_operator import history, logs, metrics, model
 from pdm_operator.controller import Controller
 from pdm_operator.health import Health
 from pdm_operator.kube import Kube, load_config
@@ -182,6 +182,20 @@ def build_registry(
     return registry
 
 
+def load_rollback_floors(kube: Kube, namespace: str) -> None:
+    """Set the rollback-floor metric from the environments' history ConfigMaps."""
+    try:
+        found = kube.list_configmaps(namespace, f"{model.LABEL_COMPONENT}={history.COMPONENT}")
+    except Exception as e:  # noqa: BLE001 - a metric, not a reason to stop
+        log.warning("cannot read the migration history in %s: %s", namespace, e)
+        return
+    for cm in found:
+        environment = ((cm.get("metadata") or {}).get("labels") or {}).get(model.LABEL_ENVIRONMENT)
+        top = history.floor(history.runs(cm))
+        if environment and top is not None:
+            metrics.rollback_floor(environment, top.version)
+
+
 async def serve(opts: Options) -> None:
     loop = asyncio.get_running_loop()
     api_pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="pdm-api")
@@ -221,6 +235,8 @@ async def serve(opts: Options) -> None:
             ),
             leader_election=opts.leader_election,
         )
+        # The floors the history already holds, before any migration runs.
+        loop.run_in_executor(None, load_rollback_floors, kube, opts.lock_namespace)
     election = None
     if opts.leader_election:
         election = LeaderElection(

@@ -79,8 +79,13 @@ def job_end(api: Api, name: str) -> Any:
 
 def retry(cluster: Cluster, api: Api, name: str) -> subprocess.CompletedProcess[str]:
     """``kubectl pdm retry NAME``: the CLI's kubectl plugin entry point."""
+    return kubectl_pdm(cluster, "retry", name, "-n", api.ns)
+
+
+def kubectl_pdm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kubectl pdm ARGS``, the CLI's kubectl plugin entry point."""
     return subprocess.run(
-        ["kubectl-pdm", "retry", name, "-n", api.ns],
+        ["kubectl-pdm", *args],
         env=pythonpath_env(cluster.env())
         | {"PATH": cluster.env()["PATH"] + ":" + str(Path(sys.executable).parent)},
         capture_output=True,
@@ -175,6 +180,90 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
     assert api.get("pdm-real-again")["status"]["pendingMigrations"] == []  # type: ignore[index]
     assert versions(db, name) == REGULAR + POST
     api.wait_lock_free()
+
+    # The run is in the environment's history; a rollback below its version is unsafe.
+    rollback = status["rollback"]
+    assert rollback["recorded"] is True
+    assert (rollback["version"], rollback["floor"]) == ("v18.6.0", "v18.6.0")
+    assert rollback["history"] == f"{api.ns}/pdm-history-gstg"
+    assert api.get("pdm-real-again")["status"]["rollback"]["recorded"] is False  # type: ignore[index]
+    unsafe = kubectl_pdm(cluster, "rollback-check", "gstg", "--to", "18.5.2", "-n", api.ns)
+    assert unsafe.returncode == 1, unsafe.stderr
+    assert "UNSAFE: rolling gstg back to 18.5.2" in unsafe.stdout
+    assert f"pdm {api.ns}/pdm-real (succeeded at" in unsafe.stdout
+    assert ", ".join(POST) in unsafe.stdout
+    for at_or_after in ("18.6.0", "v18.6.0-ee", "18.6.1"):
+        safe = kubectl_pdm(cluster, "rollback-check", "gstg", "--to", at_or_after, "-n", api.ns)
+        assert safe.returncode == 0, safe.stdout + safe.stderr
+        assert safe.stdout.startswith(f"safe: rolling gstg back to {at_or_after}")
+    # The operator's metric says the same, for an SRE's dashboard.
+    assert 'pdm_operator_rollback_floor_info{environment="gstg",version="v18.6.0"} 1.0' in (
+        operator.metrics()
+    )
+
+
+def test_an_approval_of_plan_a_never_runs_plan_b(
+    cluster: Cluster,
+    api: Api,
+    operator: OperatorProcess,
+    real_node: dict[str, Any],
+    gitlab_db: tuple[Postgres, str],
+) -> None:
+    db, name = gitlab_db
+    regular_deploy(api, db, name, real_node)
+    api.create(
+        migration("pdm-approve", podTemplateFrom=CHART, preflight={}, approval={"required": True})
+    )
+    waiting = gated(api, "pdm-approve", "AwaitingApproval")
+    assert (
+        "3 migrations pending: 20261115000001 Add unique index on project path"
+        in (waiting["message"])
+    )
+    assert "kubectl pdm approve pdm-approve" in waiting["message"]
+    assert jobs_of(api, "pdm-approve", MIGRATION_COMPONENT) == []
+    api.wait_lock_free()  # nobody holds the environment while waiting for an approval
+
+    # Held while the release manager reviews and approves plan A (three migrations)...
+    api.patch("pdm-approve", {"spec": {"suspend": True}})
+    gated(api, "pdm-approve", "Suspended")
+    approved = kubectl_pdm(cluster, "approve", "pdm-approve", "-n", api.ns)
+    assert approved.returncode == 0, approved.stderr
+    assert "  20261115000001  Add unique index on project path  (" in approved.stdout
+    plan_a = api.get("pdm-approve")["spec"]["approval"]["approved"]  # type: ignore[index]
+    assert plan_a["migrations"] == [f"{v} ({name})" for v in POST]
+    # ...and meanwhile someone applies the first one by hand: plan B is two.
+    db.psql("INSERT INTO schema_migrations (version) VALUES ('20261115000001')", database=name)
+    api.patch("pdm-approve", {"spec": {"suspend": False}})
+    changed = gated(api, "pdm-approve", "PlanChanged")
+    assert f"no longer pending: 20261115000001 ({name})" in changed["message"]
+    assert f"not what {plan_a['by']} approved at {plan_a['at']}" in changed["message"]
+    assert jobs_of(api, "pdm-approve", MIGRATION_COMPONENT) == []
+    assert versions(db, name) == [*REGULAR, POST[0]]  # plan B did not run
+    api.wait_lock_free()
+
+    # Plan B approved: exactly plan B runs.
+    again = kubectl_pdm(cluster, "approve", "pdm-approve", "-n", api.ns)
+    assert again.returncode == 0, again.stderr
+    api.wait_condition("pdm-approve", "Succeeded", timeout=180)
+    assert versions(db, name) == REGULAR + POST
+    log = pdm_log(cluster, api, "pdm-approve")
+    assert log.count("migrated (") == 2, log
+    status = api.get("pdm-approve")["status"]  # type: ignore[index]
+    assert status["approval"]["by"] == plan_a["by"]
+    assert status["approval"]["planHash"] == status["preflight"]["planHash"]
+    approved_events = [e for e in api.events("pdm-approve") if e.reason == "PlanApproved"]
+    assert approved_events
+    assert plan_a["by"] in approved_events[0].message
+
+
+def gated(api: Api, name: str, reason: str, timeout: float = 180) -> dict[str, Any]:
+    """The Gated condition once it holds for ``reason``."""
+
+    def probe() -> dict[str, Any] | None:
+        cond = api.condition(name, "Gated")
+        return cond if cond and cond["status"] == "True" and cond["reason"] == reason else None
+
+    return wait_until(probe, timeout=timeout, what=f"pdm/{name} Gated ({reason})")
 
 
 def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real_log(

@@ -1,0 +1,135 @@
+"""Approval of a plan, not a flag (pure).
+
+With ``spec.approval.required``, a migration runs only the plan someone
+approved: the migration Job's inputs and the pending list the pre-flight
+found, hashed together (``preflight.plan_hash``). ``kubectl pdm approve``
+writes ``spec.approval.approved`` with that hash, the Job and migrations it
+showed, who approved (the API server's own answer to "who am I",
+SelfSubjectReview) and when. The operator compares it with what the
+pre-flight finds right before the Job would be created, holding the
+environment's lock: if anything differs, no Job; the migration waits, naming
+the difference, for a new approval.
+
+Who may approve is the cluster's decision: the ValidatingAdmissionPolicy in
+``manifests/approval/`` allows a change of ``spec.approval.approved`` only to
+users granted the ``approve`` verb on postdeploymigrations, and only with
+their own name in ``by``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pdm_operator import gates, preflight, render
+from pdm_operator.model import Body
+
+#: The RBAC verb the shipped admission policy checks (a verb of our own, as
+#: Kubernetes has ``approve`` on certificatesigningrequests/approval).
+VERB = "approve"
+
+
+def required(spec: Body) -> bool:
+    return bool((spec.get("approval") or {}).get("required"))
+
+
+def approved(spec: Body) -> Body | None:
+    found = (spec.get("approval") or {}).get("approved")
+    return dict(found) if found else None
+
+
+def shown(entries: list[Body] | None) -> list[str]:
+    """The pending list as an approval records it: ``VERSION (database)``."""
+    return [f"{e.get('version', '')} ({e.get('database', '')})" for e in entries or []]
+
+
+def check(spec: Body, pf: Body, pending: list[Body] | None, name: str) -> gates.Hold | None:
+    """None when no approval is needed or the plan ``pf`` found is the one approved."""
+    if not required(spec):
+        return None
+    given = approved(spec)
+    if given and given.get("planHash") == pf.get("planHash"):
+        return None
+    how = f"approve it with `kubectl pdm approve {name}`"
+    summary = preflight.summary(preflight.from_status(pending))
+    if not given:
+        return gates.Hold(
+            "AwaitingApproval",
+            f"plan {str(pf.get('planHash', ''))[:19]} needs an approval (spec.approval.required): "
+            f"{summary}; {how}",
+        )
+    return gates.Hold(
+        "PlanChanged",
+        f"what would run is not what {given.get('by', '?')} approved at {given.get('at', '?')}: "
+        f"{difference(given, pf, pending)}; no Job was created; {how} for the new plan",
+    )
+
+
+def unapproved_shown_plan(spec: Body, status: Body, job_hash: str, name: str) -> gates.Hold | None:
+    """Before the lock: the plan already shown for this Job is not approved yet.
+
+    No new pre-flight is run for it (nothing has been approved that it could
+    confirm); a new approval, or a changed Job, lets the migration ask again.
+    """
+    if not required(spec):
+        return None
+    pf = status.get("preflight") or {}
+    if pf.get("phase") != "Succeeded" or pf.get("jobHash") != job_hash:
+        return None
+    return check(spec, pf, status.get("pendingMigrations"), name)
+
+
+def difference(given: Body, pf: Body, pending: list[Body] | None) -> str:
+    """What differs between the approved plan and the one found now, in words."""
+    now = shown(pending)
+    was = [str(m) for m in given.get("migrations") or []]
+    parts = []
+    added = [m for m in now if m not in was]
+    gone = [m for m in was if m not in now]
+    if added:
+        parts.append("now pending as well: " + ", ".join(added[:10]))
+    if gone:
+        parts.append("no longer pending: " + ", ".join(gone[:10]))
+    if given.get("jobHash") and given.get("jobHash") != pf.get("jobHash"):
+        parts.append(
+            f"the Job changed (approved {given.get('jobName', '?')}; the inputs hash is now "
+            f"{str(pf.get('jobHash', ''))[: render.HASH_LENGTH]})"
+        )
+    if not parts:
+        parts.append(
+            f"plan {str(given.get('planHash', ''))[:19]} was approved, "
+            f"{str(pf.get('planHash', ''))[:19]} is found now"
+        )
+    return "; ".join(parts)
+
+
+class Refused(Exception):
+    """There is no plan to approve, or not the one the approver reviewed."""
+
+
+def approval_for(migration: Body, by: str, at: str, expected: str | None) -> dict[str, Any]:
+    """``spec.approval.approved`` for the plan the migration shows now."""
+    meta, spec = migration["metadata"], migration.get("spec") or {}
+    status = migration.get("status") or {}
+    name = meta["name"]
+    if not required(spec):
+        raise Refused(f"pdm/{name} does not ask for an approval (spec.approval.required is false)")
+    pf = status.get("preflight") or {}
+    if pf.get("phase") != "Succeeded" or not pf.get("planHash"):
+        raise Refused(
+            f"pdm/{name} shows no plan yet: its pre-flight has not answered "
+            f"(state {status.get('state', 'Pending')}); wait for the Gated/AwaitingApproval state"
+        )
+    if status.get("jobName"):
+        raise Refused(f"pdm/{name} already runs Job {status['jobName']}: nothing left to approve")
+    if expected and expected != pf["planHash"]:
+        raise Refused(
+            f"pdm/{name} now shows plan {pf['planHash']}, not {expected}: review it again"
+        )
+    return {
+        "planHash": pf["planHash"],
+        "jobHash": pf.get("jobHash", ""),
+        "jobName": render.job_name(name, str(pf.get("jobHash", ""))),
+        "migrations": shown(status.get("pendingMigrations")),
+        "by": by,
+        "at": at,
+    }

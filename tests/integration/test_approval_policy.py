@@ -1,0 +1,132 @@
+"""Who may approve a plan: the shipped ValidatingAdmissionPolicy, on the real API server.
+
+No operator is needed: the policy is the API server's, and so is its
+refusal. Users are impersonated (the test's admin may), and their rights come
+from RBAC as a cluster would grant them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.integration.conftest import Cluster
+from tests.support.operator import repo_root
+from tests.support.pdm import Api, migration
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+PLAN = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def approval_policy(cluster: Cluster, crd: None) -> Iterator[None]:
+    """manifests/approval applied as shipped; removed afterwards (it is cluster-wide)."""
+    out = cluster.run_kubectl("apply", "-k", str(repo_root() / "manifests" / "approval"))
+    assert out.returncode == 0, out.stderr
+    try:
+        yield
+    finally:
+        cluster.run_kubectl(
+            "delete", "-k", str(repo_root() / "manifests" / "approval"), "--ignore-not-found"
+        )
+
+
+def approve_as(cluster: Cluster, api: Api, user: str, by: str) -> Any:
+    """``kubectl --as USER patch`` of spec.approval.approved (what kubectl pdm approve writes)."""
+    patch = {
+        "spec": {
+            "approval": {
+                "approved": {
+                    "planHash": PLAN,
+                    "by": by,
+                    # A new time each attempt: always a change the policy looks at.
+                    "at": f"2026-12-02T10:{uuid.uuid4().int % 60:02d}:00Z",
+                    "migrations": [f"attempt {uuid.uuid4().hex[:6]}"],
+                }
+            }
+        }
+    }
+    return cluster.run_kubectl(
+        f"--as={user}", "-n", api.ns, "patch", "pdm", "pdm-gate", "--type=merge",
+        "-p", json.dumps(patch),
+    )  # fmt: skip
+
+
+def test_only_an_approver_may_approve_and_only_in_their_own_name(
+    cluster: Cluster, api: Api, approval_policy: None
+) -> None:
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    # alice approves (the shipped ClusterRole); bob may patch migrations, nothing more.
+    rbac.create_namespaced_role_binding(
+        api.ns,
+        {
+            "metadata": {"name": "alice-approves"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "pdm-operator-approver",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}
+            ],
+        },
+    )
+    rbac.create_namespaced_role(
+        api.ns,
+        {
+            "metadata": {"name": "edit-pdms"},
+            "rules": [
+                {
+                    "apiGroups": ["pdm-operator.io"],
+                    "resources": ["postdeploymigrations"],
+                    "verbs": ["get", "patch"],
+                }
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        api.ns,
+        {
+            "metadata": {"name": "bob-edits"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "edit-pdms",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}],
+        },
+    )
+    api.create(migration("pdm-gate", suspend=True, preflight={}, approval={"required": True}))
+
+    # The policy takes effect within seconds of being created.
+    refused = wait_until(
+        lambda: (out := approve_as(cluster, api, "bob", "bob")).returncode != 0 and out,
+        timeout=60,
+        what="the approval policy to refuse bob",
+    )
+    assert "user bob may not approve PostDeployMigrations in namespace" in refused.stderr
+    assert 'needs the verb "approve"' in refused.stderr
+
+    # An approver cannot approve in someone else's name...
+    forged = approve_as(cluster, api, "alice", "bob")
+    assert forged.returncode != 0
+    assert "spec.approval.approved.by must be the approver's own user name (alice)" in (
+        forged.stderr
+    )
+    # ...only in their own.
+    ok = approve_as(cluster, api, "alice", "alice")
+    assert ok.returncode == 0, ok.stderr
+    assert api.get("pdm-gate")["spec"]["approval"]["approved"]["by"] == "alice"  # type: ignore[index]
+    # Changing anything else stays open to whoever may patch (suspend is not an approval).
+    other = cluster.run_kubectl(
+        "--as=bob", "-n", api.ns, "patch", "pdm", "pdm-gate", "--type=merge",
+        "-p", '{"spec":{"suspend":false}}',
+    )  # fmt: skip
+    assert other.returncode == 0, other.stderr
