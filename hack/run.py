@@ -74,6 +74,15 @@ def kubectl(
     return out
 
 
+def apply(env: dict[str, str], ns: str, manifests: str, what: str) -> None:
+    out = subprocess.run(
+        ["kubectl", "apply", "-n", ns, "-f", "-"],
+        input=manifests, env=env, text=True, capture_output=True, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"[run] applying {what} failed:\n{out.stderr}")
+
+
 def release(db: Postgres | None) -> str:
     """examples/gitlab-chart-release.yaml, made to really run when there is a real node:
     database.yml points at the stand-in GitLab's PostgreSQL, and the migrations
@@ -134,12 +143,7 @@ def demo(env: dict[str, str], db: Postgres | None) -> bool:
         db.psql(f"CREATE DATABASE {DEMO_DATABASE} OWNER gitlab", database="postgres")
     kubectl(env, "delete", "-n", ns, "pdm", DEMO_PDM, "--ignore-not-found", "--wait=true")
     kubectl(env, "delete", "-n", ns, "jobs", "--all", "--wait=true")
-    out = subprocess.run(
-        ["kubectl", "apply", "-n", ns, "-f", "-"],
-        input=release(db), env=env, text=True, capture_output=True, check=False,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"[run] applying the release failed:\n{out.stderr}")
+    apply(env, ns, release(db), "the release")
     log("regular deploy: the chart's migrations Job runs with SKIP_POST_DEPLOYMENT_MIGRATIONS=true")
     kubectl(
         env,
@@ -152,12 +156,7 @@ def demo(env: dict[str, str], db: Postgres | None) -> bool:
     )
     if db is not None:
         log(f"after the regular deploy, schema_migrations holds: {' '.join(applied(db))}")
-    out = subprocess.run(
-        ["kubectl", "apply", "-n", ns, "-f", "-"],
-        input=example(db), env=env, text=True, capture_output=True, check=False,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"[run] applying examples/pdm.yaml failed:\n{out.stderr}")
+    apply(env, ns, example(db), "examples/pdm.yaml")
     log(f"applied examples/ in namespace {ns}; waiting for pdm/{DEMO_PDM} to succeed")
     waited = kubectl(
         env,

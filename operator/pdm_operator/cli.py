@@ -378,6 +378,18 @@ def retry_of(failed: dict[str, Any], taken: set[str]) -> dict[str, Any]:
     }
 
 
+def migration_named(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
+    """The client, the namespace and the PostDeployMigration ``args.name``, which must exist."""
+    from pdm_operator import kube  # noqa: PLC0415
+
+    client = kube.Kube(kube.load_config(args.kubeconfig))
+    namespace = args.namespace or current_namespace(args.kubeconfig)
+    found = client.get_migration(namespace, args.name)
+    if found is None:
+        raise UsageError(f"pdm/{args.name} not found in namespace {namespace}")
+    return client, namespace, found
+
+
 class RetryRefused(UsageError):
     """The migration is not one that may be retried."""
 
@@ -385,13 +397,9 @@ class RetryRefused(UsageError):
 def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
     from kubernetes.client.rest import ApiException  # noqa: PLC0415
 
-    from pdm_operator import kube, reconcile  # noqa: PLC0415
+    from pdm_operator import reconcile  # noqa: PLC0415
 
-    client = kube.Kube(kube.load_config(args.kubeconfig))
-    namespace = args.namespace or current_namespace(args.kubeconfig)
-    failed = client.get_migration(namespace, args.name)
-    if failed is None:
-        raise UsageError(f"pdm/{args.name} not found in namespace {namespace}")
+    client, namespace, failed = migration_named(args)
     try:
         retry = retry_of(failed, {m["metadata"]["name"] for m in client.list_migrations(namespace)})
     except RetryRefused as e:
@@ -416,13 +424,9 @@ def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
 
     from kubernetes.client.rest import ApiException  # noqa: PLC0415
 
-    from pdm_operator import approval, kube, reconcile  # noqa: PLC0415
+    from pdm_operator import approval, reconcile  # noqa: PLC0415
 
-    client = kube.Kube(kube.load_config(args.kubeconfig))
-    namespace = args.namespace or current_namespace(args.kubeconfig)
-    migration = client.get_migration(namespace, args.name)
-    if migration is None:
-        raise UsageError(f"pdm/{args.name} not found in namespace {namespace}")
+    client, namespace, migration = migration_named(args)
     try:
         who = client.whoami()
         given = approval.approval_for(

@@ -426,19 +426,10 @@ class Kube:
                 if e.status != 404:
                     raise
             body = {**base, "data": {k: v for k, v in data.items() if v is not None}}
-            try:
-                return _json(
-                    self.core.create_namespaced_config_map(
-                        namespace,
-                        body,
-                        field_manager=model.FIELD_MANAGER,
-                        _preload_content=False,
-                        _request_timeout=REQUEST_TIMEOUT,
-                    )
-                )
-            except ApiException as e:
-                if e.status != 409:  # created meanwhile: patch it
-                    raise
+            created = self._create_once(self.core.create_namespaced_config_map, namespace, body)
+            if created is not None:
+                return created
+            # Created meanwhile: patch it.
         raise Conflict(f"ConfigMap {namespace}/{name} kept appearing and disappearing")
 
     def whoami(self) -> str:
