@@ -366,9 +366,14 @@ class Reconciler:
             return None
         found = {n: self.kube.get_migration(p.namespace, n) for n in names}
         hold = gates.dependencies(names, found)
-        if hold is None or hold.fatal:
+        if hold is None:
             return hold
+        # A dependency that failed because of a cycle through this migration
+        # still counts as waiting: whichever of the cycle is looked at first,
+        # each of them names the cycle.
         loop = gates.cycle(p.name, self._waits_for(p, found))
+        if loop is None and hold.fatal:
+            return hold
         if loop:
             return gates.Hold(
                 "DependencyCycle",
@@ -390,7 +395,8 @@ class Reconciler:
                 continue
             other = known[name] if name in known else self.kube.get_migration(p.namespace, name)
             known[name] = other
-            if other is None or model.is_finished(other.get("status")):
+            status = (other or {}).get("status") or {}
+            if other is None or (model.is_finished(status) and not _in_a_cycle(status)):
                 continue
             graph[name] = list(
                 ((other.get("spec") or {}).get("waitFor") or {}).get("migrations") or []
@@ -1112,6 +1118,11 @@ def _nothing_pending_message(p: Pass) -> str:
         f"nothing to migrate: no migration is pending in {databases or 'the database'}, "
         "so no migration Job was created"
     )
+
+
+def _in_a_cycle(status: Body) -> bool:
+    """A migration that failed because its dependencies form a cycle."""
+    return (status.get("failure") or {}).get("reason") == "DependencyCycle"
 
 
 def _inputs_hash(job: Body) -> str:

@@ -71,6 +71,9 @@ def no_tracebacks_in_operator_logs() -> Iterator[None]:
     unreachable GitLab) is meant to end in a condition, an event and one log
     line; a traceback is a path nobody handled.
     """
+    # Operators are forked from a warm forkserver (tests/support/operator.py);
+    # PDM_TEST_FORK=0 starts each as `python -m pdm_operator.cli` instead.
+    OperatorProcess.fork = os.environ.get("PDM_TEST_FORK", "1") == "1"
     yield
     OperatorProcess.reap()
     found = []

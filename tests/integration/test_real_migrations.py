@@ -22,6 +22,7 @@ import pytest
 from postgres import USER, Postgres
 from tests.integration.conftest import Cluster
 from tests.support import chart
+from tests.support.fake_gitlab import FakeGitLab
 from tests.support.operator import OperatorProcess, pythonpath_env
 from tests.support.pdm import Api, migration
 from tests.support.waiting import wait_until
@@ -200,6 +201,55 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
     assert 'pdm_operator_rollback_floor_info{environment="gstg",version="v18.6.0"} 1.0' in (
         operator.metrics()
     )
+
+
+def test_nothing_pending_reports_a_success_only_when_asked_to(
+    api: Api,
+    operator: OperatorProcess,
+    real_node: dict[str, Any],
+    gitlab_db: tuple[Postgres, str],
+) -> None:
+    db, name = gitlab_db
+    regular_deploy(api, db, name, real_node)
+    # Every post-deployment migration has run already (an earlier run, by hand).
+    db.psql(
+        "INSERT INTO schema_migrations (version) VALUES "
+        "('20261115000001'), ('20261115000002'), ('20261115000003')",
+        database=name,
+    )
+    token, sha = "glpat-nothing-pending-7e1f", "4f5e6d7c" * 5
+    api.core.create_namespaced_secret(
+        api.ns, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": token}}
+    )
+    with FakeGitLab(token=token) as gitlab:
+        gitlab.add_commits("gitlab-org/gitlab", shas=[sha])
+        tracking = {
+            "gitlab": {"url": gitlab.url, "tokenSecretRef": {"name": "gitlab-api", "key": "token"}},
+            "version": {"ref": "master", "sha": sha},
+            "sinks": [{"type": "GitLabDeployment", "projects": ["gitlab-org/gitlab"]}],
+        }
+        api.create(
+            migration("pdm-nothing-quiet", podTemplateFrom=CHART, preflight={}, tracking=tracking)
+        )
+        quiet = api.wait_condition("pdm-nothing-quiet", "Succeeded", timeout=180)
+        assert quiet["reason"] == "NothingPending"
+        api.wait_lock_free()
+        api.create(
+            migration(
+                "pdm-nothing-reported",
+                podTemplateFrom=CHART,
+                preflight={"whenNonePending": "FinishAndReport"},
+                tracking=tracking,
+            )
+        )
+        reported = api.wait_condition("pdm-nothing-reported", "Succeeded", timeout=180)
+        assert reported["reason"] == "NothingPending"
+        api.wait_condition("pdm-nothing-reported", "Reported", timeout=60)
+        # One deployment, a success, from the second; none from the first.
+        assert [d["status"] for d in gitlab.deployments("gitlab-org/gitlab")] == ["success"]
+    for quiet_or_not in ("pdm-nothing-quiet", "pdm-nothing-reported"):
+        assert jobs_of(api, quiet_or_not, MIGRATION_COMPONENT) == []
+    assert versions(db, name) == REGULAR + POST
 
 
 def test_an_approval_of_plan_a_never_runs_plan_b(

@@ -1,7 +1,18 @@
-"""The operator as a separate process, the way it runs in production."""
+"""The operator as a separate process, the way it runs in production.
+
+Each start is a new process running ``pdm_operator.cli.main(["run", ...])``.
+By default it is ``python -m pdm_operator.cli``. The integration suite, which
+starts one per test (about 150), forks it instead from a multiprocessing
+forkserver that has imported the operator and the official client's API
+classes once: the client builds its pydantic models on first use, about
+1.5 s, plus 1 s of imports, before every start. The process then runs
+exactly the same code from the same ``main``. The packaging test, the
+in-cluster test and the benchmarks start it the ordinary way.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
@@ -9,10 +20,15 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 from tests.support.waiting import wait_until
+
+#: What the forkserver imports once: the operator, and the client classes it
+#: builds on first use (tests/support/warm.py).
+PRELOAD = ["pytest", "tests.support.warm", "tests.support.operator"]
 
 
 def free_port() -> int:
@@ -21,13 +37,94 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Child(Protocol):
+    """The part of ``subprocess.Popen`` the tests use."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+def run_operator(argv: list[str], env: dict[str, str], log_path: str) -> None:
+    """The forked process: the given environment and log, then the CLI's ``main``."""
+    os.setsid()
+    os.environ.clear()
+    os.environ.update(env)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    # The client reads $KUBECONFIG when its module is imported (in the
+    # forkserver, with the session's environment): point it at this one's.
+    from kubernetes.config import kube_config  # noqa: PLC0415
+
+    from pdm_operator import cli  # noqa: PLC0415
+
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = env.get(
+        "KUBECONFIG", kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+    )
+    sys.exit(cli.main(argv))
+
+
+class Forked:
+    """A forkserver child with Popen's interface."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.pid: int = process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.exitcode  # type: ignore[no-any-return]
+
+    def poll(self) -> int | None:
+        return None if self.process.is_alive() else self.process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(f"operator pid {self.pid}", timeout or 0)
+        return int(self.process.exitcode)
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+_forkserver: ForkServerContext | None = None
+
+
+def forkserver() -> ForkServerContext:
+    global _forkserver  # noqa: PLW0603 - one forkserver per test session
+    if _forkserver is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        _forkserver = ctx
+    return _forkserver
+
+
 class OperatorProcess:
     """``pdm-operator run`` scoped to one namespace, with its log in a file."""
 
     #: Every log file of the run, scanned for tracebacks at the end of the session.
     all_logs: ClassVar[list[Path]] = []
     #: Processes told to stop whose exit nobody waited for (see ``stop_later``).
-    stopping: ClassVar[list[subprocess.Popen[bytes]]] = []
+    stopping: ClassVar[list[Child]] = []
+    #: Fork from the warm forkserver (the integration suite turns it on).
+    fork: ClassVar[bool] = False
 
     def __init__(self, env: dict[str, str], namespace: str, log_path: Path, *extra: str) -> None:
         OperatorProcess.all_logs.append(log_path)
@@ -37,7 +134,7 @@ class OperatorProcess:
         self.extra = extra
         #: Which namespaces it watches and where its locks live.
         self.scope_args = ["--namespace", namespace, "--lock-namespace", namespace]
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Child | None = None
         self.port = 0
         self.metrics_port = 0
         self.starts = 0
@@ -49,27 +146,36 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         log.write(f"\n===== operator start #{self.starts} =====\n".encode())
         log.flush()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pdm_operator.cli",
-                "run",
-                *self.scope_args,
-                "--liveness-port",
-                str(self.port),
-                "--metrics-port",
-                str(self.metrics_port),
-                *self.extra,
-            ],
-            env={**self.env, "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        env = {**self.env, "PYTHONUNBUFFERED": "1"}
+        if OperatorProcess.fork:
+            log.close()
+            process = forkserver().Process(
+                target=run_operator, args=(self._argv(), env, str(self.log_path)), daemon=False
+            )
+            process.start()
+            self.proc = Forked(process)
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pdm_operator.cli", *self._argv()],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         log.close()
         wait_until(self.healthy, timeout=60, what="the operator's /healthz to answer")
         return self
+
+    def _argv(self) -> list[str]:
+        return [
+            "run",
+            *self.scope_args,
+            "--liveness-port",
+            str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
+            *self.extra,
+        ]
 
     def healthy(self) -> bool:
         assert self.proc is not None
