@@ -196,8 +196,13 @@ class Bench:
         # The client's own connection pool carries its credentials (client
         # certificate or token header) for a raw GET.
         headers = {}
-        if self.api.configuration.api_key.get("authorization"):
-            headers["Authorization"] = self.api.configuration.api_key["authorization"]
+        cfg = self.api.configuration
+        # Where the client keeps a token: "BearerToken" since v36.0.1, "authorization" before.
+        token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
+            "authorization"
+        )
+        if token:
+            headers["Authorization"] = token
         text = self.api.rest_client.pool_manager.request(
             "GET", f"{self.api.configuration.host}/metrics", headers=headers
         ).data.decode()

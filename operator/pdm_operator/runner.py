@@ -56,6 +56,42 @@ def default_identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
+#: Kopf settings, as (section, field, value), under their names in Kopf 1.45
+#: (``kopf/_cogs/configs/configuration.py``). ``settings.batching`` was
+#: renamed ``settings.queueing`` in 1.42 (the old name still works, with a
+#: DeprecationWarning), and its ``batch_window`` does nothing since then
+#: ("Time-based event batching was removed"), so it is not set.
+#: ``watching.chunk_size`` exists from 1.45 and ``watching.inactivity_timeout``
+#: from 1.44 (pyproject requires 1.45).
+KOPF_SETTINGS: tuple[tuple[str, str, object], ...] = (
+    # Our own events say what happened; Kopf's are only for its errors.
+    ("posting", "level", logging.WARNING),
+    # Watch streams can stall without an error; restart them when quiet for
+    # longer than this.
+    ("watching", "server_timeout", 300),
+    ("watching", "client_timeout", 330),
+    ("watching", "connect_timeout", 10),
+    ("watching", "inactivity_timeout", 600),
+    ("networking", "request_timeout", 60),
+    # The watched resources are fixed: no scanning of CRDs and namespaces,
+    # which would need cluster-wide read access to CRDs for nothing.
+    ("scanning", "disabled", True),
+    # The initial listing a page at a time: thousands of migrations are not
+    # read and parsed as one response (Kopf's default).
+    ("watching", "chunk_size", 500),
+    # Kopf keeps a worker task per object until it has idled this long
+    # (default 5 s): after listing 5,000 migrations, 5,000 workers and their
+    # queues coexisted, and the memory they took was never given back (RSS
+    # 208 MiB instead of 111 MiB). Our handlers only route.
+    ("queueing", "idle_timeout", 0.1),
+)
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    for section, name, value in KOPF_SETTINGS:
+        setattr(getattr(settings, section), name, value)
+
+
 def default_lock_namespace() -> str:
     """The operator's own namespace when in a pod (downward API), else ``default``."""
     return os.environ.get("POD_NAMESPACE") or "default"
@@ -123,28 +159,7 @@ def build_registry(
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Our own events say what happened; Kopf's are only for its errors.
-        settings.posting.level = logging.WARNING
-        # Watch streams can stall without an error; restart them when quiet
-        # for longer than this (Kopf >= 1.44, Python >= 3.11).
-        settings.watching.server_timeout = 300
-        settings.watching.client_timeout = 330
-        settings.watching.connect_timeout = 10
-        settings.watching.inactivity_timeout = 600
-        settings.networking.request_timeout = 60
-        # The watched resources are fixed: no scanning of CRDs and namespaces,
-        # which would need cluster-wide read access to CRDs for nothing.
-        settings.scanning.disabled = True
-        # Events are handed to the controller at once; no batching delay.
-        settings.batching.batch_window = 0.0
-        # The initial listing a page at a time: thousands of migrations are
-        # not read and parsed as one response (Kopf's default).
-        settings.watching.chunk_size = 500
-        # Kopf keeps a worker task per object until it has idled this long
-        # (default 5 s): after listing 5,000 migrations, 5,000 workers and
-        # their queues coexisted, and the memory they took was never given
-        # back (RSS 208 MiB instead of 111 MiB). Our handlers only route.
-        settings.batching.idle_timeout = 0.1
+        configure_kopf(settings)
 
     # Async on purpose: Kopf runs sync handlers in threads, and the
     # controller creates tasks on the event loop.
