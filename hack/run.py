@@ -187,7 +187,7 @@ def demo(env: dict[str, str], db: Postgres | None) -> bool:
             ns,
             DEMO_PDM,
             "-o",
-            "jsonpath={range .status.pendingMigrations[*]}{.version} {.name}{'\\n'}{end}",
+            'jsonpath={range .status.pendingMigrations[*]}{.version} {.name}{"\\n"}{end}',
         ).stdout.strip()
         log("the pre-flight found pending (gitlab-rake db:migrate:status):\n" + pending)
         job = kubectl(
