@@ -83,6 +83,41 @@ STATE_BY_CONDITION: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def kstatus(conditions: list[Body], state: str, reason: str) -> list[Condition]:
+    """``Reconciling`` and ``Stalled`` as kstatus reads them (cli-utils
+    ``pkg/kstatus/status/generic.go``, ``checkGenericProperties``): Reconciling
+    True → InProgress, Stalled True → Failed, neither → Current.
+
+    Reconciling is True until the migration has ended (Succeeded or Failed).
+    A failed migration is Stalled, with the failure's reason; a running one
+    keeps whatever Stalled the pass decided (a pod that cannot start).
+    """
+    failed = find(conditions, model.FAILED)
+    succeeded = find(conditions, model.SUCCEEDED)
+    ended = any(c is not None and c.get("status") == "True" for c in (failed, succeeded))
+    out = []
+    if failed is not None and failed.get("status") == "True":
+        out.append(
+            Condition(
+                model.STALLED,
+                "True",
+                str(failed.get("reason") or "Failed"),
+                str(failed.get("message") or ""),
+            )
+        )
+    if ended:
+        out.append(
+            Condition(model.RECONCILING, "False", state, f"the migration has ended: {state}")
+        )
+    else:
+        out.append(
+            Condition(
+                model.RECONCILING, "True", state, f"{state}" + (f" ({reason})" if reason else "")
+            )
+        )
+    return out
+
+
 def summarize(conditions: list[Body] | None) -> tuple[str, str]:
     """The one-word state and the reason behind it, for ``kubectl get pdm``.
 

@@ -227,7 +227,9 @@ class Controller:
             self._poke_gated_behind(key, body)
         worker = self.workers.get(key)
         if worker is None:
-            if not finished:
+            lagging = int(status.get("observedGeneration") or 0) != int(meta.get("generation") or 1)
+            # A finished one only to catch observedGeneration up (its pass says so).
+            if not finished or lagging:
                 self.workers[key] = Worker(key, self, body)
         elif not self._own_write(worker, body):
             worker.poke()

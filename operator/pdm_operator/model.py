@@ -36,7 +36,12 @@ SKIP_PDM_ENV: Final = "SKIP_POST_DEPLOYMENT_MIGRATIONS"
 IMAGE_RESOLVED: Final = "ImageResolved"
 TEMPLATE_RESOLVED: Final = "TemplateResolved"
 JOB_VALIDATED: Final = "JobValidated"
-STALLED: Final = "Stalled"  # a pass keeps failing with an unexpected error
+#: Something keeps the migration from progressing (a pass keeps failing, its pod
+#: cannot start), or it failed. kstatus reads True as Failed: "something might
+#: be wrong", not necessarily for good (cli-utils pkg/kstatus/README.md).
+STALLED: Final = "Stalled"
+#: kstatus' other standard condition: True until the migration has ended.
+RECONCILING: Final = "Reconciling"
 GATED: Final = "Gated"
 #: The pre-flight's answer: Unknown while it runs, True with the pending list,
 #: False when it failed.

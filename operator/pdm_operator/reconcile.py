@@ -158,7 +158,7 @@ class Reconciler:
     def reconcile(self, migration: Body) -> Step:  # noqa: PLR0911 - one return per outcome
         p = Pass(migration, self.clock())
         if model.is_finished(p.stored):
-            return Step(p.stored, None)
+            return self._observe_generation(p)
         dry = p.spec.get("mode") == "DryRun"
         if p.status.get("jobName") and not dry:
             return self._follow(p)
@@ -200,6 +200,19 @@ class Reconciler:
             )
             return self._write(p, poll)
         return self._create_holding_the_lock(p, template)
+
+    def _observe_generation(self, p: Pass) -> Step:
+        """A finished migration whose spec changed (suspend, an approval): nothing to do,
+        but ``observedGeneration`` catches up, so kstatus does not see it in progress."""
+        if int(p.stored.get("observedGeneration") or 0) != p.generation:
+            self.kube.patch_migration_status(
+                p.namespace,
+                p.name,
+                {"observedGeneration": p.generation},
+                resource_version=p.meta.get("resourceVersion"),
+            )
+            p.stored["observedGeneration"] = p.generation
+        return Step(p.stored, None)
 
     def record_error(self, migration: Body, error: BaseException) -> None:
         """A pass ended in an unexpected error: say so in the status and an event.
@@ -1029,7 +1042,7 @@ class Reconciler:
             return
         if cond["type"] == model.JOB_CREATED:
             metrics.job_created(p.migration, self.clock())
-        elif cond["type"] == model.STALLED:
+        elif cond["type"] == model.STALLED and not conditions.is_true(p.conditions, model.FAILED):
             metrics.stalled(p.migration, cond["reason"])
         elif cond["type"] in (model.SUCCEEDED, model.FAILED):
             metrics.migration_ended(
@@ -1065,6 +1078,14 @@ class Reconciler:
             p.set(model.STALLED, False, "Progressing", "the last pass made progress")
         state, reason = conditions.summarize(p.conditions)
         p.status["state"], p.status["reason"] = state, reason
+        for standard in conditions.kstatus(p.conditions, state, reason):
+            p.apply_condition(standard)
+        # kstatus takes the first of Reconciling=True and Stalled=True it meets:
+        # Reconciling goes first, so a stuck but unfinished migration reads
+        # InProgress and only a failed one (Reconciling=False) reads Failed.
+        p.status["conditions"] = sorted(
+            p.conditions, key=lambda c: c.get("type") != model.RECONCILING
+        )
         p.status["observedGeneration"] = p.generation
         if p.status == p.stored:
             return Step(p.stored, requeue)
@@ -1082,6 +1103,10 @@ class Reconciler:
                 continue  # the companion of the other end condition; one event is enough
             if cond["type"] == model.JOB_VALIDATED and cond["status"] == "True":
                 continue  # a check passed on the way; the condition says so, no event needed
+            if cond["type"] == model.RECONCILING or (
+                cond["type"] == model.STALLED and conditions.is_true(p.conditions, model.FAILED)
+            ):
+                continue  # kstatus' view of the state, whose own transition has its event
             for_migration(log, p.migration).info(
                 "%s=%s %s: %s",
                 cond["type"],

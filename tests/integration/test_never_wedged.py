@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
+from tests.support import kstatus
 from tests.support.operator import OperatorProcess
 from tests.support.pdm import Api, migration, toolbox
 from tests.support.waiting import wait_until
@@ -208,5 +209,8 @@ def test_a_container_that_cannot_start_is_diagnosed_and_a_permanent_cause_fails_
     if outcome == "Failed":
         assert api.jobs()[0].spec.suspend is True
         api.wait_lock_free()
+        assert kstatus.status(api.get("pdm-waiting") or {}) == "Failed"
     else:
         assert api.get("pdm-waiting")["status"]["state"] == "Running"  # type: ignore[index]
+        # Stuck, not failed: Flux and kpt keep waiting (the registry may recover).
+        assert kstatus.status(api.get("pdm-waiting") or {}) == "InProgress"
