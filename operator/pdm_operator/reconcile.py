@@ -169,6 +169,7 @@ class Reconciler:
             return self._write(p, self.timing.image_retry)
         template = self._template(p)
         if isinstance(template, templates.Missing):
+            self._abandon_preflight(p, f"{template.reason}: {template.message}")
             return self._write(p, self.timing.image_retry)
         # Rendered once per pass for the checks; the create renders again
         # after pinning the image by digest.
@@ -184,14 +185,7 @@ class Reconciler:
                 return self._finish(p)
             if hold.reason != "TemplateStale" and self._rejected(p, planned):
                 return self._finish(p)
-            if preflight_running(p.status):
-                # A gate closed while the pre-flight ran under the lock: the
-                # answer would be stale by the time the gate opens again.
-                p.status["preflight"]["phase"] = "Abandoned"
-                p.set(
-                    model.PREFLIGHT, False, "PreflightAbandoned", f"{hold.reason}: {hold.message}"
-                )
-                self.locks.release(p.environment, Holder.of(p.migration))
+            self._abandon_preflight(p, f"{hold.reason}: {hold.message}")
             p.set(model.GATED, True, hold.reason, hold.message)
             poll = (
                 self.timing.lock_poll
@@ -576,6 +570,20 @@ class Reconciler:
             return None
         p.set(model.GATED, True, hold.reason, hold.message)
         return self._write(p, self.timing.queued_poll)
+
+    def _abandon_preflight(self, p: Pass, why: str) -> None:
+        """A pass that stops short of the pre-flight while one runs under the lock.
+
+        A gate closed, or the pod template went away: the answer would be
+        stale when the pass comes back, and a running pre-flight makes its
+        holder look active, so the lock would stay held while nothing can
+        progress. The lock is given back; the next pass asks again.
+        """
+        if not preflight_running(p.status):
+            return
+        p.status["preflight"]["phase"] = "Abandoned"
+        p.set(model.PREFLIGHT, False, "PreflightAbandoned", why)
+        self.locks.release(p.environment, Holder.of(p.migration))
 
     def _start_preflight(
         self, p: Pass, job: Body, job_hash: str, tenure: str | None, cfg: Body
