@@ -63,6 +63,10 @@ run: venv tools ## run the operator: against $KUBECONFIG, or a local control pla
 kind-e2e: ## on a machine with Docker: kind cluster, image, manifests, integration suite
 	bash hack/kind-e2e.sh
 
+.PHONY: manifests
+manifests: venv ## render the kustomize manifests from the Helm chart (builds helm once)
+	$(PY) hack/manifests.py
+
 .PHONY: crd-reference
 crd-reference: venv ## regenerate docs/crd-reference.md from the CRD schema
 	$(PY) hack/crd-reference.py
@@ -82,7 +86,8 @@ typecheck: venv ## mypy --strict on pdm_operator
 	$(VENV)/bin/mypy
 
 .PHONY: unit
-unit: venv tools ## unit tests (no cluster, no network)
+unit: venv tools ## unit tests (no cluster; builds Argo CD's Lua interpreter once)
+	@bash hack/build-binaries.sh argo-lua >/dev/null
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: integration
@@ -96,6 +101,8 @@ integration: venv tools ## integration tests on the real control plane ($KUBECON
 	  bash hack/build-binaries.sh all kubelet >/dev/null; \
 	  if [ -n "$$images" ]; then wait $$images || echo "[images] failed; the tests that need them will say why"; fi; \
 	fi
+	@# The chart's tests and the Argo CD scripts' tests, on any cluster.
+	@bash hack/build-binaries.sh helm argo-lua >/dev/null
 	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
 
 .PHONY: bench

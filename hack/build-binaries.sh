@@ -3,6 +3,8 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes)
 #   etcd                                                              (go.etcd.io/etcd/server/v3)
 #   kwok                                                              (sigs.k8s.io/kwok)
+#   helm (only when asked: `build-binaries.sh helm`)                  (helm.sh/helm/v4)
+#   argo-lua (only when asked): Argo CD's Lua VM for manifests/argocd (hack/argo-lua)
 #
 # Each component lands in its own cache directory keyed by its version and the
 # Go toolchain version, e.g. ~/.cache/pdm-operator/bin/kubernetes-v1.37.2-go1.26.8/,
@@ -196,24 +198,56 @@ MOD
   echo "ETCD_BIN=$out"
 }
 
-# --- kwok -------------------------------------------------------------------
-build_kwok() {
-  local v=$KWOK_VERSION
-  local out="$bin_root/kwok-$v-$go_version"
-  if stamp_ok "$out"; then echo "KWOK_BIN=$out"; return; fi
-  check_proxy "sigs.k8s.io/kwok@$v"
+# --- go install of an upstream command ----------------------------------------
+# NAME VERSION MODULE COMMAND VERSION_VAR: `go install MODULE/COMMAND@VERSION`
+# into its own cache directory, with VERSION_VAR (the variable upstream's
+# release build sets) set to VERSION. Prints NAME_BIN=<dir>.
+go_install_tool() {
+  local name=$1 v=$2 module=$3 cmd=$4 version_var=$5
+  local var out
+  var="$(echo "$name" | tr '[:lower:]-' '[:upper:]_')_BIN"
+  out="$bin_root/$name-$v-$go_version"
+  if stamp_ok "$out"; then echo "$var=$out"; return; fi
+  check_proxy "$module@$v"
   mkdir -p "$out"
-  log "kwok $v: go install"
+  log "$name $v: go install"
   local start=$SECONDS
-  GOBIN="$out" go install -p "$jobs" -trimpath \
-    -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$v" \
-    "sigs.k8s.io/kwok/cmd/kwok@$v" || die "go install sigs.k8s.io/kwok/cmd/kwok@$v failed"
-  log "kwok $v: done in $((SECONDS - start))s"
+  GOBIN="$out" go install -p "$jobs" -trimpath -ldflags "-s -w -X $version_var=$v" \
+    "$module/$cmd@$v" || die "go install $module/$cmd@$v failed"
+  log "$name $v: done in $((SECONDS - start))s"
   touch "$out/.complete"
-  echo "KWOK_BIN=$out"
+  echo "$var=$out"
 }
 
-# One or more of: all (the control plane), kubernetes, kubelet, etcd, kwok.
+# --- kwok -------------------------------------------------------------------
+build_kwok() {
+  go_install_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok cmd/kwok sigs.k8s.io/kwok/pkg/consts.Version
+}
+
+# --- helm -------------------------------------------------------------------
+# The chart's tests (lint, template, install/upgrade/uninstall) use the helm
+# CLI; like kwok it is a plain `go install` of the upstream module, with the
+# version variable upstream's Makefile sets.
+build_helm() {
+  go_install_tool helm "$HELM_VERSION" helm.sh/helm/v4 cmd/helm helm.sh/helm/v4/internal/version.version
+}
+
+# --- argo-lua ---------------------------------------------------------------
+# The interpreter Argo CD runs resource customizations in (gopher-lua, set up
+# as Argo CD sets it up); built from hack/argo-lua, keyed by its source.
+build_argo_lua() {
+  local src="$here/argo-lua" key
+  key=$(cat "$src/main.go" "$src/go.mod" "$src/go.sum" | sha256sum | cut -c1-12)
+  local out="$bin_root/argo-lua-$key-$go_version"
+  if stamp_ok "$out"; then echo "ARGO_LUA_BIN=$out"; return; fi
+  mkdir -p "$out"
+  log "argo-lua: go build"
+  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$out/argo-lua" .) || die "go build of hack/argo-lua failed"
+  touch "$out/.complete"
+  echo "ARGO_LUA_BIN=$out"
+}
+
+# One or more of: all (the control plane), kubernetes, kubelet, etcd, kwok, helm, argo-lua.
 case " $* " in *" kubelet "*) export WITH_KUBELET=1 ;; esac
 for what in "${@:-all}"; do
   case "$what" in
@@ -222,6 +256,8 @@ for what in "${@:-all}"; do
     kubelet) build_kubelet ;;
     etcd) build_etcd ;;
     kwok) build_kwok ;;
-    *) die "unknown component: $what (all|kubernetes|kubelet|etcd|kwok)" ;;
+    helm) build_helm ;;
+    argo-lua) build_argo_lua ;;
+    *) die "unknown component: $what (all|kubernetes|kubelet|etcd|kwok|helm|argo-lua)" ;;
   esac
 done

@@ -93,6 +93,21 @@ def build_binaries(kubelet: bool = False) -> dict[str, Path]:
     }
 
 
+def build_tool(name: str) -> Path:
+    """``helm`` or ``argo-lua``: built the first time, cached like the control plane."""
+    key = {"helm": "HELM_BIN", "argo-lua": "ARGO_LUA_BIN"}[name]
+    proc = subprocess.run(
+        ["bash", str(HACK / "build-binaries.sh"), name],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"building {name} failed (see the messages above)")
+    dirs = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    return Path(dirs[key]) / name
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

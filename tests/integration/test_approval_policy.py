@@ -16,6 +16,7 @@ import pytest
 from kubernetes import client
 
 from tests.integration.conftest import Cluster
+from tests.support import argocd
 from tests.support.operator import repo_root
 from tests.support.pdm import Api, migration
 from tests.support.waiting import wait_until
@@ -59,6 +60,32 @@ def approve_as(cluster: Cluster, api: Api, user: str, by: str) -> Any:
     )  # fmt: skip
 
 
+def may_patch(rbac: Any, ns: str, who: str, subject: dict[str, str]) -> None:
+    """``subject`` may get and patch PostDeployMigrations in ``ns``, nothing more."""
+    rbac.create_namespaced_role(
+        ns,
+        {
+            "metadata": {"name": f"{who}-edits"},
+            "rules": [
+                {
+                    "apiGroups": ["pdm-operator.io"],
+                    "resources": ["postdeploymigrations"],
+                    "verbs": ["get", "patch"],
+                }
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": f"{who}-edits"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                        "name": f"{who}-edits"},
+            "subjects": [subject],
+        },
+    )  # fmt: skip
+
+
 def test_only_an_approver_may_approve_and_only_in_their_own_name(
     cluster: Cluster, api: Api, approval_policy: None
 ) -> None:
@@ -78,30 +105,11 @@ def test_only_an_approver_may_approve_and_only_in_their_own_name(
             ],
         },
     )
-    rbac.create_namespaced_role(
+    may_patch(
+        rbac,
         api.ns,
-        {
-            "metadata": {"name": "edit-pdms"},
-            "rules": [
-                {
-                    "apiGroups": ["pdm-operator.io"],
-                    "resources": ["postdeploymigrations"],
-                    "verbs": ["get", "patch"],
-                }
-            ],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        api.ns,
-        {
-            "metadata": {"name": "bob-edits"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "edit-pdms",
-            },
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}],
-        },
+        "bob",
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"},
     )
     api.create(migration("pdm-gate", suspend=True, preflight={}, approval={"required": True}))
 
@@ -130,3 +138,64 @@ def test_only_an_approver_may_approve_and_only_in_their_own_name(
         "-p", '{"spec":{"suspend":false}}',
     )  # fmt: skip
     assert other.returncode == 0, other.stderr
+
+
+ARGO_CD = "system:serviceaccount:argocd:argocd-server"
+
+
+def test_argo_cds_approve_action_is_admitted_once_its_service_account_may_approve(
+    cluster: Cluster, api: Api, approval_policy: None
+) -> None:
+    """manifests/argocd's approve action, run in Argo CD's Lua interpreter and
+    sent as Argo CD sends it (a merge patch, as argocd-server's ServiceAccount,
+    which may patch anything: its ClusterRole in Argo CD's install)."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    argo_sa = {"kind": "ServiceAccount", "name": "argocd-server", "namespace": "argocd"}
+    may_patch(rbac, api.ns, "argocd-server", argo_sa)
+    api.create(migration("pdm-argo", preflight={}, approval={"required": True}))
+    # What the operator shows while it waits (no operator runs in this test).
+    api.custom.patch_namespaced_custom_object_status(
+        "pdm-operator.io", "v1alpha1", api.ns, "postdeploymigrations", "pdm-argo",
+        {"status": {
+            "observedGeneration": 1, "state": "Gated", "reason": "AwaitingApproval",
+            "preflight": {"phase": "Succeeded", "planHash": PLAN, "jobHash": "cd" * 32},
+            "pendingMigrations": [{"version": "20261115000001", "database": "main",
+                                   "name": "Add unique index on project path"}],
+        }},
+    )  # fmt: skip
+    live = api.get("pdm-argo") or {}
+    assert argocd.actions(live) == {"approve": True}
+    patch = argocd.merge_patch(live, argocd.run_action("approve", live))
+
+    def send() -> Any:
+        return cluster.run_kubectl(
+            f"--as={ARGO_CD}", "-n", api.ns, "patch", "pdm", "pdm-argo", "--type=merge",
+            "-p", json.dumps(patch),
+        )  # fmt: skip
+
+    refused = wait_until(
+        lambda: (out := send()).returncode != 0 and out,
+        timeout=60,
+        what="the approval policy to refuse Argo CD's ServiceAccount",
+    )
+    assert f"user {ARGO_CD} may not approve PostDeployMigrations" in refused.stderr
+
+    rbac.create_namespaced_role_binding(
+        api.ns,
+        {
+            "metadata": {"name": "argocd-server-approves"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "pdm-operator-approver"},
+            "subjects": [argo_sa],
+        },
+    )  # fmt: skip
+    admitted = wait_until(
+        lambda: (out := send()).returncode == 0 and out,
+        timeout=30,
+        what="the policy to admit Argo CD's approval once its ServiceAccount may approve",
+    )
+    assert admitted.returncode == 0
+    approved = (api.get("pdm-argo") or {})["spec"]["approval"]["approved"]
+    assert (approved["planHash"], approved["by"]) == (PLAN, ARGO_CD)
+    assert approved["migrations"] == ["20261115000001 (main)"]
+    assert approved["jobHash"] == "cd" * 32

@@ -1,4 +1,6 @@
-"""GitOps tools read a migration's state: kstatus (Flux `wait`, kpt, cli-utils) at each stage."""
+"""GitOps tools read a migration's state at each stage: kstatus (Flux `wait`,
+kpt, cli-utils) and Argo CD's health check from manifests/argocd, run in
+Argo CD's own Lua interpreter against the live objects."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import kstatus
+from tests.support import argocd, kstatus
 from tests.support.operator import OperatorProcess
 from tests.support.pdm import Api, migration, toolbox
 from tests.support.waiting import wait_until
@@ -14,10 +16,15 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 
-def reads(api: Api, name: str, expected: str, state: str, timeout: float = 60) -> dict[str, Any]:
-    """The migration once its state is ``state``; kstatus must then read ``expected``."""
-    obj = api.wait_state(name, state, timeout=timeout)
+def reads(api: Api, name: str, expected: str, argo: str, state: str) -> dict[str, Any]:
+    """The migration once its state is ``state``: kstatus must read ``expected``
+    and Argo CD's health check ``argo``."""
+    obj = api.wait_state(name, state, timeout=60)
     assert kstatus.status(obj) == expected, (name, obj["status"])
+    health = argocd.health(obj)
+    assert health["status"] == argo, (name, health, obj["status"])
+    assert health["message"].startswith(state), health
+    argocd.save_fixture(name, obj)
     return obj
 
 
@@ -48,12 +55,13 @@ def test_kstatus_reads_every_stage_and_a_finished_edit_is_observed(
     api.create(migration("ks-ok", env="g-ok"))
     api.create(migration("ks-failed", env="g-failed", job=fail))
 
-    reads(api, "ks-pending", "InProgress", "Pending")
-    reads(api, "ks-gated", "InProgress", "Gated")
-    reads(api, "ks-running", "InProgress", "Running")
-    reads(api, "ks-reporting", "InProgress", "Reporting")
-    ok = reads(api, "ks-ok", "Current", "Succeeded")
-    failed = reads(api, "ks-failed", "Failed", "Failed")
+    reads(api, "ks-pending", "InProgress", "Progressing", "Pending")
+    reads(api, "ks-gated", "InProgress", "Suspended", "Gated")
+    reads(api, "ks-running", "InProgress", "Progressing", "Running")
+    reads(api, "ks-reporting", "InProgress", "Progressing", "Reporting")
+    ok = reads(api, "ks-ok", "Current", "Healthy", "Succeeded")
+    failed = reads(api, "ks-failed", "Failed", "Degraded", "Failed")
+    assert failed["status"]["reason"] in argocd.health(failed)["message"]
     stalled = next(c for c in failed["status"]["conditions"] if c["type"] == "Stalled")
     assert stalled["reason"] == failed["status"]["reason"]
     # kstatus takes the first of Reconciling/Stalled it meets: Reconciling is first.
@@ -68,9 +76,12 @@ def test_kstatus_reads_every_stage_and_a_finished_edit_is_observed(
     # operator observes it, or kstatus would read it InProgress for good.
     edited = api.patch("ks-ok", {"spec": {"suspend": True}})
     assert edited["metadata"]["generation"] == ok["metadata"]["generation"] + 1
+    if edited["status"]["observedGeneration"] < edited["metadata"]["generation"]:
+        assert argocd.health(edited)["status"] == "Progressing"
     wait_until(
         lambda: (
             kstatus.status(api.get("ks-ok") or {}) == "Current"
+            and argocd.health(api.get("ks-ok") or {})["status"] == "Healthy"
             and (api.get("ks-ok") or {})["status"]["observedGeneration"]
             == edited["metadata"]["generation"]
         ),

@@ -1,6 +1,8 @@
-"""The install manifests work as shipped: least-privilege RBAC that is enough
-for everything the operator does, and restricted Pod Security for the
-operator's pod and the migration Jobs."""
+"""The install manifests and the Helm chart work as shipped: least-privilege
+RBAC that is enough for everything the operator does, and restricted Pod
+Security for the operator's pod and the migration Jobs. Each proof runs for
+both install paths: `kubectl apply -k manifests/overlays/cluster-wide` and
+`helm install charts/pdm-operator`."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import Cluster
-from tests.support import chart
+from tests.support import chart, helm
 from tests.support.fake_gitlab import FakeGitLab
 from tests.support.operator import OperatorProcess, pythonpath_env, repo_root
 from tests.support.pdm import Api, migration, toolbox
@@ -44,25 +46,39 @@ def namespace_gone(cluster: Cluster) -> bool:
     return False
 
 
-@pytest.fixture(scope="module")
-def installed(cluster: Cluster, crd: None) -> Iterator[list[dict[str, Any]]]:
-    """The cluster-wide overlay, applied with `kubectl apply -k` (and removed, but the CRD)."""
+@pytest.fixture(scope="module", params=["kustomize", "helm"])
+def installed(
+    cluster: Cluster, crd: None, request: pytest.FixtureRequest
+) -> Iterator[list[dict[str, Any]]]:
+    """The operator installed cluster-wide, the way a platform engineer would:
+    the kustomize overlay with `kubectl apply -k`, or the chart with `helm
+    install` into a namespace labelled restricted. Removed afterwards, but
+    the CRD. Yields the objects installed."""
     wait_until(
         lambda: namespace_gone(cluster),
         timeout=120,
         what=f"an earlier {OPERATOR_NS} namespace to go",
     )
-    out = cluster.run_kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-k",
-        str(repo_root() / "manifests" / "overlays" / "cluster-wide"),
-    )
-    assert out.returncode == 0, out.stderr
+    if request.param == "kustomize":
+        out = cluster.run_kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-k",
+            str(repo_root() / "manifests" / "overlays" / "cluster-wide"),
+        )
+        assert out.returncode == 0, out.stderr
+        docs = rendered(cluster, "cluster-wide")
+    else:
+        client.CoreV1Api(cluster.api).create_namespace(
+            {"metadata": {"name": OPERATOR_NS, "labels": helm.RESTRICTED}}
+        )
+        docs = helm.install(cluster, "pdm-operator", OPERATOR_NS)
     try:
-        yield rendered(cluster, "cluster-wide")
+        yield docs
     finally:
+        if request.param == "helm":
+            helm.run(cluster, "uninstall", "pdm-operator", "-n", OPERATOR_NS, "--wait")
         cluster.run_kubectl("delete", "namespace", OPERATOR_NS, "--wait=false")
         cluster.run_kubectl(
             "delete", "clusterrole,clusterrolebinding", "pdm-operator", "--ignore-not-found"
@@ -254,10 +270,7 @@ def test_namespaced_overlay_grants_nothing_outside_its_namespace(cluster: Cluste
     roles = [d for d in docs if d["kind"] == "Role"]
     assert {r["metadata"]["namespace"] for r in roles} == {"gitlab", OPERATOR_NS}
     deployment = next(d for d in docs if d["kind"] == "Deployment")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == [
-        "--namespace",
-        "gitlab",
-    ]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == ["--namespace=gitlab"]
     # Server-side dry-run: the API server accepts every object as rendered.
     manifest = "\n---\n".join(
         yaml.safe_dump(d) for d in docs if d["kind"] != "CustomResourceDefinition"

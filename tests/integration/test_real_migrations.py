@@ -21,7 +21,7 @@ import pytest
 
 from postgres import USER, Postgres
 from tests.integration.conftest import Cluster
-from tests.support import chart
+from tests.support import argocd, chart
 from tests.support.fake_gitlab import FakeGitLab
 from tests.support.operator import OperatorProcess, pythonpath_env
 from tests.support.pdm import Api, migration
@@ -272,6 +272,11 @@ def test_an_approval_of_plan_a_never_runs_plan_b(
     assert "kubectl pdm approve pdm-approve" in waiting["message"]
     assert jobs_of(api, "pdm-approve", MIGRATION_COMPONENT) == []
     api.wait_lock_free()  # nobody holds the environment while waiting for an approval
+    # Argo CD shows it waiting for a person, and offers its approve action.
+    live = api.get("pdm-approve") or {}
+    argocd.save_fixture("awaiting-approval", live)
+    assert argocd.health(live)["status"] == "Suspended"
+    assert argocd.actions(live) == {"approve": True}
 
     # Held while the release manager reviews and approves plan A (three migrations)...
     api.patch("pdm-approve", {"spec": {"suspend": True}})
@@ -291,19 +296,32 @@ def test_an_approval_of_plan_a_never_runs_plan_b(
     assert versions(db, name) == [*REGULAR, POST[0]]  # plan B did not run
     api.wait_lock_free()
 
-    # Plan B approved: exactly plan B runs.
-    again = kubectl_pdm(cluster, "approve", "pdm-approve", "-n", api.ns)
-    assert again.returncode == 0, again.stderr
+    # Plan B approved, this time through Argo CD's approve action: the Lua's
+    # result, sent as the merge patch Argo CD sends, changes only the approval.
+    live = api.get("pdm-approve") or {}
+    argocd.save_fixture("plan-changed", live)
+    assert argocd.health(live)["status"] == "Suspended"
+    assert argocd.actions(live) == {"approve": True}
+    patch = argocd.merge_patch(live, argocd.run_action("approve", live))
+    assert list(patch) == ["spec"], patch
+    assert list(patch["spec"]) == ["approval"], patch
+    assert (
+        patch["spec"]["approval"]["approved"]["planHash"] == live["status"]["preflight"]["planHash"]
+    )
+    api.patch("pdm-approve", patch)
     api.wait_condition("pdm-approve", "Succeeded", timeout=180)
     assert versions(db, name) == REGULAR + POST
     log = pdm_log(cluster, api, "pdm-approve")
     assert log.count("migrated (") == 2, log
-    status = api.get("pdm-approve")["status"]  # type: ignore[index]
-    assert status["approval"]["by"] == plan_a["by"]
+    done = api.get("pdm-approve") or {}
+    status = done["status"]
+    assert status["approval"]["by"] == "system:serviceaccount:argocd:argocd-server"
     assert status["approval"]["planHash"] == status["preflight"]["planHash"]
     approved_events = [e for e in api.events("pdm-approve") if e.reason == "PlanApproved"]
     assert approved_events
-    assert plan_a["by"] in approved_events[0].message
+    assert "system:serviceaccount:argocd:argocd-server" in approved_events[-1].message
+    assert argocd.health(done)["status"] == "Healthy"
+    assert argocd.actions(done) == {"approve": False}
 
 
 def gated(api: Api, name: str, reason: str, timeout: float = 180) -> dict[str, Any]:

@@ -1,10 +1,50 @@
-# Generated from ../cluster-wide/clusterrole.yaml: the same rules, in one namespace.
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata:
-  name: pdm-operator
-  namespace: gitlab
-rules:
+{{/* The release's full name: "pdm-operator" for a release of that name. */}}
+{{- define "pdm-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pdm-operator.serviceAccountName" -}}
+{{- default (include "pdm-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "pdm-operator.selectorLabels" -}}
+app.kubernetes.io/name: pdm-operator
+{{- if not .Values.manifests.plain }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+{{- end -}}
+
+{{- define "pdm-operator.labels" -}}
+{{ include "pdm-operator.selectorLabels" . }}
+app.kubernetes.io/part-of: pdm-operator
+{{- if not .Values.manifests.plain }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+{{- end -}}
+
+{{- define "pdm-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{- define "pdm-operator.ha" -}}
+{{- if gt (int .Values.replicaCount) 1 }}true{{ end -}}
+{{- end -}}
+
+{{/*
+What the operator may do where it watches: as a ClusterRole (every
+namespace) or as a Role in each watched namespace, the same rules.
+*/}}
+{{- define "pdm-operator.watchRules" -}}
 # Watch migrations (Kopf), read them (workers, the watch audit, dry-run diffs).
 - apiGroups: [pdm-operator.io]
   resources: [postdeploymigrations]
@@ -37,7 +77,7 @@ rules:
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
-# The failed migration pod's log tail.
+# The failed migration pod's log tail, and the pre-flight's answer.
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
@@ -54,17 +94,4 @@ rules:
 - apiGroups: [""]
   resources: [events]
   verbs: [create, list]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata:
-  name: pdm-operator
-  namespace: gitlab
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: Role
-  name: pdm-operator
-subjects:
-- kind: ServiceAccount
-  name: pdm-operator
-  namespace: pdm-operator
+{{- end -}}
