@@ -72,9 +72,10 @@ crd-reference: venv ## regenerate docs/crd-reference.md from the CRD schema
 	$(PY) hack/crd-reference.py
 
 .PHONY: lint
-lint: venv ## ruff lint and format check
+lint: venv ## ruff lint and format check, and the import layering (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: venv ## apply ruff's fixes and formatting

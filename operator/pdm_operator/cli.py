@@ -181,9 +181,7 @@ def colorize(text: str) -> str:
 
 
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
-    from kubernetes.client.rest import ApiException  # noqa: PLC0415
-
-    from pdm_operator import dryrun, images, kube, reconcile, sources, templates  # noqa: PLC0415
+    from pdm_operator import dryrun, images, kube, sources, templates  # noqa: PLC0415
 
     migration = load_migration(args.filename, args.namespace)
     client = kube.Kube(kube.load_config(args.kubeconfig))
@@ -210,10 +208,8 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
             if stale:
                 print(f"warning: TemplateStale: {stale}", file=sys.stderr)
         planned = dryrun.plan(client, migration, image, template)
-    except ApiException as e:
-        print(
-            f"error: the API server rejected the Job: {reconcile.api_message(e)}", file=sys.stderr
-        )
+    except kube.ApiError as e:
+        print(f"error: the API server rejected the Job: {e.message}", file=sys.stderr)
         return EXIT_ERROR
     color = args.color == "always" or (args.color == "auto" and out.isatty())
     print(planned.diff.summary, file=sys.stderr)
@@ -395,9 +391,7 @@ class RetryRefused(UsageError):
 
 
 def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
-    from kubernetes.client.rest import ApiException  # noqa: PLC0415
-
-    from pdm_operator import reconcile  # noqa: PLC0415
+    from pdm_operator import kube  # noqa: PLC0415
 
     client, namespace, failed = migration_named(args)
     try:
@@ -409,8 +403,8 @@ def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
         retry["spec"]["suspend"] = True
     try:
         created = client.create_migration(namespace, retry)
-    except ApiException as e:
-        raise UsageError(f"creating the retry failed: {reconcile.api_message(e)}") from e
+    except kube.ApiError as e:
+        raise UsageError(f"creating the retry failed: {e.message}") from e
     out.write(f"pdm/{created['metadata']['name']} created (retry of pdm/{args.name})\n")
     return 0
 
@@ -422,9 +416,7 @@ APPROVE_REFUSED = 1
 def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    from kubernetes.client.rest import ApiException  # noqa: PLC0415
-
-    from pdm_operator import approval, reconcile  # noqa: PLC0415
+    from pdm_operator import approval, kube  # noqa: PLC0415
 
     client, namespace, migration = migration_named(args)
     try:
@@ -443,8 +435,8 @@ def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"migration Job: {given['jobName']}\n")
     try:
         client.patch_migration_spec(namespace, args.name, {"approval": {"approved": given}})
-    except ApiException as e:
-        raise UsageError(f"the approval was refused: {reconcile.api_message(e)}") from e
+    except kube.ApiError as e:
+        raise UsageError(f"the approval was refused: {e.message}") from e
     out.write(f"pdm/{args.name}: plan {given['planHash']} approved by {who}\n")
     return 0
 
@@ -505,13 +497,9 @@ def cmd_rollback_check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def current_namespace(kubeconfig: str | None) -> str:
-    from kubernetes import config  # noqa: PLC0415
+    from pdm_operator import kube  # noqa: PLC0415
 
-    try:
-        _, context = config.list_kube_config_contexts(config_file=kubeconfig)
-        return str((context or {}).get("context", {}).get("namespace") or "default")
-    except Exception:  # noqa: BLE001 - in a pod there is no kubeconfig
-        return os.environ.get("POD_NAMESPACE") or "default"
+    return kube.current_namespace(kubeconfig)
 
 
 # --- run ----------------------------------------------------------------------

@@ -62,7 +62,7 @@ def previous_run(
 def plan(
     kube: Kube, migration: Body, image: str, template: templates.Template | None = None
 ) -> Plan:
-    """Render, dry-run create, diff. Raises ApiException when the server rejects the Job."""
+    """Render, dry-run create, diff. Raises kube.ApiError when the server rejects the Job."""
     namespace = migration["metadata"]["namespace"]
     job = render.render_job(migration, image, template)
     checked = kube.create_job(namespace, job, dry_run=True)

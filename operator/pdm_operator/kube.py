@@ -13,7 +13,6 @@ import base64
 import json
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
@@ -57,35 +56,121 @@ def _json(resp: Any) -> Body:
     return dict(json.loads(data))
 
 
-@dataclass(frozen=True)
-class Conflict(Exception):
-    """The object changed under us (409 on an update with a resourceVersion)."""
+class ApiError(Exception):
+    """The API server refused or failed a call, or could not be reached.
 
-    message: str
+    The one kind of error that leaves this module for a Kubernetes call: the
+    official client's ``ApiException`` and urllib3's errors stay inside (the
+    import-linter contracts in pyproject.toml keep it so). ``message`` is the
+    server's own (the ``Status`` it answered), ``status`` the HTTP status (0
+    when there was no answer), ``reason`` the Status reason
+    (``AlreadyExists``, ``Invalid``, ...). The subclasses are what callers
+    decide on.
+    """
+
+    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.message
 
 
-@dataclass(frozen=True)
-class Invalid(Exception):
-    """The client refused the object before sending it: it can never be created.
+class NotFound(ApiError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class AlreadyExists(ApiError):
+    """409 on a create: an object of that name exists."""
+
+
+class Conflict(ApiError):
+    """The object changed under us (409 on a write guarded by a resourceVersion or uid)."""
+
+
+class Invalid(ApiError):
+    """The object can never be accepted: the server says so (400, 422), or the
+    client refused it before sending it.
 
     The official client (v37) validates request bodies with pydantic, so a Job
     carrying ``env: [{name: X, value: 5}]`` (an unquoted YAML number) raises a
-    ``ValueError`` here, not an ``ApiException`` from the server.
+    ``ValueError`` in the client, not an error from the server.
     """
 
-    message: str
+
+class Forbidden(ApiError):
+    """401 or 403: not allowed (RBAC, an admission policy, a quota)."""
+
+
+class Transient(ApiError):
+    """5xx, 429, a timeout or no answer at all: the same call may work later."""
+
+
+def _error(e: ApiException) -> ApiError:
+    """The ApiError for an answer of the official client."""
+    status = int(e.status or 0)
+    try:
+        body = json.loads(e.body)
+        message, reason = str(body["message"]), str(body.get("reason") or e.reason or "")
+    except (TypeError, ValueError, KeyError):
+        message, reason = f"{status} {e.reason}", str(e.reason or "")
+    kind: type[ApiError]
+    if status == 404:
+        kind = NotFound
+    elif status == 409:
+        kind = AlreadyExists if reason == "AlreadyExists" else Conflict
+    elif status in (400, 422):
+        kind = Invalid
+    elif status in (401, 403):
+        kind = Forbidden
+    elif status in {0, 429} or status >= 500:
+        kind = Transient
+    else:
+        kind = ApiError
+    return kind(message, status, reason)
+
+
+class _Translated:
+    """An API object of the official client whose calls raise ApiErrors."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._api, name)
+
+        def translated(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return call(*args, **kwargs)
+            except ApiException as e:
+                raise _error(e) from e
+            except (HTTPError, OSError) as e:
+                raise Transient(f"{type(e).__name__}: {e}") from e
+
+        return translated
 
 
 def expected(error: Exception) -> bool:
     """A failure of the API server or the network, as opposed to a bug in a pass."""
-    return isinstance(error, (ApiException, HTTPError, OSError))
+    return isinstance(error, ApiError)
 
 
 def describe(error: Exception) -> str:
     """One line for a log: the status of an API error, else the exception itself."""
-    if isinstance(error, ApiException):
-        return f"{error.status} {error.reason}"
+    if isinstance(error, ApiError):
+        return f"{error.status} {error.reason}".strip() if error.status else error.message
     return f"{type(error).__name__}: {error}"
+
+
+def current_namespace(kubeconfig: str | None) -> str:
+    """The kubeconfig context's namespace; in a pod, $POD_NAMESPACE; else default."""
+    try:
+        _, context = config.list_kube_config_contexts(config_file=kubeconfig)
+        return str((context or {}).get("context", {}).get("namespace") or "default")
+    except Exception:  # noqa: BLE001 - in a pod there is no kubeconfig
+        return os.environ.get("POD_NAMESPACE") or "default"
 
 
 def _validation_message(error: ValueError) -> str:
@@ -110,12 +195,13 @@ class Kube:
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.batch = client.BatchV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self.coordination = client.CoordinationV1Api(api)
-        self.policy = client.PolicyV1Api(api)
+        self.core = _Translated(client.CoreV1Api(api))
+        self.apps = _Translated(client.AppsV1Api(api))
+        self.batch = _Translated(client.BatchV1Api(api))
+        self.custom = _Translated(client.CustomObjectsApi(api))
+        self.coordination = _Translated(client.CoordinationV1Api(api))
+        self.policy = _Translated(client.PolicyV1Api(api))
+        self.authentication = _Translated(client.AuthenticationV1Api(api))
 
     # --- reads that may find nothing -----------------------------------------
     @staticmethod
@@ -124,10 +210,8 @@ class Kube:
             return _json(
                 call(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
             )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        except NotFound:
+            return None
 
     def get_migration(self, namespace: str, name: str) -> Body | None:
         return self._maybe(
@@ -224,7 +308,7 @@ class Kube:
         )
 
     def create_migration(self, namespace: str, migration: Body) -> Body:
-        """Create a PostDeployMigration (the CLI's retry); raises ApiException."""
+        """Create a PostDeployMigration (the CLI's retry)."""
         return _json(
             self.custom.create_namespaced_custom_object(
                 model.GROUP,
@@ -310,17 +394,15 @@ class Kube:
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
             )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            if e.status == 409:
-                raise Conflict(f"{namespace}/{name} changed since it was read") from e
-            raise
+        except NotFound:
+            return None
+        except Conflict as e:
+            raise Conflict(f"{namespace}/{name} changed since it was read", e.status) from e
         return _json(resp)
 
     def create_job(self, namespace: str, job: Body, dry_run: bool = False) -> Body:
-        """Create ``job``; raises ApiException (409 when it exists), or Invalid when the
-        client refuses the body before sending it."""
+        """Create ``job``: AlreadyExists when it exists, Invalid when the server or
+        the client refuses the body."""
         kwargs: dict[str, Any] = {"field_manager": model.FIELD_MANAGER}
         if dry_run:
             kwargs["dry_run"] = "All"
@@ -329,7 +411,7 @@ class Kube:
                 namespace, job, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
             )
         except ValueError as e:
-            raise Invalid(_validation_message(e)) from e
+            raise Invalid(_validation_message(e), 0, "Invalid") from e
         return _json(resp)
 
     def create_disruption_budget(self, namespace: str, budget: Body) -> None:
@@ -338,7 +420,7 @@ class Kube:
 
     @staticmethod
     def _create_once(call: Any, namespace: str, body: Body) -> Body | None:
-        """Create ``body``; None when an object of that name exists already (409)."""
+        """Create ``body``; None when an object of that name exists already."""
         try:
             return _json(
                 call(
@@ -349,10 +431,8 @@ class Kube:
                     _request_timeout=REQUEST_TIMEOUT,
                 )
             )
-        except ApiException as e:
-            if e.status == 409:
-                return None
-            raise
+        except AlreadyExists:
+            return None
 
     def job_events(self, namespace: str, name: str, uid: str) -> list[Body]:
         """The Events about one Job (this uid, not an earlier Job of the same name)."""
@@ -384,9 +464,7 @@ class Kube:
                 field_manager=model.FIELD_MANAGER,
                 _request_timeout=REQUEST_TIMEOUT,
             )
-        except ApiException as e:
-            if e.status != 409:
-                raise
+        except AlreadyExists:
             self.core.replace_namespaced_config_map(
                 name,
                 namespace,
@@ -422,9 +500,8 @@ class Kube:
                         _request_timeout=REQUEST_TIMEOUT,
                     )
                 )
-            except ApiException as e:
-                if e.status != 404:
-                    raise
+            except NotFound:
+                pass
             body = {**base, "data": {k: v for k, v in data.items() if v is not None}}
             created = self._create_once(self.core.create_namespaced_config_map, namespace, body)
             if created is not None:
@@ -434,7 +511,7 @@ class Kube:
 
     def whoami(self) -> str:
         """The user the API server authenticates this client as (SelfSubjectReview)."""
-        resp = client.AuthenticationV1Api(self.api).create_self_subject_review(
+        resp = self.authentication.create_self_subject_review(
             {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
             _preload_content=False,
             _request_timeout=REQUEST_TIMEOUT,
@@ -463,8 +540,8 @@ class Kube:
             self.core.create_namespaced_event(
                 event["metadata"]["namespace"], event, _request_timeout=REQUEST_TIMEOUT
             )
-        except ApiException as e:
-            log.warning("could not post event %s: %s", event.get("reason"), e.reason)
+        except ApiError as e:
+            log.warning("could not post event %s: %s", event.get("reason"), describe(e))
 
     def create_lease(self, namespace: str, lease: Body) -> Body | None:
         """Create; None when a Lease of that name already exists."""
@@ -483,10 +560,9 @@ class Kube:
                     _request_timeout=REQUEST_TIMEOUT,
                 )
             )
-        except ApiException as e:
-            if e.status in (404, 409):
-                raise Conflict(f"lease {lease['metadata']['name']} changed: {e.reason}") from e
-            raise
+        except (NotFound, Conflict) as e:
+            name = lease["metadata"]["name"]
+            raise Conflict(f"lease {name} changed: {e.reason}", e.status) from e
 
     def delete_lease(self, namespace: str, name: str, uid: str, resource_version: str) -> bool:
         """Delete only the exact Lease version we hold; False if it changed or is gone."""
@@ -499,8 +575,6 @@ class Kube:
                 ),
                 _request_timeout=REQUEST_TIMEOUT,
             )
-        except ApiException as e:
-            if e.status in (404, 409):
-                return False
-            raise
+        except (NotFound, Conflict):
+            return False
         return True

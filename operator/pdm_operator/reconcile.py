@@ -20,13 +20,10 @@ thread.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from kubernetes.client.rest import ApiException
 
 from pdm_operator import (
     approval,
@@ -47,7 +44,7 @@ from pdm_operator import (
     templates,
 )
 from pdm_operator.conditions import Condition
-from pdm_operator.kube import Invalid, Kube
+from pdm_operator.kube import AlreadyExists, ApiError, Invalid, Kube, Transient
 from pdm_operator.locks import EnvironmentLocks, Holder, Taken, lease_name
 from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
@@ -218,7 +215,7 @@ class Reconciler:
         p = Pass(migration, self.clock())
         if model.is_finished(p.stored):
             return
-        detail = api_message(error) if isinstance(error, ApiException) else str(error)
+        detail = str(error)
         p.set(
             model.STALLED,
             True,
@@ -301,24 +298,18 @@ class Reconciler:
         try:
             self.kube.create_job(p.namespace, job, dry_run=True)
         except Invalid as e:
-            self._fail(p, "JobInvalid", f"the Job cannot be sent to the API server: {e.message}")
+            self._fail(p, "JobInvalid", invalid_job(e, "rejects the Job (server-side dry run)"))
             return True
-        except ApiException as e:
-            if e.status in (400, 422):
-                self._fail(
-                    p,
-                    "JobInvalid",
-                    f"the API server rejects the Job (server-side dry run): {api_message(e)}",
-                )
-                return True
-            if e.status != 409:  # 409: the Job exists already, so it was valid
-                p.set(
-                    model.JOB_VALIDATED,
-                    False,
-                    "ValidationPending",
-                    f"could not check Job {name!r} yet: {api_message(e)}",
-                )
-                return False
+        except AlreadyExists:
+            pass  # the Job exists already, so it was valid
+        except ApiError as e:
+            p.set(
+                model.JOB_VALIDATED,
+                False,
+                "ValidationPending",
+                f"could not check Job {name!r} yet: {e.message}",
+            )
+            return False
         p.set(
             model.JOB_VALIDATED,
             True,
@@ -488,30 +479,29 @@ class Reconciler:
         try:
             created = self.kube.create_job(p.namespace, job)
         except Invalid as e:
-            self._fail(p, "JobInvalid", f"the Job cannot be sent to the API server: {e.message}")
+            self._fail(p, "JobInvalid", invalid_job(e, "rejected the Job"))
             return self._write(p, None)
-        except ApiException as e:
-            if e.status == 409:
-                found = self.kube.get_job(p.namespace, name)
-                if found is not None and self._owned(found, uid):
-                    return self._started(p, found, "Adopted")
-                p.set(
-                    model.GATED,
-                    True,
-                    "JobNameTaken",
-                    f"a Job named {name!r} from another object still exists; "
-                    "waiting for it to be garbage-collected",
-                )
-                return self._write(p, self.timing.create_retry)
-            message = api_message(e)
-            if e.status in (400, 422):
-                self._fail(p, "JobInvalid", f"the API server rejected the Job: {message}")
-                return self._write(p, None)
+        except AlreadyExists:
+            found = self.kube.get_job(p.namespace, name)
+            if found is not None and self._owned(found, uid):
+                return self._started(p, found, "Adopted")
+            p.set(
+                model.GATED,
+                True,
+                "JobNameTaken",
+                f"a Job named {name!r} from another object still exists; "
+                "waiting for it to be garbage-collected",
+            )
+            return self._write(p, self.timing.create_retry)
+        except ApiError as e:
             # A quota, a webhook, a throttled or unavailable API server: retried
             # without the lock, so the environment is not held meanwhile.
             p.set(model.GATED, False, "GatesOpen", "all gates are open")
             p.set(
-                model.JOB_CREATED, False, "CreateFailed", f"creating Job {name!r} failed: {message}"
+                model.JOB_CREATED,
+                False,
+                "CreateFailed",
+                f"creating Job {name!r} failed: {e.message}",
             )
             return self._write(p, self.timing.create_retry)
         return self._started(p, created, "Created")
@@ -617,21 +607,18 @@ class Reconciler:
         try:
             self.kube.create_job(p.namespace, pjob)
         except Invalid as e:
-            return self._preflight_failed(
-                p, "PreflightInvalid", f"the pre-flight Job cannot be sent: {e.message}"
-            )
-        except ApiException as e:
-            if e.status == 409:  # created by an earlier pass that did not see the answer
-                return self._write(p, self.timing.gate_poll)
-            if e.status in (400, 422):
-                return self._preflight_failed(
-                    p, "PreflightInvalid", f"the API server rejects Job {name}: {api_message(e)}"
-                )
+            why = f"the API server rejects Job {name}"
+            if not e.status:
+                why = "the pre-flight Job cannot be sent"
+            return self._preflight_failed(p, "PreflightInvalid", f"{why}: {e.message}")
+        except AlreadyExists:  # created by an earlier pass that did not see the answer
+            return self._write(p, self.timing.gate_poll)
+        except ApiError as e:
             # Retried by a later pass, which starts a new run (and takes the
             # lock again): the environment is not held meanwhile.
             p.status.pop("preflight", None)
             p.set_unknown(
-                model.PREFLIGHT, "PreflightCreateFailed", f"creating Job {name}: {api_message(e)}"
+                model.PREFLIGHT, "PreflightCreateFailed", f"creating Job {name}: {e.message}"
             )
             return self._write(p, self.timing.create_retry)
         return self._write(p, self.timing.gate_poll)
@@ -698,8 +685,8 @@ class Reconciler:
             log_text = self.kube.pod_log(
                 p.namespace, pod, model.MIGRATION_CONTAINER, preflight.LOG_LIMIT
             )
-        except (ApiException, ValueError, OSError) as e:
-            why = api_message(e) if isinstance(e, ApiException) else str(e)
+        except (ApiError, ValueError) as e:
+            why = str(e)
             return self._preflight_failed(
                 p,
                 "PreflightUnreadable",
@@ -779,9 +766,9 @@ class Reconciler:
         """
         try:
             self.kube.create_disruption_budget(p.namespace, render.disruption_budget(job))
-        except ApiException as e:
+        except ApiError as e:
             message = (
-                f"no PodDisruptionBudget for Job {job['metadata']['name']}: {api_message(e)}; "
+                f"no PodDisruptionBudget for Job {job['metadata']['name']}: {e.message}; "
                 "a drain may evict the migration pod"
             )
             for_migration(log, p.migration).warning("%s", message)
@@ -993,15 +980,13 @@ class Reconciler:
         try:
             planned = dryrun.plan(self.kube, p.migration, p.status["image"], template)
         except Invalid as e:
-            self._fail(
-                p, "DryRunRejected", f"the Job cannot be sent to the API server: {e.message}"
-            )
+            self._fail(p, "DryRunRejected", invalid_job(e, "rejected the Job"))
             return self._write(p, None)
-        except ApiException as e:
-            if e.status >= 500 or e.status in (0, 429):
-                p.set(model.JOB_CREATED, False, "DryRunError", api_message(e))
-                return self._write(p, self.timing.create_retry)
-            self._fail(p, "DryRunRejected", f"the API server rejected the Job: {api_message(e)}")
+        except Transient as e:
+            p.set(model.JOB_CREATED, False, "DryRunError", e.message)
+            return self._write(p, self.timing.create_retry)
+        except ApiError as e:
+            self._fail(p, "DryRunRejected", f"the API server rejected the Job: {e.message}")
             return self._write(p, None)
         diff = planned.diff
         text, truncated = diffing.bounded(diff.text)
@@ -1195,9 +1180,8 @@ def diff_configmap(migration: Body, name: str, text: str) -> Body:
     }
 
 
-def api_message(e: ApiException) -> str:
-    """The API server's own message from an error answer."""
-    try:
-        return str(json.loads(e.body)["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"{e.status} {e.reason}"
+def invalid_job(e: Invalid, refused: str) -> str:
+    """Why the Job can never be created: the client's refusal or the server's."""
+    if e.status:
+        return f"the API server {refused}: {e.message}"
+    return f"the Job cannot be sent to the API server: {e.message}"

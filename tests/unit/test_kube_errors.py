@@ -1,0 +1,94 @@
+"""kube.py is the one boundary to the API: the official client's errors become
+the project's own, each with the server's message."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import MaxRetryError, ProtocolError
+
+from pdm_operator import kube
+
+
+def answer(status: int, reason: str, message: str, http_reason: str = "") -> ApiException:
+    e = ApiException(status=status, reason=http_reason or reason)
+    e.body = json.dumps(
+        {"kind": "Status", "status": "Failure", "reason": reason, "message": message}
+    )
+    return e
+
+
+class Raising:
+    """An API object of the client whose one call raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def create_namespaced_job(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "kind"),
+    [
+        (404, "NotFound", kube.NotFound),
+        (409, "AlreadyExists", kube.AlreadyExists),
+        (409, "Conflict", kube.Conflict),
+        (422, "Invalid", kube.Invalid),
+        (400, "BadRequest", kube.Invalid),
+        (403, "Forbidden", kube.Forbidden),
+        (401, "Unauthorized", kube.Forbidden),
+        (429, "TooManyRequests", kube.Transient),
+        (500, "InternalError", kube.Transient),
+        (504, "Timeout", kube.Transient),
+        (410, "Gone", kube.ApiError),
+    ],
+)
+def test_each_answer_becomes_its_own_error_with_the_servers_message(
+    status: int, reason: str, kind: type[kube.ApiError]
+) -> None:
+    message = f'jobs.batch "pdm-x" is {reason.lower()}'
+    api = kube._Translated(Raising(answer(status, reason, message)))
+    with pytest.raises(kube.ApiError) as caught:
+        api.create_namespaced_job("ns", {})
+    assert type(caught.value) is kind
+    assert (caught.value.status, caught.value.reason, caught.value.message) == (
+        status,
+        reason,
+        message,
+    )
+    assert kube.expected(caught.value)
+
+
+def test_an_answer_without_a_status_body_keeps_the_http_status() -> None:
+    e = ApiException(status=503, reason="Service Unavailable")
+    e.body = "<html>upstream connect error</html>"
+    api = kube._Translated(Raising(e))
+    with pytest.raises(kube.Transient, match="503 Service Unavailable"):
+        api.create_namespaced_job("ns", {})
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MaxRetryError(None, "/apis/batch/v1", "connection refused"),  # type: ignore[arg-type]
+        ProtocolError("Connection aborted."),
+        TimeoutError("timed out"),
+    ],
+)
+def test_no_answer_at_all_is_transient(error: Exception) -> None:
+    api = kube._Translated(Raising(error))
+    with pytest.raises(kube.Transient) as caught:
+        api.create_namespaced_job("ns", {})
+    assert caught.value.status == 0
+    assert type(error).__name__ in caught.value.message
+
+
+def test_a_bug_is_not_an_api_error() -> None:
+    api = kube._Translated(Raising(KeyError("metadata")))
+    with pytest.raises(KeyError):
+        api.create_namespaced_job("ns", {})
+    assert not kube.expected(KeyError("metadata"))
