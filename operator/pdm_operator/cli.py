@@ -414,9 +414,7 @@ APPROVE_REFUSED = 1
 
 
 def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    from pdm_operator import approval, kube  # noqa: PLC0415
+    from pdm_operator import approval, kube, timestamps  # noqa: PLC0415
 
     client, namespace, migration = migration_named(args)
     try:
@@ -424,7 +422,7 @@ def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
         given = approval.approval_for(
             migration,
             by=who,
-            at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            at=timestamps.rfc3339(timestamps.now()),
             expected=args.plan,
         )
     except approval.Refused as e:

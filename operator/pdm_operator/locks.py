@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from pdm_operator import model
+from pdm_operator import model, timestamps
 from pdm_operator.kube import Conflict, Kube
 from pdm_operator.model import Body
 
@@ -71,10 +71,7 @@ def tenure(lease: Body) -> str:
 def acquired_at(lease: Body) -> datetime | None:
     """When the Lease was taken (the annotation this module writes), if readable."""
     raw = ((lease.get("metadata") or {}).get("annotations") or {}).get(ACQUIRED_AT)
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if raw else None
-    except ValueError:
-        return None
+    return timestamps.parse_or_none(str(raw) if raw else None)
 
 
 def lease_name(environment: str) -> str:

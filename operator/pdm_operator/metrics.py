@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pdm_operator import __version__
+from pdm_operator import __version__, timestamps
 from pdm_operator.model import Body
 
 CONTROLLER = "postdeploymigration"
@@ -125,12 +125,6 @@ def rollback_floor(environment: str, version: str | None) -> None:
         ROLLBACK_FLOOR.labels(environment, version).set(1)
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _labels(migration: Body) -> tuple[str, str, str]:
     spec = migration["spec"]
     return spec["environment"], spec.get("mode", "Run"), spec.get("pipeline", "Regular")
@@ -141,8 +135,8 @@ def migration_ended(migration: Body, status: Body, succeeded: bool, reason: str)
     outcome = "succeeded" if succeeded else "failed"
     MIGRATIONS.labels(env, mode, pipeline, outcome, reason or "Unknown").inc()
     start, end = (
-        parse_time(status.get("startTime")),
-        parse_time(status.get("jobCompletionTime") or status.get("completionTime")),
+        timestamps.parse_or_none(status.get("startTime")),
+        timestamps.parse_or_none(status.get("jobCompletionTime") or status.get("completionTime")),
     )
     if start and end and mode == "Run":
         MIGRATION_DURATION.labels(env, mode).observe(max(0.0, (end - start).total_seconds()))
@@ -155,7 +149,7 @@ _last_success: dict[str, float] = {}
 
 def observe_success(environment: str, status: Body) -> None:
     """Keep the newest success time per environment (also from the initial listing)."""
-    end = parse_time(status.get("completionTime"))
+    end = timestamps.parse_or_none(status.get("completionTime"))
     if end is None or end.timestamp() <= _last_success.get(environment, 0.0):
         return
     _last_success[environment] = end.timestamp()
@@ -163,7 +157,7 @@ def observe_success(environment: str, status: Body) -> None:
 
 
 def job_created(migration: Body, now: datetime) -> None:
-    created = parse_time(migration["metadata"].get("creationTimestamp"))
+    created = timestamps.parse_or_none(migration["metadata"].get("creationTimestamp"))
     if created is not None:
         GATE_WAIT.labels(migration["spec"]["environment"]).observe(
             max(0.0, (now - created).total_seconds())
@@ -178,8 +172,8 @@ def report_attempted(record: Body, outcome: str) -> None:
     REPORTS.labels(record["sink"], str(bool(record.get("blocking"))).lower(), outcome).inc()
     if outcome == "delivered":
         first, done = (
-            parse_time(record.get("firstAttemptTime")),
-            parse_time(record.get("deliveredTime")),
+            timestamps.parse_or_none(record.get("firstAttemptTime")),
+            timestamps.parse_or_none(record.get("deliveredTime")),
         )
         if first and done:
             REPORT_LATENCY.labels(record["sink"]).observe(max(0.0, (done - first).total_seconds()))
@@ -240,7 +234,7 @@ class StateCollector(Collector):
             state = status.get("state")
             if state == "Running":
                 runs[env] = runs.get(env, 0) + 1
-                start = parse_time(status.get("startTime"))
+                start = timestamps.parse_or_none(status.get("startTime"))
                 limit = float((m["spec"].get("job") or {}).get("activeDeadlineSeconds") or 3600)
                 if start:
                     ratios[env] = max(ratios.get(env, 0.0), (now - start).total_seconds() / limit)
@@ -252,7 +246,7 @@ class StateCollector(Collector):
                     continue
                 key = (rec["sink"], str(bool(rec.get("blocking"))).lower())
                 counts[key] = counts.get(key, 0) + 1
-                first = parse_time(rec.get("firstAttemptTime"))
+                first = timestamps.parse_or_none(rec.get("firstAttemptTime"))
                 if first:
                     ages[key] = max(ages.get(key, 0.0), (now - first).total_seconds())
         for env, n in runs.items():

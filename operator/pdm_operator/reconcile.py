@@ -23,7 +23,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pdm_operator import (
     approval,
@@ -42,6 +42,7 @@ from pdm_operator import (
     security,
     sources,
     templates,
+    timestamps,
 )
 from pdm_operator.conditions import Condition
 from pdm_operator.kube import AlreadyExists, ApiError, Invalid, Kube, Transient
@@ -59,14 +60,6 @@ MAX_DEPENDENCY_WALK = 64
 
 #: Seconds a lock holder without a Job is still taken to be creating it.
 CREATE_GRACE = 60.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -101,7 +94,7 @@ class Pass:
         self.stored: Body = copy.deepcopy(migration.get("status") or {})
         self.status: Body = copy.deepcopy(self.stored)
         self.generation = int(self.meta.get("generation") or 1)
-        self.now = rfc3339(now)
+        self.now = timestamps.rfc3339(now)
         self.stalled_before = conditions.is_true(self.stored.get("conditions"), model.STALLED)
         #: Whether this pass itself found the migration stuck (Stalled=True).
         self.stalled_now = False
@@ -143,7 +136,7 @@ class Reconciler:
         self,
         kube: Kube,
         lock_namespace: str,
-        clock: Clock = utcnow,
+        clock: Clock = timestamps.now,
         timing: Timing | None = None,
     ) -> None:
         self.kube = kube
@@ -926,7 +919,7 @@ class Reconciler:
         created = job["metadata"].get("creationTimestamp")
         if not created:
             return self.timing.running_resync
-        age = (self.clock() - outbox.parse_time(created)).total_seconds()
+        age = (self.clock() - timestamps.parse(created)).total_seconds()
         return min(self.timing.running_resync, max(5.0, age))
 
     def _reports_now_pending(self, p: Pass) -> None:

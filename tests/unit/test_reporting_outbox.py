@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from pdm_operator import timestamps
 from pdm_operator.reporting import outbox, policy
-from pdm_operator.reporting.outbox import Result
+from pdm_operator.reporting.records import Result
+from pdm_operator.reporting.sinks import common, gitlab_deployment, mr_labels
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 ALL_SINKS = [
@@ -189,7 +191,7 @@ def test_retry_after_is_honoured_instead_of_backoff() -> None:
         "attempts": 0,
     }
     after = outbox.after_attempt(rec, Result(error="429", retry_after=42.0), NOW, 86400)
-    assert after["nextAttemptTime"] == outbox.fmt(NOW + timedelta(seconds=42))
+    assert after["nextAttemptTime"] == timestamps.rfc3339(NOW + timedelta(seconds=42))
     assert after["state"] == "Pending"
     assert after["attempts"] == 1
     assert after["lastError"] == "429"
@@ -206,12 +208,12 @@ def test_permanent_error_fails_the_record_and_old_ones_are_given_up() -> None:
     failed = outbox.after_attempt(rec, Result(error="403 Forbidden", permanent=True), NOW, 86400)
     assert failed["state"] == "Failed"
     assert "nextAttemptTime" not in failed
-    old = {**rec, "attempts": 9, "firstAttemptTime": outbox.fmt(NOW - timedelta(hours=25))}
+    old = {**rec, "attempts": 9, "firstAttemptTime": timestamps.rfc3339(NOW - timedelta(hours=25))}
     assert outbox.after_attempt(old, Result(error="503"), NOW, 86400)["state"] == "GaveUp"
 
 
 def test_due_and_next_wakeup() -> None:
-    later = {"state": "Pending", "nextAttemptTime": outbox.fmt(NOW + timedelta(seconds=30))}
+    later = {"state": "Pending", "nextAttemptTime": timestamps.rfc3339(NOW + timedelta(seconds=30))}
     now = {"state": "Pending"}
     done = {"state": "Delivered"}
     assert outbox.due([later, now, done], NOW) == [now]
@@ -236,7 +238,7 @@ def test_reported_condition_tells_what_is_pending() -> None:
 
 
 def test_blocking_reports_hold_then_fail_after_the_deadline() -> None:
-    m = migration(jobName="j", jobOutcome="Succeeded", jobCompletionTime=outbox.fmt(NOW))
+    m = migration(jobName="j", jobOutcome="Succeeded", jobCompletionTime=timestamps.rfc3339(NOW))
     m["status"]["reports"] = outbox.merge(None, outbox.intents(m), NOW)
     held = outbox.blocking_state(m, NOW + timedelta(seconds=10))
     assert (held.done, held.failed) == (False, False)
@@ -260,7 +262,7 @@ def test_non_blocking_sinks_never_hold_the_migration() -> None:
         sinks=sinks,
         jobName="j",
         jobOutcome="Succeeded",
-        jobCompletionTime=outbox.fmt(NOW),
+        jobCompletionTime=timestamps.rfc3339(NOW),
     )
     assert outbox.blocking_state(m, NOW).done is True
 
@@ -286,7 +288,7 @@ def test_a_new_desired_state_still_waits_for_the_servers_retry_after() -> None:
     )
     dep = next(r for r in final if r["target"] == "gitlab-org/gitlab")
     assert dep["desired"] == "success"
-    assert dep["nextAttemptTime"] == outbox.fmt(NOW + timedelta(seconds=30))
+    assert dep["nextAttemptTime"] == timestamps.rfc3339(NOW + timedelta(seconds=30))
     assert outbox.due(final, NOW + timedelta(seconds=29)) == [
         r for r in final if r["sink"] not in ("GitLabDeployment", "ReleaseMetadata")
     ]
@@ -302,7 +304,7 @@ def test_next_attempt_is_rounded_up_never_early() -> None:
     }
     now = NOW + timedelta(microseconds=900_000)
     after = outbox.after_attempt(rec, Result(error="429", retry_after=4.0), now, 86400)
-    assert outbox.parse_time(after["nextAttemptTime"]) >= now + timedelta(seconds=4)
+    assert timestamps.parse(after["nextAttemptTime"]) >= now + timedelta(seconds=4)
 
 
 def test_each_target_carries_its_own_version_and_falls_back_to_the_shared_one() -> None:
@@ -313,23 +315,23 @@ def test_each_target_carries_its_own_version_and_falls_back_to_the_shared_one() 
         "targets": [{"project": "gitlab-org/gitaly", "version": own}, {"project": "x/y"}],
     }
     spec = migration(sinks=[sink])["spec"]
-    assert policy.deployment_projects(sink) == ["gitlab-org/gitlab", "gitlab-org/gitaly", "x/y"]
-    assert policy.version(spec, sink, "gitlab-org/gitaly") == own
-    assert policy.version(spec, sink, "gitlab-org/gitlab") == {"ref": "master", "sha": "0a1b2c3d"}
-    assert policy.version(spec, sink, "x/y") == {"ref": "master", "sha": "0a1b2c3d"}
+    assert gitlab_deployment.projects(sink) == ["gitlab-org/gitlab", "gitlab-org/gitaly", "x/y"]
+    assert common.version(spec, sink, "gitlab-org/gitaly") == own
+    assert common.version(spec, sink, "gitlab-org/gitlab") == {"ref": "master", "sha": "0a1b2c3d"}
+    assert common.version(spec, sink, "x/y") == {"ref": "master", "sha": "0a1b2c3d"}
     del spec["tracking"]["version"]
-    assert policy.version(spec, sink, "gitlab-org/gitlab") is None
+    assert common.version(spec, sink, "gitlab-org/gitlab") is None
     metadata = {"type": "ReleaseMetadata", "project": "m", "version": own}
-    assert policy.version(spec, metadata, "m") == own
+    assert common.version(spec, metadata, "m") == own
     targets = {i.target for i in outbox.intents(migration(sinks=[sink], jobName="j"))}
     assert targets == {"gitlab-org/gitlab", "gitlab-org/gitaly", "x/y"}
 
 
 def test_gitlab_environment_defaults_to_gitlab_com_convention() -> None:
     spec = migration()["spec"]
-    assert policy.gitlab_environment(spec) == "db/gstg"
+    assert common.gitlab_environment(spec) == "db/gstg"
     spec["tracking"]["gitlab"]["environment"] = "post-deploy/gstg"
-    assert policy.gitlab_environment(spec) == "post-deploy/gstg"
+    assert common.gitlab_environment(spec) == "post-deploy/gstg"
 
 
 @pytest.mark.parametrize(
@@ -342,8 +344,8 @@ def test_gitlab_environment_defaults_to_gitlab_com_convention() -> None:
 )
 def test_default_merge_request_label_follows_gitlab_com(environment: str, label: str) -> None:
     spec = {**migration()["spec"], "environment": environment}
-    assert policy.label({"type": "MergeRequestLabels"}, spec) == label
-    assert policy.label({"type": "MergeRequestLabels", "label": "mine"}, spec) == "mine"
+    assert mr_labels.label({"type": "MergeRequestLabels"}, spec) == label
+    assert mr_labels.label({"type": "MergeRequestLabels", "label": "mine"}, spec) == "mine"
 
 
 def test_planned_time_is_kept_across_desired_states() -> None:

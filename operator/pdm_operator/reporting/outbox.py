@@ -22,43 +22,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pdm_operator import conditions, preflight
+from pdm_operator import conditions, preflight, timestamps
 from pdm_operator.conditions import Condition
 from pdm_operator.model import Body
 from pdm_operator.reporting import policy
-
-PENDING, DELIVERED, FAILED, GAVE_UP, WAITING, SKIPPED, NO_MERGE_REQUESTS = (
-    "Pending",
-    "Delivered",
-    "Failed",
-    "GaveUp",
-    "Waiting",
-    "Skipped",
-    "NoMergeRequests",
+from pdm_operator.reporting.records import (
+    DELIVERED,
+    FAILED,
+    GAVE_UP,
+    NO_MERGE_REQUESTS,
+    PENDING,
+    SETTLED,
+    SKIPPED,
+    UNDELIVERED,
+    WAITING,
+    Result,
 )
-SETTLED = (DELIVERED, FAILED, GAVE_UP, SKIPPED, NO_MERGE_REQUESTS)
-#: Settled without being delivered.
-UNDELIVERED = (FAILED, GAVE_UP, NO_MERGE_REQUESTS)
+from pdm_operator.reporting.sinks import SINKS
+
 REPORTED: str = "Reported"
 
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
 ERROR_LIMIT = 512
-
-
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def fmt(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def fmt_ceil(t: datetime) -> str:
-    """Like ``fmt``, rounded up to the second: never earlier than asked (Retry-After)."""
-    if t.microsecond:
-        t = t.replace(microsecond=0) + timedelta(seconds=1)
-    return fmt(t)
 
 
 @dataclass(frozen=True)
@@ -88,38 +74,12 @@ def intents(migration: Body) -> list[Intent]:
     if not started and not outcome:
         return []
     final = {"Succeeded": "success", "Failed": "failed"}.get(outcome or "", "running")
-    succeeded = outcome == "Succeeded"
     pipeline = spec.get("pipeline", "Regular")
     out: list[Intent] = []
-    deployment_projects: list[str] = []
     for sink in tracking.get("sinks") or []:
         pol = policy.for_sink(sink, pipeline)
-        kind = sink["type"]
-
-        def add(target: str, desired: str, pol: policy.Policy = pol, kind: str = kind) -> None:
-            out.append(Intent(kind, target, desired, pol.blocking, pol.required))
-
-        if kind == policy.GITLAB_DEPLOYMENT:
-            for project in policy.deployment_projects(sink):
-                deployment_projects.append(project)
-                add(project, final)
-        elif kind == policy.RELEASE_METADATA:
-            add(sink["project"], final)
-        elif kind == policy.SENTRY_DEPLOY and succeeded:
-            add(f"{sink['org']}/{sink['release']}", "created")
-        elif kind == policy.QA_ISSUE and succeeded:
-            add(sink["project"], "created")
-        elif kind == policy.MR_LABELS and succeeded:
-            for project in sink.get("projects") or []:
-                add(project, "labelled")
-    # MR labels default to the GitLabDeployment projects.
-    for sink in tracking.get("sinks") or []:
-        if sink["type"] == policy.MR_LABELS and succeeded and not sink.get("projects"):
-            pol = policy.for_sink(sink, pipeline)
-            out += [
-                Intent(policy.MR_LABELS, p, "labelled", pol.blocking, pol.required)
-                for p in deployment_projects
-            ]
+        for target, desired in SINKS[sink["type"]].targets(sink, spec, final):
+            out.append(Intent(sink["type"], target, desired, pol.blocking, pol.required))
     return out
 
 
@@ -151,7 +111,7 @@ def merge(records: list[Body] | None, wanted: list[Intent], now: datetime) -> li
                     rec[kept] = old[kept]
             # The lookup of a create whose answer was lost only matches
             # deployments made after the first record of this key was planned.
-            rec["plannedTime"] = (old or {}).get("plannedTime") or fmt(now)
+            rec["plannedTime"] = (old or {}).get("plannedTime") or timestamps.rfc3339(now)
             if old is not None and old.get("nextAttemptTime") and old.get("state") == PENDING:
                 # The same server asked us to wait (Retry-After) or is failing
                 # (back-off): a new desired state does not make it ready sooner.
@@ -169,7 +129,7 @@ def due(records: list[Body], now: datetime) -> list[Body]:
         if rec.get("state") not in (PENDING, WAITING):
             continue
         nxt = rec.get("nextAttemptTime")
-        if nxt is None or parse_time(nxt) <= now:
+        if nxt is None or timestamps.parse(nxt) <= now:
             ready.append(rec)
     return ready
 
@@ -181,23 +141,10 @@ def next_wakeup(records: list[Body], now: datetime) -> float | None:
         if rec.get("state") not in (PENDING, WAITING):
             continue
         nxt = rec.get("nextAttemptTime")
-        waits.append(0.0 if nxt is None else max(0.0, (parse_time(nxt) - now).total_seconds()))
+        waits.append(
+            0.0 if nxt is None else max(0.0, (timestamps.parse(nxt) - now).total_seconds())
+        )
     return min(waits) if waits else None
-
-
-@dataclass(frozen=True)
-class Result:
-    """The outcome of one delivery attempt."""
-
-    delivered: bool = False
-    remote_id: str | None = None
-    error: str | None = None
-    permanent: bool = False  # retrying cannot help (400, 403, 404)
-    retry_after: float | None = None  # seconds the server asked us to wait
-    waiting: bool = False  # depends on another record, or on GitLab, not ready yet
-    note: str | None = None  # what it waits for
-    conflict: str | None = None  # someone else's deployment that was left alone
-    no_merge_requests: bool = False  # GitLab linked none to the deployment in time
 
 
 def backoff(attempts: int, jitter: Callable[[], float] = random.random) -> float:
@@ -217,13 +164,13 @@ def after_attempt(
     if result.waiting:
         rec["state"] = WAITING
         delay = result.retry_after if result.retry_after is not None else BACKOFF_BASE
-        rec["nextAttemptTime"] = fmt_ceil(now + timedelta(seconds=delay))
+        rec["nextAttemptTime"] = timestamps.rfc3339_ceil(now + timedelta(seconds=delay))
         if result.note:
             rec["note"] = result.note[:ERROR_LIMIT]
         return rec
     rec["attempts"] = int(rec.get("attempts") or 0) + 1
-    rec["lastAttemptTime"] = fmt(now)
-    rec.setdefault("firstAttemptTime", fmt(now))
+    rec["lastAttemptTime"] = timestamps.rfc3339(now)
+    rec.setdefault("firstAttemptTime", timestamps.rfc3339(now))
     if result.remote_id:
         rec["remoteId"] = result.remote_id
     if result.conflict:
@@ -236,7 +183,7 @@ def after_attempt(
         return rec
     if result.delivered:
         rec["state"] = DELIVERED
-        rec["deliveredTime"] = fmt(now)
+        rec["deliveredTime"] = timestamps.rfc3339(now)
         rec.pop("nextAttemptTime", None)
         rec.pop("lastError", None)
         return rec
@@ -245,7 +192,7 @@ def after_attempt(
         rec["state"] = FAILED
         rec.pop("nextAttemptTime", None)
         return rec
-    age = (now - parse_time(rec["firstAttemptTime"])).total_seconds()
+    age = (now - timestamps.parse(rec["firstAttemptTime"])).total_seconds()
     if age >= give_up_after:
         rec["state"] = GAVE_UP
         rec.pop("nextAttemptTime", None)
@@ -254,7 +201,7 @@ def after_attempt(
     delay = (
         result.retry_after if result.retry_after is not None else backoff(rec["attempts"], jitter)
     )
-    rec["nextAttemptTime"] = fmt_ceil(now + timedelta(seconds=delay))
+    rec["nextAttemptTime"] = timestamps.rfc3339_ceil(now + timedelta(seconds=delay))
     return rec
 
 
@@ -326,7 +273,7 @@ def blocking_state(migration: Body, now: datetime) -> Blocking:
         ((migration["spec"].get("tracking") or {}).get("blockingDeadlineSeconds")) or 600
     )
     ended = status.get("jobCompletionTime")
-    if ended and (now - parse_time(ended)).total_seconds() >= deadline:
+    if ended and (now - timestamps.parse(ended)).total_seconds() >= deadline:
         return Blocking(
             False,
             True,

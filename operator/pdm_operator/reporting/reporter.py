@@ -16,23 +16,32 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from pdm_operator import conditions, events, metrics
+from pdm_operator import conditions, events, metrics, timestamps
 from pdm_operator.inflight import InFlight
 from pdm_operator.kube import Conflict, Kube
 from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox, sinks
+from pdm_operator.reporting.records import (
+    DELIVERED,
+    FAILED,
+    GAVE_UP,
+    NO_MERGE_REQUESTS,
+    PENDING,
+    UNDELIVERED,
+    Result,
+)
 from pdm_operator.waking import sleep_until_poked
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 OUTCOMES = {
-    outbox.DELIVERED: "delivered",
-    outbox.FAILED: "failed",
-    outbox.GAVE_UP: "gave_up",
-    outbox.NO_MERGE_REQUESTS: "no_merge_requests",
-    outbox.PENDING: "retry",
+    DELIVERED: "delivered",
+    FAILED: "failed",
+    GAVE_UP: "gave_up",
+    NO_MERGE_REQUESTS: "no_merge_requests",
+    PENDING: "retry",
 }
 
 
@@ -188,7 +197,7 @@ class ReportingHub:
         )
 
     # --- blocking writes (run in the API pool) -----------------------------------
-    def deliver(self, record: Body, ctx: sinks.Context) -> outbox.Result:
+    def deliver(self, record: Body, ctx: sinks.Context) -> Result:
         with self.inflight:
             return sinks.deliver(record, ctx)
 
@@ -210,15 +219,11 @@ class ReportingHub:
         wait = outbox.next_wakeup(records, self.clock())
         return 0.0 if wait is None else wait
 
-    def record_outcomes(
-        self, key: Key, outcomes: dict[tuple[str, str, str], outbox.Result]
-    ) -> None:
+    def record_outcomes(self, key: Key, outcomes: dict[tuple[str, str, str], Result]) -> None:
         with self.inflight:
             self._record_outcomes(key, outcomes)
 
-    def _record_outcomes(
-        self, key: Key, outcomes: dict[tuple[str, str, str], outbox.Result]
-    ) -> None:
+    def _record_outcomes(self, key: Key, outcomes: dict[tuple[str, str, str], Result]) -> None:
         migration = self.kube.get_migration(*key)
         if migration is None:
             return
@@ -235,7 +240,7 @@ class ReportingHub:
             after = outbox.after_attempt(rec, result, now, give_up)
             if not result.waiting:
                 metrics.report_attempted(after, OUTCOMES.get(after["state"], "retry"))
-            if after["state"] in outbox.UNDELIVERED or (
+            if after["state"] in UNDELIVERED or (
                 after.get("conflict") and after.get("conflict") != rec.get("conflict")
             ):
                 settled.append(after)
@@ -248,12 +253,14 @@ class ReportingHub:
         # deployment alone, gets its own event: the condition names only the first.
         for rec in settled:
             what = f"{rec['sink']} {rec['target']} ({rec['desired']})"
-            if rec["state"] in outbox.UNDELIVERED:
+            if rec["state"] in UNDELIVERED:
                 reason, message = f"Report{rec['state']}", f"{what}: {rec.get('lastError', '')}"
             else:
                 reason, message = "ReportConflict", f"{what}: {rec['conflict']}"
             self.kube.create_event(
-                events.event_for(written or migration, "Warning", reason, message, outbox.fmt(now))
+                events.event_for(
+                    written or migration, "Warning", reason, message, timestamps.rfc3339(now)
+                )
             )
 
     def _write(self, migration: Body, records: list[Body]) -> Body | None:
@@ -262,7 +269,7 @@ class ReportingHub:
         old_conditions = list(status.get("conditions") or [])
         new_conditions = copy.deepcopy(old_conditions)
         cond = outbox.reported_condition(records)
-        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = timestamps.rfc3339(self.clock())
         if cond is not None:
             new_conditions = conditions.apply(
                 new_conditions, cond, int(meta.get("generation") or 1), now
