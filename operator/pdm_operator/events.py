@@ -66,4 +66,29 @@ def kind_of(condition: Body) -> str:
         return "Warning"
     if ctype == model.GATED and status == "True" and condition.get("reason") in WARNING_GATES:
         return "Warning"
+    if ctype == model.REPORTED and status == "False" and condition.get("reason") != "Pending":
+        return "Warning"  # a report failed or was given up; Pending is the normal wait
     return "Normal"
+
+
+def reason_of(condition: Body) -> str:
+    """The Event's reason: the condition's, prefixed for reports (ReportDelivered)."""
+    reason = str(condition["reason"])
+    return f"Report{reason}" if condition["type"] == model.REPORTED else reason
+
+
+def announced(condition: Body, current: list[Body]) -> bool:
+    """Whether a transition of ``condition`` gets a log line and an Event.
+
+    Not the companions: the other end condition (Succeeded=False beside
+    Failed=True), a check passed on the way (JobValidated=True: the condition
+    says so), and kstatus' view of the state (Reconciling, and Stalled of a
+    failed migration), whose own transition has its Event.
+    """
+    ctype, status = condition["type"], condition["status"]
+    if ctype in (model.SUCCEEDED, model.FAILED) and status == "False":
+        return False
+    if ctype == model.JOB_VALIDATED and status == "True":
+        return False
+    failed = any(c.get("type") == model.FAILED and c.get("status") == "True" for c in current)
+    return not (ctype == model.RECONCILING or (ctype == model.STALLED and failed))

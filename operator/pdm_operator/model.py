@@ -51,6 +51,8 @@ APPROVED: Final = "Approved"
 JOB_CREATED: Final = "JobCreated"
 SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"
+#: The reports of spec.tracking: written by the reporter, not the pass.
+REPORTED: Final = "Reported"
 
 # status.state values: a one-word summary of the conditions for `kubectl get`.
 STATE_PENDING: Final = "Pending"

@@ -50,6 +50,7 @@ from pdm_operator.locks import EnvironmentLocks, Holder, Taken, lease_name
 from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox
+from pdm_operator.statuswriter import StatusWriter
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class Reconciler:
         timing: Timing | None = None,
     ) -> None:
         self.kube = kube
+        self.writer = StatusWriter(kube)
         self.clock = clock
         self.timing = timing or Timing()
         self.locks = EnvironmentLocks(kube, lock_namespace, self._holder_active)
@@ -1075,41 +1077,17 @@ class Reconciler:
         p.status["observedGeneration"] = p.generation
         if p.status == p.stored:
             return Step(p.stored, requeue)
-        written = self.kube.patch_migration_status(
-            p.namespace,
-            p.name,
+        written = self.writer.write(
+            p.migration,
             _merge_patch(p.stored, p.status),
-            resource_version=p.meta.get("resourceVersion"),
+            p.stored.get("conditions"),
+            p.conditions,
+            now=p.now,
+            on_transition=lambda cond: self._count(p, cond),
         )
         if written is None:  # the migration was deleted meanwhile
             return Step(p.status, None)
         p.meta["resourceVersion"] = written["metadata"].get("resourceVersion")
-        for cond in conditions.transitions(p.stored.get("conditions"), p.conditions):
-            if cond["type"] in (model.SUCCEEDED, model.FAILED) and cond["status"] == "False":
-                continue  # the companion of the other end condition; one event is enough
-            if cond["type"] == model.JOB_VALIDATED and cond["status"] == "True":
-                continue  # a check passed on the way; the condition says so, no event needed
-            if cond["type"] == model.RECONCILING or (
-                cond["type"] == model.STALLED and conditions.is_true(p.conditions, model.FAILED)
-            ):
-                continue  # kstatus' view of the state, whose own transition has its event
-            for_migration(log, p.migration).info(
-                "%s=%s %s: %s",
-                cond["type"],
-                cond["status"],
-                cond["reason"],
-                cond.get("message") or "",
-            )
-            self._count(p, cond)
-            self.kube.create_event(
-                events.event_for(
-                    p.migration,
-                    events.kind_of(cond),
-                    cond["reason"],
-                    cond.get("message") or "",
-                    p.now,
-                )
-            )
         p.stored = copy.deepcopy(p.status)
         return Step(p.stored, requeue)
 

@@ -146,3 +146,25 @@ def test_trouble_is_a_warning(condition: Body) -> None:
 )
 def test_progress_is_normal(condition: Body) -> None:
     assert events.kind_of(condition) == "Normal"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "kind"),
+    [("True", "Delivered", "Normal"), ("False", "Pending", "Normal"),
+     ("False", "DeliveryFailed", "Warning"), ("False", "GaveUp", "Warning")],
+)  # fmt: skip
+def test_reports_have_one_kind_whoever_writes_them(status: str, reason: str, kind: str) -> None:
+    cond = {"type": "Reported", "status": status, "reason": reason}
+    assert events.kind_of(cond) == kind
+    assert events.reason_of(cond) == f"Report{reason}"
+
+
+def test_companion_transitions_are_not_announced() -> None:
+    failed = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
+    assert not events.announced({"type": "Succeeded", "status": "False", "reason": "X"}, failed)
+    assert not events.announced({"type": "JobValidated", "status": "True", "reason": "X"}, [])
+    assert not events.announced({"type": "Reconciling", "status": "False", "reason": "X"}, [])
+    assert not events.announced({"type": "Stalled", "status": "True", "reason": "X"}, failed)
+    assert events.announced({"type": "Stalled", "status": "True", "reason": "X"}, [])
+    assert events.announced(failed[0], failed)
+    assert events.reason_of(failed[0]) == "BackoffLimitExceeded"

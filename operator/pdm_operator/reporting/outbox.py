@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pdm_operator import conditions, preflight, timestamps
+from pdm_operator import conditions, model, preflight, timestamps
 from pdm_operator.conditions import Condition
 from pdm_operator.model import Body
 from pdm_operator.reporting import policy
@@ -40,7 +40,7 @@ from pdm_operator.reporting.records import (
 )
 from pdm_operator.reporting.sinks import SINKS
 
-REPORTED: str = "Reported"
+REPORTED = model.REPORTED
 
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0

@@ -19,7 +19,6 @@ from datetime import datetime
 from pdm_operator import conditions, events, metrics, timestamps
 from pdm_operator.inflight import InFlight
 from pdm_operator.kube import Conflict, Kube
-from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox, sinks
 from pdm_operator.reporting.records import (
@@ -31,6 +30,7 @@ from pdm_operator.reporting.records import (
     UNDELIVERED,
     Result,
 )
+from pdm_operator.statuswriter import StatusWriter
 from pdm_operator.waking import sleep_until_poked
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ class ReportingHub:
         on_change: Callable[[Key], None] | None = None,
     ) -> None:
         self.kube = kube
+        self.writer = StatusWriter(kube)
         self.api_pool = api_pool
         self.clock = clock
         self.call_timeout = call_timeout
@@ -277,17 +278,7 @@ class ReportingHub:
         patch: Body = {"reports": records}
         if new_conditions != old_conditions:
             patch["conditions"] = new_conditions
-        written = self.kube.patch_migration_status(
-            meta["namespace"], meta["name"], patch, resource_version=meta.get("resourceVersion")
-        )
-        for c in conditions.transitions(old_conditions, new_conditions):
-            kind = "Normal" if c["status"] == "True" or c["reason"] == "Pending" else "Warning"
-            for_migration(log, migration).info(
-                "%s=%s %s: %s", c["type"], c["status"], c["reason"], c["message"]
-            )
-            self.kube.create_event(
-                events.event_for(migration, kind, f"Report{c['reason']}", c["message"], now)
-            )
+        written = self.writer.write(migration, patch, old_conditions, new_conditions, now=now)
         if self.on_change is not None:
             self.on_change((meta["namespace"], meta["name"]))
         return written
