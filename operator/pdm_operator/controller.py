@@ -21,9 +21,10 @@ import logging
 import random
 import time
 
-from pdm_operator import conditions, metrics, model
+from pdm_operator import conditions, lines, metrics, model
 from pdm_operator.inflight import InFlight
 from pdm_operator.kube import Conflict, describe, expected
+from pdm_operator.lines import Lines
 from pdm_operator.model import Body
 from pdm_operator.reconcile import Reconciler, Step
 from pdm_operator.reporting import outbox
@@ -34,8 +35,6 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 
-#: The gate reason of a migration waiting for its environment's lock.
-LOCKED = "EnvironmentLocked"
 
 #: First passes that may run at once for new migrations queued behind older
 #: ones of their environment. A burst of new migrations (a pipeline applying
@@ -57,8 +56,9 @@ class Worker:
         self.poked = asyncio.Event()
         spec, meta = body.get("spec") or {}, body.get("metadata") or {}
         self.environment = str(spec.get("environment") or "")
-        #: Place in its environment's line: oldest first, by name on a tie.
-        self.line_order = (str(meta.get("creationTimestamp") or ""), key[1])
+        controller.lines.join(
+            self.environment, key, (str(meta.get("creationTimestamp") or ""), key[1])
+        )
         self.waits_for = frozenset((spec.get("waitFor") or {}).get("migrations") or ())
         self.state = model.STATE_PENDING
         self.reason = ""
@@ -86,7 +86,7 @@ class Worker:
                     # A new migration with older ones of its environment ahead
                     # will wait for the lock: its first pass queues behind the
                     # passes that start and end Jobs.
-                    queue = first and self.controller.has_older_in_environment(self)
+                    queue = first and self.controller.lines.has_older(self.environment, self.key)
                     first = False
                     async with self.controller.first_passes if queue else _NO_QUEUE:
                         started = time.monotonic()
@@ -135,12 +135,13 @@ class Worker:
                 was_in_line = self.in_line
                 self.state = str(step.status.get("state") or model.STATE_PENDING)
                 self.reason = str(step.status.get("reason") or "")
+                self.controller.lines.set_waiting(self.environment, self.key, self.in_line)
                 if was_in_line and not self.in_line:
                     # Out of the line (the lock taken, or held by another
                     # gate now): whoever is first now gets its turn to look.
                     self.controller.poke_first_in_line(self.environment)
                 delay = step.requeue
-                if self.in_line and not self.controller.is_first_in_line(self):
+                if self.in_line and self.controller.lines.first(self.environment) != self.key:
                     # Behind others: the end of the holder pokes the first in
                     # line, not everyone; a slow poll is only a safety net.
                     delay = max(delay, self.controller.reconciler.timing.queued_poll)
@@ -152,7 +153,7 @@ class Worker:
     @property
     def in_line(self) -> bool:
         """Waiting for its environment's lock."""
-        return self.state == model.STATE_GATED and self.reason == LOCKED
+        return lines.waits(self.state, self.reason)
 
     def _pass(self) -> tuple[Step | None, str | None]:
         # Runs in a thread; counted, so a leadership handover can wait for
@@ -195,6 +196,7 @@ class Controller:
         self.active = active
         self.inflight = InFlight()
         self.workers: dict[Key, Worker] = {}
+        self.lines: Lines[Key] = Lines()
         self.first_passes = asyncio.Semaphore(FIRST_PASSES)
         #: The last known body of every migration in progress or with reports
         #: pending, for the gauges computed at scrape time.
@@ -239,6 +241,7 @@ class Controller:
         worker = self.workers.pop(key, None)
         if worker is not None:
             worker.task.cancel()
+            self.lines.leave(worker.environment, key)
         if self.reporting is not None:
             self.reporting.cancel(key)
         # It may have held its environment's lock, or been first in line.
@@ -272,17 +275,8 @@ class Controller:
 
     def first_in_line(self, environment: str) -> Worker | None:
         """The oldest migration waiting for ``environment``'s lock."""
-        waiting = [w for w in self.workers.values() if w.environment == environment and w.in_line]
-        return min(waiting, key=lambda w: w.line_order, default=None)
-
-    def has_older_in_environment(self, worker: Worker) -> bool:
-        return any(
-            w.environment == worker.environment and w.line_order < worker.line_order
-            for w in self.workers.values()
-        )
-
-    def is_first_in_line(self, worker: Worker) -> bool:
-        return self.first_in_line(worker.environment) is worker
+        first = self.lines.first(environment)
+        return None if first is None else self.workers.get(first)
 
     def poke_first_in_line(self, environment: str) -> None:
         first = self.first_in_line(environment)
@@ -292,6 +286,7 @@ class Controller:
     def forget(self, worker: Worker) -> None:
         if self.workers.get(worker.key) is worker:
             del self.workers[worker.key]
+            self.lines.leave(worker.environment, worker.key)
 
     def activate(self, migrations: list[Body]) -> None:
         """Start acting (leadership acquired): every listed migration gets its worker."""

@@ -35,6 +35,7 @@ from pdm_operator import (
     history,
     images,
     jobs,
+    lines,
     metrics,
     model,
     preflight,
@@ -179,11 +180,7 @@ class Reconciler:
                 return self._finish(p)
             self._abandon_preflight(p, f"{hold.reason}: {hold.message}")
             p.set(model.GATED, True, hold.reason, hold.message)
-            poll = (
-                self.timing.lock_poll
-                if hold.reason == "EnvironmentLocked"
-                else self.timing.gate_poll
-            )
+            poll = self.timing.lock_poll if hold.reason == lines.LOCKED else self.timing.gate_poll
             return self._write(p, poll)
         return self._create_holding_the_lock(p, template)
 
@@ -345,7 +342,7 @@ class Reconciler:
             # The same message whoever holds the lock: a waiter's status is
             # not rewritten each time the lock changes hands in a long line.
             return gates.Hold(
-                "EnvironmentLocked",
+                lines.LOCKED,
                 f"another PostDeployMigration holds environment {p.environment!r} "
                 f"(Lease {self.locks.namespace}/{lease_name(p.environment)}); "
                 "one migration at a time",
