@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import random
 import time
@@ -60,6 +61,9 @@ class Worker:
             self.environment, key, (str(meta.get("creationTimestamp") or ""), key[1])
         )
         self.waits_for = frozenset((spec.get("waitFor") or {}).get("migrations") or ())
+        #: The watch event's body, for the first pass (then None: every other
+        #: pass reads the migration afresh).
+        self.first_body: Body | None = copy.deepcopy(body)
         self.state = model.STATE_PENDING
         self.reason = ""
         #: The resourceVersion the last pass ended on (read or written by it):
@@ -90,7 +94,8 @@ class Worker:
                     first = False
                     async with self.controller.first_passes if queue else _NO_QUEUE:
                         started = time.monotonic()
-                        step, self.seen_version = await asyncio.to_thread(self._pass)
+                        body, self.first_body = self.first_body, None
+                        step, self.seen_version = await asyncio.to_thread(self._pass, body)
                 except Conflict:
                     # The reporter wrote the status since we read it: read again.
                     metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "requeue").inc()
@@ -155,13 +160,17 @@ class Worker:
         """Waiting for its environment's lock."""
         return lines.waits(self.state, self.reason)
 
-    def _pass(self) -> tuple[Step | None, str | None]:
+    def _pass(self, body: Body | None) -> tuple[Step | None, str | None]:
         # Runs in a thread; counted, so a leadership handover can wait for
         # passes still writing after their task was cancelled.
         with self.controller.inflight:
-            # Always from a fresh read: a watch event can be older than our
-            # own last status write, and a pass must start from the truth.
-            migration = self.controller.reconciler.kube.get_migration(*self.key)
+            # The first pass starts from the watch event's body: nothing of
+            # ours can be newer, and if anything else is, the pass's guarded
+            # writes conflict and the next pass reads again. Every later pass
+            # reads afresh: a watch event can be older than our own last write.
+            migration = body
+            if migration is None:
+                migration = self.controller.reconciler.kube.get_migration(*self.key)
             if migration is None or migration["metadata"].get("deletionTimestamp"):
                 return None, None
             step = self.controller.reconciler.reconcile(migration)
@@ -234,6 +243,8 @@ class Controller:
             if not finished or lagging:
                 self.workers[key] = Worker(key, self, body)
         elif not self._own_write(worker, body):
+            if worker.first_body is not None:
+                worker.first_body = copy.deepcopy(body)  # newer than the one it was made with
             worker.poke()
 
     def _deleted(self, key: Key, body: Body) -> None:

@@ -13,6 +13,9 @@ import base64
 import json
 import logging
 import os
+import queue
+import threading
+import time
 from typing import Any
 
 from kubernetes import client, config
@@ -190,6 +193,56 @@ def _validation_message(error: ValueError) -> str:
     return "; ".join(out) or str(error).splitlines()[0]
 
 
+class EventPoster:
+    """Events posted from one background thread, as client-go's recorder does:
+    a pass that holds its environment's line never waits for them.
+
+    Events are best effort (a failure is logged, never raised), so nothing
+    depends on one being posted before the pass goes on. At most ``limit``
+    wait; past that an event is dropped with a warning. ``flush`` waits for
+    the queue to empty (at shutdown).
+    """
+
+    def __init__(self, post: Any, limit: int = 2000) -> None:
+        self._post = post
+        self._queue: queue.Queue[Body] = queue.Queue(maxsize=limit)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def post(self, event: Body) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pdm-events", daemon=True)
+                self._thread.start()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            log.warning(
+                "dropped event %s: %d events wait", event.get("reason"), self._queue.qsize()
+            )
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued event was posted (or given up); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            event = self._queue.get()
+            try:
+                self._post(event)
+            except ApiError as e:
+                log.warning("could not post event %s: %s", event.get("reason"), describe(e))
+            except Exception:  # an event is never worth the thread
+                log.exception("could not post event %s", event.get("reason"))
+            finally:
+                self._queue.task_done()
+
+
 class Kube:
     """Thin, typed wrappers over the calls the operator makes."""
 
@@ -202,6 +255,7 @@ class Kube:
         self.coordination = _Translated(client.CoordinationV1Api(api))
         self.policy = _Translated(client.PolicyV1Api(api))
         self.authentication = _Translated(client.AuthenticationV1Api(api))
+        self.events = EventPoster(self._post_event)
 
     # --- reads that may find nothing -----------------------------------------
     @staticmethod
@@ -535,13 +589,13 @@ class Kube:
         )
 
     def create_event(self, event: Body) -> None:
-        """Post an Event; failures are logged, never raised (events are best effort)."""
-        try:
-            self.core.create_namespaced_event(
-                event["metadata"]["namespace"], event, _request_timeout=REQUEST_TIMEOUT
-            )
-        except ApiError as e:
-            log.warning("could not post event %s: %s", event.get("reason"), describe(e))
+        """Post an Event in the background (``EventPoster``); never raises."""
+        self.events.post(event)
+
+    def _post_event(self, event: Body) -> None:
+        self.core.create_namespaced_event(
+            event["metadata"]["namespace"], event, _request_timeout=REQUEST_TIMEOUT
+        )
 
     def create_lease(self, namespace: str, lease: Body) -> Body | None:
         """Create; None when a Lease of that name already exists."""

@@ -189,6 +189,8 @@ def build_registry(
             task.cancel()
         log.info("stopping %d migration workers", len(controller.workers))
         await controller.stop()
+        if not await asyncio.to_thread(controller.reconciler.kube.events.flush, 5.0):
+            log.warning("stopped with events not yet posted")
         if election is not None:
             # Only now, with every pass drained: a standby may take over at once.
             await asyncio.to_thread(election.release)

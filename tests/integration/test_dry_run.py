@@ -231,7 +231,8 @@ def test_secret_values_never_reach_the_manifest_diff_or_events(
     )
     assert rendered.returncode == 0
     assert diffed.returncode == 1
-    events = " ".join(f"{e.reason} {e.message}" for e in api.events("pdm-secret"))
+    done = api.wait_events("pdm-secret", pdm["status"]["reason"])  # the last to be posted
+    events = " ".join(f"{e.reason} {e.message}" for e in done)
     for where, text in {
         "status": json.dumps(pdm),
         "render": rendered.stdout + rendered.stderr,

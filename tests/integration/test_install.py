@@ -253,7 +253,7 @@ def test_operator_runs_end_to_end_with_only_its_service_accounts_rights(
             assert [d["status"] for d in gitlab.deployments("gitlab-org/gitlab")] == ["success"]
             # Jobs of a restricted namespace ran: their pods were admitted.
             assert all(j.status.succeeded or j.status.failed for j in api.jobs())
-            assert [e for e in api.events("rbac-run") if e.reason == "JobComplete"]
+            api.wait_events("rbac-run", "JobComplete")
         finally:
             operator.stop()
             print(f"----- operator log -----\n{operator.log()[-20000:]}")

@@ -53,9 +53,7 @@ def test_migration_runs_the_deployed_image_and_succeeds(
     )
     assert job.metadata.labels["pdm-operator.io/environment"] == "gstg"
 
-    reasons = [e.reason for e in api.events("pdm-ok")]
-    for expected in ("FromDeployment", "Created", "JobComplete"):
-        assert expected in reasons
+    api.wait_events("pdm-ok", "FromDeployment", "Created", "JobComplete")
 
 
 def test_failing_migration_ends_failed_with_exit_code_and_message(
@@ -79,7 +77,9 @@ def test_failing_migration_ends_failed_with_exit_code_and_message(
     assert "PG::LockNotAvailable" in failure["logTail"]
     assert pdm["status"]["state"] == "Failed"
     assert api.condition("pdm-bad", "Succeeded")["status"] == "False"  # type: ignore[index]
-    warnings = [e for e in api.events("pdm-bad") if e.type == "Warning"]
+    warnings = [
+        e for e in api.wait_events("pdm-bad", "BackoffLimitExceeded") if e.type == "Warning"
+    ]
     assert any(e.reason == "BackoffLimitExceeded" and "exit code 3" in e.message for e in warnings)
 
 

@@ -317,8 +317,9 @@ def test_an_approval_of_plan_a_never_runs_plan_b(
     status = done["status"]
     assert status["approval"]["by"] == "system:serviceaccount:argocd:argocd-server"
     assert status["approval"]["planHash"] == status["preflight"]["planHash"]
-    approved_events = [e for e in api.events("pdm-approve") if e.reason == "PlanApproved"]
-    assert approved_events
+    approved_events = [
+        e for e in api.wait_events("pdm-approve", "PlanApproved") if e.reason == "PlanApproved"
+    ]
     assert "system:serviceaccount:argocd:argocd-server" in approved_events[-1].message
     assert argocd.health(done)["status"] == "Healthy"
     assert argocd.actions(done) == {"approve": False}

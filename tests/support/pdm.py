@@ -186,3 +186,14 @@ class Api:
             for e in self.core.list_namespaced_event(self.ns).items
             if e.involved_object.kind == "PostDeployMigration" and e.involved_object.name == name
         ]
+
+    def wait_events(self, name: str, *reasons: str, timeout: float = 30) -> list[Any]:
+        """The migration's Events once one of each reason is among them: the
+        operator posts Events in the background, after the status they tell of."""
+        return wait_until(
+            lambda: (
+                (found := self.events(name)) and set(reasons) <= {e.reason for e in found} and found
+            ),
+            timeout=timeout,
+            what=f"Events {', '.join(reasons)} of pdm/{name}",
+        )
