@@ -167,18 +167,22 @@ def test_argo_cds_approve_action_is_admitted_once_its_service_account_may_approv
     assert argocd.actions(live) == {"approve": True}
     patch = argocd.merge_patch(live, argocd.run_action("approve", live))
 
-    def send() -> Any:
+    def send(*dry_run: str) -> Any:
         return cluster.run_kubectl(
             f"--as={ARGO_CD}", "-n", api.ns, "patch", "pdm", "pdm-argo", "--type=merge",
-            "-p", json.dumps(patch),
+            "-p", json.dumps(patch), *dry_run,
         )  # fmt: skip
 
+    # Asked with a server-side dry run (admission runs, nothing is written)
+    # until the policy, created for this test, is in effect.
     refused = wait_until(
-        lambda: (out := send()).returncode != 0 and out,
+        lambda: (out := send("--dry-run=server")).returncode != 0 and out,
         timeout=60,
         what="the approval policy to refuse Argo CD's ServiceAccount",
     )
     assert f"user {ARGO_CD} may not approve PostDeployMigrations" in refused.stderr
+    assert send().returncode != 0
+    assert "approved" not in ((api.get("pdm-argo") or {})["spec"].get("approval") or {})
 
     rbac.create_namespaced_role_binding(
         api.ns,
