@@ -212,9 +212,14 @@ class Controller:
         self.latest: dict[Key, Body] = {}
         if reporting is not None:
             reporting.on_change = self.poke
+        self._loop: asyncio.AbstractEventLoop | None = None
+        reconciler.on_release = self._lock_released
 
     def on_migration(self, event_type: str | None, body: Body) -> None:
         """A watch event for a PostDeployMigration (``None`` for the initial listing)."""
+        if self._loop is None:
+            with contextlib.suppress(RuntimeError):  # no loop: a test calling it directly
+                self._loop = asyncio.get_running_loop()
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
@@ -288,6 +293,11 @@ class Controller:
         """The oldest migration waiting for ``environment``'s lock."""
         first = self.lines.first(environment)
         return None if first is None else self.workers.get(first)
+
+    def _lock_released(self, environment: str) -> None:
+        """From a pass's thread, the moment it gave ``environment``'s lock back."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.poke_first_in_line, environment)
 
     def poke_first_in_line(self, environment: str) -> None:
         first = self.first_in_line(environment)

@@ -146,6 +146,10 @@ class Reconciler:
         self.clock = clock
         self.timing = timing or Timing()
         self.locks = EnvironmentLocks(kube, lock_namespace, self._holder_active)
+        #: Told the environment the moment a pass gives its lock back, before
+        #: the pass writes anything else: the controller pokes the first in
+        #: line at once instead of when the status write comes back by watch.
+        self.on_release: Callable[[str], None] | None = None
 
     # --- the pass --------------------------------------------------------------
     def reconcile(self, migration: Body) -> Step:  # noqa: PLR0911 - one return per outcome
@@ -407,7 +411,7 @@ class Reconciler:
             return self._create(p, template)
         finally:
             if not p.status.get("jobName") and not preflight_running(p.status):
-                self.locks.release(p.environment, Holder.of(p.migration))
+                self._release(p)
 
     def _busy(self, p: Pass) -> list[str]:
         """Unfinished migration Jobs of this environment that are not this migration's.
@@ -565,7 +569,7 @@ class Reconciler:
             return
         p.status["preflight"]["phase"] = "Abandoned"
         p.set(model.PREFLIGHT, False, "PreflightAbandoned", why)
-        self.locks.release(p.environment, Holder.of(p.migration))
+        self._release(p)
 
     def _start_preflight(
         self, p: Pass, job: Body, job_hash: str, tenure: str | None, cfg: Body
@@ -733,7 +737,7 @@ class Reconciler:
         message = _nothing_pending_message(p)
         p.set(model.GATED, False, "GatesOpen", "all gates are open")
         p.set(model.JOB_CREATED, False, NOTHING_PENDING, message)
-        self.locks.release(p.environment, Holder.of(p.migration))
+        self._release(p)
         self._record_run(p)  # records nothing; shows the environment's floor
         self._reports_now_pending(p)
         return self._await_blocking_reports(p, message, reason=NOTHING_PENDING)
@@ -794,7 +798,7 @@ class Reconciler:
             p.status.pop("failure", None)
             # The migration itself is over: the next one of the environment may
             # start, whatever GitLab does with the reports.
-            self.locks.release(p.environment, Holder.of(p.migration))
+            self._release(p)
             self._record_run(p)
             return self._await_blocking_reports(p, outcome.message)
         failure: Body = {"reason": outcome.reason, "message": outcome.message}
@@ -1017,7 +1021,7 @@ class Reconciler:
 
     def _finish(self, p: Pass) -> Step:
         step = self._write(p, None)
-        self.locks.release(p.environment, Holder.of(p.migration))
+        self._release(p)
         return step
 
     # --- helpers ---------------------------------------------------------------
@@ -1037,6 +1041,12 @@ class Reconciler:
     @staticmethod
     def _owned(job: Body, uid: str) -> bool:
         return any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
+
+    def _release(self, p: Pass) -> None:
+        """Give the environment's lock back (if this migration holds it), and say so."""
+        self.locks.release(p.environment, Holder.of(p.migration))
+        if self.on_release is not None:
+            self.on_release(p.environment)
 
     def _holder_active(self, holder: Holder, acquired_at: datetime | None) -> bool:
         other = self.kube.get_migration(holder.namespace, holder.name)
