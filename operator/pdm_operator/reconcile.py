@@ -413,26 +413,28 @@ class Reconciler:
             if not p.status.get("jobName") and not preflight_running(p.status):
                 self._release(p)
 
-    def _busy(self, p: Pass) -> list[str]:
-        """Unfinished migration Jobs of this environment that are not this migration's.
+    def _environment_jobs(self, p: Pass) -> tuple[list[Body], list[str]]:
+        """This migration's Jobs (to adopt), and the unfinished migration Jobs of
+        its environment that are not its own: one list of the environment's Jobs.
 
-        The Lease is the queue, this is the guard: a deleted or edited Lease
-        must not let two migrations of an environment run at once. (Jobs in
-        the migration's namespace: an environment's migrations live with its
-        GitLab installation.)
+        The Lease is the queue, the second is the guard: a deleted or edited
+        Lease must not let two migrations of an environment run at once. (Jobs
+        in the migration's namespace: an environment's migrations live with
+        its GitLab installation.)
         """
         selector = (
             f"{model.LABEL_MANAGED_BY}=pdm-operator,{model.LABEL_ENVIRONMENT}={p.environment}"
         )
-        return sorted(
-            j["metadata"]["name"]
-            for j in self.kube.list_jobs(p.namespace, selector)
-            if (j["metadata"].get("labels") or {}).get(model.LABEL_MIGRATION_UID) != p.meta["uid"]
-            and (j["metadata"].get("labels") or {}).get(model.LABEL_COMPONENT)
-            != preflight.COMPONENT
-            and jobs.outcome(j) is None
-            and not (j.get("spec") or {}).get("suspend")  # suspended by a failure: runs nothing
-        )
+        own, busy = [], []
+        for j in self.kube.list_jobs(p.namespace, selector):
+            labels = j["metadata"].get("labels") or {}
+            if labels.get(model.LABEL_COMPONENT) != render.COMPONENT:
+                continue  # a pre-flight Job
+            if labels.get(model.LABEL_MIGRATION_UID) == p.meta["uid"]:
+                own.append(j)
+            elif jobs.outcome(j) is None and not (j.get("spec") or {}).get("suspend"):
+                busy.append(j["metadata"]["name"])  # suspended by a failure: runs nothing
+        return own, sorted(busy)
 
     def _create(self, p: Pass, template: templates.Template | None) -> Step:  # noqa: PLR0911
         # The rollout is complete now: if the image is not pinned yet, the
@@ -451,14 +453,10 @@ class Reconciler:
         job = render.render_job(p.migration, p.status["image"], template)
         name = job["metadata"]["name"]
         uid = p.meta["uid"]
-        existing = self.kube.list_jobs(
-            p.namespace,
-            f"{model.LABEL_MIGRATION_UID}={uid},{model.LABEL_COMPONENT}={render.COMPONENT}",
-        )
+        existing, busy = self._environment_jobs(p)
         if existing:
             adopted = min(existing, key=lambda j: j["metadata"].get("creationTimestamp", ""))
             return self._started(p, adopted, "Adopted")
-        busy = self._busy(p)
         if busy:
             p.set(
                 model.GATED,
