@@ -11,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cluster=${KIND_CLUSTER:-pdm}
 image=pdm-operator:dev
-for tool in docker kind kubectl; do
+# go: the chart's tests and the Argo CD scripts' tests build helm and Argo
+# CD's Lua interpreter from Go modules (hack/build-binaries.sh helm argo-lua).
+for tool in docker kind kubectl go; do
   command -v "$tool" >/dev/null || { echo "kind-e2e: '$tool' is needed on PATH" >&2; exit 1; }
 done
 kind get clusters | grep -qx "$cluster" || kind create cluster --name "$cluster"

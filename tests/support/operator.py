@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,10 +32,25 @@ from tests.support.waiting import wait_until
 PRELOAD = ["pytest", "tests.support.warm", "tests.support.operator"]
 
 
+#: Ports for the operators' listeners come from below the kernel's ephemeral
+#: range (net.ipv4.ip_local_port_range, 32768-60999 by default): a port the
+#: kernel handed out as free can be taken next as the local port of any
+#: outgoing connection (to the API server, a fake GitLab) before the operator
+#: binds it, and its start then fails with EADDRINUSE.
+LISTEN_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on, outside the ephemeral range, bindable on every address."""
+    for _ in range(100):
+        port = random.choice(LISTEN_PORTS)  # noqa: S311 - spreading, not secrecy
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))  # noqa: S104 - the operator's listeners do
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {LISTEN_PORTS}")
 
 
 class Child(Protocol):
