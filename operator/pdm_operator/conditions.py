@@ -131,4 +131,7 @@ def summarize(conditions: list[Body] | None) -> tuple[str, str]:
             if state == model.STATE_RUNNING and stalled and stalled.get("status") == "True":
                 return state, str(stalled.get("reason", ""))
             return state, str(cond.get("reason", ""))
-    return model.STATE_PENDING, ""
+    # Nothing decided yet (the gates open, the Job about to be created): say
+    # what the pass last found, never an empty reason.
+    gated = find(conditions, model.GATED)
+    return model.STATE_PENDING, str((gated or {}).get("reason") or "Progressing")

@@ -56,6 +56,16 @@ def gitlab_db(cluster: Cluster) -> Iterator[tuple[Postgres, str]]:
         db.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", database="postgres")
 
 
+@pytest.fixture
+def deployed(
+    api: Api, real_node: dict[str, Any], gitlab_db: tuple[Postgres, str]
+) -> tuple[Postgres, str]:
+    """The test's database after a regular deploy: the post-deployment migrations pending."""
+    db, name = gitlab_db
+    regular_deploy(api, db, name, real_node)
+    return db, name
+
+
 def versions(db: Postgres, name: str) -> list[str]:
     out = db.psql("SELECT version FROM schema_migrations ORDER BY version", database=name)
     return out.split()
@@ -116,11 +126,9 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
     cluster: Cluster,
     api: Api,
     operator: OperatorProcess,
-    real_node: dict[str, Any],
-    gitlab_db: tuple[Postgres, str],
+    deployed: tuple[Postgres, str],
 ) -> None:
-    db, name = gitlab_db
-    regular_deploy(api, db, name, real_node)
+    db, name = deployed
     # The regular deploy skipped the post-deployment migrations: they are pending.
     assert versions(db, name) == REGULAR
 
@@ -206,11 +214,9 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
 def test_nothing_pending_reports_a_success_only_when_asked_to(
     api: Api,
     operator: OperatorProcess,
-    real_node: dict[str, Any],
-    gitlab_db: tuple[Postgres, str],
+    deployed: tuple[Postgres, str],
 ) -> None:
-    db, name = gitlab_db
-    regular_deploy(api, db, name, real_node)
+    db, name = deployed
     # Every post-deployment migration has run already (an earlier run, by hand).
     db.psql(
         "INSERT INTO schema_migrations (version) VALUES "
@@ -256,11 +262,9 @@ def test_an_approval_of_plan_a_never_runs_plan_b(
     cluster: Cluster,
     api: Api,
     operator: OperatorProcess,
-    real_node: dict[str, Any],
-    gitlab_db: tuple[Postgres, str],
+    deployed: tuple[Postgres, str],
 ) -> None:
-    db, name = gitlab_db
-    regular_deploy(api, db, name, real_node)
+    db, name = deployed
     api.create(
         migration("pdm-approve", podTemplateFrom=CHART, preflight={}, approval={"required": True})
     )
@@ -339,11 +343,9 @@ def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real
     cluster: Cluster,
     api: Api,
     operator: OperatorProcess,
-    real_node: dict[str, Any],
-    gitlab_db: tuple[Postgres, str],
+    deployed: tuple[Postgres, str],
 ) -> None:
-    db, name = gitlab_db
-    regular_deploy(api, db, name, real_node)
+    db, name = deployed
     # Data the unique index cannot be built on.
     db.psql(
         "INSERT INTO projects (path) VALUES ('gitlab-org/gitlab'), ('gitlab-org/gitlab')",
@@ -394,12 +396,11 @@ def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real
 
 
 def test_the_stand_in_skips_post_deployment_migrations_when_the_variable_says_false(
-    api: Api, real_node: dict[str, Any], gitlab_db: tuple[Postgres, str]
+    api: Api, real_node: dict[str, Any], deployed: tuple[Postgres, str]
 ) -> None:
     """The defect this round fixed, reproduced: SKIP_POST_DEPLOYMENT_MIGRATIONS="false"
     is still *set*, so Rails (and the stand-in) skip db/post_migrate and exit 0."""
-    db, name = gitlab_db
-    regular_deploy(api, db, name, real_node)
+    db, name = deployed
     old_bug = chart.chart_job("gitlab-migrations-0ldbug0")
     old_bug["metadata"]["labels"]["app"] = "not-migrations"  # not the chart's
     container = old_bug["spec"]["template"]["spec"]["containers"][0]
@@ -418,11 +419,9 @@ def test_a_sigkilled_operator_leaves_one_job_and_each_migration_applied_once(
     cluster: Cluster,
     api: Api,
     operator: OperatorProcess,
-    real_node: dict[str, Any],
-    gitlab_db: tuple[Postgres, str],
+    deployed: tuple[Postgres, str],
 ) -> None:
-    db, name = gitlab_db
-    regular_deploy(api, db, name, real_node)
+    db, name = deployed
     db.psql("INSERT INTO projects (path) VALUES ('a/one'), ('b/two')", database=name)
     api.create(migration("pdm-killed", podTemplateFrom=CHART, preflight={}))
     api.wait_condition("pdm-killed", "JobCreated", timeout=120)

@@ -221,11 +221,11 @@ def test_transitions_report_only_the_conditions_that_changed() -> None:
         ),
         pytest.param(
             [cond("ImageResolved", "True", "FromDeployment"), cond("Gated", "False", "GatesOpen")],
-            ("Pending", ""),
+            ("Pending", "GatesOpen"),
             id="pending-with-resolved-image",
         ),
-        pytest.param([], ("Pending", ""), id="no-conditions"),
-        pytest.param(None, ("Pending", ""), id="no-conditions-list"),
+        pytest.param([], ("Pending", "Progressing"), id="no-conditions"),
+        pytest.param(None, ("Pending", "Progressing"), id="no-conditions-list"),
     ],
 )
 def test_summarize_orders_failed_succeeded_running_gated_pending(

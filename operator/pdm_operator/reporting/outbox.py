@@ -40,8 +40,6 @@ from pdm_operator.reporting.records import (
 )
 from pdm_operator.reporting.sinks import SINKS
 
-REPORTED = model.REPORTED
-
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
 ERROR_LIMIT = 512
@@ -219,20 +217,22 @@ def reported_condition(records: list[Body]) -> Condition | None:
         elif first.get("note"):
             detail += f": {first['note']}"
         more = f" and {len(pending) - 1} more" if len(pending) > 1 else ""
-        return Condition(REPORTED, "False", "Pending", f"{len(pending)} pending: {detail}{more}")
+        return Condition(
+            model.REPORTED, "False", "Pending", f"{len(pending)} pending: {detail}{more}"
+        )
     if failed:
         first = failed[0]
         reason = {FAILED: "DeliveryFailed", GAVE_UP: "GaveUp"}.get(
             first["state"], "NoMergeRequestsLinked"
         )
         return Condition(
-            REPORTED,
+            model.REPORTED,
             "False",
             reason,
             f"{first['sink']} {first['target']} ({first['desired']}): {first.get('lastError', '')}",
         )
     delivered = sum(1 for r in records if r.get("state") == DELIVERED)
-    return Condition(REPORTED, "True", "Delivered", f"{delivered} report(s) delivered")
+    return Condition(model.REPORTED, "True", "Delivered", f"{delivered} report(s) delivered")
 
 
 @dataclass(frozen=True)
@@ -299,4 +299,4 @@ def needs_reporting(migration: Body) -> bool:
 
 
 def is_reported(status: Body | None) -> bool:
-    return conditions.is_true((status or {}).get("conditions"), REPORTED)
+    return conditions.is_true((status or {}).get("conditions"), model.REPORTED)
