@@ -441,7 +441,7 @@ def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
 
 # --- rollback-check -------------------------------------------------------------
 ROLLBACK_UNSAFE = 1
-#: Where the operator's manifests install it (manifests/base).
+#: Where the chart and the overlays install the operator (its locks and history live there).
 DEFAULT_OPERATOR_NAMESPACE = "pdm-operator"
 
 
