@@ -709,6 +709,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "pdm-operator") -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as e:
+        from pdm_operator import kube  # noqa: PLC0415 - loaded already if it raised this
+
+        if not isinstance(e, kube.ApiError):
+            raise
+        print(f"error: the API server: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

@@ -51,7 +51,7 @@ ERROR_BACKOFF_CAP = 60.0
 
 
 class Worker:
-    def __init__(self, key: Key, controller: Controller, body: Body) -> None:
+    def __init__(self, key: Key, controller: Controller, body: Body, fresh: bool) -> None:
         self.key = key
         self.controller = controller
         self.poked = asyncio.Event()
@@ -61,9 +61,11 @@ class Worker:
             self.environment, key, (str(meta.get("creationTimestamp") or ""), key[1])
         )
         self.waits_for = frozenset((spec.get("waitFor") or {}).get("migrations") or ())
-        #: The watch event's body, for the first pass (then None: every other
-        #: pass reads the migration afresh).
-        self.first_body: Body | None = copy.deepcopy(body)
+        #: The body of the event that made the worker, for its first pass, when
+        #: nothing of ours can be newer: the migration was just created, or
+        #: listed at start. Else (and for every later pass) a fresh read: an
+        #: earlier worker's writes may still be on their way back by watch.
+        self.first_body: Body | None = copy.deepcopy(body) if fresh else None
         self.state = model.STATE_PENDING
         self.reason = ""
         #: The resourceVersion the last pass ended on (read or written by it):
@@ -246,7 +248,7 @@ class Controller:
             lagging = int(status.get("observedGeneration") or 0) != int(meta.get("generation") or 1)
             # A finished one only to catch observedGeneration up (its pass says so).
             if not finished or lagging:
-                self.workers[key] = Worker(key, self, body)
+                self.workers[key] = Worker(key, self, body, fresh=event_type in (None, "ADDED"))
         elif not self._own_write(worker, body):
             if worker.first_body is not None:
                 worker.first_body = copy.deepcopy(body)  # newer than the one it was made with
@@ -297,7 +299,8 @@ class Controller:
     def _lock_released(self, environment: str) -> None:
         """From a pass's thread, the moment it gave ``environment``'s lock back."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.poke_first_in_line, environment)
+            with contextlib.suppress(RuntimeError):  # the loop closed: shutting down
+                self._loop.call_soon_threadsafe(self.poke_first_in_line, environment)
 
     def poke_first_in_line(self, environment: str) -> None:
         first = self.first_in_line(environment)
@@ -323,6 +326,7 @@ class Controller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.workers.clear()
+        self.lines = Lines()
         self.latest.clear()
         if self.reporting is not None:
             await self.reporting.pause()

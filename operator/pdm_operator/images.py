@@ -25,20 +25,21 @@ class Unresolved:
     message: str
 
 
+def _name_and_tag(image: str) -> tuple[str, str | None]:
+    """``registry:5000/repo:v18.6.0@sha256:…`` -> (``registry:5000/repo``, ``v18.6.0``)."""
+    name = image.split("@", 1)[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return (name[:colon], name[colon + 1 :]) if colon > slash else (name, None)
+
+
 def strip_tag(image: str) -> str:
     """``registry:5000/repo:tag`` -> ``registry:5000/repo`` (digests are kept out too)."""
-    name = image.split("@", 1)[0]
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    return name[:colon] if colon > slash else name
+    return _name_and_tag(image)[0]
 
 
 def tag(image: str) -> str | None:
     """``registry:5000/repo:v18.6.0@sha256:…`` -> ``v18.6.0``; None without a tag."""
-    name = image.split("@", 1)[0]
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    return name[colon + 1 :] if colon > slash else None
+    return _name_and_tag(image)[1]
 
 
 def digest_of(image_id: str) -> str | None:

@@ -146,7 +146,10 @@ class _Translated:
 
         def translated(*args: Any, **kwargs: Any) -> Any:
             try:
-                return call(*args, **kwargs)
+                result = call(*args, **kwargs)
+                if kwargs.get("_preload_content") is False:
+                    _ = result.data  # the body is read here, so a cut-off read is translated too
+                return result
             except ApiException as e:
                 raise _error(e) from e
             except (HTTPError, OSError) as e:

@@ -180,13 +180,13 @@ class EnvironmentLocks:
         )
         return Taken(tenure(taken))
 
-    def release(self, environment: str, me: Holder) -> None:
-        """Give the lock back if ``me`` holds it; a no-op otherwise."""
+    def release(self, environment: str, me: Holder) -> bool:
+        """Give the lock back if ``me`` holds it; whether it was given back."""
         lease = self.kube.get_lease(self.namespace, lease_name(environment))
         if lease is None:
-            return
+            return False
         if Holder.parse((lease.get("spec") or {}).get("holderIdentity")) != me:
-            return
+            return False
         meta = lease["metadata"]
         if self.kube.delete_lease(
             self.namespace, meta["name"], meta["uid"], meta["resourceVersion"]
@@ -197,3 +197,5 @@ class EnvironmentLocks:
                 me.identity,
                 extra=me.log_fields(environment),
             )
+            return True
+        return False

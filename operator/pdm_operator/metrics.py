@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -113,16 +114,21 @@ ROLLBACK_FLOOR = Gauge(
     ["environment", "version"],
 )
 _floors: dict[str, str] = {}
+_floors_lock = threading.Lock()
 
 
 def rollback_floor(environment: str, version: str | None) -> None:
-    """Show ``version`` as the environment's floor (None: none known)."""
-    old = _floors.pop(environment, None)
-    if old is not None and old != version:
-        ROLLBACK_FLOOR.remove(environment, old)
-    if version is not None:
-        _floors[environment] = version
-        ROLLBACK_FLOOR.labels(environment, version).set(1)
+    """Show ``version`` as the environment's floor (None: none known).
+
+    Called from pass threads and the startup reload: one at a time, so an
+    environment never shows two floors."""
+    with _floors_lock:
+        old = _floors.pop(environment, None)
+        if old is not None and old != version:
+            ROLLBACK_FLOOR.remove(environment, old)
+        if version is not None:
+            _floors[environment] = version
+            ROLLBACK_FLOOR.labels(environment, version).set(1)
 
 
 def _labels(migration: Body) -> tuple[str, str, str]:

@@ -192,11 +192,9 @@ class Reconciler:
         """A finished migration whose spec changed (suspend, an approval): nothing to do,
         but ``observedGeneration`` catches up, so kstatus does not see it in progress."""
         if int(p.stored.get("observedGeneration") or 0) != p.generation:
-            self.kube.patch_migration_status(
-                p.namespace,
-                p.name,
-                {"observedGeneration": p.generation},
-                resource_version=p.meta.get("resourceVersion"),
+            conds = p.stored.get("conditions") or []
+            self.writer.write(
+                p.migration, {"observedGeneration": p.generation}, conds, conds, now=p.now
             )
             p.stored["observedGeneration"] = p.generation
         return Step(p.stored, None)
@@ -516,7 +514,7 @@ class Reconciler:
         cfg: Body = p.spec.get("preflight") or {}
         if cfg.get("enabled", True) is False:
             return None
-        job_hash = job["metadata"]["annotations"][model.ANNOTATION_INPUTS_HASH]
+        job_hash = _inputs_hash(job)
         pf: Body = p.status.get("preflight") or {}
         current = pf.get("jobHash") == job_hash and pf.get("tenure") == tenure
         if current and pf.get("phase") == "Running":
@@ -540,7 +538,8 @@ class Reconciler:
         """
         hold = approval.check(p.spec, pf, p.status.get("pendingMigrations"), p.name)
         if hold is None:
-            approved = approval.approved(p.spec)
+            # An approval counts (and is shown) only where one is required.
+            approved = approval.approved(p.spec) if approval.required(p.spec) else None
             pending = preflight.from_status(p.status.get("pendingMigrations"))
             if approved:
                 p.status["approval"] = {k: approved[k] for k in ("planHash", "by", "at")}
@@ -815,6 +814,8 @@ class Reconciler:
                 if failed is not None:
                     failure["migration"] = failed.as_status()
         p.status["failure"] = failure
+        # Over, whatever the history write does: the next may start.
+        self._release(p)
         self._record_run(p)
         message = outcome.message
         if "exitCode" in failure:
@@ -847,18 +848,21 @@ class Reconciler:
         for_this_job = bool(job_hash) and render.job_name(p.name, job_hash) == p.status.get(
             "jobName"
         )
-        migrations = (
-            []
-            if nothing_pending(p.status)
-            else history.applied(p.status, job_hash if for_this_job else "not-this-job")
-        )
+        if nothing_pending(p.status):
+            migrations: list[str] | None = []
+        else:  # the pre-flight's list says what ran only if it was made for this Job
+            migrations = history.applied(p.status, job_hash) if for_this_job else None
         version = history.deployed_version(
             p.migration, str(p.status.get("sourceImage") or p.status.get("image") or "")
         )
         namespace, name = self.locks.namespace, history.configmap_name(p.environment)
         base = history.configmap(p.environment, namespace)
         if migrations == []:
-            current = self.kube.get_configmap(namespace, name)
+            try:
+                current = self.kube.get_configmap(namespace, name)
+            except ApiError as e:  # only shown (the floor): never worth a new pre-flight
+                for_migration(log, p.migration).warning("history %s unread: %s", name, e)
+                current = None
         else:
             run = history.Run(
                 namespace=p.namespace,
@@ -1029,7 +1033,7 @@ class Reconciler:
             return
         if cond["type"] == model.JOB_CREATED:
             metrics.job_created(p.migration, self.clock())
-        elif cond["type"] == model.STALLED and not conditions.is_true(p.conditions, model.FAILED):
+        elif cond["type"] == model.STALLED:  # announced only while not failed
             metrics.stalled(p.migration, cond["reason"])
         elif cond["type"] in (model.SUCCEEDED, model.FAILED):
             metrics.migration_ended(
@@ -1042,8 +1046,8 @@ class Reconciler:
 
     def _release(self, p: Pass) -> None:
         """Give the environment's lock back (if this migration holds it), and say so."""
-        self.locks.release(p.environment, Holder.of(p.migration))
-        if self.on_release is not None:
+        released = self.locks.release(p.environment, Holder.of(p.migration))
+        if released and self.on_release is not None:
             self.on_release(p.environment)
 
     def _holder_active(self, holder: Holder, acquired_at: datetime | None) -> bool:

@@ -311,3 +311,27 @@ def test_a_retry_of_a_retry_counts_on_and_names_stay_within_the_limit() -> None:
 def test_only_a_failed_migration_is_retried(status: dict[str, Any], why: str) -> None:
     with pytest.raises(cli.RetryRefused, match=why):
         cli.retry_of(failed_pdm(**status), set())
+
+
+def test_an_unreachable_api_server_is_an_error_exit_not_a_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rollback-check exits 1 only for "unsafe": an API failure is 2, with its message."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    code = cli.main(
+        ["rollback-check", "gstg", "--to", "18.6.0", "--kubeconfig", str(kubeconfig), "-n", "x"]
+    )
+    assert code == cli.EXIT_ERROR
+    assert "error: the API server:" in capsys.readouterr().err

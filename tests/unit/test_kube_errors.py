@@ -92,3 +92,22 @@ def test_a_bug_is_not_an_api_error() -> None:
     with pytest.raises(KeyError):
         api.create_namespaced_job("ns", {})
     assert not kube.expected(KeyError("metadata"))
+
+
+class CutOff:
+    """An answer whose body breaks off while it is read (``_preload_content=False``)."""
+
+    @property
+    def data(self) -> bytes:
+        raise ProtocolError("Connection broken: IncompleteRead")
+
+
+class Answering:
+    def read_namespaced_pod_log(self, *args: Any, **kwargs: Any) -> Any:
+        return CutOff()
+
+
+def test_a_body_that_breaks_off_while_read_is_transient_too() -> None:
+    api = kube._Translated(Answering())
+    with pytest.raises(kube.Transient, match="IncompleteRead"):
+        api.read_namespaced_pod_log("pod", "ns", _preload_content=False)
