@@ -112,7 +112,13 @@ class Transient(ApiError):
 
 
 def _error(e: ApiException) -> ApiError:
-    """The ApiError for an answer of the official client."""
+    """The ApiError for an answer of the official client.
+
+    The body of an error answer is a ``metav1.Status``; its ``reason`` tells a
+    409 on a create (``AlreadyExists``) from one on a guarded write
+    (``Conflict``): k8s.io/apimachinery ``pkg/apis/meta/v1/types.go``,
+    ``StatusReasonAlreadyExists`` and ``StatusReasonConflict``.
+    """
     status = int(e.status or 0)
     try:
         body = json.loads(e.body)
@@ -197,8 +203,10 @@ def _validation_message(error: ValueError) -> str:
 
 
 class EventPoster:
-    """Events posted from one background thread, as client-go's recorder does:
-    a pass that holds its environment's line never waits for them.
+    """Events posted from one background thread, as client-go's recorder does
+    (k8s.io/client-go ``tools/record``: the broadcaster hands events to a
+    sink from its own goroutine): a pass that holds its environment's line
+    never waits for them.
 
     Events are best effort (a failure is logged, never raised), so nothing
     depends on one being posted before the pass goes on. At most ``limit``
