@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from pdm_operator import __version__, model
+from pdm_operator import __version__, errors, model
 
 if TYPE_CHECKING:
     from pdm_operator.templates import Template
@@ -208,7 +208,7 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
             if stale:
                 print(f"warning: TemplateStale: {stale}", file=sys.stderr)
         planned = dryrun.plan(client, migration, image, template)
-    except kube.ApiError as e:
+    except errors.ApiError as e:
         print(f"error: the API server rejected the Job: {e.message}", file=sys.stderr)
         return EXIT_ERROR
     color = args.color == "always" or (args.color == "auto" and out.isatty())
@@ -391,7 +391,6 @@ class RetryRefused(UsageError):
 
 
 def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
-    from pdm_operator import kube  # noqa: PLC0415
 
     client, namespace, failed = migration_named(args)
     try:
@@ -403,7 +402,7 @@ def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
         retry["spec"]["suspend"] = True
     try:
         created = client.create_migration(namespace, retry)
-    except kube.ApiError as e:
+    except errors.ApiError as e:
         raise UsageError(f"creating the retry failed: {e.message}") from e
     out.write(f"pdm/{created['metadata']['name']} created (retry of pdm/{args.name})\n")
     return 0
@@ -414,7 +413,7 @@ APPROVE_REFUSED = 1
 
 
 def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
-    from pdm_operator import approval, kube, timestamps  # noqa: PLC0415
+    from pdm_operator import approval, timestamps  # noqa: PLC0415
 
     client, namespace, migration = migration_named(args)
     try:
@@ -433,7 +432,7 @@ def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"migration Job: {given['jobName']}\n")
     try:
         client.patch_migration_spec(namespace, args.name, {"approval": {"approved": given}})
-    except kube.ApiError as e:
+    except errors.ApiError as e:
         raise UsageError(f"the approval was refused: {e.message}") from e
     out.write(f"pdm/{args.name}: plan {given['planHash']} approved by {who}\n")
     return 0
@@ -709,11 +708,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "pdm-operator") -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as e:
-        from pdm_operator import kube  # noqa: PLC0415 - loaded already if it raised this
-
-        if not isinstance(e, kube.ApiError):
-            raise
+    except errors.ApiError as e:
         print(f"error: the API server: {e.message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

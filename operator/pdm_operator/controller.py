@@ -23,8 +23,9 @@ import random
 import time
 
 from pdm_operator import conditions, lines, metrics, model
+from pdm_operator.errors import Conflict
 from pdm_operator.inflight import InFlight
-from pdm_operator.kube import Conflict, describe, expected
+from pdm_operator.kube import describe, expected
 from pdm_operator.lines import Lines
 from pdm_operator.model import Body
 from pdm_operator.reconcile import Reconciler, Step

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pdm_operator import model
-from pdm_operator.kube import Conflict, Kube
+from pdm_operator.errors import Conflict
+from pdm_operator.kube import Kube
 from pdm_operator.locks import build_lease
 from pdm_operator.model import Body
 

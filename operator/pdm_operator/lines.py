@@ -18,6 +18,14 @@ from pdm_operator import model
 #: The gate reason of a migration waiting for its environment's lock.
 LOCKED = "EnvironmentLocked"
 
+LEASE_PREFIX = "pdm-env-"
+
+
+def lease_name(environment: str) -> str:
+    """The environment's lock: the name of its Lease (``locks.py`` takes and gives it back)."""
+    return f"{LEASE_PREFIX}{environment}"
+
+
 #: A place in line: (creationTimestamp, name): oldest first, by name on a tie.
 Order = tuple[str, str]
 K = TypeVar("K", bound=Hashable)

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pdm_operator import model, timestamps
-from pdm_operator.kube import Conflict, Kube
+from pdm_operator.errors import Conflict
+from pdm_operator.kube import Kube
+from pdm_operator.lines import lease_name
 from pdm_operator.model import Body
 
 log = logging.getLogger(__name__)
 
-LEASE_PREFIX = "pdm-env-"
 ACQUIRED_AT = f"{model.GROUP}/acquired-at"
 
 
@@ -72,10 +73,6 @@ def acquired_at(lease: Body) -> datetime | None:
     """When the Lease was taken (the annotation this module writes), if readable."""
     raw = ((lease.get("metadata") or {}).get("annotations") or {}).get(ACQUIRED_AT)
     return timestamps.parse_or_none(str(raw) if raw else None)
-
-
-def lease_name(environment: str) -> str:
-    return f"{LEASE_PREFIX}{environment}"
 
 
 def build_lease(

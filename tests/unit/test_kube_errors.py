@@ -10,7 +10,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import MaxRetryError, ProtocolError
 
-from pdm_operator import kube
+from pdm_operator import errors, kube
 
 
 def answer(status: int, reason: str, message: str, http_reason: str = "") -> ApiException:
@@ -34,25 +34,25 @@ class Raising:
 @pytest.mark.parametrize(
     ("status", "reason", "kind"),
     [
-        (404, "NotFound", kube.NotFound),
-        (409, "AlreadyExists", kube.AlreadyExists),
-        (409, "Conflict", kube.Conflict),
-        (422, "Invalid", kube.Invalid),
-        (400, "BadRequest", kube.Invalid),
-        (403, "Forbidden", kube.Forbidden),
-        (401, "Unauthorized", kube.Forbidden),
-        (429, "TooManyRequests", kube.Transient),
-        (500, "InternalError", kube.Transient),
-        (504, "Timeout", kube.Transient),
-        (410, "Gone", kube.ApiError),
+        (404, "NotFound", errors.NotFound),
+        (409, "AlreadyExists", errors.AlreadyExists),
+        (409, "Conflict", errors.Conflict),
+        (422, "Invalid", errors.Invalid),
+        (400, "BadRequest", errors.Invalid),
+        (403, "Forbidden", errors.Forbidden),
+        (401, "Unauthorized", errors.Forbidden),
+        (429, "TooManyRequests", errors.Transient),
+        (500, "InternalError", errors.Transient),
+        (504, "Timeout", errors.Transient),
+        (410, "Gone", errors.ApiError),
     ],
 )
 def test_each_answer_becomes_its_own_error_with_the_servers_message(
-    status: int, reason: str, kind: type[kube.ApiError]
+    status: int, reason: str, kind: type[errors.ApiError]
 ) -> None:
     message = f'jobs.batch "pdm-x" is {reason.lower()}'
     api = kube._Translated(Raising(answer(status, reason, message)))
-    with pytest.raises(kube.ApiError) as caught:
+    with pytest.raises(errors.ApiError) as caught:
         api.create_namespaced_job("ns", {})
     assert type(caught.value) is kind
     assert (caught.value.status, caught.value.reason, caught.value.message) == (
@@ -67,7 +67,7 @@ def test_an_answer_without_a_status_body_keeps_the_http_status() -> None:
     e = ApiException(status=503, reason="Service Unavailable")
     e.body = "<html>upstream connect error</html>"
     api = kube._Translated(Raising(e))
-    with pytest.raises(kube.Transient, match="503 Service Unavailable"):
+    with pytest.raises(errors.Transient, match="503 Service Unavailable"):
         api.create_namespaced_job("ns", {})
 
 
@@ -81,7 +81,7 @@ def test_an_answer_without_a_status_body_keeps_the_http_status() -> None:
 )
 def test_no_answer_at_all_is_transient(error: Exception) -> None:
     api = kube._Translated(Raising(error))
-    with pytest.raises(kube.Transient) as caught:
+    with pytest.raises(errors.Transient) as caught:
         api.create_namespaced_job("ns", {})
     assert caught.value.status == 0
     assert type(error).__name__ in caught.value.message
@@ -109,5 +109,5 @@ class Answering:
 
 def test_a_body_that_breaks_off_while_read_is_transient_too() -> None:
     api = kube._Translated(Answering())
-    with pytest.raises(kube.Transient, match="IncompleteRead"):
+    with pytest.raises(errors.Transient, match="IncompleteRead"):
         api.read_namespaced_pod_log("pod", "ns", _preload_content=False)

@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from pdm_operator import conditions, events, metrics, timestamps
+from pdm_operator.errors import Conflict
 from pdm_operator.inflight import InFlight
-from pdm_operator.kube import Conflict, Kube
+from pdm_operator.kube import Kube
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox, sinks
 from pdm_operator.reporting.records import (

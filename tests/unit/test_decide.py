@@ -1,0 +1,872 @@
+"""The decision of a pass, for every state and gate: one table, one row per case.
+
+Each row is a migration as stored and the cluster it meets (a ``World``, a
+plain value answering every ask of ``decide.reconcile``); the row says what
+the pass must leave (state, reason, when to look again) and the effects it
+asks for, in order. Reads are not effects; the dry-run check is listed, as
+it is a call to the API server that can refuse.
+
+The order of the effects is part of the behaviour: the lock is given back
+before the history write, ``status.image`` and the pre-flight record are
+written before the Job that depends on them, a Job is protected before it is
+recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pdm_operator import (
+    decide,
+    diffing,
+    dryrun,
+    errors,
+    images,
+    model,
+    render,
+    templates,
+)
+from pdm_operator.decide import Setup, Timing
+from pdm_operator.model import Body
+
+NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
+T0 = "2026-12-02T11:59:00Z"
+NAMESPACE = "gitlab"
+UID = "0b6c1e52-3f0a-4d8e-9a57-6f2d1c0e4b11"
+IMAGE = "registry.gitlab.com/gitlab-org/build/cng/gitlab-toolbox-ee:v17.5.0"
+OLD_IMAGE = "registry.gitlab.com/gitlab-org/build/cng/gitlab-toolbox-ee:v17.4.0"
+DIGEST = "registry.gitlab.com/gitlab-org/build/cng/gitlab-toolbox-ee@sha256:" + "ab" * 32
+TIMING = Timing()
+SETUP = Setup("pdm-system", TIMING)
+RESOLVED = images.Resolved(IMAGE, IMAGE)
+
+#: The asks that change something (or may be refused by the API server).
+EFFECTS = (
+    decide.ValidateJob,
+    decide.AcquireLock,
+    decide.ReleaseLock,
+    decide.WriteStatus,
+    decide.CreateJob,
+    decide.SuspendJob,
+    decide.CreateDisruptionBudget,
+    decide.Warn,
+    decide.MergeHistory,
+    decide.PutConfigMap,
+)
+
+
+# --- the migration as stored ------------------------------------------------------
+def migration(**spec: Any) -> Body:
+    """A Run-mode PostDeployMigration as the API server stores it, pre-flight off."""
+    return {
+        "apiVersion": model.API_VERSION,
+        "kind": model.KIND,
+        "metadata": {
+            "name": "gstg-1200",
+            "namespace": NAMESPACE,
+            "uid": UID,
+            "generation": 1,
+            "resourceVersion": "1",
+            "creationTimestamp": T0,
+        },
+        "spec": {
+            "environment": "gstg",
+            "mode": "Run",
+            "pipeline": "Regular",
+            "suspend": False,
+            "image": {"reference": IMAGE},
+            "job": {"activeDeadlineSeconds": 3600, "backoffLimit": 0},
+            "preflight": {"enabled": False},
+            **spec,
+        },
+    }
+
+
+def with_status(m: Body, **status: Any) -> Body:
+    m = copy.deepcopy(m)
+    m["status"] = {"image": IMAGE, "sourceImage": IMAGE, **status}
+    return m
+
+
+def planned_job(m: Body) -> Body:
+    return render.render_job(m, (m.get("status") or {}).get("image") or IMAGE, None)
+
+
+def after_a_pass(m: Body, world: World | None = None) -> Body:
+    """``m`` as the pass a minute ago left it."""
+    m = copy.deepcopy(m)
+    step = decide.drive(decide.reconcile(m, NOW - timedelta(minutes=1), SETUP), world or World())
+    return m | {"status": step.status}
+
+
+def running(m: Body) -> Body:
+    """``m`` after the pass that created its Job."""
+    return after_a_pass(m)
+
+
+def job_named(m: Body, *conds: Body, ready: int = 0) -> Body:
+    job = planned_job(m)
+    job["metadata"].update(
+        uid="job-uid",
+        creationTimestamp=T0,
+        ownerReferences=[{"uid": UID, "kind": model.KIND, "name": m["metadata"]["name"]}],
+    )
+    job["status"] = {"conditions": list(conds), **({"ready": ready} if ready else {})}
+    return job
+
+
+COMPLETE = {"type": "Complete", "status": "True", "lastTransitionTime": "2026-12-02T11:59:30Z"}
+FAILED = {
+    "type": "Failed",
+    "status": "True",
+    "reason": "BackoffLimitExceeded",
+    "message": "Job has reached the specified backoff limit",
+    "lastTransitionTime": "2026-12-02T11:59:30Z",
+}
+
+
+def failed_pod(job: str, exit_code: int = 1) -> Body:
+    return {
+        "metadata": {"name": f"{job}-x7k2q"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": model.MIGRATION_CONTAINER,
+                    "state": {"terminated": {"exitCode": exit_code, "finishedAt": T0}},
+                }
+            ]
+        },
+    }
+
+
+def waiting_pod(job: str, reason: str) -> Body:
+    return {
+        "metadata": {"name": f"{job}-x7k2q"},
+        "status": {
+            "containerStatuses": [
+                {"name": model.MIGRATION_CONTAINER, "state": {"waiting": {"reason": reason}}}
+            ]
+        },
+    }
+
+
+def other_migration(name: str, state: str, *, waits_for: list[str] | None = None) -> Body:
+    conds = {
+        "Succeeded": [{"type": model.SUCCEEDED, "status": "True"}],
+        "Failed": [{"type": model.FAILED, "status": "True"}],
+    }.get(state, [])
+    return {
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}"},
+        "spec": {"environment": "gstg", "waitFor": {"migrations": waits_for or []}},
+        "status": {"state": state, "conditions": conds},
+    }
+
+
+def deployment(image: str = IMAGE, *, updated: int = 1) -> Body:
+    return {
+        "metadata": {"name": "gitlab-toolbox", "generation": 2, "uid": "dep-uid"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "toolbox"}},
+            "template": {
+                "metadata": {"labels": {"app": "toolbox"}},
+                "spec": {
+                    "containers": [{"name": "toolbox", "image": image}],
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+                },
+            },
+        },
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 1,
+            "updatedReplicas": updated,
+            "availableReplicas": 1,
+        },
+    }
+
+
+def pinned_pod() -> Body:
+    return {
+        "metadata": {"name": "gitlab-toolbox-abc"},
+        "status": {"containerStatuses": [{"name": "toolbox", "image": IMAGE, "imageID": DIGEST}]},
+    }
+
+
+def template_of(image: str, **container: Any) -> templates.Template:
+    dep = deployment(image)
+    dep["spec"]["template"]["spec"]["containers"][0].update(container)
+    found = templates.from_deployment(dep, "toolbox")
+    assert isinstance(found, templates.Template)
+    return found
+
+
+STATUS_TABLE = """\
+database: gitlabhq_production
+
+ Status   Migration ID    Migration Name
+--------------------------------------------------
+   up     20261101000001  Create projects
+{row}
+"""
+
+
+# --- the cluster a pass meets -----------------------------------------------------------
+@dataclass
+class World:
+    """What the cluster answers; an exception is raised at the ask."""
+
+    image: images.Resolved | images.Unresolved = RESOLVED
+    template: templates.Template | templates.Missing | None = None
+    deployments: dict[str, Body | None] = field(default_factory=dict)
+    deployment_pods: list[Body] = field(default_factory=list)
+    migrations: dict[str, Body | None] = field(default_factory=dict)
+    jobs: dict[str, Body | None] = field(default_factory=dict)
+    environment_jobs: list[Body] = field(default_factory=list)
+    pods: dict[str, list[Body]] = field(default_factory=dict)
+    job_events: list[Body] = field(default_factory=list)
+    logs: dict[str, str] = field(default_factory=dict)
+    tenure: str | None = "lease-uid/" + T0
+    validate: Exception | None = None
+    create: Exception | None = None
+    budget: Exception | None = None
+    history: Body | None = None
+    dry_run: Exception | None = None
+    asked: list[decide.Ask] = field(default_factory=list)
+    created: list[Body] = field(default_factory=list)
+    written: list[Body] = field(default_factory=list)
+
+    def __call__(self, ask: decide.Ask) -> Any:  # noqa: PLR0911, PLR0912
+        self.asked.append(ask)
+        match ask:
+            case decide.ResolveImage():
+                return self.image
+            case decide.FindTemplate():
+                return self.template
+            case decide.GetDeployment(name):
+                return self.deployments.get(name)
+            case decide.DeploymentPods():
+                return self.deployment_pods
+            case decide.GetMigration(name):
+                return self.migrations.get(name)
+            case decide.GetJob(name):
+                return self.jobs.get(name)
+            case decide.EnvironmentJobs():
+                return self.environment_jobs
+            case decide.JobPods(job):
+                return self.pods.get(job, [])
+            case decide.JobEvents():
+                return self.job_events
+            case decide.LogTail(pod) | decide.PodLog(pod):
+                return self.logs.get(pod, "")
+            case decide.ReadHistory():
+                return self.history
+            case decide.ValidateJob():
+                if self.validate:
+                    raise self.validate
+                return None
+            case decide.PlanDryRun():
+                if self.dry_run:
+                    raise self.dry_run
+                job = planned_job(migration())
+                diff = diffing.Diff(True, "1 field changed", "-a\n+b\n", "gitlab/previous")
+                return dryrun.Plan(job, job, diff)
+            case decide.AcquireLock():
+                return self.tenure
+            case decide.ReleaseLock():
+                return True
+            case decide.WriteStatus(status=status):
+                self.written.append(status)
+                return {"metadata": {"resourceVersion": str(len(self.written) + 1)}}
+            case decide.CreateJob(job):
+                if self.create:
+                    raise self.create
+                self.created.append(job)
+                return {
+                    **job,
+                    "metadata": {**job["metadata"], "uid": "new", "creationTimestamp": T0},
+                }
+            case decide.CreateDisruptionBudget():
+                if self.budget:
+                    raise self.budget
+                return None
+            case decide.MergeHistory(data=data):
+                return {"data": {k: v for k, v in data.items() if v is not None}}
+            case (
+                decide.SuspendJob()
+                | decide.Warn()
+                | decide.LogWarning()
+                | decide.ShowFloor()
+                | decide.PutConfigMap()
+            ):
+                return None
+        raise AssertionError(f"unexpected ask {ask!r}")
+
+    def effects(self) -> list[str]:
+        return [type(a).__name__ for a in self.asked if isinstance(a, EFFECTS)]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    migration: Body
+    world: Callable[[], World]
+    state: str
+    reason: str
+    effects: list[str]
+    requeue: float | None
+    #: Words the message of the deciding condition must contain.
+    says: str = ""
+
+
+def _deciding_message(status: Body) -> str:
+    return " ".join(str(c.get("message") or "") for c in status.get("conditions") or [])
+
+
+NEW = migration()
+ROLLED_OUT = migration(waitFor={"rolledOut": ["gitlab-toolbox"]})
+FROM_DEPLOYMENT = migration(
+    image={"fromDeployment": {"name": "gitlab-toolbox", "container": "toolbox"}},
+    waitFor={"rolledOut": ["gitlab-toolbox"]},
+)
+TOOLBOX = migration(podTemplateFrom={"toolboxDeployment": {"name": "gitlab-toolbox"}})
+WITH_PREFLIGHT = migration(preflight={"enabled": True})
+APPROVAL = migration(preflight={"enabled": True}, approval={"required": True})
+JOB = planned_job(with_status(NEW))
+JOB_NAME = JOB["metadata"]["name"]
+HASH = JOB["metadata"]["annotations"][model.ANNOTATION_INPUTS_HASH]
+
+
+def preflight_running(m: Body, tenure: str | None = None) -> Body:
+    """``m`` after the pass that started its pre-flight (under another ``tenure``)."""
+    m = after_a_pass(m)
+    if tenure is not None:
+        m["status"]["preflight"]["tenure"] = tenure
+    return m
+
+
+def preflight_done(m: Body, row: str) -> Callable[[], World]:
+    """The cluster once ``m``'s pre-flight succeeded, its log showing ``row``."""
+    name = m["status"]["preflight"]["jobName"]
+    pod = {"metadata": {"name": f"{name}-abc"}, "status": {"phase": "Succeeded"}}
+    return lambda: World(
+        jobs={name: preflight_job(name, COMPLETE)},
+        pods={name: [pod]},
+        logs={f"{name}-abc": STATUS_TABLE.format(row=row)},
+    )
+
+
+def preflight_job(name: str, *conds: Body) -> Body:
+    return {
+        "metadata": {"name": name, "uid": "pf-uid", "creationTimestamp": T0},
+        "status": {"conditions": list(conds)},
+    }
+
+
+PF = preflight_running(WITH_PREFLIGHT)
+PF_NAME = PF["status"]["preflight"]["jobName"]
+PENDING_ROW = "  down    20261115000001  Add unique index on project path"
+
+
+CASES = [
+    # --- before the Job: image, template, Pod Security ------------------------------
+    Case(
+        "new, every gate open: takes the lock, creates the Job, protects it, records it",
+        NEW,
+        World,
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        0,
+    ),
+    Case(
+        "the image's Deployment is missing: says so, retries, takes no lock",
+        FROM_DEPLOYMENT,
+        lambda: World(image=images.Unresolved("DeploymentNotFound", "no Deployment")),
+        "Pending",
+        "DeploymentNotFound",
+        ["WriteStatus"],
+        TIMING.image_retry,
+        "no Deployment",
+    ),
+    Case(
+        "the pod template is missing: says so and retries",
+        TOOLBOX,
+        lambda: World(template=templates.Missing("TemplateNotFound", "no toolbox")),
+        "Pending",
+        "TemplateNotFound",
+        ["WriteStatus"],
+        TIMING.image_retry,
+        "no toolbox",
+    ),
+    Case(
+        "a template below the restricted level: fails before any gate",
+        TOOLBOX,
+        lambda: World(template=template_of(IMAGE, securityContext={"privileged": True})),
+        "Failed",
+        "PodSecurityViolation",
+        ["WriteStatus", "ReleaseLock"],
+        None,
+        "privileged",
+    ),
+    # --- gates, in order --------------------------------------------------------------
+    Case(
+        "suspended: held, the Job checked by a dry run once, no lock",
+        migration(suspend=True),
+        World,
+        "Gated",
+        "Suspended",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+    ),
+    Case(
+        "suspended, the API server refuses the Job: fails at once",
+        migration(suspend=True),
+        lambda: World(validate=errors.Invalid("spec.template: Invalid value", 422)),
+        "Failed",
+        "JobInvalid",
+        ["ValidateJob", "WriteStatus", "ReleaseLock"],
+        None,
+        "spec.template: Invalid value",
+    ),
+    Case(
+        "suspended, the dry run cannot be made now: still held, checked again later",
+        migration(suspend=True),
+        lambda: World(validate=errors.Transient("etcd timeout", 504)),
+        "Gated",
+        "Suspended",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+        "could not check",
+    ),
+    Case(
+        "waiting for a migration still running",
+        migration(waitFor={"migrations": ["gstg-1100"]}),
+        lambda: World(migrations={"gstg-1100": other_migration("gstg-1100", "Running")}),
+        "Gated",
+        "WaitingForMigrations",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+        "gstg-1100 (Running)",
+    ),
+    Case(
+        "a migration it waits for failed: fails too",
+        migration(waitFor={"migrations": ["gstg-1100"]}),
+        lambda: World(migrations={"gstg-1100": other_migration("gstg-1100", "Failed")}),
+        "Failed",
+        "DependencyFailed",
+        ["WriteStatus", "ReleaseLock"],
+        None,
+    ),
+    Case(
+        "waits for one that waits for it: fails, naming the cycle",
+        migration(waitFor={"migrations": ["gstg-1100"]}),
+        lambda: World(
+            migrations={"gstg-1100": other_migration("gstg-1100", "Gated", waits_for=["gstg-1200"])}
+        ),
+        "Failed",
+        "DependencyCycle",
+        ["WriteStatus", "ReleaseLock"],
+        None,
+        "gstg-1200 -> gstg-1100 -> gstg-1200",
+    ),
+    Case(
+        "the Deployment has not rolled out",
+        ROLLED_OUT,
+        lambda: World(deployments={"gitlab-toolbox": deployment(updated=0)}),
+        "Gated",
+        "RolloutPending",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+        "0/1 replicas updated",
+    ),
+    Case(
+        "the image's Deployment moved on to another version",
+        with_status(FROM_DEPLOYMENT),
+        lambda: World(deployments={"gitlab-toolbox": deployment("toolbox:v17.6.0")}),
+        "Gated",
+        "ImageChanged",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+    ),
+    Case(
+        "the template is of the last version: waits, without a dry run of the wrong Job",
+        TOOLBOX,
+        lambda: World(template=template_of(OLD_IMAGE)),
+        "Gated",
+        "TemplateStale",
+        ["WriteStatus"],
+        TIMING.gate_poll,
+        OLD_IMAGE,
+    ),
+    Case(
+        "another migration holds the environment",
+        NEW,
+        lambda: World(tenure=None),
+        "Gated",
+        "EnvironmentLocked",
+        ["AcquireLock", "ValidateJob", "WriteStatus"],
+        TIMING.lock_poll,
+        "pdm-system/pdm-env-gstg",
+    ),
+    # --- holding the lock --------------------------------------------------------------
+    Case(
+        "rolled out: pins the image by digest, writes it, then creates",
+        with_status(FROM_DEPLOYMENT),
+        lambda: World(deployments={"gitlab-toolbox": deployment()}, deployment_pods=[pinned_pod()]),
+        "Running",
+        "Created",
+        ["AcquireLock", "WriteStatus", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        0,
+        DIGEST,
+    ),
+    Case(
+        "another's Job still runs though the Lease is gone: held, the lock given back",
+        NEW,
+        lambda: World(
+            environment_jobs=[
+                {
+                    "metadata": {
+                        "name": "gstg-1100-0a1b2c3d",
+                        "labels": {
+                            model.LABEL_COMPONENT: render.COMPONENT,
+                            model.LABEL_MIGRATION_UID: "uid-gstg-1100",
+                        },
+                    },
+                    "status": {},
+                }
+            ]
+        ),
+        "Gated",
+        "EnvironmentBusy",
+        ["AcquireLock", "WriteStatus", "ReleaseLock"],
+        TIMING.lock_poll,
+        "gstg-1100-0a1b2c3d",
+    ),
+    Case(
+        "its own Job exists already (a crash after the create): adopted",
+        NEW,
+        lambda: World(environment_jobs=[job_named(NEW)]),
+        "Running",
+        "Adopted",
+        ["AcquireLock", "CreateDisruptionBudget", "WriteStatus"],
+        0,
+    ),
+    Case(
+        "the create is refused: fails, the lock given back",
+        NEW,
+        lambda: World(
+            create=errors.Invalid("spec.template.spec.containers[0].image: Required", 422)
+        ),
+        "Failed",
+        "JobInvalid",
+        ["AcquireLock", "CreateJob", "WriteStatus", "ReleaseLock"],
+        None,
+        "Required",
+    ),
+    Case(
+        "the create fails for now: retried without the lock",
+        NEW,
+        lambda: World(create=errors.Transient("the server is currently unable", 503)),
+        "Pending",
+        "CreateFailed",
+        ["AcquireLock", "CreateJob", "WriteStatus", "ReleaseLock"],
+        TIMING.create_retry,
+        "currently unable",
+    ),
+    Case(
+        "the name is taken by another object's Job: waits for it to go",
+        NEW,
+        lambda: World(create=errors.AlreadyExists("jobs exists", 409, "AlreadyExists")),
+        "Gated",
+        "JobNameTaken",
+        ["AcquireLock", "CreateJob", "WriteStatus", "ReleaseLock"],
+        TIMING.create_retry,
+    ),
+    Case(
+        "no PodDisruptionBudget allowed: a warning, and the Job runs",
+        NEW,
+        lambda: World(budget=errors.Forbidden("poddisruptionbudgets is forbidden", 403)),
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "Warn", "WriteStatus"],
+        0,
+    ),
+    # --- the pre-flight ------------------------------------------------------------------
+    Case(
+        "pre-flight: recorded before its Job is created; the lock kept while it runs",
+        WITH_PREFLIGHT,
+        World,
+        "Pending",
+        "PreflightRunning",
+        ["AcquireLock", "WriteStatus", "CreateJob"],
+        TIMING.gate_poll,
+        "db:migrate:status",
+    ),
+    Case(
+        "pre-flight answered: migrations pending, the Job created",
+        PF,
+        preflight_done(PF, PENDING_ROW),
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        0,
+    ),
+    Case(
+        "pre-flight answered: nothing pending, no Job, the lock given back first",
+        PF,
+        preflight_done(PF, ""),
+        "Succeeded",
+        "NothingPending",
+        ["AcquireLock", "ReleaseLock", "WriteStatus"],
+        None,
+        "nothing to migrate",
+    ),
+    Case(
+        "pre-flight answered under another tenure of the lock: asked again",
+        preflight_running(WITH_PREFLIGHT, tenure="older-lease/" + T0),
+        World,
+        "Pending",
+        "PreflightRunning",
+        ["AcquireLock", "WriteStatus", "CreateJob"],
+        TIMING.gate_poll,
+    ),
+    Case(
+        "pre-flight pod cannot pull: the migration stays, Stalled",
+        PF,
+        lambda: World(
+            jobs={PF_NAME: preflight_job(PF_NAME)},
+            pods={PF_NAME: [waiting_pod(PF_NAME, "ImagePullBackOff")]},
+        ),
+        "Pending",
+        "ImagePullBackOff",
+        ["AcquireLock", "WriteStatus"],
+        TIMING.running_resync,
+    ),
+    Case(
+        "pre-flight failed: the migration fails, nothing ran",
+        PF,
+        lambda: World(
+            jobs={PF_NAME: preflight_job(PF_NAME, FAILED)},
+            pods={PF_NAME: [failed_pod(PF_NAME)]},
+            logs={f"{PF_NAME}-x7k2q": "PG::ConnectionBad: could not connect"},
+        ),
+        "Failed",
+        "PreflightFailed",
+        ["AcquireLock", "WriteStatus", "ReleaseLock"],
+        None,
+        "no migration ran",
+    ),
+    Case(
+        "approval required, none given: waits naming the plan, the lock given back",
+        preflight_running(APPROVAL),
+        preflight_done(preflight_running(APPROVAL), PENDING_ROW),
+        "Gated",
+        "AwaitingApproval",
+        ["AcquireLock", "WriteStatus", "ReleaseLock"],
+        TIMING.queued_poll,
+        "20261115000001",
+    ),
+    # --- the Job ------------------------------------------------------------------------
+    Case(
+        "the Job runs, its pod ready: looks again at the resync",
+        running(NEW),
+        lambda: World(jobs={JOB_NAME: job_named(NEW, ready=1)}),
+        "Running",
+        "Created",
+        [],
+        TIMING.running_resync,
+    ),
+    Case(
+        "the Job's pod cannot pull its image: Stalled, the Job keeps the environment",
+        running(NEW),
+        lambda: World(
+            jobs={JOB_NAME: job_named(NEW)},
+            pods={JOB_NAME: [waiting_pod(JOB_NAME, "ErrImagePull")]},
+        ),
+        "Running",
+        "ErrImagePull",
+        ["WriteStatus"],
+        TIMING.running_resync,
+    ),
+    Case(
+        "the Job's image name is invalid: suspended, failed, the environment freed",
+        running(NEW),
+        lambda: World(
+            jobs={JOB_NAME: job_named(NEW)},
+            pods={JOB_NAME: [waiting_pod(JOB_NAME, "InvalidImageName")]},
+        ),
+        "Failed",
+        "InvalidImageName",
+        ["SuspendJob", "WriteStatus", "ReleaseLock"],
+        None,
+        "suspended",
+    ),
+    Case(
+        "the Job completed: the lock given back before the history write and the status",
+        running(NEW),
+        lambda: World(jobs={JOB_NAME: job_named(NEW, COMPLETE)}),
+        "Succeeded",
+        "JobComplete",
+        ["ReleaseLock", "MergeHistory", "WriteStatus"],
+        None,
+    ),
+    Case(
+        "the Job failed: exit code and the failed migration named; lock given back first",
+        running(NEW),
+        lambda: World(
+            jobs={JOB_NAME: job_named(NEW, FAILED)},
+            pods={JOB_NAME: [failed_pod(JOB_NAME, 1)]},
+            logs={
+                f"{JOB_NAME}-x7k2q": "== 20261115000001 AddIndex: migrating ==\n"
+                "rake aborted!\nPG::DuplicateTable: ERROR:  relation exists\n"
+            },
+        ),
+        "Failed",
+        "BackoffLimitExceeded",
+        ["ReleaseLock", "MergeHistory", "WriteStatus"],
+        None,
+        "exit code 1",
+    ),
+    Case(
+        "the Job was deleted before it ended: failed, never re-created",
+        running(NEW),
+        World,
+        "Failed",
+        "JobDeleted",
+        ["WriteStatus", "ReleaseLock"],
+        None,
+        "never re-run automatically",
+    ),
+    # --- finished, dry runs ---------------------------------------------------------------
+    Case(
+        "finished, then its spec edited: only observedGeneration catches up",
+        with_status(
+            NEW | {"metadata": {**NEW["metadata"], "generation": 2}},
+            state="Succeeded",
+            observedGeneration=1,
+            conditions=[{"type": model.SUCCEEDED, "status": "True", "reason": "JobComplete"}],
+        ),
+        World,
+        "Succeeded",
+        "",
+        ["WriteStatus"],
+        None,
+    ),
+    Case(
+        "a dry run: checked and diffed, never the lock or a Job",
+        migration(mode="DryRun"),
+        World,
+        "Succeeded",
+        "DryRunSucceeded",
+        ["WriteStatus"],
+        None,
+        "1 field changed",
+    ),
+    Case(
+        "a dry run the API server refuses: failed with its words",
+        migration(mode="DryRun"),
+        lambda: World(dry_run=errors.Invalid("spec.template.spec: Forbidden", 422)),
+        "Failed",
+        "DryRunRejected",
+        ["WriteStatus"],
+        None,
+        "Forbidden",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_a_pass_decides(case: Case) -> None:
+    world = case.world()
+    m = copy.deepcopy(case.migration)
+    step = decide.drive(decide.reconcile(m, NOW, SETUP), world)
+    status = step.status
+    assert (status.get("state"), status.get("reason") or "") == (case.state, case.reason)
+    assert world.effects() == case.effects
+    assert step.requeue == case.requeue
+    assert case.says in _deciding_message(status)
+    if world.written:
+        assert world.written[-1] == status or step.requeue is None
+
+
+def test_a_waiter_behind_the_lock_reads_neither_jobs_nor_pods() -> None:
+    """Fifty migrations queued for one environment: each pass costs the lock's ask."""
+    world = World(tenure=None)
+    m = with_status(NEW, conditions=[])
+    m["status"]["conditions"] = [
+        {"type": model.JOB_VALIDATED, "status": "True", "reason": "DryRunAccepted"}
+    ]
+    decide.drive(decide.reconcile(m, NOW, SETUP), world)
+    kinds = {type(a).__name__ for a in world.asked}
+    assert kinds <= {"AcquireLock", "WriteStatus"}, kinds
+
+
+def test_an_unexpected_error_after_the_lock_gives_it_back_and_comes_out() -> None:
+    """The pass that took the lock gives it back whatever happens, then fails."""
+
+    class Boom(World):
+        def __call__(self, ask: decide.Ask) -> Any:
+            if isinstance(ask, decide.EnvironmentJobs):
+                self.asked.append(ask)
+                raise RuntimeError("a bug")
+            return super().__call__(ask)
+
+    world = Boom()
+    with pytest.raises(RuntimeError, match="a bug"):
+        decide.drive(decide.reconcile(migration(), NOW, SETUP), world)
+    assert world.effects() == ["AcquireLock", "ReleaseLock"]
+
+
+def test_a_write_that_conflicts_comes_out_for_the_worker_to_read_again() -> None:
+    class Stale(World):
+        def __call__(self, ask: decide.Ask) -> Any:
+            if isinstance(ask, decide.WriteStatus):
+                raise errors.Conflict("the object has been modified", 409, "Conflict")
+            return super().__call__(ask)
+
+    world = Stale()
+    with pytest.raises(errors.Conflict):
+        decide.drive(decide.reconcile(migration(suspend=True), NOW, SETUP), world)
+
+
+def test_an_unexpected_error_is_shown_as_stalled_until_a_pass_gets_through() -> None:
+    world = World()
+    decide.drive(decide.record_error(NEW, NOW, SETUP, RuntimeError("boom")), world)
+    (status,) = world.written
+    stalled = [c for c in status["conditions"] if c["type"] == model.STALLED]
+    assert stalled[0]["status"] == "True"
+    assert stalled[0]["reason"] == "ReconcileError"
+    assert "RuntimeError: boom" in stalled[0]["message"]
+    after = decide.drive(
+        decide.reconcile(NEW | {"status": status}, NOW + timedelta(seconds=5), SETUP), World()
+    )
+    cleared = [c for c in after.status["conditions"] if c["type"] == model.STALLED]
+    assert cleared[0]["status"] == "False"
+
+
+@pytest.mark.parametrize(
+    ("holder", "acquired", "active"),
+    [
+        pytest.param(None, NOW, False, id="the holder is gone"),
+        pytest.param(other_migration("gstg-1200", "Running"), NOW, False, id="another uid"),
+        pytest.param(running(NEW), NOW, True, id="its Job exists"),
+        pytest.param(preflight_running(NEW), NOW, True, id="its pre-flight runs"),
+        pytest.param(
+            with_status(running(NEW), jobOutcome="Succeeded"), NOW, False, id="its Job ended"
+        ),
+        pytest.param(with_status(NEW), NOW - timedelta(seconds=5), True, id="creating its Job"),
+        pytest.param(
+            with_status(NEW), NOW - timedelta(seconds=61), False, id="crashed before the create"
+        ),
+    ],
+)
+def test_who_holds_a_lock_still_needs_it(
+    holder: Body | None, acquired: datetime, active: bool
+) -> None:
+    assert decide.holder_active(UID, holder, acquired, NOW) is active
