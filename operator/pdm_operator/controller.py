@@ -72,6 +72,9 @@ class Worker:
         #: The resourceVersion the last pass ended on (read or written by it):
         #: a watch event of that version is our own write coming back.
         self.seen_version: str | None = None
+        #: Poked because its environment's lock was given back: its next pass
+        #: takes the Lease without reading it first (``locks.acquire``).
+        self.lock_freed = False
         #: Passes finished (their outcome taken in), for tests and debugging.
         self.passes = 0
         self.task: asyncio.Task[None] = asyncio.create_task(
@@ -89,16 +92,9 @@ class Worker:
         try:
             while True:
                 self.poked.clear()
+                was_first, first = first, False
                 try:
-                    # A new migration with older ones of its environment ahead
-                    # will wait for the lock: its first pass queues behind the
-                    # passes that start and end Jobs.
-                    queue = first and self.controller.lines.has_older(self.environment, self.key)
-                    first = False
-                    async with self.controller.first_passes if queue else _NO_QUEUE:
-                        started = time.monotonic()
-                        body, self.first_body = self.first_body, None
-                        step, self.seen_version = await asyncio.to_thread(self._pass, body)
+                    step, started = await self._one_pass(was_first)
                 except Conflict:
                     # The reporter wrote the status since we read it: read again.
                     metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "requeue").inc()
@@ -147,7 +143,7 @@ class Worker:
                 if was_in_line and not self.in_line:
                     # Out of the line (the lock taken, or held by another
                     # gate now): whoever is first now gets its turn to look.
-                    self.controller.poke_first_in_line(self.environment)
+                    self.controller.poke_first_in_line(self.environment, freed=False)
                 delay = step.requeue
                 if self.in_line and self.controller.lines.first(self.environment) != self.key:
                     # Behind others: the end of the holder pokes the first in
@@ -158,27 +154,61 @@ class Worker:
         finally:
             self.controller.forget(self)
 
+    async def _one_pass(self, first: bool) -> tuple[Step | None, float]:
+        """A pass in a thread; the step, and when it started (after any queue)."""
+        # A new migration with older ones of its environment ahead will wait
+        # for the lock: its first pass queues behind the passes that start
+        # and end Jobs.
+        lines = self.controller.lines
+        queue = first and lines.has_older(self.environment, self.key)
+        async with self.controller.first_passes if queue else _NO_QUEUE:
+            started = time.monotonic()
+            body, self.first_body = self.first_body or self._known(), None
+            # The lock is probably free for the first of its environment, or
+            # one poked because it was given back.
+            free = self.lock_freed or not lines.has_older(self.environment, self.key)
+            self.lock_freed = False
+            step, self.seen_version = await asyncio.to_thread(self._pass, body, free)
+        return step, started
+
     @property
     def in_line(self) -> bool:
         """Waiting for its environment's lock."""
         return lines.waits(self.state, self.reason)
 
-    def _pass(self, body: Body | None) -> tuple[Step | None, str | None]:
+    def _pass(self, body: Body | None, first: bool) -> tuple[Step | None, str | None]:
         # Runs in a thread; counted, so a leadership handover can wait for
         # passes still writing after their task was cancelled.
         with self.controller.inflight:
             # The first pass starts from the watch event's body: nothing of
             # ours can be newer, and if anything else is, the pass's guarded
-            # writes conflict and the next pass reads again. Every later pass
-            # reads afresh: a watch event can be older than our own last write.
+            # writes conflict and the next pass reads again. A later pass
+            # starts from the body the watch has brought back of this
+            # worker's own last version (``_known``), else reads afresh: a
+            # watch event can be older than our own last write.
             migration = body
             if migration is None:
                 migration = self.controller.reconciler.kube.get_migration(*self.key)
             if migration is None or migration["metadata"].get("deletionTimestamp"):
                 return None, None
-            step = self.controller.reconciler.reconcile(migration)
+            step = self.controller.reconciler.reconcile(migration, first_in_line=first)
             # The pass updates the resourceVersion in place as it writes.
             return step, migration["metadata"].get("resourceVersion")
+
+    def _known(self) -> Body | None:
+        """The migration as the last pass left it, when nothing newer has come by watch.
+
+        The controller keeps the body of the latest watch event; if that is
+        the version this worker's last pass ended on (its own write, come
+        back), it is the newest version there is as far as anyone here
+        knows, and a GET would return the same object. Otherwise (no event
+        yet, or a newer one): None, and the pass reads afresh.
+        """
+        if self.seen_version is None:
+            return None
+        latest = self.controller.latest.get(self.key)
+        version = ((latest or {}).get("metadata") or {}).get("resourceVersion")
+        return copy.deepcopy(latest) if version == self.seen_version else None
 
     async def _sleep(self, seconds: float) -> None:
         await sleep_until_poked(self.poked, seconds)
@@ -303,9 +333,12 @@ class Controller:
             with contextlib.suppress(RuntimeError):  # the loop closed: shutting down
                 self._loop.call_soon_threadsafe(self.poke_first_in_line, environment)
 
-    def poke_first_in_line(self, environment: str) -> None:
+    def poke_first_in_line(self, environment: str, *, freed: bool = True) -> None:
+        """Wake the oldest waiter of ``environment``; ``freed``: because its lock
+        was given back (or its holder ended or went), so it is probably free."""
         first = self.first_in_line(environment)
         if first is not None:
+            first.lock_freed = first.lock_freed or freed
             first.poke()
 
     def forget(self, worker: Worker) -> None:

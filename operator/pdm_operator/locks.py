@@ -140,10 +140,18 @@ class EnvironmentLocks:
         # (given when the Lease was acquired). Injected, so tests can decide it.
         self.holder_active = holder_active
 
-    def acquire(self, environment: str, me: Holder, now: str) -> Taken | Holder:
-        """Take the lock for ``me``: ``Taken``, or the holder that blocks us."""
+    def acquire(
+        self, environment: str, me: Holder, now: str, *, likely_free: bool = False
+    ) -> Taken | Holder:
+        """Take the lock for ``me``: ``Taken``, or the holder that blocks us.
+
+        ``likely_free``: the caller expects no holder (it is first in its
+        environment's line), so the Lease is created without reading it
+        first: one call instead of two when right, a refused create more
+        when wrong. Either way the API server decides who holds it.
+        """
         name = lease_name(environment)
-        lease = self.kube.get_lease(self.namespace, name)
+        lease = None if likely_free else self.kube.get_lease(self.namespace, name)
         if lease is None:
             created = self.kube.create_lease(self.namespace, lease_body(environment, me, now))
             if created is not None:

@@ -51,10 +51,15 @@ class Reconciler:
         #: line at once instead of when the status write comes back by watch.
         self.on_release: Callable[[str], None] | None = None
 
-    def reconcile(self, migration: Body) -> Step:
-        """One pass. ``migration``'s resourceVersion follows the pass's writes."""
+    def reconcile(self, migration: Body, *, first_in_line: bool = False) -> Step:
+        """One pass. ``migration``'s resourceVersion follows the pass's writes.
+
+        ``first_in_line``: no older migration of its environment waits, so the
+        environment's Lease is probably free (``locks.acquire``'s ``likely_free``).
+        """
         return decide.drive(
-            decide.reconcile(migration, self.clock(), self.setup), _Answers(self, migration)
+            decide.reconcile(migration, self.clock(), self.setup),
+            _Answers(self, migration, first_in_line),
         )
 
     def record_error(self, migration: Body, error: BaseException) -> None:
@@ -72,8 +77,11 @@ class Reconciler:
 class _Answers:
     """Answers one pass's asks, for ``migration``, through the API."""
 
-    def __init__(self, reconciler: Reconciler, migration: Body) -> None:
+    def __init__(
+        self, reconciler: Reconciler, migration: Body, first_in_line: bool = False
+    ) -> None:
         self.r = reconciler
+        self.first_in_line = first_in_line
         self.kube = reconciler.kube
         self.migration = migration
         self.meta = migration["metadata"]
@@ -121,7 +129,9 @@ class _Answers:
                 return dryrun.plan(kube, self.migration, image, template)
             case decide.AcquireLock():
                 now = timestamps.rfc3339(self.r.clock())
-                taken = self.r.locks.acquire(self.environment, self.holder, now)
+                taken = self.r.locks.acquire(
+                    self.environment, self.holder, now, likely_free=self.first_in_line
+                )
                 return taken.tenure if isinstance(taken, Taken) else None
             case decide.ReleaseLock():
                 released = self.r.locks.release(self.environment, self.holder)

@@ -25,14 +25,18 @@ class Reconciler:
         self.bodies: dict[str, dict[str, Any]] = {}
         self.states: dict[str, tuple[str, str]] = {}
         self.passes: Counter[str] = Counter()
+        self.reads: Counter[str] = Counter()
+        self.first_in_line: dict[str, list[bool]] = {}
 
     def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads[name] += 1
         body = self.bodies.get(name)
         return None if body is None else {**body, "metadata": dict(body["metadata"])}
 
-    def reconcile(self, migration: dict[str, Any]) -> Step:
+    def reconcile(self, migration: dict[str, Any], *, first_in_line: bool = False) -> Step:
         name = migration["metadata"]["name"]
         self.passes[name] += 1
+        self.first_in_line.setdefault(name, []).append(first_in_line)
         state, reason = self.states[name]
         return Step({"state": state, "reason": reason}, self.timing.lock_poll)
 
@@ -207,5 +211,47 @@ def test_a_burst_queues_behind_the_oldest_of_each_environment() -> None:
         assert rec.passes["behind"] == 0
         c.first_passes.release()
         await settle(c, {"behind": 1})
+
+    scenario(check)
+
+
+def test_a_pass_starts_from_its_own_last_version_come_back_and_reads_a_newer_one() -> None:
+    """No GET when the watch has brought back exactly the version the last pass
+    ended on; a GET once anything newer came (a watch event can lag a write)."""
+
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        holder = body("holder", "gstg", "2026-11-22T10:00:00Z")
+        start(rec, c, holder, RUNNING)
+        await settle(c, {"holder": 1})
+        assert rec.reads["holder"] == 0  # the first pass: the ADDED event's body
+        c.on_migration("MODIFIED", holder)  # its own version, come back: no poke
+        c.poke(("ns", "holder"))
+        await settle(c, {"holder": 2})
+        assert rec.reads["holder"] == 0
+        newer = body("holder", "gstg", "2026-11-22T10:00:00Z", rv="2")
+        rec.bodies["holder"] = newer
+        c.on_migration("MODIFIED", newer)
+        await settle(c, {"holder": 3})
+        c.poke(("ns", "holder"))
+        await settle(c, {"holder": 4})
+        # The third pass read the newer version afresh; the fourth had it back.
+        assert rec.reads["holder"] == 1
+
+    scenario(check)
+
+
+def test_a_free_lock_is_expected_by_the_oldest_and_by_one_poked_for_a_release() -> None:
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        holder = body("holder", "gstg", "2026-11-22T10:00:00Z")
+        start(rec, c, holder, RUNNING)
+        start(rec, c, body("first", "gstg", "2026-11-22T10:00:01Z"), LOCKED)
+        await settle(c, {"holder": 1, "first": 1})
+        assert rec.first_in_line == {"holder": [True], "first": [False]}
+        c._lock_released("gstg")  # what a pass that gave the Lease back calls
+        await settle(c, {"first": 2})
+        assert rec.first_in_line["first"] == [False, True]
+        c.poke(("ns", "first"))  # any other poke: the lock is not known to be free
+        await settle(c, {"first": 3})
+        assert rec.first_in_line["first"] == [False, True, False]
 
     scenario(check)
