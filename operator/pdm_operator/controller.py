@@ -45,6 +45,9 @@ Key = tuple[str, str]
 FIRST_PASSES = 4
 _NO_QUEUE = contextlib.nullcontext()
 
+#: Seconds a queued first pass waits at most for the starters' first passes.
+STARTERS_FIRST = 2.0
+
 #: Back-off after a pass failed with an unexpected error (API down, a bug):
 #: doubled each time up to the cap, with jitter; reset by a good pass.
 ERROR_BACKOFF_START = 1.0
@@ -147,8 +150,11 @@ class Worker:
                 delay = step.requeue
                 if self.in_line and self.controller.lines.first(self.environment) != self.key:
                     # Behind others: the end of the holder pokes the first in
-                    # line, not everyone; a slow poll is only a safety net.
-                    delay = max(delay, self.controller.reconciler.timing.queued_poll)
+                    # line, not everyone; a slow poll is only a safety net,
+                    # spread out (±25%) so that a line that formed at once
+                    # does not poll at once.
+                    poll = self.controller.reconciler.timing.queued_poll
+                    delay = max(delay, poll * random.uniform(0.75, 1.25))  # noqa: S311 - jitter
                 if delay > 0:
                     await self._sleep(delay)
         finally:
@@ -161,14 +167,21 @@ class Worker:
         # and end Jobs.
         lines = self.controller.lines
         queue = first and lines.has_older(self.environment, self.key)
-        async with self.controller.first_passes if queue else _NO_QUEUE:
-            started = time.monotonic()
-            body, self.first_body = self.first_body or self._known(), None
-            # The lock is probably free for the first of its environment, or
-            # one poked because it was given back.
-            free = self.lock_freed or not lines.has_older(self.environment, self.key)
-            self.lock_freed = False
-            step, self.seen_version = await asyncio.to_thread(self._pass, body, free)
+        starter = first and not queue
+        if queue:
+            await self.controller.starters_done()
+        self.controller.starting(+1 if starter else 0)
+        try:
+            async with self.controller.first_passes if queue else _NO_QUEUE:
+                started = time.monotonic()
+                body, self.first_body = self.first_body or self._known(), None
+                # The lock is probably free for the first of its environment,
+                # or one poked because it was given back.
+                free = self.lock_freed or not lines.has_older(self.environment, self.key)
+                self.lock_freed = False
+                step, self.seen_version = await asyncio.to_thread(self._pass, body, free)
+        finally:
+            self.controller.starting(-1 if starter else 0)
         return step, started
 
     @property
@@ -240,6 +253,11 @@ class Controller:
         self.workers: dict[Key, Worker] = {}
         self.lines: Lines[Key] = Lines()
         self.first_passes = asyncio.Semaphore(FIRST_PASSES)
+        #: First passes running of migrations with no older one in their
+        #: environment (they start Jobs); queued first passes wait for them.
+        self._starters = 0
+        self._no_starters = asyncio.Event()
+        self._no_starters.set()
         #: The last known body of every migration in progress or with reports
         #: pending, for the gauges computed at scrape time.
         self.latest: dict[Key, Body] = {}
@@ -247,6 +265,7 @@ class Controller:
             reporting.on_change = self.poke
         self._loop: asyncio.AbstractEventLoop | None = None
         reconciler.on_release = self._lock_released
+        reconciler.known = lambda namespace, name: self.latest.get((namespace, name))
 
     def on_migration(self, event_type: str | None, body: Body) -> None:
         """A watch event for a PostDeployMigration (``None`` for the initial listing)."""
@@ -295,6 +314,25 @@ class Controller:
             self.reporting.cancel(key)
         # It may have held its environment's lock, or been first in line.
         self.poke_first_in_line(str((body.get("spec") or {}).get("environment") or ""))
+
+    def starting(self, change: int) -> None:
+        """A starter's first pass begins (+1) or ends (-1)."""
+        self._starters += change
+        if self._starters:
+            self._no_starters.clear()
+        else:
+            self._no_starters.set()
+
+    async def starters_done(self) -> None:
+        """Until no starter's first pass runs (at most STARTERS_FIRST seconds).
+
+        A burst of new migrations (a pipeline applying hundreds at once) lists
+        the oldest of each environment first; their passes create the Jobs,
+        the others' only say they wait. Bounded, so that a stream of new
+        environments cannot starve the rest.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_starters.wait(), STARTERS_FIRST)
 
     def poke(self, key: Key) -> None:
         worker = self.workers.get(key)

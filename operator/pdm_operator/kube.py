@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client, config
@@ -234,6 +235,16 @@ class Kube:
             )
         except NotFound:
             return None
+
+    def warm(self, connections: int) -> None:
+        """Open ``connections`` keep-alive connections now (concurrent GET /version).
+
+        A burst of migrations otherwise opens them all at once, each a TLS
+        handshake on the request that first needs it.
+        """
+        version = _Translated(client.VersionApi(self.api))
+        with ThreadPoolExecutor(connections, thread_name_prefix="pdm-warm") as pool:
+            list(pool.map(lambda _: version.get_code(_preload_content=False), range(connections)))
 
     def get_migration(self, namespace: str, name: str) -> Body | None:
         return self._maybe(

@@ -50,6 +50,11 @@ class Reconciler:
         #: the pass writes anything else: the controller pokes the first in
         #: line at once instead of when the status write comes back by watch.
         self.on_release: Callable[[str], None] | None = None
+        #: The latest body the watch brought of a migration, if any: a holder
+        #: it shows still active needs no read (a holder that has ended pokes
+        #: its line when its end comes by watch, so trusting a stale "active"
+        #: costs nothing but a later look; an "inactive" one is read afresh).
+        self.known: Callable[[str, str], Body | None] | None = None
 
     def reconcile(self, migration: Body, *, first_in_line: bool = False) -> Step:
         """One pass. ``migration``'s resourceVersion follows the pass's writes.
@@ -70,8 +75,12 @@ class Reconciler:
         )
 
     def _holder_active(self, holder: Holder, acquired_at: datetime | None) -> bool:
+        now = self.clock()
+        seen = self.known(holder.namespace, holder.name) if self.known is not None else None
+        if seen is not None and decide.holder_active(holder.uid, seen, acquired_at, now):
+            return True
         other = self.kube.get_migration(holder.namespace, holder.name)
-        return decide.holder_active(holder.uid, other, acquired_at, self.clock())
+        return decide.holder_active(holder.uid, other, acquired_at, now)
 
 
 class _Answers:

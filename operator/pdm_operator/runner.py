@@ -8,6 +8,7 @@ the handlers only hand events to the ``Controller``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -214,11 +215,23 @@ def load_rollback_floors(kube: Kube, namespace: str) -> None:
 
 
 async def serve(opts: Options) -> None:
+    # Everything loaded so far (the official client's thousands of model
+    # classes, Kopf, prometheus-client: ~70,000 objects) lives as long as the
+    # process, yet every full collection walked it again: ~55 ms of each
+    # 100-250 ms pause measured during a burst of 500 migrations, with every
+    # thread stopped. Frozen, collections walk only what came after.
+    # https://docs.python.org/3/library/gc.html#gc.freeze
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     api_pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="pdm-api")
     loop.set_default_executor(api_pool)
     api = load_config(opts.kubeconfig, connections=opts.workers + opts.report_threads)
     kube = Kube(api)
+    try:
+        await asyncio.to_thread(kube.warm, opts.workers)
+    except Exception as e:  # noqa: BLE001 - a head start, not a condition to run
+        log.warning("could not open connections to the API server ahead: %s", e)
     reconciler = Reconciler(kube, opts.lock_namespace)
     reporting = ReportingHub(
         kube,
