@@ -192,7 +192,7 @@ class Bench:
 
     # --- the API server ------------------------------------------------------------
     def apiserver_requests(self) -> Counter[tuple[str, str]]:
-        """``apiserver_request_total`` summed by (verb, resource)."""
+        """``apiserver_request_total`` summed by (verb, resource[/subresource])."""
         # The client's own connection pool carries its credentials (client
         # certificate or token header) for a raw GET.
         headers = {}
@@ -210,9 +210,10 @@ class Bench:
         for line in text.splitlines():
             if line.startswith("apiserver_request_total{"):
                 labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-                out[(labels.get("verb", ""), labels.get("resource", ""))] += int(
-                    float(line.rsplit(" ", 1)[1])
-                )
+                resource = labels.get("resource", "")
+                if labels.get("subresource"):
+                    resource += "/" + labels["subresource"]
+                out[(labels.get("verb", ""), resource)] += int(float(line.rsplit(" ", 1)[1]))
         return out
 
     @staticmethod
