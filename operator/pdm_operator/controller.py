@@ -170,7 +170,8 @@ class Worker:
         starter = first and not queue
         if queue:
             await self.controller.starters_done()
-        self.controller.starting(+1 if starter else 0)
+        if starter:
+            self.controller.starting(1)
         try:
             async with self.controller.first_passes if queue else _NO_QUEUE:
                 started = time.monotonic()
@@ -181,7 +182,8 @@ class Worker:
                 self.lock_freed = False
                 step, self.seen_version = await asyncio.to_thread(self._pass, body, free)
         finally:
-            self.controller.starting(-1 if starter else 0)
+            if starter:
+                self.controller.starting(-1)
         return step, started
 
     @property

@@ -240,7 +240,10 @@ class Kube:
         """Open ``connections`` keep-alive connections now (concurrent GET /version).
 
         A burst of migrations otherwise opens them all at once, each a TLS
-        handshake on the request that first needs it.
+        handshake on the request that first needs it. ``/version`` needs no
+        RBAC of ours: the default ``system:public-info-viewer`` ClusterRole
+        grants it to everyone (kubernetes.io/docs/reference/access-authn-authz/
+        rbac/#discovery-roles).
         """
         version = _Translated(client.VersionApi(self.api))
         with ThreadPoolExecutor(connections, thread_name_prefix="pdm-warm") as pool:

@@ -105,7 +105,7 @@ class _Answers:
         ns, kube = self.namespace, self.kube
         match ask:
             case decide.ResolveImage():
-                return sources.image(kube, ns, self.migration["spec"]["image"])
+                return sources.image(kube, ns, self.migration["spec"]["image"], self._deployment)
             case decide.FindTemplate():
                 return sources.template(kube, ns, self.migration["spec"])
             case decide.GetDeployment(name):

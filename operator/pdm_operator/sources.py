@@ -7,6 +7,8 @@ pure modules (``images``, ``templates``); this module only reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pdm_operator import images, templates
 from pdm_operator.kube import Kube
 from pdm_operator.model import Body
@@ -23,13 +25,22 @@ def deployment_pods(kube: Kube, namespace: str, deployment: Body | None) -> list
     return kube.list_pods(namespace, selector)
 
 
-def image(kube: Kube, namespace: str, image_spec: Body) -> images.Resolved | images.Unresolved:
-    """``spec.image``: the reference as written, or the live Deployment's container image."""
+def image(
+    kube: Kube,
+    namespace: str,
+    image_spec: Body,
+    get_deployment: Callable[[str], Body | None] | None = None,
+) -> images.Resolved | images.Unresolved:
+    """``spec.image``: the reference as written, or the live Deployment's container image.
+
+    ``get_deployment``: how to read the Deployment (a pass reads each once).
+    """
     if image_spec.get("reference"):
         ref = str(image_spec["reference"])
         return images.Resolved(image=ref, source=ref)
     source = image_spec["fromDeployment"]
-    deployment = kube.get_deployment(namespace, source["name"])
+    read = get_deployment or (lambda name: kube.get_deployment(namespace, name))
+    deployment = read(source["name"])
     pods = deployment_pods(kube, namespace, deployment)
     return images.resolve(source["name"], deployment, source["container"], pods)
 
