@@ -190,6 +190,32 @@ class Bench:
         assert op.proc is not None
         return op.proc.pid
 
+    @staticmethod
+    def operator_requests(op: OperatorProcess) -> Counter[str]:
+        """What the operator's own client has sent (``pdm_api_requests_total``),
+        as ``{"VERB resource": count}``, a dry run as ``"POST jobs (dry run)"``."""
+        out: Counter[str] = Counter()
+        for line in op.metrics().splitlines():
+            if line.startswith("pdm_api_requests_total{"):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                key = f"{labels['method']} {labels['resource']}"
+                if labels.get("dry_run") == "true":
+                    key += " (dry run)"
+                out[key] += int(float(line.rsplit(" ", 1)[1]))
+        return out
+
+    def settled_requests(self, op: OperatorProcess, quiet: float = 1.5) -> Counter[str]:
+        """The operator's requests once they stop changing for ``quiet`` seconds:
+        its Events are posted in the background, after the status they tell of."""
+        deadline = time.monotonic() + 30.0
+        last, since = self.operator_requests(op), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet:
+            time.sleep(0.25)
+            now = self.operator_requests(op)
+            if now != last:
+                last, since = now, time.monotonic()
+        return last
+
     # --- the API server ------------------------------------------------------------
     def apiserver_requests(self) -> Counter[tuple[str, str]]:
         """``apiserver_request_total`` summed by (verb, resource[/subresource])."""

@@ -85,6 +85,21 @@ def _watch_migrations(bench: Bench, ns: str, tl: Timeline, stop: threading.Event
             w.stop()
 
 
+def _by_verb(requests: Counter[tuple[str, str]]) -> Counter[str]:
+    by_verb: Counter[str] = Counter()
+    for (verb, _), v in requests.items():
+        by_verb[verb] += v
+    return by_verb
+
+
+def _events_by_reason(bench: Bench, ns: str) -> Counter[str]:
+    """Events by who posted them and why: which transitions cost a write each."""
+    return Counter(
+        f"{(e.source and e.source.component) or e.reporting_component}: {e.reason}"
+        for e in bench.core.list_namespaced_event(ns).items
+    )
+
+
 def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
     """One run: ``n`` migrations created at once over ``envs`` environments."""
     ns = bench.namespace("bench")
@@ -96,6 +111,7 @@ def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
                 threading.Thread(target=target, args=(bench, ns, tl, stop), daemon=True).start()
             time.sleep(1.0)  # let both watches establish; not measured
             before = bench.apiserver_requests()
+            sent_before = bench.operator_requests(op)
             cost0 = process_cost(bench.pid(op))
             start = time.monotonic()
             for i in range(n):
@@ -113,10 +129,12 @@ def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
                         break
                 time.sleep(0.2)
             elapsed = max(tl.succeeded.values(), default=time.monotonic()) - start
+            cost1 = process_cost(bench.pid(op))
+            sent = bench.settled_requests(op) - sent_before
             after = bench.apiserver_requests()
             window = time.monotonic() - start
-            cost1 = process_cost(bench.pid(op))
         jobs = bench.batch.list_namespaced_job(ns).items
+        event_reasons = _events_by_reason(bench, ns)
     finally:
         stop.set()
         bench.delete_namespace(ns)
@@ -142,9 +160,7 @@ def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
         top = sorted(latencies, key=lambda k: -latencies[k])[:5]
         return [(k, round(latencies[k] * 1000), round(at[k] - start, 1)) for k in top]
 
-    by_verb: Counter[str] = Counter()
-    for (verb, _), v in (after - before).items():
-        by_verb[verb] += v
+    by_verb = _by_verb(after - before)
     return {
         "n": n,
         "envs": envs,
@@ -164,6 +180,9 @@ def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
         "slowest_starts": worst(start_of, tl.job_seen),
         "slowest_ends": worst(end_of, tl.succeeded),
         "writes": bench.writes(before, after),
+        # What the operator's client sent, counted by the operator itself.
+        "operator_requests": {k: v / n for k, v in sorted(sent.items())},
+        "events_per_pdm": {k: v / n for k, v in event_reasons.most_common()},
         "duplicate_jobs": max(
             sum(c - 1 for c in per_migration.values()),
             sum(len(names) - 1 for names in tl.jobs_of.values()),
@@ -195,9 +214,7 @@ def bare_jobs(bench: Bench, n: int) -> dict[str, Any]:
     after = bench.apiserver_requests()
     window = time.monotonic() - start
     bench.delete_namespace(ns)
-    by_verb: Counter[str] = Counter()
-    for (verb, _), v in (after - before).items():
-        by_verb[verb] += v
+    by_verb = _by_verb(after - before)
     return {
         "n": n,
         "window_s": window,

@@ -48,12 +48,22 @@ KUBE_WRITES = ("PUT poddisruptionbudgets/status",)
 def operator_writes(results: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
     """The operator's own writes per migration, by ``"VERB resource"``.
 
-    A run's writes, minus what an idle cluster writes over the same time
+    As the operator counted what its client sent (``pdm_api_requests_total``,
+    once its background Events are posted), server-side dry runs included:
+    the API server counts them as creates though nothing is stored. A run
+    measured before that counter existed falls back to the API server's
+    count: the run's writes, minus what an idle cluster writes over the same time
     (Lease renewals), minus what Kubernetes writes for a bare Job (Job
     controller, scheduler, kwok), minus the benchmark's own creates and the
     status the disruption controller keeps on the operator's
     PodDisruptionBudgets (``KUBE_WRITES``).
     """
+    if "operator_requests" in run:
+        return {
+            k: v
+            for k, v in run["operator_requests"].items()
+            if k.split(" ", 1)[0] in WRITE_VERBS and v > 0
+        }
     bg = results.get("background_writes") or {}
     bare = results.get("bare_job") or {}
     keys = set(run.get("writes", {})) | set(bare.get("writes", {}))
@@ -121,7 +131,9 @@ def requests_table(results: dict[str, Any]) -> list[str]:
         rows += [
             "",
             f"The operator's writes per migration at {largest['n']}, by request: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(mine.items(), key=lambda kv: -kv[1]))
+            + ", ".join(
+                f"{k} {v:.2g}" for k, v in sorted(mine.items(), key=lambda kv: -kv[1]) if v >= 0.005
+            )
             + ".",
         ]
     return rows
@@ -178,8 +190,9 @@ def targets_table(results: dict[str, Any]) -> list[str]:
             sum(operator_writes(results, _median_run(runs, "writes_per_pdm")).values())
             for runs in _by_n(results).values()
         )
-        row("≤ 10 API writes per PDM outside reporting", f"{worst:.1f} (worst size, median run)",
-            worst <= 10)  # fmt: skip
+        row("≤ 10 API writes per PDM outside reporting",
+            f"{worst:.1f} sent by the operator, the Job's own create included "
+            "(worst size, median run)", worst <= 10)  # fmt: skip
         dup = sum(r["duplicate_jobs"] for r in results.get("overhead", []))
         row("zero duplicate Jobs", f"{dup} in {len(results['overhead'])} runs", dup == 0)
     obj = results.get("objects")
@@ -306,9 +319,10 @@ def markdown(results: dict[str, Any], argv: str) -> str:
         doc += section("API requests per migration", [
             "From `apiserver_request_total` before and after each run (median run shown): the "
             "whole cluster, so the Job controller, the scheduler and kwok are in it. *bare Job* "
-            "is the same Job created without the operator on a quiet cluster; the last column "
-            "is the difference, the operator's own writes (less the status the disruption "
-            "controller keeps on the operator's PodDisruptionBudgets, Kubernetes' write). "
+            "is the same Job created without the operator on a quiet cluster. The last column "
+            "is the operator's own writes: every write request its client sent, as the "
+            "operator counts them (`pdm_api_requests_total`, read once its background Events "
+            "are posted), the migration Job's create and server-side dry runs included. "
             "Resources are counted with their subresource (`postdeploymigrations/status`).",
             "",
             *requests_table(results),

@@ -193,7 +193,8 @@ class ReadHistory(Ask):
 
 @dataclass(frozen=True)
 class ValidateJob(Ask):
-    """A server-side dry-run create of ``job`` → None when accepted."""
+    """A server-side dry-run create of ``job`` → None when accepted just now, or
+    the name of the Job whose identical spec was accepted a moment ago."""
 
     job: Body = field(compare=False)
 
@@ -510,13 +511,16 @@ def _rejected(p: Pass, job: Body) -> Decision[bool]:
     not after the rollout wait; a migration whose gates are all open skips
     this, its real create is the same check. Only a refusal of the Job itself
     (400, 422) is final; anything else (quota, throttling, an API server
-    hiccup) is left for the real create to meet.
+    hiccup) is left for the real create to meet. The answerer may answer
+    from a dry run of an identical Job moments ago (the waiters of one
+    deployment render the same Job but for its name): the check is a head
+    start, the real create still decides.
     """
     if conditions.is_true(p.conditions, model.JOB_VALIDATED):
         return False
     name = job["metadata"]["name"]
     try:
-        yield ValidateJob(job)
+        same_as: str | None = yield ValidateJob(job)
     except Invalid as e:
         _fail(p, "JobInvalid", invalid_job(e, "rejects the Job (server-side dry run)"))
         return True
@@ -530,12 +534,12 @@ def _rejected(p: Pass, job: Body) -> Decision[bool]:
             f"could not check Job {name!r} yet: {e.message}",
         )
         return False
+    how = "server-side dry run" + (f" of identical Job {same_as}" if same_as else "")
     p.set(
         model.JOB_VALIDATED,
         True,
         "DryRunAccepted",
-        "the API server accepts the Job (server-side dry run); it is created when "
-        "every gate is open",
+        f"the API server accepts the Job ({how}); it is created when every gate is open",
     )
     return False
 
@@ -560,7 +564,7 @@ def _gates(
         stale = templates.stale(template, p.status["sourceImage"], p.status["image"])
         if stale:
             return gates.Hold("TemplateStale", stale)
-    hold = approval.unapproved_shown_plan(p.spec, p.status, _inputs_hash(planned), p.name)
+    hold = approval.unapproved_shown_plan(p.spec, p.status, render.hash_of(planned), p.name)
     if hold is not None:
         # The plan shown is not approved yet: no lock, no new pre-flight.
         return hold
@@ -771,7 +775,7 @@ def _preflight(
     cfg: Body = p.spec.get("preflight") or {}
     if cfg.get("enabled", True) is False:
         return None
-    job_hash = _inputs_hash(job)
+    job_hash = render.hash_of(job)
     pf: Body = p.status.get("preflight") or {}
     current = pf.get("jobHash") == job_hash and pf.get("tenure") == tenure
     if current and pf.get("phase") == "Running":
@@ -1340,10 +1344,6 @@ def _nothing_pending_message(p: Pass) -> str:
 def _in_a_cycle(status: Body) -> bool:
     """A migration that failed because its dependencies form a cycle."""
     return (status.get("failure") or {}).get("reason") == "DependencyCycle"
-
-
-def _inputs_hash(job: Body) -> str:
-    return str(job["metadata"]["annotations"][model.ANNOTATION_INPUTS_HASH])
 
 
 def merge_patch(old: Body, new: Body) -> Body:

@@ -81,14 +81,17 @@ def announced(condition: Body, current: list[Body]) -> bool:
     """Whether a transition of ``condition`` gets a log line and an Event.
 
     Not the companions: the other end condition (Succeeded=False beside
-    Failed=True), a check passed on the way (JobValidated=True: the condition
-    says so), and kstatus' view of the state (Reconciling, and Stalled of a
-    failed migration), whose own transition has its Event.
+    Failed=True), a check passed on the way (JobValidated=True, and
+    ImageResolved=True: the conditions say so, and the JobCreated Event names
+    the image the Job runs), gates that opened (Gated=False: it is always written with what
+    follows, the Job created, the pre-flight started or a create that failed,
+    and that has the Event), and kstatus' view of the state (Reconciling, and
+    Stalled of a failed migration), whose own transition has its Event.
     """
     ctype, status = condition["type"], condition["status"]
-    if ctype in (model.SUCCEEDED, model.FAILED) and status == "False":
+    if ctype in (model.SUCCEEDED, model.FAILED, model.GATED) and status == "False":
         return False
-    if ctype == model.JOB_VALIDATED and status == "True":
+    if ctype in (model.JOB_VALIDATED, model.IMAGE_RESOLVED) and status == "True":
         return False
     failed = any(c.get("type") == model.FAILED and c.get("status") == "True" for c in current)
     return not (ctype == model.RECONCILING or (ctype == model.STALLED and failed))

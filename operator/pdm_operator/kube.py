@@ -18,12 +18,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
-from pdm_operator import model
+from pdm_operator import metrics, model
 from pdm_operator.errors import (
     AlreadyExists,
     ApiError,
@@ -212,11 +213,51 @@ class EventPoster:
                 self._queue.task_done()
 
 
+def resource_of(url: str) -> tuple[str, bool]:
+    """The resource a request URL names, with its subresource, and whether it is a
+    dry run: ``.../namespaces/gitlab/jobs/x/status?dryRun=All`` → ("jobs/status", True).
+
+    The paths are Kubernetes' own: ``/api/v1/...`` for the core group,
+    ``/apis/GROUP/VERSION/...`` for the others, then ``namespaces/NS/`` when
+    namespaced (https://kubernetes.io/docs/reference/using-api/api-concepts/).
+    """
+    split = urlsplit(url)
+    parts, query = [p for p in split.path.split("/") if p], split.query
+    for i, part in enumerate(parts):
+        if part in ("api", "apis"):
+            parts = parts[i + (2 if part == "api" else 3) :]
+            break
+    else:
+        parts = parts[-1:]  # /version, /metrics
+    if len(parts) > 2 and parts[0] == "namespaces":
+        parts = parts[2:]
+    resource = "/".join(parts[:1] + parts[2:3])
+    return resource, "dryRun=" in query
+
+
+def _counted(request: Any) -> Any:
+    """``request`` (the client's one way to the API) counting what it sends."""
+
+    if getattr(request, "counted", False):
+        return request  # a second Kube over the same client
+
+    def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        resource, dry_run = resource_of(url)
+        metrics.api_request(method, resource, dry_run)
+        return request(method, url, *args, **kwargs)
+
+    counted.counted = True  # type: ignore[attr-defined]
+    return counted
+
+
 class Kube:
     """Thin, typed wrappers over the calls the operator makes."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
+        # Every call below goes through the client's one RESTClientObject.request
+        # (kubernetes/client/api_client.py, call_api): counted there, once.
+        api.rest_client.request = _counted(api.rest_client.request)
         self.core = _Translated(client.CoreV1Api(api))
         self.apps = _Translated(client.AppsV1Api(api))
         self.batch = _Translated(client.BatchV1Api(api))

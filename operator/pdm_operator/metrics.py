@@ -62,6 +62,12 @@ REPORT_LATENCY = Histogram(
     ["sink"],
     buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400),
 )
+API_REQUESTS = Counter(
+    "pdm_api_requests_total",
+    "Requests the operator's Kubernetes client sent (Kopf's watches aside), by method, "
+    "resource (with its subresource: postdeploymigrations/status) and dry_run (true|false).",
+    ["method", "resource", "dry_run"],
+)
 STALLED = Counter(
     "pdm_stalled_total",
     "Times a migration stopped making progress, by environment and reason (ReconcileError, "
@@ -183,6 +189,10 @@ def report_attempted(record: Body, outcome: str) -> None:
         )
         if first and done:
             REPORT_LATENCY.labels(record["sink"]).observe(max(0.0, (done - first).total_seconds()))
+
+
+def api_request(method: str, resource: str, dry_run: bool) -> None:
+    API_REQUESTS.labels(method, resource, "true" if dry_run else "false").inc()
 
 
 def watch_event(resource: str) -> None:

@@ -13,11 +13,14 @@ thread.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from pdm_operator import decide, dryrun, events, metrics, model, sources, timestamps
+from pdm_operator import decide, dryrun, events, metrics, model, render, sources, timestamps
 from pdm_operator.decide import Setup, Step, Timing
 from pdm_operator.kube import Kube
 from pdm_operator.locks import EnvironmentLocks, Holder, Taken
@@ -30,6 +33,39 @@ __all__ = ["Reconciler", "Step", "Timing"]
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+
+class Accepted:
+    """The Jobs the API server accepted in a dry run a moment ago, by namespace and
+    inputs hash (``render.inputs_hash``: the Job spec without the migration's
+    name), so the fifty waiters of one deployment cost one dry run, not fifty.
+
+    Kept for :attr:`FOR` seconds (an admission policy changed meanwhile is met
+    by the real create, which decides anyway) and at most :attr:`SIZE` entries.
+    Shared by the workers' threads.
+    """
+
+    FOR = 300.0
+    SIZE = 256
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._jobs: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+
+    def get(self, namespace: str, job: Body) -> str | None:
+        """The name of an identical Job accepted within :attr:`FOR` seconds, if any."""
+        with self._lock:
+            found = self._jobs.get((namespace, render.hash_of(job)))
+        return found[0] if found and self.clock() - found[1] < self.FOR else None
+
+    def add(self, namespace: str, job: Body) -> None:
+        with self._lock:
+            key = (namespace, render.hash_of(job))
+            self._jobs.pop(key, None)
+            self._jobs[key] = (job["metadata"]["name"], self.clock())
+            while len(self._jobs) > self.SIZE:
+                self._jobs.popitem(last=False)
 
 
 class Reconciler:
@@ -46,6 +82,7 @@ class Reconciler:
         self.timing = timing or Timing()
         self.setup = Setup(lock_namespace, self.timing)
         self.locks = EnvironmentLocks(kube, lock_namespace, self._holder_active)
+        self.accepted = Accepted()
         #: Told the environment the moment a pass gives its lock back, before
         #: the pass writes anything else: the controller pokes the first in
         #: line at once instead of when the status write comes back by watch.
@@ -133,7 +170,11 @@ class _Answers:
             case decide.ReadHistory(name):
                 return kube.get_configmap(self.r.setup.lock_namespace, name)
             case decide.ValidateJob(job):
-                return kube.create_job(ns, job, dry_run=True)
+                same = self.r.accepted.get(ns, job)
+                if same is None:
+                    kube.create_job(ns, job, dry_run=True)
+                    self.r.accepted.add(ns, job)
+                return same
             case decide.PlanDryRun(image, template):
                 return dryrun.plan(kube, self.migration, image, template)
             case decide.AcquireLock():

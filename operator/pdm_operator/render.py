@@ -58,6 +58,11 @@ def inputs_hash(job_spec: Body) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def hash_of(job: Body) -> str:
+    """The inputs hash a rendered Job carries (:func:`render_job`)."""
+    return str(job["metadata"]["annotations"][model.ANNOTATION_INPUTS_HASH])
+
+
 def _without_identity(job_spec: Body) -> Body:
     """The Job spec minus the migration's own name: the same inputs under
     another migration hash the same, so a dry-run diff of an unchanged

@@ -53,7 +53,12 @@ def test_migration_runs_the_deployed_image_and_succeeds(
     )
     assert job.metadata.labels["pdm-operator.io/environment"] == "gstg"
 
-    api.wait_events("pdm-ok", "FromDeployment", "Created", "JobComplete")
+    posted = api.wait_events("pdm-ok", "Created", "JobComplete")
+    # One Event per step that matters: the checks passed on the way and the
+    # gates opening are in the conditions; the Created Event names the image.
+    assert not {e.reason for e in posted} & {"FromDeployment", "GatesOpen", "DryRunAccepted"}
+    created = next(e for e in posted if e.reason == "Created")
+    assert PINNED in created.message
 
 
 def test_failing_migration_ends_failed_with_exit_code_and_message(

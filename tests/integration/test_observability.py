@@ -139,6 +139,22 @@ def test_metrics_move_with_migrations_and_labels_stay_bounded(
     assert sample(after, "pdm_gate_wait_seconds_count", environment="gstg") == 2.0
     assert (sample(after, "pdm_last_success_timestamp_seconds", environment="gstg") or 0) > 0
     assert sample(after, "pdm_migrations_running", environment="gstg") is None  # nothing runs now
+    # What the operator's client sent, by method and resource: three Jobs
+    # created, their statuses patched, and nothing named by an object.
+    assert (
+        sample(after, "pdm_api_requests_total", method="POST", resource="jobs", dry_run="false")
+        == 3.0
+    )
+    assert (
+        sample(
+            after,
+            "pdm_api_requests_total",
+            method="PATCH",
+            resource="postdeploymigrations/status",
+            dry_run="false",
+        )
+        or 0
+    ) >= 6.0
     # No unbounded label values: no migration name, Job name or hash anywhere.
     for name in ("obs-run", "obs-held", "obs-bad"):
         assert name not in after
@@ -156,7 +172,7 @@ def test_json_logs_name_the_migration_on_every_line_about_it(
     lines = [json.loads(line) for line in json_operator.log().splitlines() if line.startswith("{")]
     assert lines, "no JSON log lines"
     about = [entry for entry in lines if "obs-json" in entry.get("message", "")]
-    assert len(about) >= 4  # ImageResolved, Gated, JobCreated, Succeeded (+ lock lines)
+    assert len(about) >= 4  # locked, JobCreated, unlocked, Succeeded
     for entry in about:
         assert (entry["namespace"], entry["migration"], entry["environment"]) == (
             api.ns,

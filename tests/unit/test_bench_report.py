@@ -176,6 +176,24 @@ def test_operator_writes_leave_out_kubernetes_renewals_controllers_and_the_bench
     assert report.operator_writes(res, res["overhead"][0]) == {"PATCH postdeploymigrations": 8.0}
 
 
+def test_operator_writes_are_what_the_operator_sent_when_it_counted_them() -> None:
+    res = results()
+    run = {
+        **res["overhead"][0],
+        "operator_requests": {
+            "GET leases": 2.0,
+            "PATCH postdeploymigrations/status": 3.0,
+            "POST jobs (dry run)": 0.02,
+            "POST events": 3.0,
+        },
+    }
+    assert report.operator_writes(res, run) == {
+        "PATCH postdeploymigrations/status": 3.0,
+        "POST jobs (dry run)": 0.02,
+        "POST events": 3.0,
+    }
+
+
 def test_outage_ratios_are_to_the_same_approach_when_healthy() -> None:
     rows = report.outage_table(results())
     down_ci = next(r for r in rows if r.startswith("| down | blocking CI"))

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from pdm_operator import (
+    conditions,
     decide,
     diffing,
     dryrun,
@@ -233,6 +234,8 @@ class World:
     logs: dict[str, str] = field(default_factory=dict)
     tenure: str | None = "lease-uid/" + T0
     validate: Exception | None = None
+    #: The Job whose identical spec was accepted a moment ago (None: checked now).
+    validated_as: str | None = None
     create: Exception | None = None
     budget: Exception | None = None
     history: Body | None = None
@@ -269,7 +272,7 @@ class World:
             case decide.ValidateJob():
                 if self.validate:
                     raise self.validate
-                return None
+                return self.validated_as
             case decide.PlanDryRun():
                 if self.dry_run:
                     raise self.dry_run
@@ -805,6 +808,24 @@ def test_a_waiter_behind_the_lock_reads_neither_jobs_nor_pods() -> None:
     decide.drive(decide.reconcile(m, NOW, SETUP), world)
     kinds = {type(a).__name__ for a in world.asked}
     assert kinds <= {"AcquireLock", "WriteStatus"}, kinds
+
+
+@pytest.mark.parametrize(
+    ("validated_as", "says"),
+    [
+        (None, "(server-side dry run)"),
+        ("gstg-1100-0a1b2c3d", "of identical Job gstg-1100-0a1b2c3d"),
+    ],
+)
+def test_a_waiters_job_validated_says_which_dry_run_accepted_it(
+    validated_as: str | None, says: str
+) -> None:
+    world = World(tenure=None, validated_as=validated_as)
+    step = decide.drive(decide.reconcile(copy.deepcopy(NEW), NOW, SETUP), world)
+    validated = conditions.find(step.status["conditions"], model.JOB_VALIDATED)
+    assert validated is not None
+    assert validated["reason"] == "DryRunAccepted"
+    assert says in validated["message"]
 
 
 def test_an_unexpected_error_after_the_lock_gives_it_back_and_comes_out() -> None:

@@ -163,6 +163,11 @@ def test_companion_transitions_are_not_announced() -> None:
     failed = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
     assert not events.announced({"type": "Succeeded", "status": "False", "reason": "X"}, failed)
     assert not events.announced({"type": "JobValidated", "status": "True", "reason": "X"}, [])
+    assert not events.announced({"type": "Gated", "status": "False", "reason": "GatesOpen"}, [])
+    resolved = {"type": "ImageResolved", "status": "True", "reason": "FromDeployment"}
+    assert not events.announced(resolved, [])
+    assert events.announced({**resolved, "status": "False", "reason": "DeploymentNotFound"}, [])
+    assert events.announced({"type": "Gated", "status": "True", "reason": "Suspended"}, [])
     assert not events.announced({"type": "Reconciling", "status": "False", "reason": "X"}, [])
     assert not events.announced({"type": "Stalled", "status": "True", "reason": "X"}, failed)
     assert events.announced({"type": "Stalled", "status": "True", "reason": "X"}, [])

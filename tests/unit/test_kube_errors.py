@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.rest import ApiException
+from prometheus_client import REGISTRY
 from urllib3.exceptions import MaxRetryError, ProtocolError
 
 from pdm_operator import errors, kube
@@ -111,3 +112,61 @@ def test_a_body_that_breaks_off_while_read_is_transient_too() -> None:
     api = kube._Translated(Answering())
     with pytest.raises(errors.Transient, match="IncompleteRead"):
         api.read_namespaced_pod_log("pod", "ns", _preload_content=False)
+
+
+# --- what the client sends, counted -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "resource", "dry_run"),
+    [
+        ("https://10.0.0.1:6443/api/v1/namespaces/gitlab/pods", "pods", False),
+        (
+            "https://api:6443/api/v1/namespaces/gitlab/pods/gitlab-toolbox/log?tailLines=5",
+            "pods/log",
+            False,
+        ),
+        ("https://h/apis/batch/v1/namespaces/gitlab/jobs?dryRun=All", "jobs", True),
+        (
+            "https://h/apis/pdm-operator.io/v1alpha1/namespaces/gitlab/postdeploymigrations/m/status",
+            "postdeploymigrations/status",
+            False,
+        ),
+        (
+            "https://h/apis/coordination.k8s.io/v1/namespaces/pdm/leases/pdm-env-gstg",
+            "leases",
+            False,
+        ),
+        ("https://h/api/v1/namespaces/gitlab", "namespaces", False),
+        ("https://h/api/v1/nodes/node-1/status", "nodes/status", False),
+        ("https://rancher/k8s/clusters/c-1/apis/batch/v1/namespaces/a/jobs/j", "jobs", False),
+        ("https://h/version", "version", False),
+    ],
+)
+def test_a_request_is_counted_by_its_resource(url: str, resource: str, dry_run: bool) -> None:
+    assert kube.resource_of(url) == (resource, dry_run)
+
+
+def test_every_request_of_the_client_is_counted_once() -> None:
+    sent: list[tuple[str, str]] = []
+
+    class Rest:
+        def request(self, method: str, url: str, **kwargs: object) -> str:
+            sent.append((method, url))
+            return "answer"
+
+    class Api:
+        rest_client = Rest()
+
+    def count() -> float:
+        value = REGISTRY.get_sample_value(
+            "pdm_api_requests_total", {"method": "POST", "resource": "jobs", "dry_run": "true"}
+        )
+        return value or 0.0
+
+    before = count()
+    api = Api()
+    kube.Kube(api)  # type: ignore[arg-type]
+    kube.Kube(api)  # type: ignore[arg-type] - a second one over the same client
+    url = "https://h/apis/batch/v1/namespaces/gitlab/jobs?dryRun=All"
+    assert api.rest_client.request("POST", url, body={}) == "answer"
+    assert sent == [("POST", url)]
+    assert count() == before + 1

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
+from pdm_operator import decide, errors, render
 from pdm_operator.locks import Holder
-from pdm_operator.reconcile import Reconciler
+from pdm_operator.reconcile import Accepted, Reconciler, _Answers
 
 NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
 HOLDER = Holder("gitlab", "gstg-1100", "uid-1100")
@@ -59,3 +62,66 @@ def test_another_migration_of_the_same_name_is_not_the_holder() -> None:
     other = {"metadata": {"name": HOLDER.name, "uid": "another"}, "status": {"jobName": "x"}}
     assert not reconciler(read, other)._holder_active(HOLDER, NOW)
     assert read.reads == 1
+
+
+# --- the dry run of a waiter's Job -----------------------------------------------------
+class DryRuns:
+    """A Kube that counts server-side dry-run creates and refuses the ones asked."""
+
+    def __init__(self, refuse: Exception | None = None) -> None:
+        self.refuse = refuse
+        self.dry_runs: list[str] = []
+
+    def create_job(self, namespace: str, job: dict[str, Any], dry_run: bool = False) -> None:
+        assert dry_run
+        self.dry_runs.append(job["metadata"]["name"])
+        if self.refuse:
+            raise self.refuse
+
+
+def waiter(name: str, namespace: str = "gitlab") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
+        "spec": {"environment": "gstg", "image": {"reference": "toolbox:v17.5.0"}},
+    }
+
+
+def validate(r: Reconciler, migration: dict[str, Any], image: str = "toolbox:v17.5.0") -> Any:
+    job = render.render_job(migration, image)
+    return _Answers(r, migration)(decide.ValidateJob(job))
+
+
+def test_waiters_with_identical_jobs_cost_one_dry_run_and_say_whose_it_was() -> None:
+    kube, clock = DryRuns(), [100.0]
+    r = Reconciler(kube, "pdm-system", clock=lambda: NOW)  # type: ignore[arg-type]
+    r.accepted = Accepted(clock=lambda: clock[0])
+    assert validate(r, waiter("gstg-1100")) is None
+    first = kube.dry_runs[0]
+    assert validate(r, waiter("gstg-1200")) == first
+    assert len(kube.dry_runs) == 1
+    # Another image, another namespace: another Job, checked on its own.
+    assert validate(r, waiter("gstg-1300"), "toolbox:v17.6.0") is None
+    assert validate(r, waiter("gstg-1100", "other")) is None
+    assert len(kube.dry_runs) == 3
+    # Remembered for a while only: an admission policy may have changed.
+    clock[0] += Accepted.FOR
+    assert validate(r, waiter("gstg-1400")) is None
+    assert len(kube.dry_runs) == 4
+
+
+def test_a_refused_dry_run_is_not_remembered() -> None:
+    kube = DryRuns(errors.Invalid("spec.template: Invalid value", 422))
+    r = Reconciler(kube, "pdm-system", clock=lambda: NOW)  # type: ignore[arg-type]
+    for name in ("gstg-1100", "gstg-1200"):
+        with pytest.raises(errors.Invalid):
+            validate(r, waiter(name))
+    assert len(kube.dry_runs) == 2
+
+
+def test_the_accepted_jobs_are_bounded() -> None:
+    accepted = Accepted()
+    for i in range(Accepted.SIZE + 1):
+        accepted.add("gitlab", render.render_job(waiter(f"m-{i}"), f"toolbox:v{i}"))
+    assert accepted.get("gitlab", render.render_job(waiter("m-0"), "toolbox:v0")) is None
+    last = Accepted.SIZE
+    assert accepted.get("gitlab", render.render_job(waiter("x"), f"toolbox:v{last}")) is not None
