@@ -204,6 +204,15 @@ class Bench:
                 out[key] += int(float(line.rsplit(" ", 1)[1]))
         return out
 
+    @staticmethod
+    def full_collections(op: OperatorProcess) -> int:
+        """The operator's full garbage collections so far (prometheus-client's
+        ``python_gc_collections_total{generation="2"}``)."""
+        for line in op.metrics().splitlines():
+            if line.startswith('python_gc_collections_total{generation="2"}'):
+                return int(float(line.rsplit(" ", 1)[1]))
+        return 0
+
     def settled_requests(self, op: OperatorProcess, quiet: float = 1.5) -> Counter[str]:
         """The operator's requests once they stop changing for ``quiet`` seconds:
         its Events are posted in the background, after the status they tell of."""

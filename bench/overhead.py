@@ -111,7 +111,7 @@ def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
                 threading.Thread(target=target, args=(bench, ns, tl, stop), daemon=True).start()
             time.sleep(1.0)  # let both watches establish; not measured
             before = bench.apiserver_requests()
-            sent_before = bench.operator_requests(op)
+            sent_before, full_before = bench.operator_requests(op), bench.full_collections(op)
             cost0 = process_cost(bench.pid(op))
             start = time.monotonic()
             for i in range(n):
@@ -130,7 +130,11 @@ def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
                 time.sleep(0.2)
             elapsed = max(tl.succeeded.values(), default=time.monotonic()) - start
             cost1 = process_cost(bench.pid(op))
-            sent = bench.settled_requests(op) - sent_before
+            # Full collections until the last success; requests once the Events are posted.
+            full, sent = (
+                bench.full_collections(op) - full_before,
+                bench.settled_requests(op) - sent_before,
+            )
             after = bench.apiserver_requests()
             window = time.monotonic() - start
         jobs = bench.batch.list_namespaced_job(ns).items
@@ -182,6 +186,7 @@ def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
         "writes": bench.writes(before, after),
         # What the operator's client sent, counted by the operator itself.
         "operator_requests": {k: v / n for k, v in sorted(sent.items())},
+        "full_collections": full,
         "events_per_pdm": {k: v / n for k, v in event_reasons.most_common()},
         "duplicate_jobs": max(
             sum(c - 1 for c in per_migration.values()),

@@ -85,8 +85,8 @@ def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
 def overhead_table(results: dict[str, Any]) -> list[str]:
     rows = [
         "| PDMs | envs | start p50 ms | start p99 ms | end p50 ms | end p99 ms | PDMs/min "
-        "| operator CPU s | peak RSS MiB | duplicate Jobs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| operator CPU s | peak RSS MiB | full collections | duplicate Jobs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, runs in sorted(_by_n(results).items()):
 
@@ -97,7 +97,9 @@ def overhead_table(results: dict[str, Any]) -> list[str]:
             f"| {n} | {min(n, runs[0]['envs'])} | {col('start_p50', 1000)} "
             f"| {col('start_p99', 1000)} | {col('end_p50', 1000)} | {col('end_p99', 1000)} "
             f"| {col('per_minute', fmt='{:.0f}')} | {col('cpu_s', fmt='{:.1f}')} "
-            f"| {col('peak_rss_mib')} | {sum(r['duplicate_jobs'] for r in runs)} |"
+            f"| {col('peak_rss_mib')} "
+            f"| {col('full_collections') if all('full_collections' in r for r in runs) else '–'} "
+            f"| {sum(r['duplicate_jobs'] for r in runs)} |"
         )
     return rows
 
@@ -312,7 +314,9 @@ def markdown(results: dict[str, Any], argv: str) -> str:
             "previous migration of its environment) to its Job appearing; *end*: from the Job's "
             "Complete condition to the migration's Succeeded. Both from the benchmark's own "
             "watches, on one clock. All migrations are created at once, over the environments "
-            "shown, so most of them queue for their environment's lock.",
+            "shown, so most of them queue for their environment's lock. *full collections*: "
+            "the operator's collections of Python's oldest generation until the last "
+            "migration succeeded (`python_gc_collections_total{generation=\"2\"}`).",
             "",
             *overhead_table(results),
         ])  # fmt: skip
