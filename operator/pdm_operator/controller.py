@@ -22,7 +22,7 @@ import logging
 import random
 import time
 
-from pdm_operator import conditions, lines, metrics, model
+from pdm_operator import conditions, jobs, lines, metrics, model
 from pdm_operator.errors import Conflict
 from pdm_operator.inflight import InFlight
 from pdm_operator.kube import describe, expected
@@ -341,8 +341,18 @@ class Controller:
         if worker is not None:
             worker.poke()
 
-    def on_job(self, body: Body) -> None:
-        """A watch event for a migration Job: poke its migration."""
+    def on_job(self, body: Body, event_type: str | None = None) -> None:
+        """A watch event for a migration or pre-flight Job: poke its migration when
+        the Job has ended or is gone.
+
+        Not for the Job's progress in between (its pod created, active, ready:
+        three or four events a Job), which no pass acts on at once: a pod that
+        cannot start is looked for by the running Job's own polls
+        (``decide._diagnose``). At 500 migrations those events made two to
+        three passes a migration, each reading the Job and listing its pods.
+        """
+        if event_type != "DELETED" and jobs.outcome(body) is None:
+            return
         meta = body.get("metadata") or {}
         name = (meta.get("labels") or {}).get(model.LABEL_MIGRATION)
         worker = self.workers.get((str(meta.get("namespace")), str(name)))

@@ -738,8 +738,12 @@ def _started(p: Pass, job: Body, how: str) -> Decision[Step]:
     p.status.setdefault("startTime", job["metadata"].get("creationTimestamp") or p.now)
     p.set(model.GATED, False, "GatesOpen", "all gates are open")
     p.set(model.JOB_CREATED, True, how, f"Job {name} runs {p.status['image']}")
-    # Requeue at once: the Job may have ended while we were away.
-    return (yield from _write(p, 0))
+    if how == "Adopted":
+        # Requeue at once: the Job may have ended while we were away.
+        return (yield from _write(p, 0))
+    # Just created: its end comes by watch (the controller pokes on a Job's
+    # end); a pod that cannot start is looked for by the young Job's poll.
+    return (yield from _write(p, _young_job_poll(p, job)))
 
 
 def _protect_from_eviction(p: Pass, job: Body) -> Decision[None]:

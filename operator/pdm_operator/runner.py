@@ -182,7 +182,7 @@ def build_registry(
     async def job_event(event: kopf.RawEvent, **_: Any) -> None:
         body = dict(event["object"])
         health.observed("jobs", body, event.get("type"))
-        controller.on_job(body)
+        controller.on_job(body, event.get("type"))
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:

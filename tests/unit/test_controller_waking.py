@@ -255,3 +255,30 @@ def test_a_free_lock_is_expected_by_the_oldest_and_by_one_poked_for_a_release() 
         assert rec.first_in_line["first"] == [False, True, False]
 
     scenario(check)
+
+
+def job_event(migration: str, *conditions: str) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ns", "name": f"{migration}-1a2b3c4d", "labels": {
+            "pdm-operator.io/migration": migration}},
+        "status": {"active": 1, "ready": 1, "conditions": [
+            {"type": c, "status": "True"} for c in conditions]},
+    }  # fmt: skip
+
+
+def test_a_jobs_progress_wakes_nobody_its_end_and_deletion_wake_its_migration() -> None:
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        start(rec, c, body("running", "gstg", "2026-11-22T10:00:00Z"), RUNNING)
+        await settle(c, {"running": 1})
+        worker = c.workers[("ns", "running")]
+        for event in ("ADDED", "MODIFIED"):
+            c.on_job(job_event("running"), event)
+            c.on_job(job_event("running", "SuccessCriteriaMet"), event)  # pods still ending
+            assert not worker.poked.is_set()
+        c.on_job(job_event("running", "SuccessCriteriaMet", "Complete"), "MODIFIED")
+        assert worker.poked.is_set()
+        await settle(c, {"running": 2})
+        c.on_job(job_event("running"), "DELETED")
+        assert worker.poked.is_set()
+
+    scenario(check)

@@ -37,6 +37,9 @@ from pdm_operator.decide import Setup, Timing
 from pdm_operator.model import Body
 
 NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
+NOW_TEXT = "2026-12-02T12:00:00Z"
+#: A Job just created is looked at again this soon; its end comes by watch.
+YOUNG_JOB_POLL = 5.0
 T0 = "2026-12-02T11:59:00Z"
 NAMESPACE = "gitlab"
 UID = "0b6c1e52-3f0a-4d8e-9a57-6f2d1c0e4b11"
@@ -292,7 +295,7 @@ class World:
                 self.created.append(job)
                 return {
                     **job,
-                    "metadata": {**job["metadata"], "uid": "new", "creationTimestamp": T0},
+                    "metadata": {**job["metadata"], "uid": "new", "creationTimestamp": NOW_TEXT},
                 }
             case decide.CreateDisruptionBudget():
                 if self.budget:
@@ -385,7 +388,7 @@ CASES = [
         "Running",
         "Created",
         ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
-        0,
+        YOUNG_JOB_POLL,
     ),
     Case(
         "the image's Deployment is missing: says so, retries, takes no lock",
@@ -525,7 +528,7 @@ CASES = [
         "Running",
         "Created",
         ["AcquireLock", "WriteStatus", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
-        0,
+        YOUNG_JOB_POLL,
         DIGEST,
     ),
     Case(
@@ -598,7 +601,7 @@ CASES = [
         "Running",
         "Created",
         ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "Warn", "WriteStatus"],
-        0,
+        YOUNG_JOB_POLL,
     ),
     # --- the pre-flight ------------------------------------------------------------------
     Case(
@@ -618,7 +621,7 @@ CASES = [
         "Running",
         "Created",
         ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
-        0,
+        YOUNG_JOB_POLL,
     ),
     Case(
         "pre-flight answered: nothing pending, no Job, the lock given back first",
