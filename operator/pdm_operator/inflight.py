@@ -11,13 +11,10 @@ class InFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.count = 0
-        #: Passes started so far (the heap's collector looks for quiet moments).
-        self.started = 0
 
     def __enter__(self) -> None:
         with self._lock:
             self.count += 1
-            self.started += 1
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:

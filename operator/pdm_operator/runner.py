@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import kopf
 
-from pdm_operator import heap, history, logs, metrics, model
+from pdm_operator import history, logs, metrics, model
 from pdm_operator.controller import Controller
 from pdm_operator.health import Health
 from pdm_operator.kube import Kube, load_config
@@ -131,7 +131,7 @@ def build_registry(
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     lead_task: list[asyncio.Task[None]] = []
-    background: list[asyncio.Task[None]] = []
+    audit_task: list[asyncio.Task[None]] = []
 
     async def audit_forever() -> None:
         while True:
@@ -143,9 +143,7 @@ def build_registry(
 
     @kopf.on.startup(registry=registry)
     async def start_audit(**_: Any) -> None:
-        background.append(asyncio.create_task(audit_forever(), name="watch-audit"))
-        quiet = heap.Quiet(lambda: _activity(controller))
-        background.append(asyncio.create_task(heap.collect_when_quiet(quiet), name="heap"))
+        audit_task.append(asyncio.create_task(audit_forever(), name="watch-audit"))
         if election is not None and relist is not None:
             lead_task.append(asyncio.create_task(lead(election, controller, relist), name="leader"))
 
@@ -188,7 +186,7 @@ def build_registry(
     async def shutdown(**_: Any) -> None:
         for task in lead_task:
             task.cancel()
-        for task in background:
+        for task in audit_task:
             task.cancel()
         log.info("stopping %d migration workers", len(controller.workers))
         await controller.stop()
@@ -200,14 +198,6 @@ def build_registry(
             log.info("leadership released by %s at %.3f", election.identity, time.time())
 
     return registry
-
-
-def _activity(controller: Controller) -> tuple[int, int]:
-    """Passes running now and started so far, migration passes and deliveries."""
-    counts = [controller.inflight]
-    if controller.reporting is not None:
-        counts.append(controller.reporting.inflight)
-    return sum(c.count for c in counts), sum(c.started for c in counts)
 
 
 def load_rollback_floors(kube: Kube, namespace: str) -> None:
@@ -233,8 +223,6 @@ async def serve(opts: Options) -> None:
     # https://docs.python.org/3/library/gc.html#gc.freeze
     gc.collect()
     gc.freeze()
-    # Full collections wait for a quiet moment (module heap).
-    heap.defer_full_collections()
     loop = asyncio.get_running_loop()
     api_pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="pdm-api")
     loop.set_default_executor(api_pool)
