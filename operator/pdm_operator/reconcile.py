@@ -37,7 +37,7 @@ Clock = Callable[[], datetime]
 
 class Accepted:
     """The Jobs the API server accepted in a dry run a moment ago, by namespace and
-    inputs hash (``render.inputs_hash``: the Job spec without the migration's
+    inputs hash (``render.hash_of``: the Job spec without the migration's
     name), so the fifty waiters of one deployment cost one dry run, not fifty.
 
     Kept for :attr:`FOR` seconds (an admission policy changed meanwhile is met
