@@ -85,10 +85,15 @@ def announced(condition: Body, current: list[Body]) -> bool:
     ImageResolved=True: the conditions say so, and the JobCreated Event names
     the image the Job runs), gates that opened (Gated=False: it is always written with what
     follows, the Job created, the pre-flight started or a create that failed,
-    and that has the Event), and kstatus' view of the state (Reconciling, and
-    Stalled of a failed migration), whose own transition has its Event.
+    and that has the Event), reports that ended undelivered (Reported=False but
+    Pending: the reporter posts an Event for each such record, and the
+    condition names only the first), and kstatus' view of the state
+    (Reconciling, and Stalled of a failed migration), whose own transition has
+    its Event.
     """
     ctype, status = condition["type"], condition["status"]
+    if ctype == model.REPORTED and status == "False" and condition.get("reason") != "Pending":
+        return False
     if ctype in (model.SUCCEEDED, model.FAILED, model.GATED) and status == "False":
         return False
     if ctype in (model.JOB_VALIDATED, model.IMAGE_RESOLVED) and status == "True":

@@ -526,7 +526,21 @@ def test_a_missing_permission_is_named(
     assert cond is not None
     assert (cond["status"], cond["reason"]) == ("False", "DeliveryFailed")
     assert "create_environment" in cond["message"]
-    assert any("create_environment" in w for w in warnings_about(cluster, api, "pdm-403"))
+    # One Warning event per undelivered record (the reporter's, ReportFailed),
+    # none for the condition that names the first of them. Events are posted
+    # in order from one thread: the condition's would come before the record's.
+    warnings = wait_until(
+        lambda: (
+            (w := warnings_about(cluster, api, "pdm-403"))
+            and any(x.startswith("ReportFailed: ") and "create_environment" in x for x in w)
+            and w
+        ),
+        timeout=30,
+        what="a ReportFailed event",
+    )
+    messages = [w.split(": ", 1)[1] for w in warnings if "create_environment" in w]
+    assert len(messages) == len(set(messages)), warnings
+    assert not any(w.startswith("ReportDeliveryFailed") for w in warnings), warnings
 
 
 def test_merge_requests_are_labelled_once_gitlab_has_linked_them(

@@ -172,4 +172,10 @@ def test_companion_transitions_are_not_announced() -> None:
     assert not events.announced({"type": "Stalled", "status": "True", "reason": "X"}, failed)
     assert events.announced({"type": "Stalled", "status": "True", "reason": "X"}, [])
     assert events.announced(failed[0], failed)
+    # An undelivered report has the reporter's own Event (ReportFailed ...).
+    undelivered = {"type": "Reported", "status": "False", "reason": "DeliveryFailed"}
+    assert not events.announced(undelivered, [])
+    assert not events.announced({**undelivered, "reason": "GaveUp"}, [])
+    assert events.announced({**undelivered, "reason": "Pending"}, [])
+    assert events.announced({**undelivered, "status": "True", "reason": "Delivered"}, [])
     assert events.reason_of(failed[0]) == "BackoffLimitExceeded"

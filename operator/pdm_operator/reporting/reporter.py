@@ -20,6 +20,7 @@ from pdm_operator import conditions, events, metrics, timestamps
 from pdm_operator.errors import Conflict
 from pdm_operator.inflight import InFlight
 from pdm_operator.kube import Kube
+from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox, sinks
 from pdm_operator.reporting.records import (
@@ -252,13 +253,16 @@ class ReportingHub:
         # outdated state.
         written = self._write(migration, outbox.merge(records, outbox.intents(migration), now))
         # Each report that ends undelivered, or that left someone else's
-        # deployment alone, gets its own event: the condition names only the first.
+        # deployment alone, gets its own log line and event (the Reported
+        # condition names only the first, and its transition has none:
+        # ``events.announced``).
         for rec in settled:
             what = f"{rec['sink']} {rec['target']} ({rec['desired']})"
             if rec["state"] in UNDELIVERED:
                 reason, message = f"Report{rec['state']}", f"{what}: {rec.get('lastError', '')}"
             else:
                 reason, message = "ReportConflict", f"{what}: {rec['conflict']}"
+            for_migration(log, migration).warning("%s: %s", reason, message)
             self.kube.create_event(
                 events.event_for(
                     written or migration, "Warning", reason, message, timestamps.rfc3339(now)
