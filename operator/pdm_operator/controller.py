@@ -27,6 +27,7 @@ from pdm_operator.errors import Conflict
 from pdm_operator.inflight import InFlight
 from pdm_operator.kube import describe, expected
 from pdm_operator.lines import Lines
+from pdm_operator.locks import Holder
 from pdm_operator.model import Body
 from pdm_operator.reconcile import Reconciler, Step
 from pdm_operator.reporting import outbox
@@ -78,6 +79,10 @@ class Worker:
         #: Poked because its environment's lock was given back: its next pass
         #: takes the Lease without reading it first (``locks.acquire``).
         self.lock_freed = False
+        #: Poked because the holder before it handed it the lock (named it in
+        #: the Lease): its next pass reads the Lease, and gives the lock back
+        #: if it cannot use it (``decide.reconcile``).
+        self.lock_handed = False
         #: Passes finished (their outcome taken in), for tests and debugging.
         self.passes = 0
         self.task: asyncio.Task[None] = asyncio.create_task(
@@ -177,10 +182,14 @@ class Worker:
                 started = time.monotonic()
                 body, self.first_body = self.first_body or self._known(), None
                 # The lock is probably free for the first of its environment,
-                # or one poked because it was given back.
-                free = self.lock_freed or not lines.has_older(self.environment, self.key)
+                # or one poked because it was given back; it is this one's if
+                # it was handed over.
+                handed, self.lock_handed = self.lock_handed, False
+                free = not handed and (
+                    self.lock_freed or not lines.has_older(self.environment, self.key)
+                )
                 self.lock_freed = False
-                step, self.seen_version = await asyncio.to_thread(self._pass, body, free)
+                step, self.seen_version = await asyncio.to_thread(self._pass, body, free, handed)
         finally:
             if starter:
                 self.controller.starting(-1)
@@ -191,7 +200,9 @@ class Worker:
         """Waiting for its environment's lock."""
         return lines.waits(self.state, self.reason)
 
-    def _pass(self, body: Body | None, first: bool) -> tuple[Step | None, str | None]:
+    def _pass(
+        self, body: Body | None, first: bool, handed: bool = False
+    ) -> tuple[Step | None, str | None]:
         # Runs in a thread; counted, so a leadership handover can wait for
         # passes still writing after their task was cancelled.
         with self.controller.inflight:
@@ -206,7 +217,9 @@ class Worker:
                 migration = self.controller.reconciler.kube.get_migration(*self.key)
             if migration is None or migration["metadata"].get("deletionTimestamp"):
                 return None, None
-            step = self.controller.reconciler.reconcile(migration, first_in_line=first)
+            step = self.controller.reconciler.reconcile(
+                migration, first_in_line=first, handed=handed
+            )
             # The pass updates the resourceVersion in place as it writes.
             return step, migration["metadata"].get("resourceVersion")
 
@@ -267,6 +280,7 @@ class Controller:
             reporting.on_change = self.poke
         self._loop: asyncio.AbstractEventLoop | None = None
         reconciler.on_release = self._lock_released
+        reconciler.successor = self._successor
         reconciler.known = lambda namespace, name: self.latest.get((namespace, name))
 
     def on_migration(self, event_type: str | None, body: Body) -> None:
@@ -314,8 +328,10 @@ class Controller:
             self.lines.leave(worker.environment, key)
         if self.reporting is not None:
             self.reporting.cancel(key)
-        # It may have held its environment's lock, or been first in line.
-        self.poke_first_in_line(str((body.get("spec") or {}).get("environment") or ""))
+        # It may have held its environment's lock, or been first in line. The
+        # first now reads the Lease: one that names a migration gone is taken
+        # over, which a create would only learn from a refusal.
+        self.poke_first_in_line(str((body.get("spec") or {}).get("environment") or ""), freed=False)
 
     def starting(self, change: int) -> None:
         """A starter's first pass begins (+1) or ends (-1)."""
@@ -370,18 +386,44 @@ class Controller:
         for worker in self.workers.values():
             if worker.key[0] == namespace and name in worker.waits_for:
                 worker.poke()
-        self.poke_first_in_line(str((body.get("spec") or {}).get("environment") or ""))
+        # Read, not created: the pass that ended it has handed its lock on
+        # already (``_after_release``), or will.
+        self.poke_first_in_line(str((body.get("spec") or {}).get("environment") or ""), freed=False)
 
     def first_in_line(self, environment: str) -> Worker | None:
         """The oldest migration waiting for ``environment``'s lock."""
         first = self.lines.first(environment)
         return None if first is None else self.workers.get(first)
 
-    def _lock_released(self, environment: str) -> None:
+    def _successor(self, environment: str, holder: Holder) -> Holder | None:
+        """From a pass's thread: whom ``holder`` hands ``environment``'s lock to.
+
+        The first in line but the holder, as its latest watch event shows it
+        (its uid names it in the Lease); None when nobody waits, or the first
+        is being deleted: the Lease is then deleted.
+        """
+        key = self.lines.first(environment, but=(holder.namespace, holder.name))
+        body = None if key is None else self.latest.get(key)
+        meta = (body or {}).get("metadata") or {}
+        if key is None or not meta.get("uid") or meta.get("deletionTimestamp"):
+            return None
+        return Holder(key[0], key[1], str(meta["uid"]))
+
+    def _lock_released(self, environment: str, to: Holder | None) -> None:
         """From a pass's thread, the moment it gave ``environment``'s lock back."""
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: shutting down
-                self._loop.call_soon_threadsafe(self.poke_first_in_line, environment)
+                self._loop.call_soon_threadsafe(self._after_release, environment, to)
+
+    def _after_release(self, environment: str, to: Holder | None) -> None:
+        """Poke the one the lock was handed to; else (deleted, or that one is gone)
+        the first in line, which finds the Lease free or held by one gone."""
+        worker = None if to is None else self.workers.get((to.namespace, to.name))
+        if worker is not None:
+            worker.lock_handed = True
+            worker.poke()
+        else:
+            self.poke_first_in_line(environment, freed=to is None)
 
     def poke_first_in_line(self, environment: str, *, freed: bool = True) -> None:
         """Wake the oldest waiter of ``environment``; ``freed``: because its lock

@@ -369,9 +369,27 @@ class Pass:
 
 
 # --- the pass ------------------------------------------------------------------
-def reconcile(migration: Body, now: datetime, setup: Setup) -> Decision[Step]:  # noqa: PLR0911
-    """One pass over ``migration``: its Job followed, or its gates, lock and create."""
+def reconcile(
+    migration: Body, now: datetime, setup: Setup, *, handed: bool = False
+) -> Decision[Step]:
+    """One pass over ``migration``: its Job followed, or its gates, lock and create.
+
+    ``handed``: the holder before it named this migration in the environment's
+    Lease as it ended (``locks.EnvironmentLocks.release``). A pass that does
+    not go on to hold the lock (a gate closed since its last pass, the image
+    or template went away) gives it back at once, so the next in line does not
+    wait :data:`CREATE_GRACE` to take it over.
+    """
     p = Pass(migration, now, setup)
+    try:
+        return (yield from _reconcile(p))
+    finally:
+        holding = p.tenure or p.status.get("jobName") or preflight_running(p.status)
+        if handed and not holding:
+            yield from _release(p)
+
+
+def _reconcile(p: Pass) -> Decision[Step]:  # noqa: PLR0911
     if model.is_finished(p.stored):
         return (yield from _observe_generation(p))
     dry = p.spec.get("mode") == "DryRun"

@@ -4,10 +4,14 @@ The lock is a coordination.k8s.io Lease named ``pdm-env-<environment>`` in
 the operator's namespace, whose ``holderIdentity`` is the holding migration
 (``namespace/name/uid``). It has no expiry: a migration holds it from just
 before its Job is created until it ends, however long the operator is down in
-between. It is released when the holder ends; if that release is lost (a
-crash at the wrong moment), the next migration sees a holder that has ended,
-or no longer exists, and takes the Lease over. Every change is guarded by the
-Lease's resourceVersion, so two operators cannot both win.
+between. When the holder ends it hands the Lease to the first migration in
+its environment's line (one update naming the new holder, instead of a
+delete and a create), or deletes it when nobody waits. If that release is
+lost (a crash at the wrong moment), or the one handed the lock cannot use it,
+the next migration sees a holder that has ended, no longer exists, or has
+not created its Job within ``decide.CREATE_GRACE``, and takes the Lease over.
+Every change is guarded by the Lease's resourceVersion, so two operators
+cannot both win.
 """
 
 from __future__ import annotations
@@ -62,6 +66,13 @@ class Taken:
     """
 
     tenure: str
+
+
+@dataclass(frozen=True)
+class Released:
+    """The lock was given back: handed to ``to``, or deleted (``to`` is None)."""
+
+    to: Holder | None
 
 
 def tenure(lease: Body) -> str:
@@ -185,22 +196,37 @@ class EnvironmentLocks:
         )
         return Taken(tenure(taken))
 
-    def release(self, environment: str, me: Holder) -> bool:
-        """Give the lock back if ``me`` holds it; whether it was given back."""
+    def release(
+        self, environment: str, me: Holder, now: str, to: Holder | None = None
+    ) -> Released | None:
+        """Give the lock back if ``me`` holds it: handed to ``to`` when given (the
+        Lease updated to name it, ``now`` its acquisition), else deleted. None
+        when it was not ours (any more) or changed meanwhile."""
         lease = self.kube.get_lease(self.namespace, lease_name(environment))
         if lease is None:
-            return False
+            return None
         if Holder.parse((lease.get("spec") or {}).get("holderIdentity")) != me:
-            return False
+            return None
         meta = lease["metadata"]
+        fields = me.log_fields(environment)
+        if to is not None:
+            try:
+                self.kube.replace_lease(
+                    self.namespace, lease_body(environment, to, now, base=lease)
+                )
+            except Conflict:
+                return None  # changed since the read: whoever changed it decides
+            log.info(
+                "environment %s handed by %s to %s",
+                environment,
+                me.identity,
+                to.identity,
+                extra=fields,
+            )
+            return Released(to)
         if self.kube.delete_lease(
             self.namespace, meta["name"], meta["uid"], meta["resourceVersion"]
         ):
-            log.info(
-                "environment %s unlocked by %s",
-                environment,
-                me.identity,
-                extra=me.log_fields(environment),
-            )
-            return True
-        return False
+            log.info("environment %s unlocked by %s", environment, me.identity, extra=fields)
+            return Released(None)
+        return None

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,10 @@ __all__ = ["Reconciler", "Step", "Timing"]
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: Threads listing environments' Jobs ahead (``_Answers``): one per environment
+#: starting a Job at once, in a burst over ten environments.
+LIST_AHEAD_THREADS = 10
 
 
 class Accepted:
@@ -83,25 +88,36 @@ class Reconciler:
         self.setup = Setup(lock_namespace, self.timing)
         self.locks = EnvironmentLocks(kube, lock_namespace, self._holder_active)
         self.accepted = Accepted()
-        #: Told the environment the moment a pass gives its lock back, before
-        #: the pass writes anything else: the controller pokes the first in
-        #: line at once instead of when the status write comes back by watch.
-        self.on_release: Callable[[str], None] | None = None
+        #: Threads that list an environment's Jobs while a pass takes its Lease.
+        self.ahead = ThreadPoolExecutor(LIST_AHEAD_THREADS, thread_name_prefix="pdm-ahead")
+        #: Told the environment, and whom the lock was handed to (None: the
+        #: Lease was deleted), the moment a pass gives its lock back, before
+        #: the pass writes anything else: the controller pokes that one (or
+        #: the first in line) at once instead of when the status write comes
+        #: back by watch.
+        self.on_release: Callable[[str, Holder | None], None] | None = None
+        #: The migration to hand an environment's lock to when its holder (the
+        #: second argument) gives it back: the first in line but the holder.
+        self.successor: Callable[[str, Holder], Holder | None] | None = None
         #: The latest body the watch brought of a migration, if any: a holder
         #: it shows still active needs no read (a holder that has ended pokes
         #: its line when its end comes by watch, so trusting a stale "active"
         #: costs nothing but a later look; an "inactive" one is read afresh).
         self.known: Callable[[str, str], Body | None] | None = None
 
-    def reconcile(self, migration: Body, *, first_in_line: bool = False) -> Step:
+    def reconcile(
+        self, migration: Body, *, first_in_line: bool = False, handed: bool = False
+    ) -> Step:
         """One pass. ``migration``'s resourceVersion follows the pass's writes.
 
         ``first_in_line``: no older migration of its environment waits, so the
         environment's Lease is probably free (``locks.acquire``'s ``likely_free``).
+        ``handed``: the holder before named this migration in the Lease as it
+        ended (``decide.reconcile``).
         """
         return decide.drive(
-            decide.reconcile(migration, self.clock(), self.setup),
-            _Answers(self, migration, first_in_line),
+            decide.reconcile(migration, self.clock(), self.setup, handed=handed),
+            _Answers(self, migration, first_in_line=first_in_line, handed=handed),
         )
 
     def record_error(self, migration: Body, error: BaseException) -> None:
@@ -124,10 +140,20 @@ class _Answers:
     """Answers one pass's asks, for ``migration``, through the API."""
 
     def __init__(
-        self, reconciler: Reconciler, migration: Body, first_in_line: bool = False
+        self,
+        reconciler: Reconciler,
+        migration: Body,
+        *,
+        first_in_line: bool = False,
+        handed: bool = False,
     ) -> None:
         self.r = reconciler
-        self.first_in_line = first_in_line
+        #: The Lease is probably free: created without reading it first.
+        self.likely_free = first_in_line and not handed
+        #: The Lease is probably ours to take: the environment's Jobs, which the
+        #: pass lists right after, are listed while it is taken.
+        self.likely_ours = first_in_line or handed
+        self.jobs_ahead: Future[list[Body]] | None = None
         self.kube = reconciler.kube
         self.migration = migration
         self.meta = migration["metadata"]
@@ -154,11 +180,8 @@ class _Answers:
             case decide.GetJob(name):
                 return kube.get_job(ns, name)
             case decide.EnvironmentJobs():
-                selector = (
-                    f"{model.LABEL_MANAGED_BY}=pdm-operator,"
-                    f"{model.LABEL_ENVIRONMENT}={self.environment}"
-                )
-                return kube.list_jobs(ns, selector)
+                ahead, self.jobs_ahead = self.jobs_ahead, None
+                return ahead.result() if ahead is not None else self._environment_jobs()
             case decide.JobPods(job):
                 return kube.list_pods(ns, f"batch.kubernetes.io/job-name={job}")
             case decide.JobEvents(job, uid):
@@ -178,16 +201,20 @@ class _Answers:
             case decide.PlanDryRun(image, template):
                 return dryrun.plan(kube, self.migration, image, template)
             case decide.AcquireLock():
+                if self.likely_ours:
+                    self.jobs_ahead = self.r.ahead.submit(self._environment_jobs)
                 now = timestamps.rfc3339(self.r.clock())
                 taken = self.r.locks.acquire(
-                    self.environment, self.holder, now, likely_free=self.first_in_line
+                    self.environment, self.holder, now, likely_free=self.likely_free
                 )
                 return taken.tenure if isinstance(taken, Taken) else None
             case decide.ReleaseLock():
-                released = self.r.locks.release(self.environment, self.holder)
-                if released and self.r.on_release is not None:
-                    self.r.on_release(self.environment)
-                return released
+                to = self.r.successor(self.environment, self.holder) if self.r.successor else None
+                now = timestamps.rfc3339(self.r.clock())
+                released = self.r.locks.release(self.environment, self.holder, now, to)
+                if released is not None and self.r.on_release is not None:
+                    self.r.on_release(self.environment, released.to)
+                return released is not None
             case decide.WriteStatus():
                 return self._write(ask)
             case decide.CreateJob(job):
@@ -213,6 +240,19 @@ class _Answers:
             case decide.PutConfigMap(configmap):
                 return kube.put_configmap(ns, configmap)
         raise TypeError(f"no answer for {ask!r}")
+
+    def _environment_jobs(self) -> list[Body]:
+        """The migration Jobs of this environment in the namespace (``decide._environment_jobs``).
+
+        Listed while the Lease is taken when it is probably ours: the list is
+        the guard against a Lease deleted or edited while a Job runs, not the
+        lock, and a Job created in the milliseconds between a list and the
+        Lease write would be missed by a list after it just as well.
+        """
+        selector = (
+            f"{model.LABEL_MANAGED_BY}=pdm-operator,{model.LABEL_ENVIRONMENT}={self.environment}"
+        )
+        return self.kube.list_jobs(self.namespace, selector)
 
     def _deployment(self, name: str) -> Body | None:
         if name not in self.deployments:

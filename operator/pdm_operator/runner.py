@@ -26,7 +26,7 @@ from pdm_operator.health import Health
 from pdm_operator.kube import Kube, load_config
 from pdm_operator.leader import LeaderElection
 from pdm_operator.model import Body
-from pdm_operator.reconcile import Reconciler
+from pdm_operator.reconcile import LIST_AHEAD_THREADS, Reconciler
 from pdm_operator.reporting.reporter import ReportingHub
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,9 @@ async def serve(opts: Options) -> None:
     loop = asyncio.get_running_loop()
     api_pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="pdm-api")
     loop.set_default_executor(api_pool)
-    api = load_config(opts.kubeconfig, connections=opts.workers + opts.report_threads)
+    api = load_config(
+        opts.kubeconfig, connections=opts.workers + opts.report_threads + LIST_AHEAD_THREADS
+    )
     kube = Kube(api)
     try:
         await asyncio.to_thread(kube.warm, opts.workers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from tests.support.operator import OperatorProcess
 from tests.support.pdm import Api, deployment, migration, toolbox
@@ -52,6 +52,8 @@ def test_second_migration_of_an_environment_waits_for_the_first(
     api: Api, operator: OperatorProcess
 ) -> None:
     api.deploy(toolbox())
+    leases = client.CoordinationV1Api(api.core.api_client)
+    since = leases.list_namespaced_lease(api.ns).metadata.resource_version
     # Long enough that the second one is seen waiting while the first runs.
     api.create(
         migration("pdm-first", job={"podAnnotations": {"sim.pdm-operator.io/duration": "6s"}})
@@ -65,7 +67,6 @@ def test_second_migration_of_an_environment_waits_for_the_first(
     assert gated["reason"] == "EnvironmentLocked"
     # The message points at the lock, and the lock names the holder.
     assert f"Lease {api.ns}/pdm-env-gstg" in gated["message"]
-    leases = client.CoordinationV1Api(api.core.api_client)
     lease = leases.read_namespaced_lease("pdm-env-gstg", api.ns)
     assert lease.spec.holder_identity.startswith(f"{api.ns}/pdm-first/")
     api.wait_condition("pdm-other-env", "Succeeded")
@@ -78,6 +79,36 @@ def test_second_migration_of_an_environment_waits_for_the_first(
     assert second_status["startTime"] >= first_status["completionTime"]
     assert first["status"] == "True"
     assert len(api.jobs()) == 3
+    # The lock went from the first to the second in one update of its Lease
+    # (not a delete and a create), and was deleted when nobody waited: the
+    # Lease's history, replayed by a watch from before the first was created.
+    history = lease_history(leases, api.ns, "pdm-env-gstg", since)
+    assert history == [
+        ("ADDED", f"{api.ns}/pdm-first"),
+        ("MODIFIED", f"{api.ns}/pdm-second"),
+        ("DELETED", f"{api.ns}/pdm-second"),
+    ]
+
+
+def lease_history(
+    leases: client.CoordinationV1Api, namespace: str, name: str, since: str
+) -> list[tuple[str, str]]:
+    """Each change of Lease ``name`` after resourceVersion ``since``, until it is
+    deleted: (event type, holder's namespace/name)."""
+    seen: list[tuple[str, str]] = []
+    stream = watch.Watch().stream(
+        leases.list_namespaced_lease,
+        namespace,
+        resource_version=since,
+        field_selector=f"metadata.name={name}",
+        timeout_seconds=30,
+    )
+    for event in stream:
+        holder = event["object"].spec.holder_identity or ""
+        seen.append((event["type"], holder.rsplit("/", 1)[0]))
+        if event["type"] == "DELETED":
+            break
+    return seen
 
 
 def test_suspend_holds_until_released(api: Api, operator: OperatorProcess) -> None:

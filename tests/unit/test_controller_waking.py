@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 from pdm_operator import controller as ctl
+from pdm_operator.locks import Holder
 from pdm_operator.reconcile import Step, Timing
 
 
@@ -27,16 +28,20 @@ class Reconciler:
         self.passes: Counter[str] = Counter()
         self.reads: Counter[str] = Counter()
         self.first_in_line: dict[str, list[bool]] = {}
+        self.handed: dict[str, list[bool]] = {}
 
     def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads[name] += 1
         body = self.bodies.get(name)
         return None if body is None else {**body, "metadata": dict(body["metadata"])}
 
-    def reconcile(self, migration: dict[str, Any], *, first_in_line: bool = False) -> Step:
+    def reconcile(
+        self, migration: dict[str, Any], *, first_in_line: bool = False, handed: bool = False
+    ) -> Step:
         name = migration["metadata"]["name"]
         self.passes[name] += 1
         self.first_in_line.setdefault(name, []).append(first_in_line)
+        self.handed.setdefault(name, []).append(handed)
         state, reason = self.states[name]
         return Step({"state": state, "reason": reason}, self.timing.lock_poll)
 
@@ -48,6 +53,7 @@ def body(name: str, env: str, created: str, rv: str = "1", **status: Any) -> dic
             "name": name,
             "creationTimestamp": created,
             "resourceVersion": rv,
+            "uid": f"uid-{name}",
         },
         "spec": {"environment": env, **status.pop("spec", {})},
         "status": status,
@@ -247,12 +253,38 @@ def test_a_free_lock_is_expected_by_the_oldest_and_by_one_poked_for_a_release() 
         start(rec, c, body("first", "gstg", "2026-11-22T10:00:01Z"), LOCKED)
         await settle(c, {"holder": 1, "first": 1})
         assert rec.first_in_line == {"holder": [True], "first": [False]}
-        c._lock_released("gstg")  # what a pass that gave the Lease back calls
+        c._lock_released("gstg", None)  # what a pass that deleted the Lease calls
         await settle(c, {"first": 2})
         assert rec.first_in_line["first"] == [False, True]
         c.poke(("ns", "first"))  # any other poke: the lock is not known to be free
         await settle(c, {"first": 3})
         assert rec.first_in_line["first"] == [False, True, False]
+        assert rec.handed["first"] == [False, False, False]
+
+    scenario(check)
+
+
+def test_the_lock_goes_to_the_first_in_line_but_its_holder_and_that_one_is_told() -> None:
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        start(rec, c, body("holder", "gstg", "2026-11-22T10:00:00Z"), RUNNING)
+        start(rec, c, body("first", "gstg", "2026-11-22T10:00:01Z"), LOCKED)
+        start(rec, c, body("second", "gstg", "2026-11-22T10:00:02Z"), LOCKED)
+        start(rec, c, body("elsewhere", "gprd", "2026-11-22T09:00:00Z"), LOCKED)
+        await settle(c, {"holder": 1, "first": 1, "second": 1, "elsewhere": 1})
+        first = c._successor("gstg", Holder("ns", "holder", "uid-holder"))
+        assert first == Holder("ns", "first", "uid-first")
+        # One handed the lock that cannot use it hands it on, not to itself.
+        assert c._successor("gstg", first) == Holder("ns", "second", "uid-second")
+        c._lock_released("gstg", first)  # what a pass that handed the Lease on calls
+        await settle(c, {"first": 2})
+        # It reads the Lease (not expected free) and knows it was handed the lock.
+        assert (rec.first_in_line["first"], rec.handed["first"]) == ([False, False], [False, True])
+        assert rec.passes["second"] == 1
+        # One being deleted is not handed anything.
+        rec.bodies["first"]["metadata"]["deletionTimestamp"] = "2026-11-22T10:01:00Z"
+        c.on_migration("MODIFIED", {**rec.bodies["first"], "metadata": {
+            **rec.bodies["first"]["metadata"], "resourceVersion": "2"}})  # fmt: skip
+        assert c._successor("gstg", Holder("ns", "holder", "uid-holder")) is None
 
     scenario(check)
 

@@ -328,6 +328,8 @@ class Case:
     requeue: float | None
     #: Words the message of the deciding condition must contain.
     says: str = ""
+    #: The holder before named this migration in the Lease as it ended.
+    handed: bool = False
 
 
 def _deciding_message(status: Body) -> str:
@@ -678,6 +680,47 @@ CASES = [
         TIMING.queued_poll,
         "20261115000001",
     ),
+    # --- handed the lock by the holder before -------------------------------------------
+    Case(
+        "handed the lock, every gate open: creates the Job under it",
+        NEW,
+        World,
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
+        handed=True,
+    ),
+    Case(
+        "handed the lock, suspended since its last pass: gives it back at once",
+        migration(suspend=True),
+        World,
+        "Gated",
+        "Suspended",
+        ["ValidateJob", "WriteStatus", "ReleaseLock"],
+        TIMING.gate_poll,
+        handed=True,
+    ),
+    Case(
+        "handed the lock, its image gone: gives it back at once",
+        FROM_DEPLOYMENT,
+        lambda: World(image=images.Unresolved("DeploymentNotFound", "no Deployment")),
+        "Pending",
+        "DeploymentNotFound",
+        ["WriteStatus", "ReleaseLock"],
+        TIMING.image_retry,
+        handed=True,
+    ),
+    Case(
+        "handed the lock it took meanwhile, its Job running: keeps it",
+        running(NEW),
+        lambda: World(jobs={JOB_NAME: job_named(NEW, ready=1)}),
+        "Running",
+        "Created",
+        [],
+        TIMING.running_resync,
+        handed=True,
+    ),
     # --- the Job ------------------------------------------------------------------------
     Case(
         "the Job runs, its pod ready: looks again at the resync",
@@ -791,7 +834,7 @@ CASES = [
 def test_a_pass_decides(case: Case) -> None:
     world = case.world()
     m = copy.deepcopy(case.migration)
-    step = decide.drive(decide.reconcile(m, NOW, SETUP), world)
+    step = decide.drive(decide.reconcile(m, NOW, SETUP, handed=case.handed), world)
     status = step.status
     assert (status.get("state"), status.get("reason") or "") == (case.state, case.reason)
     assert world.effects() == case.effects

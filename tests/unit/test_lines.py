@@ -41,3 +41,16 @@ def test_one_not_in_line_cannot_wait_in_it() -> None:
     assert lines.waits("Gated", lines.LOCKED)
     assert not lines.waits("Gated", "Suspended")
     assert not lines.waits("Pending", lines.LOCKED)
+
+
+def test_the_first_but_one_is_the_next_oldest_waiting() -> None:
+    # A waiter handed the lock that cannot use it hands it on, not to itself.
+    line: Lines[str] = Lines()
+    for key, second in (("a", "01"), ("b", "02"), ("c", "03")):
+        line.join("gstg", key, (f"2026-12-02T10:00:{second}Z", key))
+        line.set_waiting("gstg", key, True)
+    assert line.first("gstg", but="a") == "b"
+    assert line.first("gstg", but="b") == "a"
+    line.leave("gstg", "b")
+    line.leave("gstg", "c")
+    assert line.first("gstg", but="a") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,3 +126,59 @@ def test_the_accepted_jobs_are_bounded() -> None:
     assert accepted.get("gitlab", render.render_job(waiter("m-0"), "toolbox:v0")) is None
     last = Accepted.SIZE
     assert accepted.get("gitlab", render.render_job(waiter("x"), f"toolbox:v{last}")) is not None
+
+
+# --- the environment's Jobs listed while the Lease is taken ------------------------------
+class Locking:
+    """A Kube whose Lease create waits (up to 5 s) for the environment's Jobs to be listed."""
+
+    def __init__(self) -> None:
+        self.listed = threading.Event()
+        self.calls: list[str] = []
+        self.overlapped: bool | None = None
+
+    def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append("create_lease")
+        self.overlapped = self.listed.wait(5)
+        return {**lease, "metadata": {**lease["metadata"], "uid": "lease-uid"}}
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append("get_lease")
+        self.overlapped = self.listed.wait(5)
+        holder = "gitlab/gstg-1100/uid-gstg-1100"
+        return {"metadata": {"name": name, "uid": "lease-uid"}, "spec": {"holderIdentity": holder}}
+
+    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        assert (
+            selector == "app.kubernetes.io/managed-by=pdm-operator,pdm-operator.io/environment=gstg"
+        )
+        self.calls.append("list_jobs")
+        self.listed.set()
+        return [{"metadata": {"name": "job"}}]
+
+
+@pytest.mark.parametrize(
+    ("first_in_line", "handed", "lease_call"),
+    [(True, False, "create_lease"), (False, True, "get_lease")],
+    ids=["the first in line creates the Lease", "one handed the lock reads it"],
+)
+def test_the_jobs_of_an_environment_probably_ours_are_listed_while_its_lease_is_taken(
+    first_in_line: bool, handed: bool, lease_call: str
+) -> None:
+    kube = Locking()
+    r = Reconciler(kube, "pdm-system", clock=lambda: NOW)  # type: ignore[arg-type]
+    answers = _Answers(r, waiter("gstg-1100"), first_in_line=first_in_line, handed=handed)
+    assert answers(decide.AcquireLock()) is not None
+    assert kube.overlapped  # the Lease call saw the list made meanwhile
+    assert answers(decide.EnvironmentJobs()) == [{"metadata": {"name": "job"}}]
+    assert sorted(kube.calls) == sorted([lease_call, "list_jobs"])  # listed once
+
+
+def test_a_waiter_lists_nothing_ahead() -> None:
+    # Most passes of a waiter find the Lease held: a list ahead would be wasted.
+    kube = Locking()
+    kube.listed.set()  # nothing to wait for
+    r = Reconciler(kube, "pdm-system", clock=lambda: NOW)  # type: ignore[arg-type]
+    answers = _Answers(r, waiter("gstg-1100"))
+    answers(decide.AcquireLock())
+    assert kube.calls == ["get_lease"]
