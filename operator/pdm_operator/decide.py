@@ -194,7 +194,8 @@ class ReadHistory(Ask):
 @dataclass(frozen=True)
 class ValidateJob(Ask):
     """A server-side dry-run create of ``job`` → None when accepted just now, or
-    the name of the Job whose identical spec was accepted a moment ago."""
+    the name of a Job of identical spec the API server accepted a moment ago
+    (in its dry run or its real create)."""
 
     job: Body = field(compare=False)
 
@@ -531,8 +532,8 @@ def _rejected(p: Pass, job: Body) -> Decision[bool]:
     (400, 422) is final; anything else (quota, throttling, an API server
     hiccup) is left for the real create to meet. The answerer may answer
     from a dry run of an identical Job moments ago (the waiters of one
-    deployment render the same Job but for its name): the check is a head
-    start, the real create still decides.
+    deployment render the same Job but for its name), or from the real create
+    of such a Job: the check is a head start, the real create still decides.
     """
     if conditions.is_true(p.conditions, model.JOB_VALIDATED):
         return False
@@ -552,11 +553,14 @@ def _rejected(p: Pass, job: Body) -> Decision[bool]:
             f"could not check Job {name!r} yet: {e.message}",
         )
         return False
-    how = "server-side dry run" + (f" of identical Job {same_as}" if same_as else "")
+    if same_as is None:
+        reason, how = "DryRunAccepted", "server-side dry run"
+    else:
+        reason, how = "IdenticalJobAccepted", f"it accepted identical Job {same_as} moments ago"
     p.set(
         model.JOB_VALIDATED,
         True,
-        "DryRunAccepted",
+        reason,
         f"the API server accepts the Job ({how}); it is created when every gate is open",
     )
     return False

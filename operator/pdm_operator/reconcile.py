@@ -41,9 +41,11 @@ LIST_AHEAD_THREADS = 10
 
 
 class Accepted:
-    """The Jobs the API server accepted in a dry run a moment ago, by namespace and
-    inputs hash (``render.hash_of``: the Job spec without the migration's
-    name), so the fifty waiters of one deployment cost one dry run, not fifty.
+    """The Jobs the API server accepted a moment ago, in a dry run or a real
+    create, by namespace and inputs hash (``render.hash_of``: the Job spec
+    without the migration's name), so the fifty waiters of one deployment cost
+    one check, not fifty, and none when the first of them created its Job
+    before they looked.
 
     Kept for :attr:`FOR` seconds (an admission policy changed meanwhile is met
     by the real create, which decides anyway) and at most :attr:`SIZE` entries.
@@ -218,7 +220,9 @@ class _Answers:
             case decide.WriteStatus():
                 return self._write(ask)
             case decide.CreateJob(job):
-                return kube.create_job(ns, job)
+                created = kube.create_job(ns, job)
+                self.r.accepted.add(ns, job)
+                return created
             case decide.SuspendJob(name):
                 return kube.suspend_job(ns, name)
             case decide.CreateDisruptionBudget(budget):

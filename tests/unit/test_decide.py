@@ -857,20 +857,20 @@ def test_a_waiter_behind_the_lock_reads_neither_jobs_nor_pods() -> None:
 
 
 @pytest.mark.parametrize(
-    ("validated_as", "says"),
+    ("validated_as", "reason", "says"),
     [
-        (None, "(server-side dry run)"),
-        ("gstg-1100-0a1b2c3d", "of identical Job gstg-1100-0a1b2c3d"),
+        (None, "DryRunAccepted", "(server-side dry run)"),
+        ("gstg-1100-0a1b2c3d", "IdenticalJobAccepted", "identical Job gstg-1100-0a1b2c3d"),
     ],
 )
-def test_a_waiters_job_validated_says_which_dry_run_accepted_it(
-    validated_as: str | None, says: str
+def test_a_waiters_job_validated_says_which_check_accepted_it(
+    validated_as: str | None, reason: str, says: str
 ) -> None:
     world = World(tenure=None, validated_as=validated_as)
     step = decide.drive(decide.reconcile(copy.deepcopy(NEW), NOW, SETUP), world)
     validated = conditions.find(step.status["conditions"], model.JOB_VALIDATED)
     assert validated is not None
-    assert validated["reason"] == "DryRunAccepted"
+    assert validated["reason"] == reason
     assert says in validated["message"]
 
 

@@ -73,11 +73,15 @@ class DryRuns:
         self.refuse = refuse
         self.dry_runs: list[str] = []
 
-    def create_job(self, namespace: str, job: dict[str, Any], dry_run: bool = False) -> None:
-        assert dry_run
-        self.dry_runs.append(job["metadata"]["name"])
+        self.created: list[str] = []
+
+    def create_job(
+        self, namespace: str, job: dict[str, Any], dry_run: bool = False
+    ) -> dict[str, Any]:
+        (self.dry_runs if dry_run else self.created).append(job["metadata"]["name"])
         if self.refuse:
             raise self.refuse
+        return job
 
 
 def waiter(name: str, namespace: str = "gitlab") -> dict[str, Any]:
@@ -108,6 +112,31 @@ def test_waiters_with_identical_jobs_cost_one_dry_run_and_say_whose_it_was() -> 
     clock[0] += Accepted.FOR
     assert validate(r, waiter("gstg-1400")) is None
     assert len(kube.dry_runs) == 4
+
+
+def test_a_created_job_answers_for_the_identical_jobs_of_waiters_behind_it() -> None:
+    """The first of a deployment's migrations creates its Job before the queued
+    ones check theirs: the API server has accepted that spec, no dry run needed."""
+    kube = DryRuns()
+    r = Reconciler(kube, "pdm-system", clock=lambda: NOW)  # type: ignore[arg-type]
+    first = waiter("gstg-1100")
+    job = render.render_job(first, "toolbox:v17.5.0")
+    _Answers(r, first)(decide.CreateJob(job))
+    assert validate(r, waiter("gstg-1200")) == job["metadata"]["name"]
+    assert kube.dry_runs == []
+    # A Job of another image is still checked on its own.
+    assert validate(r, waiter("gstg-1300"), "toolbox:v17.6.0") is None
+    assert len(kube.dry_runs) == 1
+
+
+def test_a_refused_create_answers_for_nothing() -> None:
+    kube = DryRuns(errors.Invalid("spec.template: Invalid value", 422))
+    r = Reconciler(kube, "pdm-system", clock=lambda: NOW)  # type: ignore[arg-type]
+    first = waiter("gstg-1100")
+    with pytest.raises(errors.Invalid):
+        _Answers(r, first)(decide.CreateJob(render.render_job(first, "toolbox:v17.5.0")))
+    behind = render.render_job(waiter("gstg-1200"), "toolbox:v17.5.0")
+    assert r.accepted.get("gitlab", behind) is None
 
 
 def test_a_refused_dry_run_is_not_remembered() -> None:
