@@ -90,6 +90,24 @@ def test_second_migration_of_an_environment_waits_for_the_first(
     ]
 
 
+def test_a_waiter_behind_an_identical_job_is_validated_by_its_create(
+    api: Api, operator: OperatorProcess
+) -> None:
+    """The waiters of one deployment render the first one's Job but for its
+    name: the API server accepted that create, so they need no dry run."""
+    api.deploy(toolbox())
+    job = {"podAnnotations": {"sim.pdm-operator.io/duration": "4s"}}
+    api.create(migration("pdm-first", job=job))
+    api.wait_condition("pdm-first", "JobCreated")
+    api.create(migration("pdm-second", job=job))
+    validated = api.wait_condition("pdm-second", "JobValidated")
+    assert api.condition("pdm-second", "Gated")["reason"] == "EnvironmentLocked"  # type: ignore[index]
+    assert validated["reason"] == "IdenticalJobAccepted"
+    assert api.get("pdm-first")["status"]["jobName"] in validated["message"]  # type: ignore[index]
+    api.wait_condition("pdm-second", "Succeeded", timeout=60)
+    assert len(api.jobs()) == 2
+
+
 def lease_history(
     leases: client.CoordinationV1Api, namespace: str, name: str, since: str
 ) -> list[tuple[str, str]]:
