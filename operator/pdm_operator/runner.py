@@ -219,7 +219,9 @@ def freeze_start_up_heap() -> None:
 
     What exists once the operator is set up (Kopf, prometheus-client, and the
     official client, whose API classes and models are imported on first use,
-    each method wrapped in a pydantic validator: ~170,000 objects in all)
+    each method wrapped in a pydantic validator: ~170,000 objects in all;
+    ``kubernetes/client/__init__.py`` of v37 imports them from a module
+    ``__getattr__``)
     lives as long as the process, yet every full collection walked it again
     with every thread stopped. Frozen, collections walk only what came after.
     Called last, once the client's APIs are built: a freeze before them left
