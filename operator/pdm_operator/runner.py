@@ -217,13 +217,12 @@ def load_rollback_floors(kube: Kube, namespace: str) -> None:
 def freeze_start_up_heap() -> None:
     """Leave what start-up built out of every later garbage collection.
 
-    What exists once the operator is set up (Kopf, prometheus-client, and the
-    official client, whose API classes and models are imported on first use,
-    each method wrapped in a pydantic validator: ~170,000 objects in all;
-    ``kubernetes/client/__init__.py`` of v37 imports them from a module
-    ``__getattr__``)
-    lives as long as the process, yet every full collection walked it again
-    with every thread stopped. Frozen, collections walk only what came after.
+    What exists once the operator is set up (~170,000 objects: Kopf,
+    prometheus-client, and the official client's API classes and models, each
+    method wrapped in a pydantic validator, which v37 imports on first use
+    from a module ``__getattr__`` in ``kubernetes/client/__init__.py``) lives
+    as long as the process, yet every full collection walked it again with
+    every thread stopped. Frozen, collections walk only what came after.
     Called last, once the client's APIs are built: a freeze before them left
     ~100,000 objects of the 324 modules they import to every collection
     (full pauses of 90-280 ms during a burst of 500 migrations).

@@ -72,7 +72,6 @@ class DryRuns:
     def __init__(self, refuse: Exception | None = None) -> None:
         self.refuse = refuse
         self.dry_runs: list[str] = []
-
         self.created: list[str] = []
 
     def create_job(
