@@ -45,7 +45,9 @@ class Accepted:
     create, by namespace and inputs hash (``render.hash_of``: the Job spec
     without the migration's name), so the fifty waiters of one deployment cost
     one check, not fifty, and none when the first of them created its Job
-    before they looked.
+    before they looked. A dry run goes through the same admission chain and
+    validation as the create it stands for, only unpersisted (KEP-576,
+    https://www.kubernetes.dev/resources/keps/576/), so either answers.
 
     Kept for :attr:`FOR` seconds (an admission policy changed meanwhile is met
     by the real create, which decides anyway) and at most :attr:`SIZE` entries.
