@@ -7,12 +7,20 @@ level whatever its namespace enforces: a spec (or a copied template) that asks
 for more is refused before any Job exists, with the field named.
 
 The controls are those of the ``restricted`` profile (which includes
-``baseline``) as the Pod Security admission plugin implements them
-(``k8s.io/pod-security-admission/policy``, ``check_*.go``; documented at
-https://kubernetes.io/docs/concepts/security/pod-security-standards/), for the
-fields a Job's pod template can carry. Windows-only and annotation-based
-controls that no GitLab migration uses are checked by the namespace's own
-admission, if any.
+``baseline``) as the Pod Security admission plugin implements them for the
+``latest`` version (``k8s.io/pod-security-admission/policy``, ``check_*.go``,
+as on its main branch in July 2026; documented at
+https://kubernetes.io/docs/concepts/security/pod-security-standards/), for
+everything a Job's pod template can carry: its spec, and the AppArmor
+annotations of its metadata (check_appArmorProfile.go). Where this module
+differs it is stricter: it does not make upstream's exemptions for a pod in a
+user namespace (``hostUsers: false``: runAsNonRoot, runAsUser) nor for a
+Windows pod (``spec.os.name: windows``: seccomp, capabilities,
+allowPrivilegeEscalation), which no GitLab migration needs, and its safe
+sysctls are those of policy 1.29 (upstream allows more from 1.32 on). The
+seccomp annotations (``seccomp.security.alpha.kubernetes.io/*``) are not
+checked: upstream checks them only for policy versions before 1.19
+(check_seccompProfile_baseline.go).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ ALLOWED_VOLUMES = frozenset(
 ALLOWED_ADD = frozenset({"NET_BIND_SERVICE"})
 #: check_seccompProfile_restricted.go.
 ALLOWED_SECCOMP = frozenset({"RuntimeDefault", "Localhost"})
-#: check_sysctls.go: the safe set (baseline).
+#: check_sysctls.go: the safe set (baseline), as of policy 1.29.
 SAFE_SYSCTLS = frozenset(
     {
         "kernel.shm_rmid_forced",
@@ -54,12 +62,27 @@ SAFE_SYSCTLS = frozenset(
         "net.ipv4.tcp_keepalive_probes",
     }
 )
+#: check_appArmorProfile.go: the profile types baseline allows (unset too), on the
+#: pod and on each container.
+ALLOWED_APPARMOR = frozenset({"RuntimeDefault", "Localhost"})
+#: check_appArmorProfile.go: the deprecated per-container annotation
+#: (``container.apparmor.security.beta.kubernetes.io/<container>``) may be
+#: empty, ``runtime/default`` or ``localhost/<profile>``; any other value
+#: (``unconfined``) is refused, whatever container the key names.
+APPARMOR_ANNOTATION_PREFIX = "container.apparmor.security.beta.kubernetes.io/"
+APPARMOR_ANNOTATION_DEFAULT = "runtime/default"
+APPARMOR_ANNOTATION_LOCALHOST = "localhost/"
+#: check_hostProbesAndhostLifecycle.go (1.34+): the handlers whose ``host``
+#: must be unset or empty (a probe or hook must not reach another host).
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+HOOKS = ("postStart", "preStop")
 #: check_seLinuxOptions.go: the types baseline allows.
 SELINUX_TYPES = frozenset(
     {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
 )
 
 POD = "spec.template.spec"
+POD_ANNOTATIONS = "spec.template.metadata.annotations"
 
 
 def _containers(pod: Body) -> Iterator[tuple[str, Body]]:
@@ -82,6 +105,11 @@ def _pod_level(pod: Body) -> list[str]:
     sc = pod.get("securityContext") or {}
     if sc.get("runAsUser") == 0:
         out.append(f"{POD}.securityContext.runAsUser: 0 (root is not allowed)")
+    # check_runAsNonRoot.go: an explicit false on the pod is refused even when
+    # every container says true.
+    if sc.get("runAsNonRoot") is False:
+        out.append(f"{POD}.securityContext.runAsNonRoot: false is not allowed")
+    out += _apparmor(f"{POD}.securityContext", sc)
     for sysctl in sc.get("sysctls") or []:
         if sysctl.get("name") not in SAFE_SYSCTLS:
             out.append(f"{POD}.securityContext.sysctls[{sysctl.get('name')}]: not a safe sysctl")
@@ -89,6 +117,50 @@ def _pod_level(pod: Body) -> list[str]:
     if (sc.get("windowsOptions") or {}).get("hostProcess"):
         out.append(f"{POD}.securityContext.windowsOptions.hostProcess: true")
     return out
+
+
+def _apparmor(path: str, sc: Body) -> list[str]:
+    """check_appArmorProfile.go, for a pod's or a container's securityContext."""
+    profile = sc.get("appArmorProfile")
+    if profile is None:  # unset: the runtime's default profile
+        return []
+    kind = profile.get("type")
+    if kind in ALLOWED_APPARMOR:
+        return []
+    return [f"{path}.appArmorProfile.type: {kind!r} is not allowed (RuntimeDefault or Localhost)"]
+
+
+def _apparmor_annotations(metadata: Body) -> list[str]:
+    """check_appArmorProfile.go, for the deprecated annotations on the pod template."""
+    out = []
+    for key, value in sorted((metadata.get("annotations") or {}).items()):
+        if not key.startswith(APPARMOR_ANNOTATION_PREFIX):
+            continue
+        if (
+            not value
+            or value == APPARMOR_ANNOTATION_DEFAULT
+            or str(value).startswith(APPARMOR_ANNOTATION_LOCALHOST)
+        ):
+            continue
+        out.append(
+            f"{POD_ANNOTATIONS}[{key}]: {value!r} is not allowed "
+            f"({APPARMOR_ANNOTATION_DEFAULT} or {APPARMOR_ANNOTATION_LOCALHOST}*)"
+        )
+    return out
+
+
+def _hosts(path: str, c: Body) -> list[str]:
+    """check_hostProbesAndhostLifecycle.go: no probe or lifecycle hook names a host."""
+    handlers = [(f"{path}.{p}", c.get(p)) for p in PROBES]
+    lifecycle = c.get("lifecycle") or {}
+    handlers += [(f"{path}.lifecycle.{h}", lifecycle.get(h)) for h in HOOKS]
+    return [
+        f"{where}.{action}.host: {handler[action]['host']!r} (must not be set)"
+        for where, handler in handlers
+        if handler
+        for action in ("httpGet", "tcpSocket")
+        if (handler.get(action) or {}).get("host")
+    ]
 
 
 def _selinux(path: str, sc: Body) -> list[str]:
@@ -129,21 +201,23 @@ def _container(path: str, c: Body, pod_sc: Body) -> list[str]:
         )
     if sc.get("procMount") not in (None, "Default"):
         out.append(f"{here}.procMount: must be Default")
-    if (sc.get("appArmorProfile") or {}).get("type") == "Unconfined":
-        out.append(f"{here}.appArmorProfile.type: Unconfined is not allowed")
+    out += _apparmor(here, sc)
     if (sc.get("windowsOptions") or {}).get("hostProcess"):
         out.append(f"{here}.windowsOptions.hostProcess: true")
     out += _selinux(here, sc)
     for port in c.get("ports") or []:
         if port.get("hostPort"):
             out.append(f"{path}.ports[{port.get('containerPort')}].hostPort: not allowed")
+    out += _hosts(path, c)
     return out
 
 
 def violations(job: Body) -> list[str]:
     """What in ``job``'s pod template the restricted level forbids; empty when it meets it."""
-    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    template = (job.get("spec") or {}).get("template") or {}
+    pod = template.get("spec") or {}
     out = _pod_level(pod)
+    out += _apparmor_annotations(template.get("metadata") or {})
     pod_sc = pod.get("securityContext") or {}
     if (pod_sc.get("seccompProfile") or {}).get("type") not in (None, *ALLOWED_SECCOMP):
         out.append(

@@ -13,6 +13,8 @@ from tests.support.chart import release_object
 from tests.unit.test_render import IMAGE, migration
 
 Body = dict[str, Any]
+#: The deprecated AppArmor annotation (check_appArmorProfile.go), one per container.
+APPARMOR = "container.apparmor.security.beta.kubernetes.io/"
 
 
 def inline(job: Body | None = None) -> Body:
@@ -84,6 +86,45 @@ UNSAFE: list[tuple[str, Body, str]] = [
         {"podSecurityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "Unconfined"}}},
         "seccompProfile.type: must be RuntimeDefault or Localhost",
     ),
+    # check_appArmorProfile.go: the pod-level field, as well as each container's.
+    (
+        "unconfined-apparmor-pod",
+        {
+            "podSecurityContext": {
+                **render.RESTRICTED_POD_SECURITY,
+                "appArmorProfile": {"type": "Unconfined"},
+            }
+        },
+        "spec.template.spec.securityContext.appArmorProfile.type: 'Unconfined' is not allowed",
+    ),
+    (
+        "unconfined-apparmor-container",
+        {
+            "securityContext": {
+                **render.RESTRICTED_CONTAINER_SECURITY,
+                "appArmorProfile": {"type": "Unconfined"},
+            }
+        },
+        "containers[migrations].securityContext.appArmorProfile.type: 'Unconfined' is not allowed",
+    ),
+    # check_appArmorProfile.go: the deprecated annotation, whatever container it names.
+    (
+        "unconfined-apparmor-annotation",
+        {"podAnnotations": {f"{APPARMOR}migrations": "unconfined"}},
+        f"spec.template.metadata.annotations[{APPARMOR}migrations]: 'unconfined' is not allowed "
+        "(runtime/default or localhost/*)",
+    ),
+    (
+        "unconfined-apparmor-annotation-other-container",
+        {"podAnnotations": {f"{APPARMOR}sidecar": "unconfined"}},
+        f"annotations[{APPARMOR}sidecar]: 'unconfined'",
+    ),
+    # check_runAsNonRoot.go: the pod must not say false, even when every container says true.
+    (
+        "run-as-root-pod",
+        {"podSecurityContext": {**render.RESTRICTED_POD_SECURITY, "runAsNonRoot": False}},
+        "spec.template.spec.securityContext.runAsNonRoot: false is not allowed",
+    ),
 ]
 
 
@@ -123,3 +164,70 @@ def test_an_init_container_of_a_copied_template_is_checked_too() -> None:
         f"{where}.securityContext.runAsNonRoot: must be true (here or in the pod's securityContext)"
         in found
     )
+
+
+@pytest.mark.parametrize(
+    "value", ["", "runtime/default", "localhost/gitlab-migrations", "localhost/"]
+)
+def test_an_apparmor_annotation_the_baseline_allows_passes(value: str) -> None:
+    """check_appArmorProfile.go: empty, runtime/default and localhost/* are allowed."""
+    annotations = {f"{APPARMOR}migrations": value}
+    assert security.violations(inline({"podAnnotations": annotations})) == []
+
+
+@pytest.mark.parametrize("kind", ["RuntimeDefault", "Localhost"])
+def test_an_apparmor_profile_the_baseline_allows_passes(kind: str) -> None:
+    profile = {"type": kind, **({"localhostProfile": "gitlab"} if kind == "Localhost" else {})}
+    job = {
+        "podSecurityContext": {**render.RESTRICTED_POD_SECURITY, "appArmorProfile": profile},
+        "securityContext": {**render.RESTRICTED_CONTAINER_SECURITY, "appArmorProfile": profile},
+    }
+    assert security.violations(inline(job)) == []
+
+
+def test_an_apparmor_annotation_of_a_copied_template_is_refused() -> None:
+    job = copy.deepcopy(release_object("Job", "gitlab-migrations-3b1f2c7"))
+    metadata = job["spec"]["template"].setdefault("metadata", {})
+    key = f"{APPARMOR}certificates"
+    metadata.setdefault("annotations", {})[key] = "unconfined"
+    template = templates.from_job(job)
+    assert isinstance(template, templates.Template)
+    found = security.violations(render.render_job(migration(), IMAGE, template))
+    assert found == [
+        f"spec.template.metadata.annotations[{key}]: 'unconfined' is not allowed "
+        "(runtime/default or localhost/*)"
+    ]
+
+
+def test_a_probe_or_hook_naming_a_host_in_a_copied_template_is_refused() -> None:
+    """check_hostProbesAndhostLifecycle.go (1.34+): probes and hooks must not set a host."""
+    job = copy.deepcopy(release_object("Job", "gitlab-migrations-3b1f2c7"))
+    pod = job["spec"]["template"]["spec"]
+    (migrations,) = [c for c in pod["containers"] if c["name"] == "migrations"]
+    migrations["livenessProbe"] = {"httpGet": {"host": "10.0.0.1", "port": 80, "path": "/"}}
+    migrations["lifecycle"] = {"preStop": {"tcpSocket": {"host": "metadata.internal", "port": 80}}}
+    init = pod["initContainers"][0]
+    init["startupProbe"] = {"tcpSocket": {"host": "169.254.169.254", "port": 80}}
+    template = templates.from_job(job)
+    assert isinstance(template, templates.Template)
+    found = security.violations(render.render_job(migration(), IMAGE, template))
+    where = "spec.template.spec"
+    assert found == [
+        f"{where}.initContainers[certificates].startupProbe.tcpSocket.host: '169.254.169.254' "
+        "(must not be set)",
+        f"{where}.containers[migrations].livenessProbe.httpGet.host: '10.0.0.1' (must not be set)",
+        f"{where}.containers[migrations].lifecycle.preStop.tcpSocket.host: 'metadata.internal' "
+        "(must not be set)",
+    ]
+
+
+def test_a_probe_without_a_host_passes() -> None:
+    job = copy.deepcopy(release_object("Job", "gitlab-migrations-3b1f2c7"))
+    (migrations,) = [
+        c for c in job["spec"]["template"]["spec"]["containers"] if c["name"] == "migrations"
+    ]
+    migrations["livenessProbe"] = {"httpGet": {"host": "", "port": 80, "path": "/"}}
+    migrations["readinessProbe"] = {"tcpSocket": {"port": 80}}
+    template = templates.from_job(job)
+    assert isinstance(template, templates.Template)
+    assert security.violations(render.render_job(migration(), IMAGE, template)) == []
