@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,6 +65,65 @@ def test_a_misspelt_value_is_refused_by_the_schema() -> None:
     assert "additional properties 'replicas' not allowed" in out.stderr
 
 
+# values.schema.json holds image references to the grammar of
+# github.com/distribution/reference regexp.go: a repository is namePat (an
+# optional domain[:port]/, then lowercase path components
+# [a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)* separated by /), a tag is
+# [\w][\w.-]{0,127}, a digest sha256:[a-f0-9]{64}. Anything else would install
+# a Deployment whose pod can never pull its image, or break its YAML.
+GOOD_IMAGES: dict[str, tuple[dict[str, str], str]] = {
+    "registry-with-port": (
+        {"repository": "registry.example.com:5000/group/pdm-operator", "tag": "v0.4.0"},
+        "registry.example.com:5000/group/pdm-operator:v0.4.0",
+    ),
+    "rc-tag": ({"tag": "0.4.0-rc1"}, "registry.example.com/pdm-operator:0.4.0-rc1"),
+    "longest-tag": ({"tag": "v" * 128}, "registry.example.com/pdm-operator:" + "v" * 128),
+    "separators": ({"repository": "localhost/a__b/c--d.e_f"}, "localhost/a__b/c--d.e_f:0.1.0"),
+}
+BAD_IMAGES: dict[str, dict[str, str]] = {
+    "uppercase-repository": {"repository": "registry.example.com/PDM-Operator"},
+    "repository-with-tag": {"repository": "registry.example.com/pdm-operator:0.4.0"},
+    "newline-in-repository": {"repository": "registry.example.com/pdm-operator\n"},
+    "space-in-tag": {"tag": "1.0 bad"},
+    "newline-in-tag": {"tag": "latest\n"},
+    "colon-in-tag": {"tag": "a:b"},
+    "tag-over-128": {"tag": "v" * 129},
+    "tag-starting-with-a-dot": {"tag": ".1"},
+    "short-digest": {"digest": "sha256:abc"},
+}
+
+
+def template_image(tmp_path: Path, image: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``helm template`` with ``image`` values from a file (a --set would mangle a newline)."""
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"image": image}))
+    return subprocess.run(
+        [str(helm.binary()), "template", "x", str(helm.CHART), "--values", str(values)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("case", sorted(GOOD_IMAGES))
+def test_a_valid_image_reference_is_rendered(tmp_path: Path, case: str) -> None:
+    image, rendered = GOOD_IMAGES[case]
+    out = template_image(tmp_path, image)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert container(docs)["image"] == rendered
+
+
+@pytest.mark.parametrize("case", sorted(BAD_IMAGES))
+def test_an_invalid_image_reference_is_refused_by_the_schema(tmp_path: Path, case: str) -> None:
+    image = BAD_IMAGES[case]
+    out = template_image(tmp_path, image)
+    assert out.returncode != 0, out.stdout
+    (field,) = image
+    assert f"at '/image/{field}'" in out.stderr, out.stderr
+    assert "does not match pattern" in out.stderr, out.stderr
+
+
 def test_the_kustomize_manifests_are_what_the_chart_renders() -> None:
     """One source of truth: manifests/ is rendered from the chart (hack/manifests.py)."""
     out = subprocess.run(
@@ -75,13 +135,15 @@ def test_the_kustomize_manifests_are_what_the_chart_renders() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_the_charts_crd_is_the_crd() -> None:
-    (crd,) = by_kind(helm.template("--show-only", "templates/crd.yaml"), "CustomResourceDefinition")
-    shipped = yaml.safe_load(
-        (repo_root() / "crds" / "pdm-operator.io_postdeploymigrations.yaml").read_text()
-    )
-    assert crd == shipped
-    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+def test_the_charts_crds_are_the_crds() -> None:
+    crds = by_kind(helm.template("--show-only", "templates/crd.yaml"), "CustomResourceDefinition")
+    shipped = [
+        yaml.safe_load((repo_root() / "crds" / f"pdm-operator.io_{plural}.yaml").read_text())
+        for plural in ("postdeploymigrations", "postdeployenvironments")
+    ]
+    assert crds == shipped
+    for crd in crds:
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert not by_kind(helm.template("--set", "crds.install=false"), "CustomResourceDefinition")
 
 
@@ -188,3 +250,60 @@ def test_install_upgrade_uninstall_keeps_the_crd_and_every_migration(
             "delete", "clusterrole,clusterrolebinding", fullname, "--ignore-not-found"
         )
         core.delete_namespace(ns)
+
+
+def test_environments_are_declared_from_values(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "environments": [
+                    {"name": "gstg", "namespaces": ["gitlab"]},
+                    {
+                        "name": "gprd",
+                        "namespaces": ["gitlab"],
+                        "serviceAccounts": ["gitlab-migrations"],
+                        "releases": ["gitlab"],
+                        "approval": {"required": True},
+                        "maxDeadlineSeconds": 7200,
+                    },
+                ]
+            }
+        )
+    )
+    envs = by_kind(helm.template("--values", str(values)), "PostDeployEnvironment")
+    assert [e["metadata"]["name"] for e in envs] == ["gstg", "gprd"]
+    assert envs[0]["spec"] == {"namespaces": ["gitlab"]}
+    assert envs[1]["spec"] == {
+        "namespaces": ["gitlab"],
+        "serviceAccounts": ["gitlab-migrations"],
+        "releases": ["gitlab"],
+        "approval": {"required": True},
+        "maxDeadlineSeconds": 7200,
+    }
+    assert not by_kind(helm.template(), "PostDeployEnvironment")  # none by default
+
+
+def test_an_environment_without_namespaces_is_refused_by_the_schema(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"environments": [{"name": "gprd"}]}))
+    out = subprocess.run(
+        [str(helm.binary()), "template", "x", str(helm.CHART), "--values", str(values)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "namespaces" in out.stderr
+
+
+def test_the_creator_policy_is_shipped_on_by_default() -> None:
+    docs = helm.template()
+    (policy,) = by_kind(docs, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    checks = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert "resource('jobs')" in checks
+    assert "subresource('log')" in checks
+    off = helm.template("--set", "creatorPolicy.enabled=false")
+    assert not by_kind(off, "ValidatingAdmissionPolicy")
