@@ -102,45 +102,58 @@ class Answer:
 _DATABASE = re.compile(r"^database: (\S+)\s*$")
 _HEADER = re.compile(r"^\s*Status\s+Migration ID\s+Migration Name\s*$")
 _ROW = re.compile(r"^\s*(up|down)\s+(\d+)\s+(.*?)\s*$")
+_DASHES = re.compile(r"^\s*-+\s*$")
+#: Inside a block: the line each stage waits for, and the stage after it.
+_NEXT = {"header": (_HEADER, "dashes"), "dashes": (_DASHES, "rows")}
 
 
 def parse_status(log: str) -> Answer | None:
-    """The ``down`` rows of every database block; None when no block is complete.
+    """The ``down`` rows of every database block; None unless every block is complete.
 
     Lines outside a block (the ENTRYPOINT's, ``wait-for-deps``') are ignored.
-    A block counts only once its header and its dashes were seen; a row that
-    is neither ``up`` nor ``down`` inside a block makes the answer unreadable
-    rather than silently shorter.
+    A block counts only once its header, its dashes, its rows and the blank
+    line Rails prints after them were all seen (``migrate_status`` ends with
+    a bare ``puts``, rails/rails ``activerecord/lib/active_record/tasks/
+    database_tasks.rb``). A log that ends inside a block (a pod killed, a
+    log cut at its limit) is unreadable, never "nothing pending": cut after
+    the dashes it would show no row, cut mid-rows a shorter list. So is a
+    block that another begins inside, and a row inside a block that is
+    neither ``up`` nor ``down``.
     """
     databases: list[str] = []
     pending: list[Pending] = []
-    database: str | None = None
+    database = ""
+    block: list[Pending] = []
     stage = ""  # "" outside a block, then "header", "dashes", "rows"
     for raw in log.splitlines():
         line = raw.rstrip()
         m = _DATABASE.match(line)
         if m:
-            database, stage = m.group(1), "header"
+            if stage:
+                return None  # the block before never ended
+            database, stage, block = m.group(1), "header", []
+        elif not stage:
             continue
-        if database is None or not line.strip():
+        elif not raw:
             if stage == "rows":
-                stage = ""  # a block ends with a blank line
-            continue
-        if stage == "header" and _HEADER.match(line):
-            stage = "dashes"
-        elif stage == "dashes" and set(line.strip()) == {"-"}:
-            stage = "rows"
-            databases.append(database)
-        elif stage == "rows":
+                # The blank line that ends a block (empty: a row cut after its
+                # first spaces is not one): only now do its rows count.
+                databases.append(database)
+                pending.extend(block)
+                stage = ""
+        elif stage in _NEXT:
+            expected, following = _NEXT[stage]
+            if not expected.match(line):
+                return None
+            stage = following
+        else:
             row = _ROW.match(line)
             if row is None:
                 return None
             if row.group(1) == "down":
-                pending.append(Pending(database, row.group(2), row.group(3)))
-        elif stage in ("header", "dashes"):
-            return None
-    if not databases:
-        return None
+                block.append(Pending(database, row.group(2), row.group(3)))
+    if stage or not databases:
+        return None  # the log ends inside a block, or holds none
     return Answer(tuple(databases), tuple(pending))
 
 

@@ -217,6 +217,7 @@ database: gitlabhq_production
 --------------------------------------------------
    up     20261101000001  Create projects
 {row}
+
 """
 
 
@@ -358,14 +359,14 @@ def preflight_running(m: Body, tenure: str | None = None) -> Body:
     return m
 
 
-def preflight_done(m: Body, row: str) -> Callable[[], World]:
-    """The cluster once ``m``'s pre-flight succeeded, its log showing ``row``."""
+def preflight_done(m: Body, row: str, log: str | None = None) -> Callable[[], World]:
+    """The cluster once ``m``'s pre-flight succeeded, its log showing ``row`` (or ``log``)."""
     name = m["status"]["preflight"]["jobName"]
     pod = {"metadata": {"name": f"{name}-abc"}, "status": {"phase": "Succeeded"}}
     return lambda: World(
         jobs={name: preflight_job(name, COMPLETE)},
         pods={name: [pod]},
-        logs={f"{name}-abc": STATUS_TABLE.format(row=row)},
+        logs={f"{name}-abc": STATUS_TABLE.format(row=row) if log is None else log},
     )
 
 
@@ -679,6 +680,26 @@ CASES = [
         ["AcquireLock", "WriteStatus", "ReleaseLock"],
         TIMING.queued_poll,
         "20261115000001",
+    ),
+    Case(
+        "pre-flight log cut after the dashes: unreadable, never nothing pending",
+        PF,
+        preflight_done(PF, "", log=STATUS_TABLE.format(row="").split("   up ")[0]),
+        "Failed",
+        "PreflightUnreadable",
+        ["AcquireLock", "WriteStatus", "ReleaseLock"],
+        None,
+        "no complete db:migrate:status table",
+    ),
+    Case(
+        "pre-flight log cut before the blank line that ends the table: unreadable",
+        PF,
+        preflight_done(PF, "", log=STATUS_TABLE.format(row=PENDING_ROW).rstrip("\n") + "\n"),
+        "Failed",
+        "PreflightUnreadable",
+        ["AcquireLock", "WriteStatus", "ReleaseLock"],
+        None,
+        "no migration ran",
     ),
     # --- handed the lock by the holder before -------------------------------------------
     Case(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pdm_operator import model, preflight, render
 from pdm_operator.model import Body
 from pdm_operator.preflight import Pending
@@ -58,13 +60,102 @@ def test_no_status_table_is_no_answer() -> None:
     assert preflight.parse_status("Schema migrations table does not exist yet.\n") is None
 
 
+def cut_after(text: str, nth: int = 1) -> str:
+    """TWO_DATABASES up to the end of the ``nth`` occurrence of ``text``."""
+    at = -1
+    for _ in range(nth):
+        at = TWO_DATABASES.index(text, at + 1)
+    return TWO_DATABASES[: at + len(text)]
+
+
+DASHES = "-" * 50
+
+
 def test_a_block_cut_before_its_rows_is_no_answer() -> None:
     assert preflight.parse_status("\ndatabase: main\n\n Status   Migration ID") is None
+    assert preflight.parse_status(cut_after("database: gitlabhq_production\n")) is None
+    assert preflight.parse_status(cut_after("Migration Name\n")) is None
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        cut_after(DASHES),
+        cut_after(DASHES + "\n"),
+        cut_after(DASHES + "\n "),
+        cut_after("Create projects\n"),
+        cut_after("  down    20261115000001  Add uni"),
+        cut_after("Remove archived from projects"),
+        cut_after("Remove archived from projects\n"),
+        cut_after(DASHES + "\n", nth=2),
+        cut_after("Remove archived from projects", nth=2),
+        cut_after("Remove archived from projects\n", nth=2),
+    ],
+    ids=[
+        "in-the-dashes-line",
+        "after-the-dashes",
+        "a-row-cut-after-its-first-space",
+        "after-an-up-row",
+        "mid-row-in-the-name",
+        "final-row-without-its-newline",
+        "final-row-without-the-blank-line",
+        "second-database-after-the-dashes",
+        "second-database-final-row-without-its-newline",
+        "second-database-final-row-without-the-blank-line",
+    ],
+)
+def test_a_log_that_ends_inside_a_block_is_unreadable_never_nothing_pending(log: str) -> None:
+    """Rails ends every block with a blank line (``migrate_status``'s last ``puts``):
+    a log cut before it is a pod killed or a log limit hit, not an answer."""
+    assert preflight.parse_status(log) is None
+
+
+def test_every_prefix_of_a_log_is_unreadable_or_whole_blocks_of_the_full_answer() -> None:
+    full = preflight.parse_status(TWO_DATABASES)
+    assert full is not None
+    main_rows = tuple(p for p in full.pending if p.database == "gitlabhq_production")
+    seen = set()
+    for end in range(len(TWO_DATABASES) + 1):
+        answer = preflight.parse_status(TWO_DATABASES[:end])
+        if answer is None:
+            continue
+        # Never a shorter list of a database: all of its rows, or the database unlisted.
+        assert (answer.databases, answer.pending) in (
+            (("gitlabhq_production",), main_rows),
+            (full.databases, full.pending),
+        ), repr(TWO_DATABASES[:end])
+        seen.add(answer.databases)
+    assert seen == {("gitlabhq_production",), full.databases}
+
+
+def test_a_block_that_another_begins_inside_is_unreadable() -> None:
+    first_rows = cut_after("Remove archived from projects\n")
+    assert preflight.parse_status(first_rows + "\ndatabase: gitlabhq_production_ci\n") is None
+    spliced = first_rows + TWO_DATABASES[TWO_DATABASES.index("database: gitlabhq_production_ci") :]
+    assert preflight.parse_status(spliced) is None
+
+
+def test_a_complete_block_of_each_database_is_an_answer_even_with_no_rows() -> None:
+    log = (
+        "\ndatabase: main\n\n Status   Migration ID    Migration Name\n"
+        + DASHES
+        + "\n  down    20261115000001  Add index\n\n"
+        + "\ndatabase: ci\n\n Status   Migration ID    Migration Name\n"
+        + DASHES
+        + "\n\n"
+    )
+    answer = preflight.parse_status(log)
+    assert answer == preflight.Answer(
+        ("main", "ci"), (Pending("main", "20261115000001", "Add index"),)
+    )
+    assert preflight.parse_status(log.removesuffix("\n")) is None
 
 
 def test_a_garbled_row_makes_the_answer_unreadable_not_shorter() -> None:
     log = TWO_DATABASES.replace("  down    20261115000001", "  ????    20261115000001")
     assert preflight.parse_status(log) is None
+    # A row cut in its version is no row either.
+    assert preflight.parse_status(cut_after("  down    2026111500")) is None
 
 
 def migration_job() -> Body:
