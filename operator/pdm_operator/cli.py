@@ -444,48 +444,107 @@ ROLLBACK_UNSAFE = 1
 DEFAULT_OPERATOR_NAMESPACE = "pdm-operator"
 
 
-def rollback_verdict(
-    environment: str, target: str, configmap: dict[str, Any] | None, where: str
-) -> tuple[int, str]:
-    """Exit code and text of ``rollback-check`` from the environment's history."""
+def history_location(environment: str, namespace: str | None) -> tuple[str, str]:
+    """Where ``environment``'s history is kept: (namespace, ConfigMap name).
+
+    The one place ``rollback-check`` learns it: the ConfigMap
+    pdm-history-<environment> in the operator's namespace (``-n``, else
+    $PDM_OPERATOR_NAMESPACE, else the default install's).
+    """
+    from pdm_operator import history  # noqa: PLC0415
+
+    found = namespace or os.environ.get("PDM_OPERATOR_NAMESPACE") or DEFAULT_OPERATOR_NAMESPACE
+    return found, history.configmap_name(environment)
+
+
+def target_version(target: str) -> None:
+    """Refuse a ``--to`` that is not a GitLab version (a usage error, exit 2)."""
     from pdm_operator import history  # noqa: PLC0415
 
     if history.Version.parse(target) is None:
         raise UsageError(
             f"--to {target!r} is not a GitLab version (18.6.0, v18.6.0-ee, 18.6.0-rc2, "
-            "18.7.202612011206-a5c4a2e2b29.f8e5a8b3c2d)"
+            "18.6.0-ee.0, 18.7.202612011206-a5c4a2e2b29.f8e5a8b3c2d, "
+            "18-7-202612011206-a5c4a2e2b29)"
         )
     if configmap is None:
-        return 0, (
-            f"safe: no post-deployment migration run of environment {environment!r} is "
-            f"recorded ({where} does not exist), so none is known to need a later version\n"
+        return ROLLBACK_UNKNOWN, (
+            f"UNKNOWN: no run of environment {environment!r} is recorded: {where} does not "
+            f"exist. {nothing}"
         )
     records = history.runs(configmap)
-    bad = history.unsafe(records, target)
+#: Whether the rollback is safe is not known: no history, or a record or version unread.
+ROLLBACK_UNKNOWN = 3
+    if not records:
+        return ROLLBACK_UNKNOWN, (
+            f"UNKNOWN: no run of environment {environment!r} is recorded: {where} holds no "
+            f"record. {nothing}"
+        )
+    answer = history.judge(records, wanted)
     top = history.floor(records)
     floor_text = f"; the floor is {top.version}" if top else ""
-    if not bad:
-        return 0, (
-            f"safe: rolling {environment} back to {target} leaves no post-deployment migration "
-            f"of a later version behind ({len(records)} run(s) recorded in {where}"
-            f"{floor_text})\n"
+    unknown = [
+        "  "
+        + (
+            history.why_unknown(r)
+            or f"{r.describe()}: its version cannot be ordered with {target} (an auto-deploy "
+            "build and a release of one minor version, or two builds of one timestamp)"
         )
-    lines = [
-        f"UNSAFE: rolling {environment} back to {target} would run code older than "
-        f"post-deployment migrations that already ran ({where}{floor_text}):"
+        for r in answer.unknown
     ]
-    lines += [f"  {run.describe()}" for run in bad]
-    return ROLLBACK_UNSAFE, "\n".join(lines) + "\n"
+    if answer.above:
+        lines = [
+            f"UNSAFE: rolling {environment} back to {target} would run code older than "
+            f"post-deployment migrations that already ran ({where}{floor_text}):"
+        ]
+        lines += [f"  {run.describe()}" for run in answer.above]
+        if unknown:
+            lines += ["and these records cannot be compared with it:", *unknown]
+        return ROLLBACK_UNSAFE, "\n".join(lines) + "\n"
+    if unknown:
+        lines = [
+            f"UNKNOWN: whether rolling {environment} back to {target} is safe cannot be told "
+            f"from {where}: these records cannot be compared with it:",
+            *unknown,
+            f"Read them with `kubectl get configmap -n {where.replace('/', ' ')} -o yaml` and "
+            "find what those runs applied and at which version (their PostDeployMigrations' "
+            "status.rollback and status.pendingMigrations, the deployment records); correct or "
+            "remove a record by hand only once you know.",
+        ]
+        return ROLLBACK_UNKNOWN, "\n".join(lines) + "\n"
+    return 0, (
+        f"safe: rolling {environment} back to {target} leaves no post-deployment migration "
+        f"of a later version behind ({len(records)} run(s) recorded in {where}"
+        f"{floor_text})\n"
+    )
+
+
+def rollback_verdict(
+    environment: str, target: str, configmap: dict[str, Any] | None, where: str
+) -> tuple[int, str]:
+    """Exit code and text of ``rollback-check`` from the environment's history.
+
+    0 safe, 1 unsafe (a run above ``target`` applied migrations), 3 unknown:
+    no history, or a record that cannot be read or compared with ``target``
+    and nothing that makes it unsafe for certain. Never "safe" from nothing.
+    """
+    from pdm_operator import history  # noqa: PLC0415
+
+    target_version(target)
+    wanted = history.Version.parse(target)
+    assert wanted is not None
+    nothing = (
+        f"Either no post-deployment migration of {environment} has applied anything yet, or "
+        f"its history is elsewhere: check that {environment!r} is the migrations' "
+        "spec.environment and that -n names the operator's namespace (its --lock-namespace). "
+        "Do not take this as safe unless you know that no post-deployment migration ran\n"
+    )
 
 
 def cmd_rollback_check(args: argparse.Namespace, out: TextIO) -> int:
-    from pdm_operator import history, kube  # noqa: PLC0415
+    from pdm_operator import kube  # noqa: PLC0415
 
     client = kube.Kube(kube.load_config(args.kubeconfig))
-    namespace = (
-        args.namespace or os.environ.get("PDM_OPERATOR_NAMESPACE") or DEFAULT_OPERATOR_NAMESPACE
-    )
-    name = history.configmap_name(args.environment)
     code, text = rollback_verdict(
         args.environment, args.to, client.get_configmap(namespace, name), f"{namespace}/{name}"
     )
@@ -502,6 +561,8 @@ def current_namespace(kubeconfig: str | None) -> str:
 # --- run ----------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from pdm_operator import runner  # noqa: PLC0415 - keeps the CI commands free of Kopf
+    target_version(args.to)
+    namespace, name = history_location(args.environment, args.namespace)
 
     return runner.run(
         runner.Options(
@@ -581,7 +642,8 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
         "wait exits 0 (Succeeded), 1 (Failed), 2 (timeout), 3 (error); "
         "retry exits 0 (created), 1 (refused: not failed), 2 (error); "
         "approve exits 0 (approved), 1 (refused: no plan, or not that plan), 2 (error); "
-        "rollback-check exits 0 (safe), 1 (unsafe), 2 (error).",
+        "rollback-check exits 0 (safe), 1 (unsafe), 2 (error), "
+        "3 (unknown: no history, or a record or version it cannot read).",
     )
     parser.add_argument("--version", action="version", version=f"pdm-operator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -335,3 +335,130 @@ def test_an_unreachable_api_server_is_an_error_exit_not_a_verdict(
     )
     assert code == cli.EXIT_ERROR
     assert "error: the API server:" in capsys.readouterr().err
+
+
+# --- rollback-check ---------------------------------------------------------------
+WHERE = "pdm-operator/pdm-history-gprd"
+
+
+def history_of(*records: Any, **extra: Any) -> dict[str, Any]:
+    """A history ConfigMap holding ``records`` (Runs, or raw values under their key)."""
+    data = {}
+    for r in records:
+        if isinstance(r, tuple):
+            data[r[0]] = r[1]
+        else:
+            data[r.key] = r.encode()
+    return {"metadata": {"name": "pdm-history-gprd"}, "data": data, **extra}
+
+
+def ran(version: str, migrations: list[str] | None = None, name: str = "") -> Any:
+    from pdm_operator import history  # noqa: PLC0415
+
+    return history.Run(
+        namespace="gitlab",
+        name=name or f"gprd-{version}",
+        uid=f"uid-{version}",
+        version=version,
+        image=f"toolbox:{version}",
+        completed="2026-11-22T12:40:00Z",
+        outcome="Succeeded",
+        migrations=["20261115000001"] if migrations is None else migrations,
+    )
+
+
+ROLLBACK_CASES = [
+    pytest.param(None, "18.5.0", cli.ROLLBACK_UNKNOWN, ["UNKNOWN", "does not exist"], id="no-cm"),
+    pytest.param(history_of(), "18.5.0", cli.ROLLBACK_UNKNOWN, ["holds no record"], id="empty"),
+    pytest.param(
+        history_of(ran("18.5.0"), binaryData={"gitlab.gprd-x.0123abcd": "e30="}),
+        "18.6.0",
+        cli.ROLLBACK_UNKNOWN,
+        [
+            "UNKNOWN",
+            "'gitlab.gprd-x.0123abcd' cannot be read (binary data",
+            "kubectl get configmap",
+        ],
+        id="binary-record",
+    ),
+    pytest.param(
+        history_of(ran("18.5.0"), ("gitlab.gprd-y.0123abcd", '{"namespace":"gitlab","na')),
+        "18.6.0",
+        cli.ROLLBACK_UNKNOWN,
+        ["UNKNOWN", "'gitlab.gprd-y.0123abcd' cannot be read (not JSON)"],
+        id="cut-record",
+    ),
+    pytest.param(
+        history_of(ran("18-6-stable-ee")),
+        "18.9.0",
+        cli.ROLLBACK_UNKNOWN,
+        ["UNKNOWN", "'18-6-stable-ee' is not a GitLab version", "spec.gitlabVersion"],
+        id="unreadable-version",
+    ),
+    pytest.param(
+        history_of(ran("18.7.202611221200-a1b2c3d4e5f.f8e5a8b3c2d")),
+        "18.7.0",
+        cli.ROLLBACK_UNKNOWN,
+        ["UNKNOWN", "cannot be ordered with 18.7.0"],
+        id="auto-deploy-against-a-release",
+    ),
+    pytest.param(
+        history_of(ran("18.6.0-RC1")),
+        "18.6.0-rc2",
+        0,
+        ["safe: rolling gprd back to 18.6.0-rc2", "the floor is 18.6.0-RC1"],
+        id="safe",
+    ),
+    pytest.param(
+        history_of(ran("18-7-202612011200-a1b2c3d4e5f")),
+        "18.7.202611221200-0b1c2d3e4f5.f8e5a8b3c2d",
+        cli.ROLLBACK_UNSAFE,
+        ["UNSAFE", "GitLab 18-7-202612011200-a1b2c3d4e5f", "20261115000001"],
+        id="unsafe",
+    ),
+    pytest.param(
+        history_of(ran("18.6.0"), ran("latest")),
+        "18.5.0",
+        cli.ROLLBACK_UNSAFE,
+        ["UNSAFE", "GitLab 18.6.0", "these records cannot be compared", "'latest'"],
+        id="unsafe-and-unknown",
+    ),
+]
+
+
+@pytest.mark.parametrize(("configmap", "target", "code", "says"), ROLLBACK_CASES)
+def test_rollback_check_answers_safe_only_from_a_history_it_can_read(
+    configmap: dict[str, Any] | None, target: str, code: int, says: list[str]
+) -> None:
+    got, text = cli.rollback_verdict("gprd", target, configmap, WHERE)
+    assert got == code, text
+    for words in says:
+        assert words in text
+
+
+def test_rollback_check_says_unknown_when_no_history_is_recorded() -> None:
+    code, text = cli.rollback_verdict("gprd", "18.5.0", None, WHERE)
+    assert code == cli.ROLLBACK_UNKNOWN == 3
+    assert "spec.environment" in text
+    assert "-n names the operator's namespace" in text
+    assert "safe:" not in text
+
+
+def test_rollback_check_refuses_a_target_that_is_not_a_version() -> None:
+    with pytest.raises(cli.UsageError, match="not a GitLab version"):
+        cli.rollback_verdict("gprd", "18-6-stable-ee", history_of(ran("18.5.0")), WHERE)
+
+
+def test_rollback_check_finds_the_history_in_the_operators_namespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PDM_OPERATOR_NAMESPACE", raising=False)
+    assert cli.history_location("gprd", None) == ("pdm-operator", "pdm-history-gprd")
+    monkeypatch.setenv("PDM_OPERATOR_NAMESPACE", "ops")
+    assert cli.history_location("gprd", None) == ("ops", "pdm-history-gprd")
+    assert cli.history_location("gprd", "pdm-system") == ("pdm-system", "pdm-history-gprd")
+
+
+def test_the_help_names_rollback_checks_unknown_exit_code() -> None:
+    epilog = cli.build_parser().epilog or ""
+    assert "rollback-check exits 0 (safe), 1 (unsafe), 2 (error), 3 (unknown" in epilog
