@@ -440,6 +440,8 @@ def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
 
 # --- rollback-check -------------------------------------------------------------
 ROLLBACK_UNSAFE = 1
+#: Whether the rollback is safe is not known: no history, or a record or version unread.
+ROLLBACK_UNKNOWN = 3
 #: Where the chart and the overlays install the operator (its locks and history live there).
 DEFAULT_OPERATOR_NAMESPACE = "pdm-operator"
 
@@ -467,14 +469,34 @@ def target_version(target: str) -> None:
             "18.6.0-ee.0, 18.7.202612011206-a5c4a2e2b29.f8e5a8b3c2d, "
             "18-7-202612011206-a5c4a2e2b29)"
         )
+
+
+def rollback_verdict(
+    environment: str, target: str, configmap: dict[str, Any] | None, where: str
+) -> tuple[int, str]:
+    """Exit code and text of ``rollback-check`` from the environment's history.
+
+    0 safe, 1 unsafe (a run above ``target`` applied migrations), 3 unknown:
+    no history, or a record that cannot be read or compared with ``target``
+    and nothing that makes it unsafe for certain. Never "safe" from nothing.
+    """
+    from pdm_operator import history  # noqa: PLC0415
+
+    target_version(target)
+    wanted = history.Version.parse(target)
+    assert wanted is not None
+    nothing = (
+        f"Either no post-deployment migration of {environment} has applied anything yet, or "
+        f"its history is elsewhere: check that {environment!r} is the migrations' "
+        "spec.environment and that -n names the operator's namespace (its --lock-namespace). "
+        "Do not take this as safe unless you know that no post-deployment migration ran\n"
+    )
     if configmap is None:
         return ROLLBACK_UNKNOWN, (
             f"UNKNOWN: no run of environment {environment!r} is recorded: {where} does not "
             f"exist. {nothing}"
         )
     records = history.runs(configmap)
-#: Whether the rollback is safe is not known: no history, or a record or version unread.
-ROLLBACK_UNKNOWN = 3
     if not records:
         return ROLLBACK_UNKNOWN, (
             f"UNKNOWN: no run of environment {environment!r} is recorded: {where} holds no "
@@ -519,31 +541,11 @@ ROLLBACK_UNKNOWN = 3
     )
 
 
-def rollback_verdict(
-    environment: str, target: str, configmap: dict[str, Any] | None, where: str
-) -> tuple[int, str]:
-    """Exit code and text of ``rollback-check`` from the environment's history.
-
-    0 safe, 1 unsafe (a run above ``target`` applied migrations), 3 unknown:
-    no history, or a record that cannot be read or compared with ``target``
-    and nothing that makes it unsafe for certain. Never "safe" from nothing.
-    """
-    from pdm_operator import history  # noqa: PLC0415
-
-    target_version(target)
-    wanted = history.Version.parse(target)
-    assert wanted is not None
-    nothing = (
-        f"Either no post-deployment migration of {environment} has applied anything yet, or "
-        f"its history is elsewhere: check that {environment!r} is the migrations' "
-        "spec.environment and that -n names the operator's namespace (its --lock-namespace). "
-        "Do not take this as safe unless you know that no post-deployment migration ran\n"
-    )
-
-
 def cmd_rollback_check(args: argparse.Namespace, out: TextIO) -> int:
     from pdm_operator import kube  # noqa: PLC0415
 
+    target_version(args.to)
+    namespace, name = history_location(args.environment, args.namespace)
     client = kube.Kube(kube.load_config(args.kubeconfig))
     code, text = rollback_verdict(
         args.environment, args.to, client.get_configmap(namespace, name), f"{namespace}/{name}"
@@ -561,8 +563,6 @@ def current_namespace(kubeconfig: str | None) -> str:
 # --- run ----------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from pdm_operator import runner  # noqa: PLC0415 - keeps the CI commands free of Kopf
-    target_version(args.to)
-    namespace, name = history_location(args.environment, args.namespace)
 
     return runner.run(
         runner.Options(
