@@ -978,6 +978,14 @@ def _read_answer(p: Pass, pf: Body, name: str, pods: list[Body]) -> Decision[Ste
                 "spec.preflight.enabled to false there)",
             )
         )
+    if templates.SKIP_MARKER in log_text:
+        sources = templates.skip_sources(preflight.migration_container(done[0]))
+        yield Warn(
+            "SkipVariableUnset",
+            f"{model.SKIP_PDM_ENV} was set in pre-flight pod {pod}; the pod unset it before "
+            "the status task, as the migration Job does before the migrations. It comes from "
+            f"one of: {', '.join(sources)}; remove it there",
+        )
     answer = preflight.parse_status(log_text)
     if answer is None:
         p.status["failure"] = {"pod": pod, "logTail": jobs.tail(log_text)}

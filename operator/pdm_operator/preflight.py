@@ -36,7 +36,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from pdm_operator import conditions, model, render
+from pdm_operator import conditions, model, render, templates
 from pdm_operator.model import Body
 
 #: The chart's migration script with the status task in place of
@@ -162,11 +162,13 @@ def job(migration_job: Body, args: list[str], run: int, deadline: int) -> Body:
 
     Everything that reaches the database (image, env, init containers,
     volumes, service account, security contexts) is the migration Job's; only
-    the migration container's ``args``, the Job's limits, its labels and name
-    differ. Its component label says it is not the migration Job (adoption and
-    the one-Job-per-environment guard select on it); it keeps the migration-uid
-    label, so its end wakes the migration like the migration Job's does. No
-    eviction protection: running it again costs nothing.
+    the migration container's ``args`` (which, like the migration Job's,
+    unset SKIP_POST_DEPLOYMENT_MIGRATIONS first: ``templates.unset_skip``),
+    the Job's limits, its labels and name differ. Its component label says it
+    is not the migration Job (adoption and the one-Job-per-environment guard
+    select on it); it keeps the migration-uid label, so its end wakes the
+    migration like the migration Job's does. No eviction protection: running
+    it again costs nothing.
     """
     out = copy.deepcopy(migration_job)
     meta = out["metadata"]
@@ -181,7 +183,9 @@ def job(migration_job: Body, args: list[str], run: int, deadline: int) -> Body:
     pod["metadata"]["annotations"] = annotations
     for c in pod["spec"]["containers"]:
         if c.get("name") == model.MIGRATION_CONTAINER:
-            c["args"] = list(args)
+            command, c["args"] = templates.unset_skip(c.get("command"), args)
+            if command:
+                c["command"] = command
     out["spec"]["activeDeadlineSeconds"] = deadline
     out["spec"]["backoffLimit"] = BACKOFF_LIMIT
     out["spec"]["ttlSecondsAfterFinished"] = TTL_AFTER_FINISHED
@@ -191,6 +195,14 @@ def job(migration_job: Body, args: list[str], run: int, deadline: int) -> Body:
     meta["labels"] = labels
     meta["annotations"] = {model.ANNOTATION_INPUTS_HASH: digest}
     return out
+
+
+def migration_container(job_or_pod: Body) -> Body:
+    """The migration container of a Job or a pod ({} when it has none)."""
+    spec = job_or_pod.get("spec") or {}
+    pod_spec = (spec.get("template") or {}).get("spec") or spec
+    containers = pod_spec.get("containers") or []
+    return next((c for c in containers if c.get("name") == model.MIGRATION_CONTAINER), {})
 
 
 def plan_hash(job_hash: str, pending: tuple[Pending, ...] | list[Pending]) -> str:

@@ -121,8 +121,11 @@ def _migration_container(c: Body, job: Body, image: str) -> Body:
     if job.get("args"):
         c["args"] = list(job["args"])
     # A Run-mode PDM that sets the variable is refused at admission; a DryRun
-    # or an older object that carries it still never passes it on.
+    # or an older object that carries it still never passes it on. envFrom
+    # and the image can still bring it: the container's shell unsets it
+    # before anything runs (no command is added: the ENTRYPOINT runs first).
     c["env"] = templates.without_skip(templates.merge_by("name", c.get("env"), job.get("env")))
+    c["command"], c["args"] = templates.unset_skip(c.get("command"), c.get("args"))
     c["envFrom"] = [*(c.get("envFrom") or []), *copy.deepcopy(job.get("envFrom") or [])]
     if job.get("resources"):
         c["resources"] = copy.deepcopy(job["resources"])

@@ -158,6 +158,77 @@ def scrub_skip(pod_spec: Body) -> Body:
     return out
 
 
+#: What the migration container prints (to stderr, before anything else runs)
+#: when it finds the variable in its environment; never its value.
+SKIP_MARKER = (
+    f"pdm-operator: {model.SKIP_PDM_ENV} was set in the pod and is unset before the migrations"
+)
+
+#: The shell line the migration container runs first (see :func:`unset_skip`).
+UNSET_SKIP = (
+    f'if [ -n "${{{model.SKIP_PDM_ENV}+set}}" ]; then '
+    f"echo '{SKIP_MARKER}' >&2; fi; unset {model.SKIP_PDM_ENV}"
+)
+
+#: ``<shell> -c SCRIPT``: the forms whose script gets :data:`UNSET_SKIP` as its
+#: first line; any other command line is run through ``/bin/bash -c``.
+SHELLS = frozenset({"/bin/bash", "bash", "/bin/sh", "sh"})
+
+
+def unset_skip(command: list[str] | None, args: list[str] | None) -> tuple[list[str], list[str]]:
+    """``command`` and ``args`` that unset SKIP_POST_DEPLOYMENT_MIGRATIONS before they run.
+
+    Scrubbing ``env`` (:func:`scrub_skip`) is not enough: a ConfigMap or
+    Secret in ``envFrom`` (the chart's ``extraEnvFrom``), the image's own
+    ``ENV``, or a file the CNG ENTRYPOINT exports (``gitlab-ruby/scripts/
+    exec-env`` exports each file of ``/etc/gitlab/environment``) brings it
+    back, and Rails skips ``db/post_migrate`` whenever it is present. So the
+    container's own shell unsets it, after the ENTRYPOINT and before
+    anything else: the ENTRYPOINT still runs first, as it must (CNG
+    ``gitlab-toolbox/Dockerfile``: ``ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]``,
+    which renders the configuration and ends in ``exec /scripts/exec-env "$@"``,
+    which ends in ``exec "$@"``), so no ``command`` is added where there was none.
+
+    ``<shell> -c SCRIPT`` (in ``command``, ``args`` or across both, as the
+    chart and ``command: [/bin/sh, -c]`` have it) gets the line before its
+    script; any other command line becomes ``/bin/bash -c 'UNSET; exec "$@"'
+    -- ...`` around it, in ``command`` if it was there, else in ``args``.
+    Applied twice it changes nothing (the pre-flight re-applies it over the
+    migration Job's container). With neither, the image's CMD runs, which
+    cannot be wrapped; the chart's Job and the toolbox copy always have args.
+    """
+    command, args = list(command or []), list(args or [])
+    argv = [*command, *args]
+    if len(argv) >= 3 and argv[0] in SHELLS and argv[1] == "-c":
+        if not argv[2].startswith(UNSET_SKIP):
+            argv[2] = f"{UNSET_SKIP}\n{argv[2]}"
+        return argv[: len(command)], argv[len(command) :]
+    if not argv:
+        return command, args
+    wrapper = ["/bin/bash", "-c", f'{UNSET_SKIP}; exec "$@"', "--"]
+    if command:
+        return [*wrapper, *command], args
+    return [], [*wrapper, *args]
+
+
+def skip_sources(container: Body) -> list[str]:
+    """Where SKIP_POST_DEPLOYMENT_MIGRATIONS can reach ``container`` from, in words.
+
+    ``env`` never carries it (:func:`without_skip`), so a pod that printed
+    :data:`SKIP_MARKER` got it from one of these: each ConfigMap and Secret in
+    ``envFrom`` whose prefix could make the name, then the image's own ENV
+    (or what its ENTRYPOINT exports). For the Warning that names them.
+    """
+    found = []
+    for source in container.get("envFrom") or []:
+        if not model.SKIP_PDM_ENV.startswith(str(source.get("prefix") or "")):
+            continue
+        for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+            if key in source:
+                found.append(f"{kind} {(source[key] or {}).get('name', '')} (envFrom)")
+    return [*found, "the image's ENV (or what its ENTRYPOINT exports)"]
+
+
 def newest_job(jobs: list[Body], selector: str) -> Body | Missing:
     """The chart's current migrations Job among ``jobs`` (already selected).
 

@@ -50,7 +50,8 @@ def test_install_script_produces_a_working_console_script(tmp_path: Path) -> Non
     )
     assert rendered.returncode == 0, rendered.stderr
     assert "init-migrations-secrets" in rendered.stdout  # the chart's wiring, copied
-    assert "SKIP_POST_DEPLOYMENT_MIGRATIONS" not in rendered.stdout
+    # No env var of that name; only the script that unsets it names it.
+    assert "name: SKIP_POST_DEPLOYMENT_MIGRATIONS" not in rendered.stdout
     help_text = subprocess.run(
         [str(venv / "bin" / "pdm-operator"), "run", "--help"],
         capture_output=True,

@@ -701,6 +701,17 @@ CASES = [
         None,
         "no migration ran",
     ),
+    Case(
+        "pre-flight pod had the skip variable: a Warning, and the Job runs (it unsets it too)",
+        PF,
+        preflight_done(
+            PF, "", log=templates.SKIP_MARKER + "\n" + STATUS_TABLE.format(row=PENDING_ROW)
+        ),
+        "Running",
+        "Created",
+        ["AcquireLock", "Warn", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
+    ),
     # --- handed the lock by the holder before -------------------------------------------
     Case(
         "handed the lock, every gate open: creates the Job under it",
@@ -863,6 +874,28 @@ def test_a_pass_decides(case: Case) -> None:
     assert case.says in _deciding_message(status)
     if world.written:
         assert world.written[-1] == status or step.requeue is None
+
+
+def test_a_preflight_pod_that_had_the_skip_variable_warns_naming_its_env_from() -> None:
+    m = preflight_running(WITH_PREFLIGHT)
+    name = m["status"]["preflight"]["jobName"]
+    env_from = [{"configMapRef": {"name": "gitlab-extra-env"}}, {"secretRef": {"name": "s"}}]
+    pod = {
+        "metadata": {"name": f"{name}-abc"},
+        "spec": {"containers": [{"name": model.MIGRATION_CONTAINER, "envFrom": env_from}]},
+        "status": {"phase": "Succeeded"},
+    }
+    world = World(
+        jobs={name: preflight_job(name, COMPLETE)},
+        pods={name: [pod]},
+        logs={f"{name}-abc": templates.SKIP_MARKER + "\n" + STATUS_TABLE.format(row="")},
+    )
+    decide.drive(decide.reconcile(m, NOW, SETUP), world)
+    (warned,) = [a for a in world.asked if isinstance(a, decide.Warn)]
+    assert warned.reason == "SkipVariableUnset"
+    assert "ConfigMap gitlab-extra-env (envFrom), Secret s (envFrom), the image's ENV" in (
+        warned.message
+    )
 
 
 def test_a_waiter_behind_the_lock_reads_neither_jobs_nor_pods() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pdm_operator import model, preflight, render
+from pdm_operator import model, preflight, render, templates
 from pdm_operator.model import Body
 from pdm_operator.preflight import Pending
 
@@ -170,7 +170,8 @@ def test_the_preflight_job_is_the_migration_pod_running_the_status_task() -> Non
     mjob = migration_job()
     pjob = preflight.job(mjob, list(preflight.DEFAULT_ARGS), run=1, deadline=600)
     container = pjob["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == list(preflight.DEFAULT_ARGS)
+    shell, dash_c, script = preflight.DEFAULT_ARGS
+    assert container["args"] == [shell, dash_c, templates.UNSET_SKIP + "\n" + script]
     assert "gitlab-rake db:migrate:status" in container["args"][-1]
     # Everything else that reaches the database is the migration Job's.
     mine = mjob["spec"]["template"]["spec"]["containers"][0]
@@ -200,6 +201,35 @@ def test_each_run_has_its_own_name_of_the_migration_jobs_length() -> None:
     assert first["metadata"]["name"] != second["metadata"]["name"]
     assert first["metadata"]["name"].startswith("gstg-1-p")
     assert len(first["metadata"]["name"]) == len(mjob["metadata"]["name"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["gitlab-rake", "db:migrate:status"], ["/bin/sh", "-c", "printf '%s' \"$TABLE\""]],
+    ids=["plain", "shell"],
+)
+def test_the_preflights_own_args_unset_the_skip_variable_first_and_add_no_command(
+    args: list[str],
+) -> None:
+    container = preflight.job(migration_job(), args, run=1, deadline=600)["spec"]["template"][
+        "spec"
+    ]["containers"][0]
+    assert "command" not in container  # the image ENTRYPOINT still runs first
+    assert container["args"] == templates.unset_skip(None, args)[1]
+    assert templates.UNSET_SKIP in container["args"][2]
+
+
+def test_a_migration_command_is_unset_once_not_again_for_the_preflight() -> None:
+    migration: Body = {
+        "metadata": {"name": "gstg-1", "namespace": "gitlab", "uid": "u-1"},
+        "spec": {"environment": "gstg", "job": {"command": ["/scripts/run"]}},
+    }
+    mjob = render.render_job(migration, "toolbox:v1")
+    pjob = preflight.job(mjob, list(preflight.DEFAULT_ARGS), run=1, deadline=600)
+    container = pjob["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == mjob["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert container["command"][:3] == ["/bin/bash", "-c", templates.UNSET_SKIP + '; exec "$@"']
+    assert container["args"] == list(preflight.DEFAULT_ARGS)
 
 
 def test_the_plan_hash_changes_with_the_job_or_the_pending_list() -> None:

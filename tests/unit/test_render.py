@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pdm_operator import model, render
+from pdm_operator import model, render, templates
 from pdm_operator.model import Body
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -216,7 +216,30 @@ def test_inline_job_runs_the_charts_script_in_args_and_keeps_the_image_entrypoin
     assert c["args"] == [
         "/bin/bash",
         "-c",
-        "set -e;\n/scripts/wait-for-deps;\n/scripts/db-migrate;\n",
+        templates.UNSET_SKIP + "\nset -e;\n/scripts/wait-for-deps;\n/scripts/db-migrate;\n",
+    ]
+
+
+def test_the_script_unsets_the_skip_variable_before_anything_else_it_runs() -> None:
+    script = container(render.render_job(migration(), IMAGE))["args"][2]
+    first, _, rest = script.partition("\n")
+    assert first == (
+        'if [ -n "${SKIP_POST_DEPLOYMENT_MIGRATIONS+set}" ]; then echo '
+        "'pdm-operator: SKIP_POST_DEPLOYMENT_MIGRATIONS was set in the pod and is unset "
+        "before the migrations' >&2; fi; unset SKIP_POST_DEPLOYMENT_MIGRATIONS"
+    )
+    assert rest == "set -e;\n/scripts/wait-for-deps;\n/scripts/db-migrate;\n"
+
+
+def test_user_args_that_are_not_a_shell_script_run_after_the_unset_without_a_command() -> None:
+    c = container(render.render_job(migration({"args": ["/scripts/db-migrate"]}), IMAGE))
+    assert "command" not in c  # the ENTRYPOINT still runs, and execs these
+    assert c["args"] == [
+        "/bin/bash",
+        "-c",
+        templates.UNSET_SKIP + '; exec "$@"',
+        "--",
+        "/scripts/db-migrate",
     ]
 
 
@@ -227,7 +250,20 @@ def test_user_command_and_args_replace_the_default_command() -> None:
         )
     )
     assert c["command"] == ["/bin/sh", "-c"]
-    assert c["args"] == ["/scripts/db-migrate"]
+    assert c["args"] == [templates.UNSET_SKIP + "\n/scripts/db-migrate"]
+    other = container(
+        render.render_job(
+            migration({"command": ["/scripts/db-migrate"], "args": ["--verbose"]}), IMAGE
+        )
+    )
+    assert other["command"] == [
+        "/bin/bash",
+        "-c",
+        templates.UNSET_SKIP + '; exec "$@"',
+        "--",
+        "/scripts/db-migrate",
+    ]
+    assert other["args"] == ["--verbose"]
 
 
 def test_inline_job_has_the_charts_env_and_no_skip_variable() -> None:
@@ -254,6 +290,8 @@ def test_skip_post_deployment_migrations_from_the_spec_never_reaches_the_job() -
     job = render.render_job(migration({"env": env}), IMAGE)
     rendered = container(job)["env"]
     assert [e["name"] for e in rendered][-3:] == ["BEFORE", "MIDDLE", "AFTER"]
+    # Named only in the script that unsets it.
+    del container(job)["args"]
     assert "SKIP_POST_DEPLOYMENT_MIGRATIONS" not in yaml.safe_dump(job)
 
 

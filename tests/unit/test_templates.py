@@ -174,7 +174,129 @@ def test_the_skip_variable_never_reaches_the_job_in_any_form(entry: Body, source
         inline = pdm(FROM_JOB, {"env": [entry]}, mode="DryRun")
         del inline["spec"]["podTemplateFrom"]
         rendered = render.render_job(inline, IMAGE)
-    assert SKIP not in yaml.safe_dump(rendered)
+    # Named only where the migration container's shell unsets it, first.
+    c = migrations(rendered)
+    assert c["args"][2].startswith(templates.UNSET_SKIP)
+    without_script = copy.deepcopy(rendered)
+    del migrations(without_script)["args"]
+    assert SKIP not in yaml.safe_dump(without_script)
+
+
+UNSET_THEN_EXEC = ["/bin/bash", "-c", templates.UNSET_SKIP + '; exec "$@"', "--"]
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "script_at"),
+    [
+        (None, ["/bin/bash", "-c", "set -e; /scripts/db-migrate"], ("args", 2)),
+        (None, ["bash", "-c", "/scripts/db-migrate", "arg0"], ("args", 2)),
+        (None, ["/bin/sh", "-c", "/scripts/db-migrate"], ("args", 2)),
+        (None, ["sh", "-c", "/scripts/db-migrate"], ("args", 2)),
+        (["/bin/sh", "-c"], ["/scripts/db-migrate"], ("args", 0)),
+        (["/bin/bash", "-c", "/scripts/db-migrate"], None, ("command", 2)),
+    ],
+    ids=["bash-path", "bash", "sh-path", "sh", "command-sh-c", "command-bash-c-script"],
+)
+def test_a_shell_script_gets_the_unset_as_its_first_line_wherever_the_script_is(
+    command: list[str] | None, args: list[str] | None, script_at: tuple[str, int]
+) -> None:
+    new_command, new_args = templates.unset_skip(command, args)
+    where, index = script_at
+    before = {"command": command or [], "args": args or []}
+    after = {"command": new_command, "args": new_args}
+    assert after[where][index] == templates.UNSET_SKIP + "\n" + before[where][index]
+    # Nothing else moves: the shell, its -c, $0 and the rest stay where they were.
+    for key in ("command", "args"):
+        assert [x for i, x in enumerate(after[key]) if (key, i) != script_at] == [
+            x for i, x in enumerate(before[key]) if (key, i) != script_at
+        ]
+
+
+def test_any_other_command_line_runs_under_bash_that_unsets_and_then_execs_it() -> None:
+    # args alone: no command is added, so the image ENTRYPOINT still runs first.
+    assert templates.unset_skip(None, ["gitlab-rake", "db:migrate:status"]) == (
+        [],
+        [*UNSET_THEN_EXEC, "gitlab-rake", "db:migrate:status"],
+    )
+    # A command (which already replaced the ENTRYPOINT) is wrapped where it is.
+    assert templates.unset_skip(["/scripts/db-migrate"], ["--verbose"]) == (
+        [*UNSET_THEN_EXEC, "/scripts/db-migrate"],
+        ["--verbose"],
+    )
+    # "-ec" is not the plain "-c" form: wrapped, not edited.
+    assert templates.unset_skip(None, ["bash", "-ec", "x"]) == (
+        [],
+        [*UNSET_THEN_EXEC, "bash", "-ec", "x"],
+    )
+
+
+def test_unsetting_twice_changes_nothing() -> None:
+    for command, args in [
+        (None, list(templates.CHART_MIGRATION_ARGS)),
+        (None, ["gitlab-rake", "db:migrate:status"]),
+        (["/scripts/db-migrate"], ["--verbose"]),
+        (["/bin/sh", "-c"], ["x"]),
+    ]:
+        once = templates.unset_skip(command, args)
+        assert templates.unset_skip(*once) == once
+
+
+def run_container(container: Body, env: dict[str, str]) -> tuple[str, str]:
+    """Run the container's command line here, as the ENTRYPOINT would exec it."""
+    import subprocess  # noqa: PLC0415
+
+    argv = [*(container.get("command") or []), *container["args"]]
+    done = subprocess.run(
+        argv, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=True
+    )
+    return done.stdout, done.stderr
+
+
+PROBE = 'echo "skip=${SKIP_POST_DEPLOYMENT_MIGRATIONS-unset}"'
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"args": ["/bin/bash", "-c", "set -e;\n" + PROBE]},
+        {"args": ["/bin/sh", "-c", PROBE]},
+        {"command": ["/bin/sh", "-c"], "args": [PROBE]},
+        {"args": ["/bin/sh", "-c", PROBE.replace("echo", "exec echo")]},
+        {"args": ["/usr/bin/env"]},
+    ],
+    ids=["bash-script", "sh-script", "command-sh", "exec", "plain-args"],
+)
+@pytest.mark.parametrize("value", ["true", "false", ""])
+def test_the_variable_from_envfrom_or_the_image_is_unset_before_anything_runs(
+    job: Body, value: str
+) -> None:
+    """The env is scrubbed; envFrom (the chart's extraEnvFrom) or the image's ENV
+    still put it in the process environment, where the script must drop it."""
+    inline = pdm(FROM_JOB, {**job, "envFrom": [{"configMapRef": {"name": "gitlab-extra-env"}}]})
+    del inline["spec"]["podTemplateFrom"]
+    c = migrations(render.render_job(inline, IMAGE))
+    out, err = run_container(c, {SKIP: value})
+    assert SKIP not in out
+    assert "skip=unset" in out or "skip=" not in out
+    assert err.splitlines() == [templates.SKIP_MARKER]  # said once, its value never
+    # Absent, nothing is said.
+    assert run_container(c, {})[1] == ""
+
+
+def test_the_sources_that_can_bring_the_variable_back_are_named() -> None:
+    container = {
+        "envFrom": [
+            {"configMapRef": {"name": "gitlab-extra-env"}},
+            {"secretRef": {"name": "gitlab-secrets"}, "prefix": "SKIP_"},
+            {"configMapRef": {"name": "prefixed"}, "prefix": "GITLAB_"},  # cannot make the name
+        ]
+    }
+    assert templates.skip_sources(container) == [
+        "ConfigMap gitlab-extra-env (envFrom)",
+        "Secret gitlab-secrets (envFrom)",
+        "the image's ENV (or what its ENTRYPOINT exports)",
+    ]
+    assert templates.skip_sources({}) == ["the image's ENV (or what its ENTRYPOINT exports)"]
 
 
 # --- everything else of the wiring survives ---------------------------------------------
@@ -194,7 +316,7 @@ def test_every_init_container_volume_mount_and_env_var_of_the_chart_job_survives
     original = named(source["containers"], "migrations")
     mine = migrations(job)
     assert mine["volumeMounts"] == original["volumeMounts"]
-    assert mine["args"] == original["args"]
+    assert mine["args"] == templates.unset_skip(None, original["args"])[1]
     assert "command" not in mine
     assert mine["env"] == [e for e in original["env"] if e["name"] != SKIP]
     assert mine["resources"] == original["resources"]
@@ -284,7 +406,8 @@ def test_command_is_set_only_when_the_pdm_says_so() -> None:
     assert "command" not in migrations(from_chart_job())
     assert "command" not in migrations(from_toolbox())
     chosen = from_chart_job({"command": ["/scripts/db-migrate"], "args": ["--verbose"]})
-    assert migrations(chosen)["command"] == ["/scripts/db-migrate"]
+    unset_then_exec = ["/bin/bash", "-c", templates.UNSET_SKIP + '; exec "$@"', "--"]
+    assert migrations(chosen)["command"] == [*unset_then_exec, "/scripts/db-migrate"]
     assert migrations(chosen)["args"] == ["--verbose"]
 
 
@@ -294,7 +417,8 @@ def test_command_is_set_only_when_the_pdm_says_so() -> None:
 def test_toolbox_deployment_becomes_the_charts_migration_job() -> None:
     job = from_toolbox()
     c = migrations(job)
-    assert c["args"] == list(templates.CHART_MIGRATION_ARGS)
+    script = "\n".join([templates.UNSET_SKIP, templates.CHART_MIGRATION_ARGS[2]])
+    assert c["args"] == ["/bin/bash", "-c", script]
     assert {"name": "BYPASS_SCHEMA_VERSION", "value": "true"} in c["env"]
     assert {"name": "CONFIG_DIRECTORY", "value": "/srv/gitlab/config"} in c["env"]
     assert c["image"] == PINNED
