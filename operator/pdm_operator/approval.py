@@ -1,11 +1,13 @@
 """Approval of a plan, not a flag (pure).
 
 With ``spec.approval.required``, a migration runs only the plan someone
-approved: the migration Job's inputs and the pending list the pre-flight
-found, hashed together (``preflight.plan_hash``). ``kubectl pdm approve``
-writes ``spec.approval.approved`` with that hash, the Job and migrations it
-showed, who approved (the API server's own answer to "who am I",
-SelfSubjectReview) and when. The operator compares it with what the
+approved: the migration Job's inputs, the pending list the pre-flight found,
+and the pre-flight's own args and image (the list is whatever they printed),
+hashed together (``preflight.plan_hash``). Pre-flight args that are not the
+operator's status task are called out first wherever the plan is shown.
+``kubectl pdm approve`` writes ``spec.approval.approved`` with that hash, the
+Job and migrations it showed, who approved (the API server's own answer to
+"who am I", SelfSubjectReview) and when. The operator compares it with what the
 pre-flight finds right before the Job would be created, holding the
 environment's lock: if anything differs, no Job; the migration waits, naming
 the difference, for a new approval.
@@ -54,8 +56,9 @@ def check(spec: Body, pf: Body, pending: list[Body] | None, name: str) -> gates.
     if not given:
         return gates.Hold(
             "AwaitingApproval",
-            f"plan {str(pf.get('planHash', ''))[:19]} needs an approval (spec.approval.required): "
-            f"{summary}; {how}",
+            f"{warning(pf)}plan {str(pf.get('planHash', ''))[:19]} needs an approval "
+            f"(spec.approval.required): {summary}, found by the pre-flight "
+            f"{preflight_shown(pf)}; {how}",
         )
     return gates.Hold(
         "PlanChanged",
@@ -78,6 +81,34 @@ def unapproved_shown_plan(spec: Body, status: Body, job_hash: str, name: str) ->
     return check(spec, pf, status.get("pendingMigrations"), name)
 
 
+def warning(pf: Body) -> str:
+    """``WARNING: ...; `` when the pre-flight ran args of the creator's, else ``""``.
+
+    The pending list is what the pre-flight printed: args other than the
+    status task can print any table, so the approver is told first.
+    """
+    args = pf.get("args")
+    if args is None or preflight.default_args(args):
+        return ""
+    return (
+        "WARNING: non-default pre-flight args (spec.preflight.args "
+        f"{preflight.describe_args(args)}): the pending list is what they printed, "
+        "not necessarily what db:migrate:status says; "
+    )
+
+
+def preflight_shown(pf: Body) -> str:
+    """``(image X, args [...])``: the pre-flight pod an approval approves with its list."""
+    args = pf.get("args")
+    if args is None:
+        shown_args = "args not recorded"
+    elif preflight.default_args(args):
+        shown_args = "the default args (db:migrate:status)"
+    else:
+        shown_args = f"args {preflight.describe_args(args)}"
+    return f"(image {pf.get('image') or 'not recorded'}, {shown_args})"
+
+
 def difference(given: Body, pf: Body, pending: list[Body] | None) -> str:
     """What differs between the approved plan and the one found now, in words."""
     now = shown(pending)
@@ -97,7 +128,8 @@ def difference(given: Body, pf: Body, pending: list[Body] | None) -> str:
     if not parts:
         parts.append(
             f"plan {str(given.get('planHash', ''))[:19]} was approved, "
-            f"{str(pf.get('planHash', ''))[:19]} is found now"
+            f"{str(pf.get('planHash', ''))[:19]} is found now by the pre-flight "
+            f"{preflight_shown(pf)}"
         )
     return "; ".join(parts)
 

@@ -230,11 +230,18 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def pending_lines(migration: dict[str, Any] | None) -> list[str] | None:
-    """The pre-flight's pending list as lines, or None while it is not known."""
+    """The pre-flight's pending list as lines, or None while it is not known.
+
+    Pre-flight args other than the operator's status task come first, as a
+    WARNING: the list is whatever they printed.
+    """
+    from pdm_operator import approval  # noqa: PLC0415
+
     status = (migration or {}).get("status") or {}
     pf = status.get("preflight") or {}
     if pf.get("phase") != "Succeeded":
         return None
+    warning = approval.warning(pf).removesuffix("; ")
     pending = status.get("pendingMigrations") or []
     total = int(pf.get("pendingCount") or len(pending))
     head = f"pending migrations ({total}, pre-flight {pf.get('jobName', '')}"
@@ -246,7 +253,21 @@ def pending_lines(migration: dict[str, Any] | None) -> list[str] | None:
         lines.append(f"  ... and {total - len(pending)} more")
     if not pending:
         lines.append("  none: every migration is up")
-    return lines
+    return ([warning] if warning else []) + lines
+
+
+def preflight_lines(migration: dict[str, Any]) -> list[str]:
+    """The pre-flight pod that found the plan: its image and its args, exactly."""
+    from pdm_operator import preflight  # noqa: PLC0415
+
+    pf = ((migration.get("status") or {}).get("preflight")) or {}
+    args = pf.get("args")
+    if args is None:
+        shown = "not recorded (a pre-flight of an older operator)"
+    else:
+        default = " (the default: db:migrate:status)" if preflight.default_args(args) else ""
+        shown = preflight.describe_args(args) + default
+    return [f"pre-flight image: {pf.get('image') or 'not recorded'}", f"pre-flight args: {shown}"]
 
 
 # --- wait ---------------------------------------------------------------------
@@ -427,7 +448,7 @@ def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
     except approval.Refused as e:
         print(f"refused: {e}", file=sys.stderr)
         return APPROVE_REFUSED
-    for line in pending_lines(migration) or []:
+    for line in [*(pending_lines(migration) or []), *preflight_lines(migration)]:
         out.write(line + "\n")
     out.write(f"migration Job: {given['jobName']}\n")
     try:

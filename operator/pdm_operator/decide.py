@@ -862,7 +862,7 @@ def _preflight_job(p: Pass, job: Body, run: int) -> Body:
     cfg: Body = p.spec.get("preflight") or {}
     return preflight.job(
         job,
-        list(cfg.get("args") or preflight.DEFAULT_ARGS),
+        preflight.given_args(p.spec),
         run,
         int(cfg.get("activeDeadlineSeconds") or preflight.DEFAULT_DEADLINE),
     )
@@ -874,13 +874,16 @@ def _start_preflight(
     run = int((p.status.get("preflight") or {}).get("run") or 0) + 1
     pjob = _preflight_job(p, job, run)
     name = pjob["metadata"]["name"]
-    # Recorded before it is created: a restart finds it by this name.
+    # Recorded before it is created: a restart finds it by this name. Its
+    # args and image are part of the plan an approval approves.
     p.status["preflight"] = {
         "run": run,
         "jobName": name,
         "phase": "Running",
         "startTime": p.now,
         "jobHash": job_hash,
+        "args": preflight.given_args(p.spec),
+        "image": str(preflight.migration_container(pjob).get("image") or ""),
         **({"tenure": tenure} if tenure else {}),
     }
     p.set(model.GATED, False, "GatesOpen", "all gates are open")
@@ -1002,14 +1005,20 @@ def _read_answer(p: Pass, pf: Body, name: str, pods: list[Body]) -> Decision[Ste
 
 def _record_answer(p: Pass, pf: Body, answer: preflight.Answer) -> None:
     pending = list(answer.pending)
+    # A pre-flight started before its args and image were recorded ran the
+    # spec's args (immutable) in the migration Job's image.
+    args = list(pf.get("args") or preflight.given_args(p.spec))
+    image = str(pf.get("image") or p.status.get("image") or "")
     p.status["pendingMigrations"] = [m.as_status() for m in pending[: preflight.STATUS_LIMIT]]
     p.status["preflight"] = {
         **pf,
         "phase": "Succeeded",
         "completionTime": p.now,
+        "args": args,
+        "image": image,
         "databases": list(answer.databases),
         "pendingCount": len(pending),
-        "planHash": preflight.plan_hash(str(pf["jobHash"]), pending),
+        "planHash": preflight.plan_hash(str(pf["jobHash"]), pending, args=args, image=image),
     }
     p.set(
         model.PREFLIGHT,

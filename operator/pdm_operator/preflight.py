@@ -205,14 +205,47 @@ def migration_container(job_or_pod: Body) -> Body:
     return next((c for c in containers if c.get("name") == model.MIGRATION_CONTAINER), {})
 
 
-def plan_hash(job_hash: str, pending: tuple[Pending, ...] | list[Pending]) -> str:
-    """What an approval approves: the migration Job's inputs and the pending list."""
+def plan_hash(
+    job_hash: str,
+    pending: tuple[Pending, ...] | list[Pending],
+    *,
+    args: list[str] | tuple[str, ...],
+    image: str,
+) -> str:
+    """What an approval approves: the Job, the pending list, and the pod that found it.
+
+    The migration Job's inputs (``job_hash``) and the pending list alone are
+    not enough: the list is whatever the pre-flight printed, so pre-flight
+    args that print a one-row table would get one row approved while the Job
+    applies everything pending. The pre-flight container's args (as given,
+    :func:`given_args`) and image are part of the plan, and shown to the
+    approver.
+    """
     canonical = json.dumps(
-        {"job": job_hash, "pending": [[p.database, p.version] for p in pending]},
+        {
+            "job": job_hash,
+            "pending": [[p.database, p.version] for p in pending],
+            "preflight": {"args": list(args), "image": image},
+        },
         sort_keys=True,
         separators=(",", ":"),
     )
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def given_args(spec: Body) -> list[str]:
+    """The pre-flight's args as the PostDeployMigration gives them (or the default)."""
+    return list((spec.get("preflight") or {}).get("args") or DEFAULT_ARGS)
+
+
+def default_args(args: list[str] | tuple[str, ...] | None) -> bool:
+    """Whether ``args`` are the operator's status task (not a script of the creator's)."""
+    return args is not None and list(args) == list(DEFAULT_ARGS)
+
+
+def describe_args(args: list[str] | tuple[str, ...] | None) -> str:
+    """The args on one line, exactly (JSON), for conditions and the approver."""
+    return json.dumps(list(args or []))
 
 
 def from_status(entries: list[Body] | None) -> list[Pending]:

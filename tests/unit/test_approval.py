@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pdm_operator import approval, preflight
@@ -11,11 +13,31 @@ from pdm_operator.preflight import Pending
 A = [Pending("main", "20261115000001", "Add index"), Pending("main", "20261115000002", "Drop x")]
 
 
-def plan(pending: list[Pending], job_hash: str = "a" * 64) -> tuple[Body, list[Body]]:
+IMAGE = "registry.gitlab.com/gitlab-org/build/cng/gitlab-toolbox-ee:v18.6.0"
+#: Pre-flight args that print a one-row table, whatever is pending.
+ONE_ROW = [
+    "/bin/sh",
+    "-c",
+    "printf '\\ndatabase: main\\n\\n Status   Migration ID    Migration Name\\n"
+    + "-" * 50
+    + "\\n  down    20261115000001  Add index\\n\\n'",
+]
+
+
+def plan(
+    pending: list[Pending],
+    job_hash: str = "a" * 64,
+    args: list[str] | None = None,
+    image: str = IMAGE,
+) -> tuple[Body, list[Body]]:
+    """What the operator records once a pre-flight with ``args`` in ``image`` answered."""
+    args = list(preflight.DEFAULT_ARGS) if args is None else args
     pf = {
         "phase": "Succeeded",
         "jobHash": job_hash,
-        "planHash": preflight.plan_hash(job_hash, pending),
+        "args": args,
+        "image": image,
+        "planHash": preflight.plan_hash(job_hash, pending, args=args, image=image),
         "pendingCount": len(pending),
     }
     return pf, [p.as_status() for p in pending]
@@ -119,3 +141,40 @@ def test_a_shown_unapproved_plan_holds_before_the_lock_without_a_new_preflight()
     given = approval.approval_for(pdm(pf, entries), "alice", "t", None)
     spec_ok = {"approval": {"required": True, "approved": given}}
     assert approval.unapproved_shown_plan(spec_ok, status, "a" * 64, "gprd-1") is None
+
+
+@pytest.mark.parametrize(
+    "other",
+    [{"args": ONE_ROW}, {"image": IMAGE.replace("v18.6.0", "v18.6.1")}],
+    ids=["other-preflight-args", "other-preflight-image"],
+)
+def test_a_plan_approved_with_another_preflight_no_longer_matches(other: dict[str, Any]) -> None:
+    """The list is what the pre-flight printed: who approved a list approved the pod too."""
+    pf_a, entries = plan(A[:1])
+    given = approval.approval_for(pdm(pf_a, entries), "alice", "2026-12-02T10:00:00Z", None)
+    spec = {"approval": {"required": True, "approved": given}}
+    pf_b, _ = plan(A[:1], **other)
+    hold = approval.check(spec, pf_b, entries, "gprd-1")
+    assert hold is not None
+    assert hold.reason == "PlanChanged"
+    assert "found now by the pre-flight (image " in hold.message
+
+
+def test_non_default_preflight_args_are_a_warning_before_the_plan_awaiting_approval() -> None:
+    pf, entries = plan(A[:1], args=ONE_ROW)
+    hold = approval.check({"approval": {"required": True}}, pf, entries, "gprd-1")
+    assert hold is not None
+    assert hold.reason == "AwaitingApproval"
+    assert hold.message.startswith("WARNING: non-default pre-flight args (spec.preflight.args [")
+    assert '"/bin/sh", "-c", "printf' in hold.message
+    assert f"found by the pre-flight (image {IMAGE}, args [" in hold.message
+
+
+def test_the_default_preflight_is_named_without_a_warning() -> None:
+    pf, entries = plan(A)
+    hold = approval.check({"approval": {"required": True}}, pf, entries, "gprd-1")
+    assert hold is not None
+    assert "WARNING" not in hold.message
+    assert f"found by the pre-flight (image {IMAGE}, the default args (db:migrate:status))" in (
+        hold.message
+    )

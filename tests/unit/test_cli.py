@@ -270,6 +270,40 @@ def test_the_pending_list_is_shown_once_the_preflight_answered() -> None:
     assert cli.pending_lines(answered)[-1] == "  none: every migration is up"  # type: ignore[index]
 
 
+def test_the_approver_sees_the_preflights_image_and_args_and_a_warning_before_custom_ones() -> None:
+    from pdm_operator import preflight  # noqa: PLC0415
+
+    image = "registry.example.com/cng/gitlab-toolbox-ee:v18.6.0"
+    shown = {
+        "status": {
+            "preflight": {
+                "phase": "Succeeded",
+                "jobName": "m-p1",
+                "pendingCount": 1,
+                "image": image,
+                "args": list(preflight.DEFAULT_ARGS),
+            },
+            "pendingMigrations": [
+                {"database": "main", "version": "20261115000001", "name": "Add index"}
+            ],
+        }
+    }
+    assert cli.pending_lines(shown)[0].startswith("pending migrations (1")  # type: ignore[index]
+    assert cli.preflight_lines(shown) == [
+        f"pre-flight image: {image}",
+        'pre-flight args: ["/bin/bash", "-c", "set -e;\\n/scripts/wait-for-deps;\\n'
+        'exec gitlab-rake db:migrate:status;\\n"] (the default: db:migrate:status)',
+    ]
+    shown["status"]["preflight"]["args"] = ["/bin/sh", "-c", "printf 'database: main'"]
+    lines = cli.pending_lines(shown)
+    assert lines is not None
+    assert lines[0].startswith("WARNING: non-default pre-flight args (spec.preflight.args [")
+    assert lines[1].startswith("pending migrations (1")
+    assert cli.preflight_lines(shown)[1] == (
+        'pre-flight args: ["/bin/sh", "-c", "printf \'database: main\'"]'
+    )
+
+
 def failed_pdm(name: str = "gstg-2026-11-22", **status: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "namespace": "gitlab", "uid": "u", "labels": {"team": "db"}},

@@ -30,6 +30,7 @@ from pdm_operator import (
     errors,
     images,
     model,
+    preflight,
     render,
     templates,
 )
@@ -346,6 +347,10 @@ FROM_DEPLOYMENT = migration(
 TOOLBOX = migration(podTemplateFrom={"toolboxDeployment": {"name": "gitlab-toolbox"}})
 WITH_PREFLIGHT = migration(preflight={"enabled": True})
 APPROVAL = migration(preflight={"enabled": True}, approval={"required": True})
+APPROVAL_OWN_ARGS = migration(
+    preflight={"enabled": True, "args": ["/bin/sh", "-c", "printf 'database: main'"]},
+    approval={"required": True},
+)
 JOB = planned_job(with_status(NEW))
 JOB_NAME = JOB["metadata"]["name"]
 HASH = JOB["metadata"]["annotations"][model.ANNOTATION_INPUTS_HASH]
@@ -682,6 +687,16 @@ CASES = [
         "20261115000001",
     ),
     Case(
+        "approval required, the pre-flight's own args: the wait says so first",
+        preflight_running(APPROVAL_OWN_ARGS),
+        preflight_done(preflight_running(APPROVAL_OWN_ARGS), PENDING_ROW),
+        "Gated",
+        "AwaitingApproval",
+        ["AcquireLock", "WriteStatus", "ReleaseLock"],
+        TIMING.queued_poll,
+        'WARNING: non-default pre-flight args (spec.preflight.args ["/bin/sh", "-c"',
+    ),
+    Case(
         "pre-flight log cut after the dashes: unreadable, never nothing pending",
         PF,
         preflight_done(PF, "", log=STATUS_TABLE.format(row="").split("   up ")[0]),
@@ -874,6 +889,26 @@ def test_a_pass_decides(case: Case) -> None:
     assert case.says in _deciding_message(status)
     if world.written:
         assert world.written[-1] == status or step.requeue is None
+
+
+def test_the_preflights_args_and_image_are_recorded_and_in_the_plan_hash() -> None:
+    m = preflight_running(APPROVAL_OWN_ARGS)
+    started = m["status"]["preflight"]
+    assert started["args"] == ["/bin/sh", "-c", "printf 'database: main'"]
+    assert started["image"] == IMAGE
+    step = decide.drive(decide.reconcile(m, NOW, SETUP), preflight_done(m, PENDING_ROW)())
+    pf = step.status["preflight"]
+    pending = [
+        preflight.Pending(
+            "gitlabhq_production", "20261115000001", "Add unique index on project path"
+        )
+    ]
+    assert pf["planHash"] == preflight.plan_hash(
+        pf["jobHash"], pending, args=started["args"], image=IMAGE
+    )
+    assert pf["planHash"] != preflight.plan_hash(
+        pf["jobHash"], pending, args=list(preflight.DEFAULT_ARGS), image=IMAGE
+    )
 
 
 def test_a_preflight_pod_that_had_the_skip_variable_warns_naming_its_env_from() -> None:

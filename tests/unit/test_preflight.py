@@ -232,14 +232,29 @@ def test_a_migration_command_is_unset_once_not_again_for_the_preflight() -> None
     assert container["args"] == list(preflight.DEFAULT_ARGS)
 
 
+PLAN_ARGS = list(preflight.DEFAULT_ARGS)
+
+
 def test_the_plan_hash_changes_with_the_job_or_the_pending_list() -> None:
     a = [Pending("main", "1", "A")]
-    assert preflight.plan_hash("h1", a) == preflight.plan_hash("h1", list(a))
-    assert preflight.plan_hash("h1", a) != preflight.plan_hash("h2", a)
-    assert preflight.plan_hash("h1", a) != preflight.plan_hash(
-        "h1", [*a, Pending("main", "2", "B")]
-    )
-    assert preflight.plan_hash("h1", a).startswith("sha256:")
+
+    def plan(job_hash: str, pending: list[Pending] | tuple[Pending, ...]) -> str:
+        return preflight.plan_hash(job_hash, pending, args=PLAN_ARGS, image="t:1")
+
+    assert plan("h1", a) == plan("h1", tuple(a))
+    assert plan("h1", a) != plan("h2", a)
+    assert plan("h1", a) != plan("h1", [*a, Pending("main", "2", "B")])
+    assert plan("h1", a).startswith("sha256:")
+
+
+def test_the_plan_hash_covers_the_preflights_args_and_image() -> None:
+    """A one-row table printed by other args is another plan than the status task's."""
+    a = [Pending("main", "1", "A")]
+    base = preflight.plan_hash("h1", a, args=PLAN_ARGS, image="t:1")
+    one_row = ["/bin/sh", "-c", "printf 'database: main ...'"]
+    assert preflight.plan_hash("h1", a, args=one_row, image="t:1") != base
+    assert preflight.plan_hash("h1", a, args=PLAN_ARGS, image="other:1") != base
+    assert preflight.plan_hash("h1", a, args=tuple(PLAN_ARGS), image="t:1") == base
 
 
 def test_summary_names_the_first_few_and_counts_the_rest() -> None:
