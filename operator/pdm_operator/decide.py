@@ -55,7 +55,7 @@ from pdm_operator import (
     timestamps,
 )
 from pdm_operator.conditions import Condition
-from pdm_operator.errors import AlreadyExists, ApiError, Invalid, Transient
+from pdm_operator.errors import AlreadyExists, ApiError, Forbidden, Invalid, Transient
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox
 
@@ -280,6 +280,15 @@ class ShowFloor(Ask):
     """The environment's rollback floor for the metric → None."""
 
     version: str | None
+
+
+#: ``status.rollback.reason`` and the Warning's reason: the history refused the run's record.
+HISTORY_UNWRITABLE = "HistoryUnwritable"
+
+
+@dataclass(frozen=True)
+class CountHistoryFailure(Ask):
+    """The API server refused a history write for good: count it for the metric → None."""
 
 
 @dataclass(frozen=True)
@@ -1120,7 +1129,10 @@ def _record_run(p: Pass) -> Decision[None]:
     Written before the outcome is stored (a key per run, so a repeat after a
     crash writes the same record again), once: ``status.rollback`` says it is
     done. A run that applied nothing is not recorded; one whose progress is
-    unknown is, as unsafe.
+    unknown is, as unsafe. A write the API server refuses for good (an
+    immutable or oversized ConfigMap, RBAC) ends the step all the same
+    (:func:`_history_unwritable`): the migration reaches its outcome, and the
+    floor is unknown. A transient failure is raised, so the pass retries.
     """
     if "rollback" in p.status:
         return
@@ -1135,6 +1147,7 @@ def _record_run(p: Pass) -> Decision[None]:
         p.migration, str(p.status.get("sourceImage") or p.status.get("image") or "")
     )
     namespace, name = p.setup.lock_namespace, history.configmap_name(p.environment)
+    where = f"{namespace}/{name}"
     current: Body | None
     if migrations == []:
         try:
@@ -1153,19 +1166,60 @@ def _record_run(p: Pass) -> Decision[None]:
             outcome=str(p.status.get("jobOutcome") or "Failed"),
             migrations=migrations,
         )
+        if history.Version.parse(version) is None:
+            yield Warn(
+                "UnknownVersion",
+                f"the run is recorded at {version!r}, which is not a GitLab version: "
+                "rollback-check answers unknown for every target until the record is "
+                "corrected (set spec.gitlabVersion on the next migrations)",
+            )
         base = history.configmap(p.environment, namespace)
-        current = yield MergeHistory(base, {run.key: run.encode()})
+        try:
+            current = yield MergeHistory(base, {run.key: run.encode()})
+        except (Invalid, Forbidden) as e:
+            yield from _history_unwritable(p, run, where, e)
+            return
         old = history.to_prune(current)
         if old:
-            current = yield MergeHistory(base, dict.fromkeys(old))
+            try:
+                current = yield MergeHistory(base, dict.fromkeys(old))
+            except (Invalid, Forbidden) as e:  # recorded; pruning waits for the next run
+                yield LogWarning(f"history {where} not pruned: {e}")
     top = history.floor(history.runs(current))
     p.status["rollback"] = {
         "recorded": migrations != [],
         "version": version,
-        "history": f"{namespace}/{name}",
+        "history": where,
         **({"floor": top.version} if top else {}),
     }
     yield ShowFloor(top.version if top else None)
+
+
+def _history_unwritable(p: Pass, run: history.Run, where: str, error: ApiError) -> Decision[None]:
+    """The run cannot be recorded: say so (status, a Warning, the metric), floor unknown.
+
+    The record stays in ``status.rollback.record`` so that it can be added by
+    hand; until then rollback-check cannot know of this run.
+    """
+    message = (
+        f"the run is not recorded in the history {where}: the API server refused the write "
+        f"({error.reason or type(error).__name__}: {error}). Until it is recorded, "
+        f"rollback-check does not know that migrations ran at GitLab {run.version}: make the "
+        "ConfigMap writable (an immutable one must be deleted and created again with its "
+        f"data), then add key {run.key} with the value of status.rollback.record"
+    )
+    p.status["rollback"] = {
+        "recorded": False,
+        "version": run.version,
+        "history": where,
+        "floor": history.UNKNOWN,
+        "reason": HISTORY_UNWRITABLE,
+        "message": message,
+        "record": run.encode(),
+    }
+    yield Warn(HISTORY_UNWRITABLE, message)
+    yield CountHistoryFailure()
+    yield ShowFloor(history.UNKNOWN)
 
 
 def _diagnose(p: Pass, job: Body) -> Decision[Step]:

@@ -116,15 +116,23 @@ ROLLBACK_FLOOR = Gauge(
     "pdm_operator_rollback_floor_info",
     "1 for each environment's rollback floor: the highest GitLab version whose "
     "post-deployment migrations ran (from the environment's history); rolling back "
-    "below it is unsafe",
+    'below it is unsafe. version="unknown" when the history is missing or holds a record '
+    "or version that cannot be read (rollback-check then answers unknown)",
     ["environment", "version"],
+)
+HISTORY_WRITE_FAILURES = Counter(
+    "pdm_operator_history_write_failures_total",
+    "Runs whose record the API server refused for good (an immutable or too large history "
+    "ConfigMap, RBAC): rollback-check cannot know of them until they are added by hand",
+    ["environment"],
 )
 _floors: dict[str, str] = {}
 _floors_lock = threading.Lock()
 
 
 def rollback_floor(environment: str, version: str | None) -> None:
-    """Show ``version`` as the environment's floor (None: none known).
+    """Show ``version`` as the environment's floor (``unknown`` when it cannot be
+    known; None: no floor, nothing applied).
 
     Called from pass threads and the startup reload: one at a time, so an
     environment never shows two floors."""
@@ -135,6 +143,11 @@ def rollback_floor(environment: str, version: str | None) -> None:
         if version is not None:
             _floors[environment] = version
             ROLLBACK_FLOOR.labels(environment, version).set(1)
+
+
+def history_write_failed(environment: str) -> None:
+    """A run of ``environment`` could not be recorded in its history."""
+    HISTORY_WRITE_FAILURES.labels(environment).inc()
 
 
 def _labels(migration: Body) -> tuple[str, str, str]:

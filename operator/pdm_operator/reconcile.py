@@ -243,6 +243,9 @@ class _Answers:
             case decide.ShowFloor(version):
                 metrics.rollback_floor(self.environment, version)
                 return None
+            case decide.CountHistoryFailure():
+                metrics.history_write_failed(self.environment)
+                return None
             case decide.PutConfigMap(configmap):
                 return kube.put_configmap(ns, configmap)
         raise TypeError(f"no answer for {ask!r}")

@@ -28,6 +28,7 @@ from pdm_operator import (
     diffing,
     dryrun,
     errors,
+    history,
     images,
     model,
     preflight,
@@ -244,6 +245,8 @@ class World:
     create: Exception | None = None
     budget: Exception | None = None
     history: Body | None = None
+    #: Raised at a history write (the ConfigMap immutable, RBAC, the API server down).
+    history_write: Exception | None = None
     dry_run: Exception | None = None
     asked: list[decide.Ask] = field(default_factory=list)
     created: list[Body] = field(default_factory=list)
@@ -304,12 +307,15 @@ class World:
                     raise self.budget
                 return None
             case decide.MergeHistory(data=data):
+                if self.history_write:
+                    raise self.history_write
                 return {"data": {k: v for k, v in data.items() if v is not None}}
             case (
                 decide.SuspendJob()
                 | decide.Warn()
                 | decide.LogWarning()
                 | decide.ShowFloor()
+                | decide.CountHistoryFailure()
                 | decide.PutConfigMap()
             ):
                 return None
@@ -386,6 +392,14 @@ PF = preflight_running(WITH_PREFLIGHT)
 PF_NAME = PF["status"]["preflight"]["jobName"]
 PENDING_ROW = "  down    20261115000001  Add unique index on project path"
 
+
+#: What the API server answers a write to an immutable ConfigMap.
+IMMUTABLE = errors.Invalid(
+    'ConfigMap "pdm-history-gstg" is invalid: data: Forbidden: field is immutable when '
+    "`immutable` is set",
+    422,
+    "Invalid",
+)
 
 CASES = [
     # --- before the Job: image, template, Pod Security ------------------------------
@@ -830,6 +844,29 @@ CASES = [
         "exit code 1",
     ),
     Case(
+        "the Job completed, its history immutable: succeeded all the same, the run unrecorded",
+        running(NEW),
+        lambda: World(jobs={JOB_NAME: job_named(NEW, COMPLETE)}, history_write=IMMUTABLE),
+        "Succeeded",
+        "JobComplete",
+        ["ReleaseLock", "MergeHistory", "Warn", "WriteStatus"],
+        None,
+    ),
+    Case(
+        "the Job failed, its history forbidden: failed all the same, the run unrecorded",
+        running(NEW),
+        lambda: World(
+            jobs={JOB_NAME: job_named(NEW, FAILED)},
+            pods={JOB_NAME: [failed_pod(JOB_NAME, 1)]},
+            history_write=errors.Forbidden("configmaps is forbidden", 403, "Forbidden"),
+        ),
+        "Failed",
+        "BackoffLimitExceeded",
+        ["ReleaseLock", "MergeHistory", "Warn", "WriteStatus"],
+        None,
+        "exit code 1",
+    ),
+    Case(
         "the Job was deleted before it ended: failed, never re-created",
         running(NEW),
         World,
@@ -1026,3 +1063,69 @@ def test_who_holds_a_lock_still_needs_it(
     holder: Body | None, acquired: datetime, active: bool
 ) -> None:
     assert decide.holder_active(UID, holder, acquired, NOW) is active
+
+
+def test_a_history_that_refuses_the_record_says_why_and_shows_the_floor_unknown() -> None:
+    world = World(jobs={JOB_NAME: job_named(NEW, COMPLETE)}, history_write=IMMUTABLE)
+    step = decide.drive(decide.reconcile(running(NEW), NOW, SETUP), world)
+    rollback = step.status["rollback"]
+    assert rollback["recorded"] is False
+    assert rollback["reason"] == decide.HISTORY_UNWRITABLE == "HistoryUnwritable"
+    assert rollback["floor"] == "unknown"
+    assert "field is immutable" in rollback["message"]
+    assert rollback["history"] == "pdm-system/pdm-history-gstg"
+    record = history.decode(rollback["record"])
+    assert record is not None
+    assert (record.name, record.version) == ("gstg-1200", "v17.5.0")
+    assert record.key in rollback["message"]
+    warned = [a for a in world.asked if isinstance(a, decide.Warn)]
+    assert [w.reason for w in warned] == ["HistoryUnwritable"]
+    assert decide.CountHistoryFailure() in world.asked
+    assert decide.ShowFloor("unknown") in world.asked
+
+
+def test_a_history_write_that_may_work_later_is_retried_not_given_up() -> None:
+    world = World(
+        jobs={JOB_NAME: job_named(NEW, COMPLETE)},
+        history_write=errors.Transient("etcdserver: request timed out", 504),
+    )
+    with pytest.raises(errors.Transient):
+        decide.drive(decide.reconcile(running(NEW), NOW, SETUP), world)
+    assert decide.CountHistoryFailure() not in world.asked
+
+
+def test_a_run_recorded_at_a_version_gitlab_never_uses_is_warned_of_floor_unknown() -> None:
+    odd = migration(gitlabVersion="18-6-stable-ee")
+    job = job_named(odd, COMPLETE)
+    world = World(jobs={job["metadata"]["name"]: job})
+    step = decide.drive(decide.reconcile(running(odd), NOW, SETUP), world)
+    assert [a.reason for a in world.asked if isinstance(a, decide.Warn)] == ["UnknownVersion"]
+    assert step.status["rollback"]["floor"] == "unknown"
+    assert decide.ShowFloor("unknown") in world.asked
+
+
+@pytest.mark.parametrize(
+    "read",
+    [None, {"data": {}}, errors.Forbidden("configmaps is forbidden", 403, "Forbidden")],
+    ids=["missing", "empty", "unreadable"],
+)
+def test_a_run_that_applied_nothing_shows_the_floor_unknown_without_a_history(
+    read: Body | Exception | None,
+) -> None:
+    """Nothing pending, and no history to read: the floor is not known, so not shown as none."""
+
+    class Reads(World):
+        def __call__(self, ask: decide.Ask) -> Any:
+            if isinstance(ask, decide.ReadHistory) and isinstance(read, Exception):
+                self.asked.append(ask)
+                raise read
+            return super().__call__(ask)
+
+    m = with_status(NEW, conditions=[{"type": model.JOB_CREATED, "status": "False"}])
+    m["status"]["conditions"][0]["reason"] = decide.NOTHING_PENDING
+    p = decide.Pass(m, NOW, SETUP)
+    world = Reads(history=None if isinstance(read, Exception) else read)
+    decide.drive(decide._record_run(p), world)
+    assert p.status["rollback"]["recorded"] is False
+    assert p.status["rollback"]["floor"] == "unknown"
+    assert decide.ShowFloor("unknown") in world.asked
