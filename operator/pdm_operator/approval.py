@@ -22,12 +22,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pdm_operator import gates, preflight, render
+from pdm_operator import conditions, gates, model, preflight, render
 from pdm_operator.model import Body
 
 #: The RBAC verb the shipped admission policy checks (a verb of our own, as
 #: Kubernetes has ``approve`` on certificatesigningrequests/approval).
 VERB = "approve"
+#: The Gated reasons of a migration that waits for an approval.
+WAITS = ("AwaitingApproval", "PlanChanged")
 
 
 def required(spec: Body) -> bool:
@@ -143,8 +145,15 @@ def approval_for(migration: Body, by: str, at: str, expected: str | None) -> dic
     meta, spec = migration["metadata"], migration.get("spec") or {}
     status = migration.get("status") or {}
     name = meta["name"]
-    if not required(spec):
-        raise Refused(f"pdm/{name} does not ask for an approval (spec.approval.required is false)")
+    # Required by the spec, or by its environment (PostDeployEnvironment
+    # approval.required), which the operator shows as a wait for an approval.
+    gated = conditions.find(status.get("conditions"), model.GATED) or {}
+    asked = gated.get("status") == "True" and gated.get("reason") in WAITS
+    if not required(spec) and not asked:
+        raise Refused(
+            f"pdm/{name} does not ask for an approval (neither its spec.approval.required "
+            "nor its environment's)"
+        )
     pf = status.get("preflight") or {}
     if pf.get("phase") != "Succeeded" or not pf.get("planHash"):
         raise Refused(

@@ -42,6 +42,7 @@ from pdm_operator import (
     approval,
     conditions,
     diffing,
+    environments,
     gates,
     history,
     images,
@@ -82,6 +83,9 @@ class Timing:
     #: the first in line, so the rest only poll as a safety net.
     queued_poll: float = 60.0
     create_retry: float = 10.0
+    #: Waiting on the environment's declaration or policy: an admin's edit
+    #: wakes nobody, so this is how soon it is seen.
+    policy_poll: float = 10.0
     running_resync: float = 30.0
 
 
@@ -140,6 +144,11 @@ class GetMigration(Ask):
     """Another PostDeployMigration → the object, or None."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class GetEnvironment(Ask):
+    """The migration's PostDeployEnvironment (cluster-scoped) → ``Body | None``."""
 
 
 @dataclass(frozen=True)
@@ -408,6 +417,9 @@ def _reconcile(p: Pass) -> Decision[Step]:  # noqa: PLR0911
     if nothing_pending(p.status):
         # Decided by an earlier pass; only its blocking reports may remain.
         return (yield from _await_blocking_reports(p, _nothing_pending_message(p)))
+    policy = yield from _environment(p)
+    if isinstance(policy, gates.Hold):
+        return (yield from _hold(p, policy))
     if not p.status.get("image") and not (yield from _resolve(p)):
         return (yield from _write(p, p.timing.image_retry))
     template = yield from _template(p)
@@ -419,6 +431,9 @@ def _reconcile(p: Pass) -> Decision[Step]:  # noqa: PLR0911
     planned = render.render_job(p.migration, p.status["image"], template)
     if _insecure(p, planned):
         return (yield from _finish(p))
+    hold = _outside_policy(p, policy, template, planned)
+    if hold is not None:
+        return (yield from _hold(p, hold))
     if dry:
         return (yield from _dry_run(p, template))
     hold = yield from _gates(p, template, planned)
@@ -433,6 +448,54 @@ def _reconcile(p: Pass) -> Decision[Step]:  # noqa: PLR0911
         poll = p.timing.lock_poll if hold.reason == lines.LOCKED else p.timing.gate_poll
         return (yield from _write(p, poll))
     return (yield from _create_holding_the_lock(p, template))
+
+
+def _environment(p: Pass) -> Decision[environments.Policy | gates.Hold]:
+    """The declared environment's policy, or the hold that says it does not admit ``p``.
+
+    Asked before anything else of a migration without a Job (it costs one
+    read), so a migration of an undeclared environment, or of a namespace the
+    environment does not list, never resolves, renders or queues for the
+    lock. An environment that requires approval makes the spec require it.
+    """
+    body: Body | None = yield GetEnvironment()
+    found = environments.admits(p.environment, body, p.namespace)
+    if isinstance(found, gates.Hold):
+        return found
+    p.spec = environments.effective_spec(found, p.spec)
+    return environments.approval_hold(found, p.spec) or found
+
+
+def _outside_policy(
+    p: Pass, policy: environments.Policy, template: templates.Template | None, planned: Body
+) -> gates.Hold | None:
+    """The rendered Job (and the pre-flight's deadline) inside what the environment allows."""
+    if template is not None:
+        source: Body = p.spec["podTemplateFrom"].get("migrationsJob") or {}
+        hold = environments.template_hold(
+            policy,
+            template.kind,
+            template.name,
+            template.metadata.get("labels") or {},
+            source.get("release"),
+        )
+        if hold is not None:
+            return hold
+    hold = environments.job_hold(policy, planned)
+    cfg: Body = p.spec.get("preflight") or {}
+    if hold is None and p.spec.get("mode", "Run") == "Run" and cfg.get("enabled", True):
+        deadline = int(cfg.get("activeDeadlineSeconds") or preflight.DEFAULT_DEADLINE)
+        hold = environments.job_hold(
+            policy, {"spec": {"activeDeadlineSeconds": deadline}}, "pre-flight Job"
+        )
+    return hold
+
+
+def _hold(p: Pass, hold: gates.Hold) -> Decision[Step]:
+    """Wait on an environment's rule: no lock, no Job, the reason in ``Gated``."""
+    yield from _abandon_preflight(p, f"{hold.reason}: {hold.message}")
+    p.set(model.GATED, True, hold.reason, hold.message)
+    return (yield from _write(p, p.timing.policy_poll))
 
 
 def record_error(

@@ -300,6 +300,30 @@ class Kube:
             name,
         )
 
+    def get_environment(self, name: str) -> Body | None:
+        """A PostDeployEnvironment (cluster-scoped); None when it is not declared."""
+        return self._maybe(
+            self.custom.get_cluster_custom_object,
+            model.GROUP,
+            model.VERSION,
+            model.ENVIRONMENT_PLURAL,
+            name,
+        )
+
+    def patch_environment_status(self, name: str, patch: Body) -> Body:
+        """A JSON merge patch of a PostDeployEnvironment's status subresource."""
+        return _json(
+            self.custom.patch_cluster_custom_object_status(
+                model.GROUP,
+                model.VERSION,
+                model.ENVIRONMENT_PLURAL,
+                name,
+                patch,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+
     def get_deployment(self, namespace: str, name: str) -> Body | None:
         return self._maybe(self.apps.read_namespaced_deployment, name, namespace)
 
@@ -402,6 +426,15 @@ class Kube:
     def list_all_migrations(self) -> list[Body]:
         return self._items(
             self.custom.list_cluster_custom_object, model.GROUP, model.VERSION, model.PLURAL
+        )
+
+    def list_environments(self) -> list[Body]:
+        """Every PostDeployEnvironment (cluster-scoped)."""
+        return self._items(
+            self.custom.list_cluster_custom_object,
+            model.GROUP,
+            model.VERSION,
+            model.ENVIRONMENT_PLURAL,
         )
 
     def list_pods(self, namespace: str, selector: str) -> list[Body]:

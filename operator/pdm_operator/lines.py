@@ -73,6 +73,13 @@ class Lines(Generic[K]):
             waiting = (k for k in self._waiting.get(environment, ()) if k != but)
             return min(waiting, key=members.__getitem__, default=None)
 
+    def waiting(self, environment: str) -> list[K]:
+        """The migrations waiting for ``environment``'s lock, oldest first."""
+        with self._lock:
+            members = self._members.get(environment, {})
+            found = [k for k in self._waiting.get(environment, ()) if k in members]
+            return sorted(found, key=members.__getitem__)
+
     def has_older(self, environment: str, key: K) -> bool:
         """Whether an older unfinished migration of ``environment`` is ahead of ``key``."""
         with self._lock:

@@ -13,6 +13,9 @@ VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 KIND: Final = "PostDeployMigration"
 PLURAL: Final = "postdeploymigrations"
+#: The cluster-scoped environment a platform admin declares (module ``environments``).
+ENVIRONMENT_KIND: Final = "PostDeployEnvironment"
+ENVIRONMENT_PLURAL: Final = "postdeployenvironments"
 
 #: Field manager for every write the operator makes (server-side apply,
 #: dry-runs and real creates alike), so managedFields tell who owns what.

@@ -77,6 +77,38 @@ class Accepted:
                 self._jobs.popitem(last=False)
 
 
+class Environments:
+    """The PostDeployEnvironments read a moment ago, by name, shared by the workers.
+
+    Every pass of a migration without a Job asks for its environment first;
+    a line of fifty waiters would read the same object fifty times a minute.
+    A body is kept :attr:`FOR` seconds, so an admin's edit (a namespace taken
+    off the list) is obeyed by a pass that starts after that; a missing
+    environment is never kept (its declaration is seen at the next pass).
+    """
+
+    FOR = 2.0
+
+    def __init__(self, read: Callable[[str], Body | None], clock: Callable[[], float]) -> None:
+        self.read = read
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._bodies: dict[str, tuple[Body, float]] = {}
+
+    def get(self, name: str) -> Body | None:
+        with self._lock:
+            found = self._bodies.get(name)
+        if found is not None and self.clock() - found[1] < self.FOR:
+            return found[0]
+        body = self.read(name)
+        with self._lock:
+            if body is None:
+                self._bodies.pop(name, None)
+            else:
+                self._bodies[name] = (body, self.clock())
+        return body
+
+
 class Reconciler:
     def __init__(
         self,
@@ -92,6 +124,7 @@ class Reconciler:
         self.setup = Setup(lock_namespace, self.timing)
         self.locks = EnvironmentLocks(kube, lock_namespace, self._holder_active)
         self.accepted = Accepted()
+        self.environments = Environments(self._read_environment, time.monotonic)
         #: Threads that list an environment's Jobs while a pass takes its Lease.
         self.ahead = ThreadPoolExecutor(LIST_AHEAD_THREADS, thread_name_prefix="pdm-ahead")
         #: Told the environment, and whom the lock was handed to (None: the
@@ -131,6 +164,9 @@ class Reconciler:
             _Answers(self, migration),
         )
 
+    def _read_environment(self, name: str) -> Body | None:
+        return self.kube.get_environment(name)
+
     def _holder_active(self, holder: Holder, acquired_at: datetime | None) -> bool:
         now = self.clock()
         seen = self.known(holder.namespace, holder.name) if self.known is not None else None
@@ -168,7 +204,7 @@ class _Answers:
         #: and the pinning ask for the same one within milliseconds.
         self.deployments: dict[str, Body | None] = {}
 
-    def __call__(self, ask: decide.Ask) -> Any:  # noqa: PLR0911, PLR0912 - one branch per ask
+    def __call__(self, ask: decide.Ask) -> Any:  # noqa: PLR0911, PLR0912, PLR0915 - one branch per ask
         ns, kube = self.namespace, self.kube
         match ask:
             case decide.ResolveImage():
@@ -181,6 +217,8 @@ class _Answers:
                 return sources.deployment_pods(kube, ns, self._deployment(name))
             case decide.GetMigration(name):
                 return kube.get_migration(ns, name)
+            case decide.GetEnvironment():
+                return self.r.environments.get(self.environment)
             case decide.GetJob(name):
                 return kube.get_job(ns, name)
             case decide.EnvironmentJobs():

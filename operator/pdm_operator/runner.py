@@ -20,8 +20,9 @@ from typing import Any, cast
 
 import kopf
 
-from pdm_operator import history, logs, metrics, model
+from pdm_operator import history, logs, metrics, model, timestamps
 from pdm_operator.controller import Controller
+from pdm_operator.envstatus import EnvironmentStatus
 from pdm_operator.health import Health
 from pdm_operator.kube import Kube, load_config
 from pdm_operator.leader import LeaderElection
@@ -49,6 +50,8 @@ class Options:
     leader_identity: str = ""  # default: $POD_NAME, else host and pid
     leader_lease_duration: float = 15.0
     leader_renew_interval: float = 5.0
+    #: Seconds between rounds of the PostDeployEnvironments' status (envstatus.py).
+    environment_status_interval: float = 10.0
     verbose: bool = False
 
 
@@ -128,10 +131,24 @@ def build_registry(
     audit_interval: float = 30.0,
     election: LeaderElection | None = None,
     relist: Callable[[], list[Body]] | None = None,
+    *,
+    environments: EnvironmentStatus | None = None,
+    environment_interval: float = 10.0,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     lead_task: list[asyncio.Task[None]] = []
     audit_task: list[asyncio.Task[None]] = []
+
+    async def environments_forever(writer: EnvironmentStatus) -> None:
+        # Only the acting replica writes; a round that fails is logged and
+        # the next one tries again (a status, never a reason to stop).
+        while True:
+            if controller.active:
+                try:
+                    await asyncio.to_thread(writer.refresh)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("PostDeployEnvironment statuses not refreshed: %s", e)
+            await asyncio.sleep(environment_interval)
 
     async def audit_forever() -> None:
         while True:
@@ -144,6 +161,10 @@ def build_registry(
     @kopf.on.startup(registry=registry)
     async def start_audit(**_: Any) -> None:
         audit_task.append(asyncio.create_task(audit_forever(), name="watch-audit"))
+        if environments is not None:
+            audit_task.append(
+                asyncio.create_task(environments_forever(environments), name="environments")
+            )
         if election is not None and relist is not None:
             lead_task.append(asyncio.create_task(lead(election, controller, relist), name="leader"))
 
@@ -294,7 +315,22 @@ async def serve(opts: Options) -> None:
         ]
     else:
         relist = kube.list_all_migrations
-    registry = build_registry(controller, health, opts.audit_interval, election, relist)
+    environments = EnvironmentStatus(
+        kube,
+        opts.lock_namespace,
+        list(opts.namespaces),
+        lambda env: [f"{ns}/{name}" for ns, name in controller.lines.waiting(env)],
+        lambda: timestamps.rfc3339(reconciler.clock()),
+    )
+    registry = build_registry(
+        controller,
+        health,
+        opts.audit_interval,
+        election,
+        relist,
+        environments=environments,
+        environment_interval=opts.environment_status_interval,
+    )
     scope = ", ".join(opts.namespaces) if opts.namespaces else "all namespaces"
     log.info(
         "pdm-operator watching %s; environment locks in namespace %s", scope, opts.lock_namespace

@@ -15,6 +15,7 @@ recorded.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -181,7 +182,7 @@ def deployment(image: str = IMAGE, *, updated: int = 1) -> Body:
             "replicas": 1,
             "selector": {"matchLabels": {"app": "toolbox"}},
             "template": {
-                "metadata": {"labels": {"app": "toolbox"}},
+                "metadata": {"labels": {"app": "toolbox", "release": "gitlab"}},
                 "spec": {
                     "containers": [{"name": "toolbox", "image": image}],
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
@@ -212,6 +213,24 @@ def template_of(image: str, **container: Any) -> templates.Template:
     return found
 
 
+def token_template() -> templates.Template:
+    """The toolbox's template with ``automountServiceAccountToken: true``."""
+    found = template_of(IMAGE)
+    spec = {**found.spec, "automountServiceAccountToken": True}
+    return templates.Template(
+        found.kind, found.name, found.uid, found.container, found.image, found.metadata, spec
+    )
+
+
+def foreign_template() -> templates.Template:
+    """A Deployment's template that is not a GitLab chart's (another app's pods)."""
+    found = template_of(IMAGE)
+    meta = {**found.metadata, "labels": {"app": "other-app", "release": "other"}}
+    return templates.Template(
+        found.kind, found.name, found.uid, found.container, found.image, meta, found.spec
+    )
+
+
 STATUS_TABLE = """\
 database: gitlabhq_production
 
@@ -223,11 +242,17 @@ database: gitlabhq_production
 """
 
 
+def environment(**spec: Any) -> Body:
+    """The PostDeployEnvironment ``gstg`` as an admin declares it, letting NAMESPACE in."""
+    return {"metadata": {"name": "gstg"}, "spec": {"namespaces": [NAMESPACE], **spec}}
+
+
 # --- the cluster a pass meets -----------------------------------------------------------
 @dataclass
 class World:
     """What the cluster answers; an exception is raised at the ask."""
 
+    environment: Body | None = field(default_factory=environment)
     image: images.Resolved | images.Unresolved = RESOLVED
     template: templates.Template | templates.Missing | None = None
     deployments: dict[str, Body | None] = field(default_factory=dict)
@@ -255,6 +280,8 @@ class World:
     def __call__(self, ask: decide.Ask) -> Any:  # noqa: PLR0911, PLR0912
         self.asked.append(ask)
         match ask:
+            case decide.GetEnvironment():
+                return self.environment
             case decide.ResolveImage():
                 return self.image
             case decide.FindTemplate():
@@ -402,6 +429,118 @@ IMMUTABLE = errors.Invalid(
 )
 
 CASES = [
+    # --- the declared environment: checked first, no lock without it -------------------
+    Case(
+        "its environment is not declared: waits naming the fix, takes no lock",
+        NEW,
+        lambda: World(environment=None),
+        "Gated",
+        "EnvironmentNotDeclared",
+        ["WriteStatus"],
+        TIMING.policy_poll,
+        "PostDeployEnvironment 'gstg'",
+    ),
+    Case(
+        "its namespace is not one the environment lists: waits, takes no lock",
+        NEW,
+        lambda: World(environment=environment(namespaces=["gitlab-prod"])),
+        "Gated",
+        "NamespaceNotAllowed",
+        ["WriteStatus"],
+        TIMING.policy_poll,
+        "'gitlab-prod'",
+    ),
+    Case(
+        "its Job would run as a ServiceAccount the environment does not allow: waits",
+        migration(job={"serviceAccountName": "cluster-admin-sa"}),
+        World,
+        "Gated",
+        "ServiceAccountNotAllowed",
+        ["WriteStatus"],
+        TIMING.policy_poll,
+        "'cluster-admin-sa'",
+    ),
+    Case(
+        "a ServiceAccount the environment allows: runs",
+        migration(job={"serviceAccountName": "gitlab-migrations"}),
+        lambda: World(environment=environment(serviceAccounts=["gitlab-migrations"])),
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
+    ),
+    Case(
+        "a copied template that mounts an API token: waits, the environment allows none",
+        TOOLBOX,
+        lambda: World(template=template_of(IMAGE, name="toolbox") and token_template()),
+        "Gated",
+        "TokenNotAllowed",
+        ["WriteStatus"],
+        TIMING.policy_poll,
+        "automountServiceAccountToken",
+    ),
+    Case(
+        "a projected token volume in spec.job: waits",
+        migration(
+            job={
+                "volumes": [
+                    {
+                        "name": "kube-api",
+                        "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]},
+                    }
+                ]
+            }
+        ),
+        World,
+        "Gated",
+        "TokenNotAllowed",
+        ["WriteStatus"],
+        TIMING.policy_poll,
+        "'kube-api'",
+    ),
+    Case(
+        "a deadline above the environment's maximum: waits, the lock stays free",
+        migration(job={"activeDeadlineSeconds": 90000}),
+        World,
+        "Gated",
+        "DeadlineNotAllowed",
+        ["WriteStatus"],
+        TIMING.policy_poll,
+        "43200",
+    ),
+    Case(
+        "a template copied from a Deployment that is not the chart's toolbox: waits",
+        TOOLBOX,
+        lambda: World(template=foreign_template()),
+        "Gated",
+        "TemplateNotFromRelease",
+        ["WriteStatus"],
+        TIMING.policy_poll,
+        "app='other-app'",
+    ),
+    Case(
+        "the environment requires approval: a migration that did not ask for it waits for one",
+        preflight_running(WITH_PREFLIGHT),
+        lambda: dataclasses.replace(
+            preflight_done(preflight_running(WITH_PREFLIGHT), PENDING_ROW)(),
+            environment=environment(approval={"required": True}),
+        ),
+        "Gated",
+        "AwaitingApproval",
+        ["AcquireLock", "WriteStatus", "ReleaseLock"],
+        TIMING.queued_poll,
+        "20261115000001",
+    ),
+    Case(
+        "the environment requires approval and the migration has no pre-flight: waits",
+        NEW,
+        lambda: World(environment=environment(approval={"required": True})),
+        "Gated",
+        "ApprovalNeedsPreflight",
+        ["WriteStatus"],
+        TIMING.policy_poll,
+        "spec.preflight.enabled",
+    ),
     # --- before the Job: image, template, Pod Security ------------------------------
     Case(
         "new, every gate open: takes the lock, creates the Job, protects it, records it",
@@ -971,7 +1110,8 @@ def test_a_preflight_pod_that_had_the_skip_variable_warns_naming_its_env_from() 
 
 
 def test_a_waiter_behind_the_lock_reads_neither_jobs_nor_pods() -> None:
-    """Fifty migrations queued for one environment: each pass costs the lock's ask."""
+    """Fifty migrations queued for one environment: each pass costs the lock's ask
+    (and its environment's, which the answerer keeps for a moment)."""
     world = World(tenure=None)
     m = with_status(NEW, conditions=[])
     m["status"]["conditions"] = [
@@ -979,7 +1119,7 @@ def test_a_waiter_behind_the_lock_reads_neither_jobs_nor_pods() -> None:
     ]
     decide.drive(decide.reconcile(m, NOW, SETUP), world)
     kinds = {type(a).__name__ for a in world.asked}
-    assert kinds <= {"AcquireLock", "WriteStatus"}, kinds
+    assert kinds <= {"GetEnvironment", "AcquireLock", "WriteStatus"}, kinds
 
 
 @pytest.mark.parametrize(

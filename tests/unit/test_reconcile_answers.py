@@ -10,7 +10,7 @@ import pytest
 
 from pdm_operator import decide, errors, render
 from pdm_operator.locks import Holder
-from pdm_operator.reconcile import Accepted, Reconciler, _Answers
+from pdm_operator.reconcile import Accepted, Environments, Reconciler, _Answers
 
 NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
 HOLDER = Holder("gitlab", "gstg-1100", "uid-1100")
@@ -210,3 +210,35 @@ def test_a_waiter_lists_nothing_ahead() -> None:
     answers = _Answers(r, waiter("gstg-1100"))
     answers(decide.AcquireLock())
     assert kube.calls == ["get_lease"]
+
+
+# --- the environment a pass asks for first -----------------------------------------------
+def test_an_environment_read_a_moment_ago_is_not_read_again() -> None:
+    reads: list[str] = []
+    now = [0.0]
+
+    def read(name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return {"metadata": {"name": name}, "spec": {"namespaces": ["gitlab"]}}
+
+    envs = Environments(read, lambda: now[0])
+    envs.get("gprd")
+    now[0] = Environments.FOR - 0.1
+    envs.get("gprd")
+    assert reads == ["gprd"]
+    now[0] = Environments.FOR + 0.1  # an admin's edit is obeyed after this long
+    envs.get("gprd")
+    assert reads == ["gprd", "gprd"]
+
+
+def test_an_undeclared_environment_is_read_again_at_every_pass() -> None:
+    reads: list[str] = []
+
+    def read(name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return None
+
+    envs = Environments(read, lambda: 0.0)
+    assert envs.get("gprd") is None
+    assert envs.get("gprd") is None
+    assert reads == ["gprd", "gprd"]  # its declaration is seen at once
