@@ -156,6 +156,7 @@ def demo(env: dict[str, str], db: Postgres | None) -> bool:
     )
     if db is not None:
         log(f"after the regular deploy, schema_migrations holds: {' '.join(applied(db))}")
+    kubectl(env, "apply", "-f", str(ROOT / "examples" / "environment.yaml"))
     apply(env, ns, example(db), "examples/pdm.yaml")
     log(f"applied examples/ in namespace {ns}; waiting for pdm/{DEMO_PDM} to succeed")
     waited = kubectl(
@@ -222,7 +223,13 @@ def main() -> int:
         log(f"error: {e}")
         return 1
     kubectl(env, "apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
-    kubectl(env, "wait", "--for=condition=Established", "crd/postdeploymigrations.pdm-operator.io")
+    kubectl(
+        env,
+        "wait",
+        "--for=condition=Established",
+        "crd/postdeploymigrations.pdm-operator.io",
+        "crd/postdeployenvironments.pdm-operator.io",
+    )
     log("CRD installed; starting the operator")
     operator = subprocess.Popen(
         [sys.executable, "-m", "pdm_operator.cli", "run", "--all-namespaces"],

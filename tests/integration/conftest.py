@@ -44,10 +44,15 @@ class Cluster:
     #: The local cluster itself (None for a cluster named by KUBECONFIG).
     local_cluster: LocalCluster | None = None
 
-    def run_kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run_kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """kubectl, as a user or a CI pipeline runs it, against this cluster."""
         return subprocess.run(
-            [str(self.kubectl), *args], env=self.env(), capture_output=True, text=True, check=False
+            [str(self.kubectl), *args],
+            env=self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
     def env(self) -> dict[str, str]:
@@ -163,7 +168,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> None:
-    """The PostDeployMigration CRD, installed from crds/ and Established."""
+    """The CRDs (PostDeployMigration, PostDeployEnvironment), from crds/, Established."""
     root = Path(__file__).resolve().parents[2]
     out = cluster.run_kubectl(
         "apply", "--server-side", "--force-conflicts", "-k", str(root / "crds")
@@ -173,6 +178,7 @@ def crd(cluster: Cluster) -> None:
         "wait",
         "--for=condition=Established",
         "crd/postdeploymigrations.pdm-operator.io",
+        "crd/postdeployenvironments.pdm-operator.io",
         "--timeout=60s",
     )
     assert out.returncode == 0, out.stderr

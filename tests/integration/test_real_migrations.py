@@ -442,3 +442,50 @@ def test_a_sigkilled_operator_leaves_one_job_and_each_migration_applied_once(
         )
         == 1
     )
+
+
+def test_the_skip_variable_from_an_env_from_configmap_does_not_stop_the_migrations(
+    api: Api,
+    operator: OperatorProcess,
+    real_node: dict[str, Any],
+    gitlab_db: tuple[Postgres, str],
+) -> None:
+    """The chart's extraEnvFrom brings SKIP_POST_DEPLOYMENT_MIGRATIONS in a ConfigMap.
+
+    The regular deploy's Job reads it and skips (as Rails would); the
+    PostDeployMigration copies that Job, envFrom included, and its script
+    unsets the variable before Rails starts: the pre-flight lists the
+    post-deployment migrations and the Job applies them.
+    """
+    db, name = gitlab_db
+    api.core.create_namespaced_config_map(
+        api.ns,
+        {
+            "metadata": {"name": "gitlab-extra-env"},
+            "data": {"SKIP_POST_DEPLOYMENT_MIGRATIONS": "true"},
+        },
+    )
+    job = chart.chart_job()
+    for c in job["spec"]["template"]["spec"]["containers"]:
+        if c["name"] == "migrations":
+            c["env"] = [
+                e for e in c.get("env") or [] if e["name"] != "SKIP_POST_DEPLOYMENT_MIGRATIONS"
+            ]
+            c["envFrom"] = [{"configMapRef": {"name": "gitlab-extra-env"}}]
+    chart.install(
+        api, job=job, database=chart.Database(db.host, db.port, name), placement=real_node
+    )
+    regular = job_end(api, chart.CHART_JOB)
+    assert regular.status.succeeded == 1, regular.status
+    assert versions(db, name) == REGULAR  # the variable came through envFrom: skipped
+
+    api.create(migration("pdm-env-from", podTemplateFrom=CHART, preflight={}))
+    api.wait_condition("pdm-env-from", "Succeeded", timeout=180)
+    status = api.get("pdm-env-from")["status"]  # type: ignore[index]
+    assert [m["version"] for m in status["pendingMigrations"]] == POST
+    assert versions(db, name) == REGULAR + POST
+    (made,) = jobs_of(api, "pdm-env-from", MIGRATION_COMPONENT)
+    container = made.spec.template.spec.containers[0]
+    # The source is still there (the Job is the chart's wiring), the script unsets it.
+    assert [s.config_map_ref.name for s in container.env_from] == ["gitlab-extra-env"]
+    assert "unset SKIP_POST_DEPLOYMENT_MIGRATIONS" in container.args[-1]

@@ -11,6 +11,7 @@ from kubernetes.client.rest import ApiException
 from tests.support.waiting import wait_until
 
 GROUP, VERSION, PLURAL = "pdm-operator.io", "v1alpha1", "postdeploymigrations"
+ENVIRONMENTS = "postdeployenvironments"
 TOOLBOX_IMAGE = "registry.example.com/gitlab-org/build/cng/gitlab-toolbox-ee:v18.6.0"
 TOOLBOX_DIGEST = "sha256:" + "5f3a9c1e" * 8
 
@@ -50,7 +51,9 @@ def deployment(  # noqa: PLR0917 - a test builder, read at the call site
     replicas: int = 1,
     annotations: dict[str, str] | None = None,
     node_selector: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    pod_labels = labels or {"app": name}
     pod_spec: dict[str, Any] = {
         "securityContext": RESTRICTED_POD,
         "containers": [
@@ -65,9 +68,9 @@ def deployment(  # noqa: PLR0917 - a test builder, read at the call site
         "metadata": {"name": name},
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
+            "selector": {"matchLabels": pod_labels},
             "template": {
-                "metadata": {"labels": {"app": name}, "annotations": annotations or {}},
+                "metadata": {"labels": pod_labels, "annotations": annotations or {}},
                 "spec": pod_spec,
             },
         },
@@ -77,7 +80,14 @@ def deployment(  # noqa: PLR0917 - a test builder, read at the call site
 def toolbox(image: str = TOOLBOX_IMAGE, digest: str | None = TOOLBOX_DIGEST) -> dict[str, Any]:
     repo = image.rsplit(":", 1)[0]
     annotations = {"sim.pdm-operator.io/image-id": f"{repo}@{digest}"} if digest else {}
-    return deployment("gitlab-toolbox", "toolbox", image, annotations=annotations)
+    # The chart's labels (gitlab.selectorLabels): a copied template must carry them.
+    return deployment(
+        "gitlab-toolbox",
+        "toolbox",
+        image,
+        annotations=annotations,
+        labels={"app": "toolbox", "release": "gitlab"},
+    )
 
 
 class Api:
@@ -90,9 +100,53 @@ class Api:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
 
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+    def create(self, body: dict[str, Any], *, declare: bool = True) -> dict[str, Any]:
+        """Create a PostDeployMigration; first declare its environment for this
+        namespace (as a platform admin would), unless ``declare`` is False."""
+        if declare:
+            self.declare(str(body["spec"]["environment"]))
         return dict(
             self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
+        )
+
+    def environment(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.custom.get_cluster_custom_object(GROUP, VERSION, ENVIRONMENTS, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def declare(self, name: str, **spec: Any) -> dict[str, Any]:
+        """PostDeployEnvironment ``name`` lets this namespace in (created if missing);
+        ``spec`` sets its other fields. Environments are cluster-scoped: tests of
+        one name share it, each adding its own namespace."""
+        found = self.environment(name)
+        if found is None:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "PostDeployEnvironment",
+                "metadata": {"name": name},
+                "spec": {"namespaces": [self.ns], **spec},
+            }
+            try:
+                return dict(
+                    self.custom.create_cluster_custom_object(GROUP, VERSION, ENVIRONMENTS, body)
+                )
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                found = self.environment(name) or {}
+        namespaces = list((found.get("spec") or {}).get("namespaces") or [])
+        patch: dict[str, Any] = dict(spec)
+        if self.ns not in namespaces:
+            patch["namespaces"] = [*namespaces, self.ns][-64:]
+        if not patch:
+            return found
+        return dict(
+            self.custom.patch_cluster_custom_object(
+                GROUP, VERSION, ENVIRONMENTS, name, {"spec": patch}
+            )
         )
 
     def get(self, name: str) -> dict[str, Any] | None:
