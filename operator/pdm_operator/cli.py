@@ -11,7 +11,6 @@ Exit codes: ``render`` 0, or 2 on bad input. ``diff`` like ``kubectl diff``:
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
@@ -463,21 +462,38 @@ def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
 ROLLBACK_UNSAFE = 1
 #: Whether the rollback is safe is not known: no history, or a record or version unread.
 ROLLBACK_UNKNOWN = 3
-#: Where the chart and the overlays install the operator (its locks and history live there).
-DEFAULT_OPERATOR_NAMESPACE = "pdm-operator"
 
 
-def history_location(environment: str, namespace: str | None) -> tuple[str, str]:
-    """Where ``environment``'s history is kept: (namespace, ConfigMap name).
+def history_location(
+    environment: str, namespace: str | None, declared: dict[str, Any] | None
+) -> tuple[str, str] | str:
+    """Where ``environment``'s history is kept, (namespace, ConfigMap), or why it is unknown.
 
-    The one place ``rollback-check`` learns it: the ConfigMap
-    pdm-history-<environment> in the operator's namespace (``-n``, else
-    $PDM_OPERATOR_NAMESPACE, else the default install's).
+    From the PostDeployEnvironment's ``status.history``, which the operator
+    that records the runs writes (``envstatus.py``): never a guessed
+    namespace, which read "no history, safe" for every install elsewhere.
+    ``-n`` names the operator's namespace outright, for a cluster where the
+    environment is not declared (an operator older than environments).
     """
     from pdm_operator import history  # noqa: PLC0415
 
-    found = namespace or os.environ.get("PDM_OPERATOR_NAMESPACE") or DEFAULT_OPERATOR_NAMESPACE
-    return found, history.configmap_name(environment)
+    if namespace:
+        return namespace, history.configmap_name(environment)
+    if declared is None:
+        return (
+            f"environment {environment!r} is not declared (no PostDeployEnvironment "
+            f"{environment!r}: `kubectl get pdenv` lists them), so where its runs are recorded "
+            "is unknown; check the name, or name the operator's namespace with -n"
+        )
+    where = str((declared.get("status") or {}).get("history") or "")
+    found, _, name = where.partition("/")
+    if not found or not name:
+        return (
+            f"PostDeployEnvironment {environment!r} does not say where its runs are recorded "
+            "yet (status.history, written by the operator within seconds of starting): is the "
+            "operator running, and does it watch one of the environment's namespaces?"
+        )
+    return found, name
 
 
 def target_version(target: str) -> None:
@@ -566,8 +582,16 @@ def cmd_rollback_check(args: argparse.Namespace, out: TextIO) -> int:
     from pdm_operator import kube  # noqa: PLC0415
 
     target_version(args.to)
-    namespace, name = history_location(args.environment, args.namespace)
     client = kube.Kube(kube.load_config(args.kubeconfig))
+    declared = None if args.namespace else client.get_environment(args.environment)
+    found = history_location(args.environment, args.namespace, declared)
+    if isinstance(found, str):
+        out.write(
+            f"UNKNOWN: whether rolling {args.environment} back to {args.to} is safe cannot be "
+            f"told: {found}. Do not take this as safe\n"
+        )
+        return ROLLBACK_UNKNOWN
+    namespace, name = found
     code, text = rollback_verdict(
         args.environment, args.to, client.get_configmap(namespace, name), f"{namespace}/{name}"
     )
@@ -648,8 +672,8 @@ def _release_manager_commands(sub: Any, cluster_flags: Any) -> None:
         "-n",
         "--namespace",
         default=None,
-        help="the operator's namespace, where the history is kept "
-        f"(default: $PDM_OPERATOR_NAMESPACE, else {DEFAULT_OPERATOR_NAMESPACE})",
+        help="the operator's namespace, where the history is kept (default: where the "
+        "PostDeployEnvironment ENV says it is, status.history)",
     )
     cluster_flags(check_p)
     check_p.set_defaults(func=cmd_rollback_check)

@@ -17,6 +17,7 @@ import yaml
 from kubernetes import client
 
 from tests.integration.conftest import Cluster
+from tests.integration.test_real_migrations import kubectl_pdm
 from tests.support import helm
 from tests.support.operator import OperatorProcess
 from tests.support.pdm import Api, migration, toolbox
@@ -115,7 +116,7 @@ def test_an_environment_that_requires_approval_holds_a_migration_without_a_prefl
 
 
 def test_the_environment_status_shows_the_history_floor_and_last_run(
-    api: Api, operator: OperatorProcess
+    cluster: Cluster, api: Api, operator: OperatorProcess
 ) -> None:
     env = env_name("status")
     api.declare(env)
@@ -135,6 +136,18 @@ def test_the_environment_status_shows_the_history_floor_and_last_run(
     assert status.get("holder") is None
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert ready["status"] == "True"
+
+    # rollback-check finds the history through the environment, with no -n to guess.
+    unsafe = kubectl_pdm(cluster, "rollback-check", env, "--to", "18.5.9")
+    assert unsafe.returncode == 1, unsafe.stdout + unsafe.stderr
+    assert f"{api.ns}/pdm-history-{env}" in unsafe.stdout
+    safe = kubectl_pdm(cluster, "rollback-check", env, "--to", "18.6.0")
+    assert safe.returncode == 0, safe.stdout + safe.stderr
+    # An environment nobody declared is unknown (exit 3), never "safe".
+    unknown = kubectl_pdm(cluster, "rollback-check", env_name("nowhere"), "--to", "18.5.9")
+    assert unknown.returncode == 3, unknown.stdout + unknown.stderr
+    assert unknown.stdout.startswith("UNKNOWN:")
+    assert "not declared" in unknown.stdout
 
 
 # --- who may create a PostDeployMigration: the chart's creator policy -----------------

@@ -486,14 +486,26 @@ def test_rollback_check_refuses_a_target_that_is_not_a_version() -> None:
         cli.rollback_verdict("gprd", "18-6-stable-ee", history_of(ran("18.5.0")), WHERE)
 
 
-def test_rollback_check_finds_the_history_in_the_operators_namespace(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("PDM_OPERATOR_NAMESPACE", raising=False)
-    assert cli.history_location("gprd", None) == ("pdm-operator", "pdm-history-gprd")
-    monkeypatch.setenv("PDM_OPERATOR_NAMESPACE", "ops")
-    assert cli.history_location("gprd", None) == ("ops", "pdm-history-gprd")
-    assert cli.history_location("gprd", "pdm-system") == ("pdm-system", "pdm-history-gprd")
+def test_rollback_check_finds_the_history_where_the_environment_says() -> None:
+    declared = {"metadata": {"name": "gprd"}, "status": {"history": "ops/pdm-history-gprd"}}
+    assert cli.history_location("gprd", None, declared) == ("ops", "pdm-history-gprd")
+    # -n names the operator's namespace outright.
+    assert cli.history_location("gprd", "pdm-system", None) == ("pdm-system", "pdm-history-gprd")
+
+
+def test_rollback_check_says_unknown_for_an_undeclared_environment_not_a_guessed_namespace() -> (
+    None
+):
+    why = cli.history_location("gprd", None, None)
+    assert isinstance(why, str)
+    assert "not declared" in why
+    assert "-n" in why
+
+
+def test_rollback_check_says_unknown_when_the_environment_does_not_say_where_yet() -> None:
+    why = cli.history_location("gprd", None, {"metadata": {"name": "gprd"}, "status": {}})
+    assert isinstance(why, str)
+    assert "status.history" in why
 
 
 def test_the_help_names_rollback_checks_unknown_exit_code() -> None:
