@@ -163,7 +163,8 @@ def job(migration_job: Body, args: list[str], run: int, deadline: int) -> Body:
     Everything that reaches the database (image, env, init containers,
     volumes, service account, security contexts) is the migration Job's; only
     the migration container's ``args`` (which, like the migration Job's,
-    unset SKIP_POST_DEPLOYMENT_MIGRATIONS first: ``templates.unset_skip``),
+    unset SKIP_POST_DEPLOYMENT_MIGRATIONS first: ``templates.unset_skip``)
+    and its ``command`` (dropped),
     the Job's limits, its labels and name differ. Its component label says it
     is not the migration Job (adoption and the one-Job-per-environment guard
     select on it); it keeps the migration-uid label, so its end wakes the
@@ -183,9 +184,12 @@ def job(migration_job: Body, args: list[str], run: int, deadline: int) -> Body:
     pod["metadata"]["annotations"] = annotations
     for c in pod["spec"]["containers"]:
         if c.get("name") == model.MIGRATION_CONTAINER:
-            command, c["args"] = templates.unset_skip(c.get("command"), args)
-            if command:
-                c["command"] = command
+            # Never the migration's own command (spec.job.command): one that
+            # runs a script of its own (``sh -c db-migrate``) ignores the
+            # status task's args, and the read-only pre-flight would migrate.
+            # The image ENTRYPOINT runs the args, as in the chart's Job.
+            c.pop("command", None)
+            _, c["args"] = templates.unset_skip(None, args)
     out["spec"]["activeDeadlineSeconds"] = deadline
     out["spec"]["backoffLimit"] = BACKOFF_LIMIT
     out["spec"]["ttlSecondsAfterFinished"] = TTL_AFTER_FINISHED

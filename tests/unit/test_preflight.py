@@ -219,17 +219,23 @@ def test_the_preflights_own_args_unset_the_skip_variable_first_and_add_no_comman
     assert templates.UNSET_SKIP in container["args"][2]
 
 
-def test_a_migration_command_is_unset_once_not_again_for_the_preflight() -> None:
+def test_a_migration_command_that_runs_its_own_script_never_runs_in_the_preflight() -> None:
+    # With the command kept, bash -c would ignore the status task's args and
+    # the read-only pre-flight would apply the migrations.
     migration: Body = {
         "metadata": {"name": "gstg-1", "namespace": "gitlab", "uid": "u-1"},
-        "spec": {"environment": "gstg", "job": {"command": ["/scripts/run"]}},
+        "spec": {
+            "environment": "gstg",
+            "job": {"command": ["/bin/sh", "-c", "/scripts/db-migrate"]},
+        },
     }
     mjob = render.render_job(migration, "toolbox:v1")
+    assert "command" in mjob["spec"]["template"]["spec"]["containers"][0]
     pjob = preflight.job(mjob, list(preflight.DEFAULT_ARGS), run=1, deadline=600)
     container = pjob["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == mjob["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert container["command"][:3] == ["/bin/bash", "-c", templates.UNSET_SKIP + '; exec "$@"']
-    assert container["args"] == list(preflight.DEFAULT_ARGS)
+    assert "command" not in container  # the image ENTRYPOINT runs the status task
+    assert container["args"] == templates.unset_skip(None, list(preflight.DEFAULT_ARGS))[1]
+    assert "db-migrate" not in " ".join(container["args"])
 
 
 PLAN_ARGS = list(preflight.DEFAULT_ARGS)
