@@ -993,9 +993,23 @@ def _follow_preflight(p: Pass, pf: Body, job: Body) -> Decision[Step | None]:
     """The running pre-flight: its answer recorded (None), or how long to wait."""
     name = pf["jobName"]
     pjob: Body | None = yield GetJob(name)
+    made = _preflight_job(p, job, int(pf["run"]))
     if pjob is None:
         # Lost between the record and the create, or deleted: ask again.
-        return (yield from _create_preflight_job(p, _preflight_job(p, job, int(pf["run"]))))
+        return (yield from _create_preflight_job(p, made))
+    forged = preflight.not_as_made(made, pjob)
+    if forged:
+        # Not the pod the operator would run: its answer is not Rails' answer.
+        shown = ", ".join(forged[:5]) + (f" and {len(forged) - 5} more" if len(forged) > 5 else "")
+        return (
+            yield from _preflight_failed(
+                p,
+                "PreflightNotOurs",
+                f"Job {name} is not the pre-flight the operator makes (it differs at {shown}): "
+                "someone created it under the pre-flight's name, and its answer cannot be "
+                "trusted",
+            )
+        )
     outcome = jobs.outcome(pjob)
     pods: list[Body] = yield JobPods(name)
     if outcome is None:

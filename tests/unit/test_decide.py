@@ -105,10 +105,17 @@ def planned_job(m: Body) -> Body:
     return render.render_job(m, (m.get("status") or {}).get("image") or IMAGE, None)
 
 
+#: The Jobs the passes of ``after_a_pass`` created, by name: a pre-flight Job
+#: found later is the one the operator made (``preflight.not_as_made``).
+MADE: dict[str, Body] = {}
+
+
 def after_a_pass(m: Body, world: World | None = None) -> Body:
     """``m`` as the pass a minute ago left it."""
     m = copy.deepcopy(m)
-    step = decide.drive(decide.reconcile(m, NOW - timedelta(minutes=1), SETUP), world or World())
+    world = world or World()
+    step = decide.drive(decide.reconcile(m, NOW - timedelta(minutes=1), SETUP), world)
+    MADE.update({j["metadata"]["name"]: j for j in world.created})
     return m | {"status": step.status}
 
 
@@ -409,10 +416,20 @@ def preflight_done(m: Body, row: str, log: str | None = None) -> Callable[[], Wo
 
 
 def preflight_job(name: str, *conds: Body) -> Body:
+    """The pre-flight Job ``name`` as the operator made it, with ``conds``."""
     return {
         "metadata": {"name": name, "uid": "pf-uid", "creationTimestamp": T0},
+        "spec": copy.deepcopy(MADE[name]["spec"]),
         "status": {"conditions": list(conds)},
     }
+
+
+def forged_preflight(m: Body, args: list[str]) -> World:
+    """The cluster where the pre-flight Job of ``m`` is someone else's, running ``args``."""
+    world = preflight_done(m, "")()
+    name = m["status"]["preflight"]["jobName"]
+    world.jobs[name]["spec"]["template"]["spec"]["containers"][0]["args"] = args
+    return world
 
 
 PF = preflight_running(WITH_PREFLIGHT)
@@ -783,6 +800,16 @@ CASES = [
         "Created",
         ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
         YOUNG_JOB_POLL,
+    ),
+    Case(
+        "a pre-flight Job someone else created under its name: its answer is refused",
+        PF,
+        lambda: forged_preflight(PF, ["/bin/sh", "-c", "echo 'database: x'"]),
+        "Failed",
+        "PreflightNotOurs",
+        ["AcquireLock", "WriteStatus", "ReleaseLock"],
+        None,
+        "args",
     ),
     Case(
         "pre-flight answered: nothing pending, no Job, the lock given back first",
