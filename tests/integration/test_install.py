@@ -135,9 +135,18 @@ def can_i(cluster: Cluster, user: str, namespace: str) -> set[tuple[str, str]]:
 
 
 def rule_pairs(docs: list[dict[str, Any]], kinds: tuple[str, ...]) -> set[tuple[str, str]]:
+    """The rules of the install's roles of ``kinds`` that are bound to the operator's
+    ServiceAccount (the install also ships roles for people: the approver's)."""
+    account = SA.rsplit(":", 1)[1]
+    bound = {
+        (doc["roleRef"]["kind"], doc["roleRef"]["name"])
+        for doc in docs
+        if doc["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and any(s.get("name") == account for s in doc.get("subjects") or [])
+    }
     pairs = set()
     for doc in docs:
-        if doc["kind"] not in kinds:
+        if doc["kind"] not in kinds or (doc["kind"], doc["metadata"]["name"]) not in bound:
             continue
         for rule in doc["rules"]:
             for group in rule["apiGroups"]:
