@@ -151,7 +151,11 @@ def test_values_shape_the_deployment_and_rbac() -> None:
     plain = helm.template()
     assert container(plain)["args"] == ["--all-namespaces"]
     assert by_kind(plain, "Deployment")[0]["spec"]["strategy"] == {"type": "Recreate"}
-    assert [r["metadata"]["name"] for r in by_kind(plain, "ClusterRole")] == ["pdm-operator"]
+    assert [r["metadata"]["name"] for r in by_kind(plain, "ClusterRole")] == [
+        "pdm-operator-approver",  # for release managers, bound by the admin
+        "pdm-operator",
+        "pdm-operator-environments",
+    ]
     assert not by_kind(plain, "ServiceMonitor")
     assert not by_kind(plain, "PrometheusRule")
 
@@ -162,8 +166,14 @@ def test_values_shape_the_deployment_and_rbac() -> None:
     assert by_kind(ha, "Deployment")[0]["spec"]["template"]["spec"]["affinity"]
 
     namespaced = helm.template(*VALUE_SETS["namespaced"])
-    assert not by_kind(namespaced, "ClusterRole")
-    assert not by_kind(namespaced, "ClusterRoleBinding")
+    # Cluster-wide only what is cluster-scoped: the environments, and the approver's role.
+    assert [r["metadata"]["name"] for r in by_kind(namespaced, "ClusterRole")] == [
+        "pdm-operator-approver",
+        "pdm-operator-environments",
+    ]
+    assert [b["metadata"]["name"] for b in by_kind(namespaced, "ClusterRoleBinding")] == [
+        "pdm-operator-environments"
+    ]
     roles = {
         (r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind(namespaced, "Role")
     }
@@ -299,11 +309,15 @@ def test_an_environment_without_namespaces_is_refused_by_the_schema(tmp_path: Pa
 
 def test_the_creator_policy_is_shipped_on_by_default() -> None:
     docs = helm.template()
-    (policy,) = by_kind(docs, "ValidatingAdmissionPolicy")
-    (binding,) = by_kind(docs, "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    policies = {p["metadata"]["name"]: p for p in by_kind(docs, "ValidatingAdmissionPolicy")}
+    assert set(policies) == {"pdm-operator-creator", "pdm-operator-approval"}
+    bindings = by_kind(docs, "ValidatingAdmissionPolicyBinding")
+    assert {b["spec"]["policyName"] for b in bindings} == set(policies)
+    policy = policies["pdm-operator-creator"]
     checks = " ".join(v["expression"] for v in policy["spec"]["validations"])
     assert "resource('jobs')" in checks
     assert "subresource('log')" in checks
-    off = helm.template("--set", "creatorPolicy.enabled=false")
+    off = helm.template(
+        "--set", "creatorPolicy.enabled=false", "--set", "approvalPolicy.enabled=false"
+    )  # fmt: skip
     assert not by_kind(off, "ValidatingAdmissionPolicy")

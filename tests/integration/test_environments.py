@@ -183,14 +183,27 @@ CREATE_PDMS = {
     "resources": ["postdeploymigrations"],
     "verbs": ["create", "get"],
 }
+#: How the API server names the creator policy in a refusal.
+POLICY = "ValidatingAdmissionPolicy 'pdm-operator-creator'"
 CREATE_JOBS = {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}
 READ_LOGS = {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}
 
 
-def create_as(cluster: Cluster, api: Api, user: str, name: str) -> Any:
+def create_as(cluster: Cluster, api: Api, user: str, name: str, *, dry: bool = False) -> Any:
     body = migration(name)
+    flags = ["--dry-run=server"] if dry else []
     return cluster.run_kubectl(
-        f"--as={user}", "-n", api.ns, "create", "-f", "-", input=json.dumps(body)
+        f"--as={user}", "-n", api.ns, "create", *flags, "-f", "-", input=json.dumps(body)
+    )
+
+
+def enforced(cluster: Cluster, api: Api, refused_user: str) -> None:
+    """Wait until the policy refuses ``refused_user`` (a server-side dry run: nothing is
+    created while the new policy and grants are still on their way to being enforced)."""
+    wait_until(
+        lambda: POLICY in create_as(cluster, api, refused_user, "probe", dry=True).stderr,
+        timeout=30,
+        what="the creator policy is enforced",
     )
 
 
@@ -198,13 +211,9 @@ def test_a_user_who_may_not_create_jobs_may_not_create_a_migration(
     cluster: Cluster, api: Api, creator_policy: None
 ) -> None:
     grant(api, "pdm-only", [CREATE_PDMS])
-
-    def refused() -> Any:
-        out = create_as(cluster, api, "pdm-only", "pdm-by-pdm-only")
-        return out if out.returncode != 0 else None
-
-    # The policy takes a moment to be enforced after it is created.
-    out = wait_until(refused, timeout=30, what="the creator policy refuses")
+    enforced(cluster, api, "pdm-only")
+    out = create_as(cluster, api, "pdm-only", "pdm-by-pdm-only")
+    assert out.returncode != 0
     assert "create on jobs.batch" in out.stderr
     assert "pdm-only" in out.stderr
     assert api.get("pdm-by-pdm-only") is None
@@ -215,30 +224,24 @@ def test_a_user_who_may_create_jobs_but_not_read_logs_may_not_create_a_migration
 ) -> None:
     # The log tail of a failed migration would show them what its pod printed.
     grant(api, "no-logs", [CREATE_PDMS, CREATE_JOBS])
-
-    def refused() -> Any:
-        out = create_as(cluster, api, "no-logs", "pdm-by-no-logs")
-        return out if out.returncode != 0 else None
-
-    out = wait_until(refused, timeout=30, what="the creator policy refuses")
+    enforced(cluster, api, "no-logs")
+    out = create_as(cluster, api, "no-logs", "pdm-by-no-logs")
+    assert out.returncode != 0
     assert "get on pods/log" in out.stderr
 
 
 def test_a_user_who_may_create_jobs_may_create_a_migration(
     cluster: Cluster, api: Api, creator_policy: None
 ) -> None:
-    grant(
-        api,
-        "deployer",
-        [CREATE_PDMS, {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}],
-    )
+    grant(api, "deployer", [CREATE_PDMS, CREATE_JOBS, READ_LOGS])
     grant(api, "pdm-only", [CREATE_PDMS])
-    # Wait until the policy is enforced (the refused user is the probe), then the allowed one.
-    wait_until(
-        lambda: create_as(cluster, api, "pdm-only", "pdm-probe").returncode != 0,
-        timeout=30,
-        what="the creator policy is enforced",
-    )
-    out = create_as(cluster, api, "deployer", "pdm-by-deployer")
-    assert out.returncode == 0, out.stderr
+    # The policy enforced (the refused user is the probe), then the allowed one's
+    # grant (RBAC is cached by the API server).
+    enforced(cluster, api, "pdm-only")
+
+    def admitted() -> Any:
+        out = create_as(cluster, api, "deployer", "pdm-by-deployer")
+        return out if out.returncode == 0 else None
+
+    wait_until(admitted, timeout=30, what="the deployer's migration is admitted")
     assert api.get("pdm-by-deployer") is not None
