@@ -52,6 +52,19 @@ TOKEN_NOT_ALLOWED = "TokenNotAllowed"  # noqa: S105 - a reason, not a secret
 DEADLINE_NOT_ALLOWED = "DeadlineNotAllowed"
 APPROVAL_NEEDS_PREFLIGHT = "ApprovalNeedsPreflight"
 TEMPLATE_NOT_FROM_RELEASE = "TemplateNotFromRelease"
+#: Every hold of this module: each needs someone to act (an admin, or a new
+#: PostDeployMigration), so each is a Warning event.
+HOLDS = frozenset(
+    {
+        NOT_DECLARED,
+        NAMESPACE_NOT_ALLOWED,
+        SERVICE_ACCOUNT_NOT_ALLOWED,
+        TOKEN_NOT_ALLOWED,
+        DEADLINE_NOT_ALLOWED,
+        APPROVAL_NEEDS_PREFLIGHT,
+        TEMPLATE_NOT_FROM_RELEASE,
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pdm_operator import events
+from pdm_operator import environments, events, model
 from pdm_operator.model import Body
 
 NOW = "2026-11-22T12:00:00Z"
@@ -179,3 +179,9 @@ def test_companion_transitions_are_not_announced() -> None:
     assert events.announced({**undelivered, "reason": "Pending"}, [])
     assert events.announced({**undelivered, "status": "True", "reason": "Delivered"}, [])
     assert events.reason_of(failed[0]) == "BackoffLimitExceeded"
+
+
+@pytest.mark.parametrize("reason", sorted(environments.HOLDS))
+def test_a_migration_held_by_its_environments_rules_is_a_warning(reason: str) -> None:
+    held = {"type": model.GATED, "status": "True", "reason": reason}
+    assert events.kind_of(held) == "Warning"
