@@ -165,9 +165,15 @@ class EnvironmentJobs(Ask):
 
 @dataclass(frozen=True)
 class JobPods(Ask):
-    """The pods of a Job → ``list[Body]``."""
+    """The pods of Job ``job`` whose controller is the Job of ``uid`` → ``list[Body]``.
+
+    Never by name alone: anyone who may create Jobs in the namespace can make
+    pods that carry a Job's name label (a manual selector), and a pass reads
+    answers (the pre-flight's table, a failure's log) from these pods.
+    """
 
     job: str
+    uid: str
 
 
 @dataclass(frozen=True)
@@ -1011,7 +1017,7 @@ def _follow_preflight(p: Pass, pf: Body, job: Body) -> Decision[Step | None]:
             )
         )
     outcome = jobs.outcome(pjob)
-    pods: list[Body] = yield JobPods(name)
+    pods: list[Body] = yield JobPods(name, pjob["metadata"].get("uid", ""))
     if outcome is None:
         found = jobs.stuck(
             pods, [] if pods else (yield JobEvents(name, pjob["metadata"].get("uid", "")))
@@ -1168,7 +1174,7 @@ def _follow(p: Pass) -> Decision[Step]:
         yield from _record_run(p)
         return (yield from _await_blocking_reports(p, outcome.message))
     failure: Body = {"reason": outcome.reason, "message": outcome.message}
-    pod = jobs.pod_failure((yield JobPods(name)))
+    pod = jobs.pod_failure((yield JobPods(name, job["metadata"].get("uid", ""))))
     if pod is not None:
         failure["pod"] = pod.pod
         if pod.exit_code is not None:
@@ -1312,7 +1318,7 @@ def _diagnose(p: Pass, job: Body) -> Decision[Step]:
     if (job.get("status") or {}).get("ready"):
         return (yield from _write(p, p.timing.running_resync))
     name, uid = job["metadata"]["name"], job["metadata"].get("uid", "")
-    pods: list[Body] = yield JobPods(name)
+    pods: list[Body] = yield JobPods(name, uid)
     found = jobs.stuck(pods, [] if pods else (yield JobEvents(name, uid)))
     # Pod changes do not reach the Job until the pod is ready, so a young Job
     # is looked at again sooner: its container's failure to start (an image

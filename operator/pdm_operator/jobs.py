@@ -50,6 +50,24 @@ class PodFailure:
     message: str
 
 
+def controlled_by(pods: list[Body], uid: str) -> list[Body]:
+    """The pods whose controller is the Job of ``uid``.
+
+    The Job controller writes that owner reference on the pods it creates
+    (``controller: true``, the Job's uid); a pod made by another Job, or by
+    hand, with the Job's labels copied has another controller, or none.
+    """
+    return [
+        pod
+        for pod in pods
+        if uid
+        and any(
+            ref.get("controller") is True and ref.get("uid") == uid and ref.get("kind") == "Job"
+            for ref in (pod.get("metadata") or {}).get("ownerReferences") or []
+        )
+    ]
+
+
 def pod_failure(pods: list[Body]) -> PodFailure | None:
     """The exit code and termination message of the most recent failed migration pod."""
     candidates = []

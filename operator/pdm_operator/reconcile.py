@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from pdm_operator import decide, dryrun, events, metrics, model, render, sources, timestamps
+from pdm_operator import decide, dryrun, events, jobs, metrics, model, render, sources, timestamps
 from pdm_operator.decide import Setup, Step, Timing
 from pdm_operator.kube import Kube
 from pdm_operator.locks import EnvironmentLocks, Holder, Taken
@@ -224,8 +224,11 @@ class _Answers:
             case decide.EnvironmentJobs():
                 ahead, self.jobs_ahead = self.jobs_ahead, None
                 return ahead.result() if ahead is not None else self._environment_jobs()
-            case decide.JobPods(job):
-                return kube.list_pods(ns, f"batch.kubernetes.io/job-name={job}")
+            case decide.JobPods(job, uid):
+                # The Job controller's own label, then its owner reference:
+                # a pod that only copies the Job's labels is not its pod.
+                selector = f"batch.kubernetes.io/controller-uid={uid}"
+                return jobs.controlled_by(kube.list_pods(ns, selector), uid)
             case decide.JobEvents(job, uid):
                 return kube.job_events(ns, job, uid)
             case decide.LogTail(pod):

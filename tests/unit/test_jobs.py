@@ -381,3 +381,36 @@ def test_a_migration_killed_without_rails_error_is_named_without_error() -> None
     assert found is not None
     assert (found.version, found.error) == ("20261115000003", "")
     assert found.describe() == "migration 20261115000003 BackfillNamespaces failed"
+
+
+def test_only_the_pods_the_job_controller_made_for_the_job_are_its_pods() -> None:
+    ours = {
+        "metadata": {
+            "name": "a",
+            "ownerReferences": [
+                {"kind": "Job", "uid": "job-uid", "controller": True, "name": "pf"}
+            ],
+        }
+    }
+    # A look-alike: the Job's labels copied onto a pod of another Job (a manual
+    # selector), or onto a pod with a non-controller reference to the Job.
+    other_job = {
+        "metadata": {
+            "name": "0",
+            "ownerReferences": [
+                {"kind": "Job", "uid": "evil-uid", "controller": True, "name": "evil"}
+            ],
+        }
+    }
+    not_controller = {
+        "metadata": {
+            "name": "1",
+            "ownerReferences": [
+                {"kind": "Job", "uid": "job-uid", "controller": False, "name": "pf"}
+            ],
+        }
+    }
+    bare = {"metadata": {"name": "2"}}
+    found = jobs.controlled_by([other_job, not_controller, bare, ours], "job-uid")
+    assert found == [ours]
+    assert jobs.controlled_by([ours], "") == []
