@@ -976,22 +976,49 @@ def _start_preflight(
 
 
 def _create_preflight_job(p: Pass, pjob: Body) -> Decision[Step]:
+    """Create the pre-flight Job and record its uid: only that Job's answer counts.
+
+    Its name is deterministic and recorded before the create, so anyone who
+    may create Jobs in the namespace could create it first, with a pod that
+    prints a short table. A Job under the name that this create did not make
+    (AlreadyExists: an earlier pass's, whose uid was never recorded, or
+    someone else's) is not trusted: the pre-flight runs again under a new name.
+    """
     name = pjob["metadata"]["name"]
     try:
-        yield CreateJob(pjob)
+        created: Body = yield CreateJob(pjob)
     except Invalid as e:
         why = f"the API server rejects Job {name}"
         if not e.status:
             why = "the pre-flight Job cannot be sent"
         return (yield from _preflight_failed(p, "PreflightInvalid", f"{why}: {e.message}"))
-    except AlreadyExists:  # created by an earlier pass that did not see the answer
-        return (yield from _write(p, p.timing.gate_poll))
+    except AlreadyExists:
+        return (
+            yield from _preflight_again(p, f"Job {name} exists, but this pass did not create it")
+        )
     except ApiError as e:
         # Retried by a later pass, which starts a new run (and takes the lock
         # again): the environment is not held meanwhile.
         p.status.pop("preflight", None)
         p.set_unknown(model.PREFLIGHT, "PreflightCreateFailed", f"creating Job {name}: {e.message}")
         return (yield from _write(p, p.timing.create_retry))
+    p.status["preflight"]["jobUid"] = str(((created or {}).get("metadata") or {}).get("uid") or "")
+    return (yield from _write(p, p.timing.gate_poll))
+
+
+def _preflight_again(p: Pass, why: str) -> Decision[Step]:
+    """The pre-flight Job found is not the one recorded: ask again under a new name.
+
+    Its answer cannot be trusted (see :func:`_create_preflight_job`); the
+    next pass takes the lock again and starts the next run, whose name
+    differs. Nothing runs meanwhile, so the lock is given back.
+    """
+    p.status["preflight"]["phase"] = "Abandoned"
+    p.set_unknown(
+        model.PREFLIGHT,
+        "PreflightRestarted",
+        f"{why}: its answer is not trusted, the pre-flight runs again under a new name",
+    )
     return (yield from _write(p, p.timing.gate_poll))
 
 
@@ -999,23 +1026,14 @@ def _follow_preflight(p: Pass, pf: Body, job: Body) -> Decision[Step | None]:
     """The running pre-flight: its answer recorded (None), or how long to wait."""
     name = pf["jobName"]
     pjob: Body | None = yield GetJob(name)
-    made = _preflight_job(p, job, int(pf["run"]))
     if pjob is None:
         # Lost between the record and the create, or deleted: ask again.
-        return (yield from _create_preflight_job(p, made))
-    forged = preflight.not_as_made(made, pjob)
-    if forged:
-        # Not the pod the operator would run: its answer is not Rails' answer.
-        shown = ", ".join(forged[:5]) + (f" and {len(forged) - 5} more" if len(forged) > 5 else "")
-        return (
-            yield from _preflight_failed(
-                p,
-                "PreflightNotOurs",
-                f"Job {name} is not the pre-flight the operator makes (it differs at {shown}): "
-                "someone created it under the pre-flight's name, and its answer cannot be "
-                "trusted",
-            )
-        )
+        return (yield from _create_preflight_job(p, _preflight_job(p, job, int(pf["run"]))))
+    uid = str(pjob["metadata"].get("uid") or "")
+    if not pf.get("jobUid") or uid != pf["jobUid"]:
+        # Not the Job this migration created (another under its name, or one
+        # whose create was never recorded): its pods' answer is not Rails'.
+        return (yield from _preflight_again(p, f"Job {name} (uid {uid}) is not the one recorded"))
     outcome = jobs.outcome(pjob)
     pods: list[Body] = yield JobPods(name, pjob["metadata"].get("uid", ""))
     if outcome is None:

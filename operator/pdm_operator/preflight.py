@@ -35,7 +35,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from pdm_operator import conditions, model, render, templates
 from pdm_operator.model import Body
@@ -200,73 +199,6 @@ def job(migration_job: Body, args: list[str], run: int, deadline: int) -> Body:
     meta["labels"] = labels
     meta["annotations"] = {model.ANNOTATION_INPUTS_HASH: digest}
     return out
-
-
-#: Pod fields the API server never fills in by default: a live pre-flight
-#: Job that has one the operator did not write was not made by the operator.
-_ONLY_OURS = frozenset(
-    {
-        "command",
-        "args",
-        "env",
-        "envFrom",
-        "volumes",
-        "volumeMounts",
-        "initContainers",
-        "containers",
-        "serviceAccountName",
-        "serviceAccount",
-        "automountServiceAccountToken",
-        "image",
-    }
-)
-
-
-#: Quantities the API server writes in its canonical form ("1000m" comes back
-#: as "1"): not compared, and they carry no code or credentials.
-_QUANTITIES = frozenset({"resources", "sizeLimit", "overhead"})
-
-
-def _not_as_made(made: Any, live: Any, path: str) -> list[str]:
-    if isinstance(made, dict) and isinstance(live, dict):
-        out = [f"{path}.{k}" for k in sorted(set(live) - set(made)) if k in _ONLY_OURS]
-        for key, value in made.items():
-            if key not in _QUANTITIES:
-                out += _not_as_made(value, live.get(key), f"{path}.{key}")
-        return out
-    if isinstance(made, list) and isinstance(live, list):
-        named = all(isinstance(i, dict) and "name" in i for i in [*made, *live])
-        if named:
-            mine = {i["name"]: i for i in made}
-            theirs = {i["name"]: i for i in live}
-            out = [f"{path}[{n}]" for n in sorted(set(mine) ^ set(theirs))]
-            for name in sorted(set(mine) & set(theirs)):
-                out += _not_as_made(mine[name], theirs[name], f"{path}[{name}]")
-            return out
-        if len(made) != len(live):
-            return [path]
-        out = []
-        for i, (a, b) in enumerate(zip(made, live, strict=True)):
-            out += _not_as_made(a, b, f"{path}[{i}]")
-        return out
-    return [] if made == live else [path]
-
-
-def not_as_made(made: Body, live: Body) -> list[str]:
-    """Where the live pre-flight Job's pod differs from the one the operator makes.
-
-    The pre-flight's name is deterministic, so anyone who may create Jobs in
-    the namespace could create it first, with a pod that prints a short
-    status table: the approver would be shown a plan that is not what the
-    migration Job applies. Its answer counts only when its pod is the one
-    the operator would create: every field the operator wrote is there with
-    its value, and nothing that carries code, configuration or credentials
-    (``_ONLY_OURS``) was added. Fields the API server defaults are not
-    compared.
-    """
-    spec = ((made.get("spec") or {}).get("template") or {}).get("spec") or {}
-    theirs = ((live.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return _not_as_made(spec, theirs, "spec.template.spec")
 
 
 def migration_container(job_or_pod: Body) -> Body:

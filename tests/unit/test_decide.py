@@ -105,17 +105,10 @@ def planned_job(m: Body) -> Body:
     return render.render_job(m, (m.get("status") or {}).get("image") or IMAGE, None)
 
 
-#: The Jobs the passes of ``after_a_pass`` created, by name: a pre-flight Job
-#: found later is the one the operator made (``preflight.not_as_made``).
-MADE: dict[str, Body] = {}
-
-
 def after_a_pass(m: Body, world: World | None = None) -> Body:
     """``m`` as the pass a minute ago left it."""
     m = copy.deepcopy(m)
-    world = world or World()
-    step = decide.drive(decide.reconcile(m, NOW - timedelta(minutes=1), SETUP), world)
-    MADE.update({j["metadata"]["name"]: j for j in world.created})
+    step = decide.drive(decide.reconcile(m, NOW - timedelta(minutes=1), SETUP), world or World())
     return m | {"status": step.status}
 
 
@@ -415,20 +408,20 @@ def preflight_done(m: Body, row: str, log: str | None = None) -> Callable[[], Wo
     )
 
 
-def preflight_job(name: str, *conds: Body) -> Body:
-    """The pre-flight Job ``name`` as the operator made it, with ``conds``."""
+def preflight_job(name: str, *conds: Body, uid: str = "new") -> Body:
+    """The pre-flight Job ``name`` (by default the one the pass created: World's uid)."""
     return {
-        "metadata": {"name": name, "uid": "pf-uid", "creationTimestamp": T0},
-        "spec": copy.deepcopy(MADE[name]["spec"]),
+        "metadata": {"name": name, "uid": uid, "creationTimestamp": T0},
         "status": {"conditions": list(conds)},
     }
 
 
-def forged_preflight(m: Body, args: list[str]) -> World:
-    """The cluster where the pre-flight Job of ``m`` is someone else's, running ``args``."""
+def forged_preflight(m: Body) -> World:
+    """The cluster where the Job under the pre-flight's name is someone else's:
+    it answers "nothing pending", but it is not the Job this migration created."""
     world = preflight_done(m, "")()
     name = m["status"]["preflight"]["jobName"]
-    world.jobs[name]["spec"]["template"]["spec"]["containers"][0]["args"] = args
+    world.jobs[name] = preflight_job(name, COMPLETE, uid="evil-uid")
     return world
 
 
@@ -783,12 +776,12 @@ CASES = [
     ),
     # --- the pre-flight ------------------------------------------------------------------
     Case(
-        "pre-flight: recorded before its Job is created; the lock kept while it runs",
+        "pre-flight: recorded before its Job is created, its uid after; the lock kept",
         WITH_PREFLIGHT,
         World,
         "Pending",
         "PreflightRunning",
-        ["AcquireLock", "WriteStatus", "CreateJob"],
+        ["AcquireLock", "WriteStatus", "CreateJob", "WriteStatus"],
         TIMING.gate_poll,
         "db:migrate:status",
     ),
@@ -802,14 +795,14 @@ CASES = [
         YOUNG_JOB_POLL,
     ),
     Case(
-        "a pre-flight Job someone else created under its name: its answer is refused",
+        "a pre-flight Job someone else created under its name: not read, asked again",
         PF,
-        lambda: forged_preflight(PF, ["/bin/sh", "-c", "echo 'database: x'"]),
-        "Failed",
-        "PreflightNotOurs",
+        lambda: forged_preflight(PF),
+        "Pending",
+        "PreflightRestarted",
         ["AcquireLock", "WriteStatus", "ReleaseLock"],
-        None,
-        "args",
+        TIMING.gate_poll,
+        "not the one recorded",
     ),
     Case(
         "pre-flight answered: nothing pending, no Job, the lock given back first",
@@ -827,7 +820,7 @@ CASES = [
         World,
         "Pending",
         "PreflightRunning",
-        ["AcquireLock", "WriteStatus", "CreateJob"],
+        ["AcquireLock", "WriteStatus", "CreateJob", "WriteStatus"],
         TIMING.gate_poll,
     ),
     Case(
