@@ -1177,6 +1177,12 @@ def _follow(p: Pass) -> Decision[Step]:
             "never re-run automatically: find out what happened, then create a new "
             "PostDeployMigration to run them again",
         )
+        # It may have applied some or all of them before it went (a TTL, a
+        # delete, an operator down for longer): recorded as unknown progress,
+        # so a rollback below its version is never called safe.
+        p.status.setdefault("jobCompletionTime", p.now)
+        yield from _release(p)
+        yield from _record_run(p)
         return (yield from _finish(p))
     outcome = jobs.outcome(job)
     if outcome is None:

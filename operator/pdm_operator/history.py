@@ -472,8 +472,10 @@ def applied(status: Body, job_hash: str | None) -> list[str] | None:
     """What a run applied, from its pre-flight list; None when that is not known.
 
     A success applied every pending migration. A failure applied those before
-    the one it stopped at (each migration commits on its own), as long as the
-    log named it; otherwise the progress is unknown.
+    the one it stopped at (each migration commits on its own), and may have
+    applied part of that one (GitLab's post-deployment migrations often run
+    outside a transaction, ``disable_ddl_transaction!``), so it counts too;
+    as long as the log named it; otherwise the progress is unknown.
     """
     pf = status.get("preflight") or {}
     if pf.get("phase") != "Succeeded" or (job_hash and pf.get("jobHash") != job_hash):
@@ -485,7 +487,7 @@ def applied(status: Body, job_hash: str | None) -> list[str] | None:
         return pending
     stopped = ((status.get("failure") or {}).get("migration") or {}).get("version")
     if stopped and stopped in pending:
-        return pending[: pending.index(stopped)]
+        return pending[: pending.index(stopped) + 1]
     return None
 
 

@@ -1026,12 +1026,12 @@ CASES = [
         "exit code 1",
     ),
     Case(
-        "the Job was deleted before it ended: failed, never re-created",
+        "the Job was deleted before it ended: failed, never re-created, recorded as unknown",
         running(NEW),
         World,
         "Failed",
         "JobDeleted",
-        ["WriteStatus", "ReleaseLock"],
+        ["ReleaseLock", "MergeHistory", "WriteStatus"],
         None,
         "never re-run automatically",
     ),
@@ -1289,3 +1289,14 @@ def test_a_run_that_applied_nothing_shows_the_floor_unknown_without_a_history(
     assert p.status["rollback"]["recorded"] is False
     assert p.status["rollback"]["floor"] == "unknown"
     assert decide.ShowFloor("unknown") in world.asked
+
+
+def test_a_job_deleted_before_its_end_is_recorded_as_unknown_progress() -> None:
+    """It may have applied some of its migrations: a rollback below it is never safe."""
+    world = World()
+    decide.drive(decide.reconcile(running(NEW), NOW, SETUP), world)
+    (merge,) = [a for a in world.asked if isinstance(a, decide.MergeHistory)]
+    (record,) = [history.decode(v) for v in merge.data.values() if v is not None]
+    assert record is not None
+    assert record.migrations is None
+    assert record.outcome == "Failed"
