@@ -310,7 +310,11 @@ def test_an_environment_without_namespaces_is_refused_by_the_schema(tmp_path: Pa
 def test_the_creator_policy_is_shipped_on_by_default() -> None:
     docs = helm.template()
     policies = {p["metadata"]["name"]: p for p in by_kind(docs, "ValidatingAdmissionPolicy")}
-    assert set(policies) == {"pdm-operator-creator", "pdm-operator-approval"}
+    assert set(policies) == {
+        "pdm-operator-creator",
+        "pdm-operator-status",
+        "pdm-operator-approval",
+    }
     bindings = by_kind(docs, "ValidatingAdmissionPolicyBinding")
     assert {b["spec"]["policyName"] for b in bindings} == set(policies)
     policy = policies["pdm-operator-creator"]

@@ -245,3 +245,34 @@ def test_a_user_who_may_create_jobs_may_create_a_migration(
 
     wait_until(admitted, timeout=30, what="the deployer's migration is admitted")
     assert api.get("pdm-by-deployer") is not None
+
+
+def test_only_the_operator_writes_a_migrations_status(
+    cluster: Cluster, api: Api, creator_policy: None
+) -> None:
+    # A status is trusted state (the Job, the outcome, the pending list): a
+    # user who may patch it could otherwise record a run that never happened.
+    api.create(migration("pdm-status"))
+    grant(
+        api,
+        "meddler",
+        [
+            {
+                "apiGroups": ["pdm-operator.io"],
+                "resources": ["postdeploymigrations/status"],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    )
+    patch = json.dumps({"status": {"jobName": "forged", "jobOutcome": "Succeeded"}})
+
+    def refused() -> Any:
+        out = cluster.run_kubectl(
+            "--as=meddler", "-n", api.ns, "patch", "pdm", "pdm-status", "--subresource=status",
+            "--type=merge", "-p", patch, "--dry-run=server",
+        )  # fmt: skip
+        return out if "pdm-operator-status" in out.stderr else None
+
+    out = wait_until(refused, timeout=30, what="the status policy refuses")
+    assert "the operator writes it" in out.stderr
+    assert "jobName" not in (api.get("pdm-status") or {}).get("status", {})
