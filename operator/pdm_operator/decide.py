@@ -435,7 +435,7 @@ def _reconcile(p: Pass) -> Decision[Step]:  # noqa: PLR0911
     # Rendered once per pass for the checks; the create renders again after
     # pinning the image by digest.
     planned = render.render_job(p.migration, p.status["image"], template)
-    if _insecure(p, planned):
+    if _insecure(p, planned) or (not dry and _unrecordable(p)):
         return (yield from _finish(p))
     hold = _outside_policy(p, policy, template, planned)
     if hold is not None:
@@ -597,6 +597,21 @@ def _insecure(p: Pass, job: Body) -> bool:
         "PodSecurityViolation",
         f"the migration Job would not meet the restricted Pod Security Standard: {shown}",
     )
+    return True
+
+
+def _unrecordable(p: Pass) -> bool:
+    """Refuse a run that would be recorded at no GitLab version (``history.unreadable_version``).
+
+    Its record would make every rollback answer of the environment unknown
+    until mended by hand; ``spec.gitlabVersion`` is immutable, so it fails.
+    """
+    why = history.unreadable_version(
+        p.migration, str(p.status.get("sourceImage") or p.status["image"])
+    )
+    if why is None:
+        return False
+    _fail(p, "UnknownVersion", why)
     return True
 
 

@@ -294,11 +294,37 @@ def _sign(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 
 
 def deployed_version(migration: Body, image: str) -> str:
-    """``spec.gitlabVersion``, else the tag of the image the migration ran."""
-    given = (migration.get("spec") or {}).get("gitlabVersion")
-    if given:
-        return str(given)
-    return images.tag(image) or image
+    """``spec.gitlabVersion``, else the tag of the image the migration ran.
+
+    When both are given and both are GitLab versions, the higher of the two:
+    the record sets the rollback floor, and a ``gitlabVersion`` below the
+    image that ran would let a rollback below that image pass as safe.
+    """
+    given = str((migration.get("spec") or {}).get("gitlabVersion") or "")
+    tag = images.tag(image) or ""
+    if not given:
+        return tag or image
+    mine, theirs = Version.parse(given), Version.parse(tag)
+    if mine is not None and theirs is not None and theirs.compare(mine) == 1:
+        return tag
+    return given
+
+
+def unreadable_version(migration: Body, image: str) -> str | None:
+    """Why a run of ``migration`` with ``image`` would be recorded at no GitLab version.
+
+    Such a record makes every rollback answer of the environment unknown
+    until someone mends it by hand, so a run is not started with one.
+    """
+    version = deployed_version(migration, image)
+    if Version.parse(version) is not None:
+        return None
+    return (
+        f"the GitLab version this run would be recorded at, {version!r} (spec.gitlabVersion, "
+        "else the image's tag), is not one of GitLab's version forms, and the environment's "
+        "rollback answers would all become unknown; create the PostDeployMigration again with "
+        "spec.gitlabVersion set (e.g. 18.6.1, or 18.7.202611221200-a1b2c3d4e5f.f8e5a8b3c2d)"
+    )
 
 
 # --- answers --------------------------------------------------------------------

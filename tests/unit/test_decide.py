@@ -551,6 +551,16 @@ CASES = [
         TIMING.policy_poll,
         "spec.preflight.enabled",
     ),
+    Case(
+        "a run that would be recorded at no GitLab version: fails before the lock",
+        migration(gitlabVersion="18-6-stable-ee"),
+        World,
+        "Failed",
+        "UnknownVersion",
+        ["WriteStatus", "ReleaseLock"],
+        None,
+        "spec.gitlabVersion",
+    ),
     # --- before the Job: image, template, Pod Security ------------------------------
     Case(
         "new, every gate open: takes the lock, creates the Job, protects it, records it",
@@ -1255,10 +1265,13 @@ def test_a_history_write_that_may_work_later_is_retried_not_given_up() -> None:
 
 
 def test_a_run_recorded_at_a_version_gitlab_never_uses_is_warned_of_floor_unknown() -> None:
-    odd = migration(gitlabVersion="18-6-stable-ee")
-    job = job_named(odd, COMPLETE)
+    # A run started before its version was checked (an older operator's):
+    # a new one with such a version fails before its Job (the row UnknownVersion).
+    odd = running(NEW)
+    odd["spec"]["gitlabVersion"] = "18-6-stable-ee"
+    job = job_named(NEW, COMPLETE)
     world = World(jobs={job["metadata"]["name"]: job})
-    step = decide.drive(decide.reconcile(running(odd), NOW, SETUP), world)
+    step = decide.drive(decide.reconcile(odd, NOW, SETUP), world)
     assert [a.reason for a in world.asked if isinstance(a, decide.Warn)] == ["UnknownVersion"]
     assert step.status["rollback"]["floor"] == "unknown"
     assert decide.ShowFloor("unknown") in world.asked

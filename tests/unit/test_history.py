@@ -397,3 +397,21 @@ def test_the_deployed_version_is_given_or_the_images_tag() -> None:
     assert history.deployed_version({"spec": {}}, "reg:5000/cng/toolbox:v18.6.0@sha256:ab") == (
         "v18.6.0"
     )
+
+
+def test_a_run_is_recorded_at_the_higher_of_its_given_version_and_its_images_tag() -> None:
+    # A gitlabVersion below the image that ran would lower the floor.
+    low = {"spec": {"gitlabVersion": "18.5.0"}}
+    assert history.deployed_version(low, "r/toolbox-ee:v18.6.1") == "v18.6.1"
+    high = {"spec": {"gitlabVersion": "18.7.0"}}
+    assert history.deployed_version(high, "r/toolbox-ee:v18.6.1") == "18.7.0"
+    assert history.deployed_version({"spec": {}}, "r/toolbox-ee:v18.6.1") == "v18.6.1"
+    assert history.deployed_version(low, "r/toolbox-ee:latest") == "18.5.0"
+
+
+def test_a_run_whose_version_cannot_be_read_is_told_before_it_starts() -> None:
+    assert history.unreadable_version({"spec": {}}, "r/toolbox-ee:v18.6.1") is None
+    why = history.unreadable_version({"spec": {}}, "r/toolbox-ee:latest")
+    assert why is not None
+    assert "'latest'" in why
+    assert "spec.gitlabVersion" in why
