@@ -906,8 +906,15 @@ def _preflight(
         return (yield from _start_preflight(p, job, job_hash, tenure, cfg))
     if not decide:
         return None
-    if int(pf.get("pendingCount") or 0) > 0 or cfg.get("whenNonePending") == "Run":
-        return (yield from _unapproved(p, p.status["preflight"]))
+    nothing = int(pf.get("pendingCount") or 0) == 0 and cfg.get("whenNonePending") != "Run"
+    # "Nothing pending" from args of the creator's own is a plan too: with
+    # approval required it is approved like any other, or a pre-flight that
+    # prints an empty table would end the migration unseen.
+    custom = list(preflight.given_args(p.spec)) != list(preflight.DEFAULT_ARGS)
+    if not nothing or (custom and approval.required(p.spec)):
+        held = yield from _unapproved(p, p.status["preflight"])
+        if held is not None or not nothing:
+            return held
     return (yield from _nothing_pending(p))
 
 

@@ -380,6 +380,10 @@ FROM_DEPLOYMENT = migration(
 TOOLBOX = migration(podTemplateFrom={"toolboxDeployment": {"name": "gitlab-toolbox"}})
 WITH_PREFLIGHT = migration(preflight={"enabled": True})
 APPROVAL = migration(preflight={"enabled": True}, approval={"required": True})
+CUSTOM_APPROVAL = migration(
+    preflight={"enabled": True, "args": ["/bin/sh", "-c", "gitlab-rake db:migrate:status"]},
+    approval={"required": True},
+)
 APPROVAL_OWN_ARGS = migration(
     preflight={"enabled": True, "args": ["/bin/sh", "-c", "printf 'database: main'"]},
     approval={"required": True},
@@ -858,6 +862,16 @@ CASES = [
         ["AcquireLock", "WriteStatus", "ReleaseLock"],
         None,
         "no migration ran",
+    ),
+    Case(
+        "approval required, the creator's own pre-flight args find nothing: still approved first",
+        preflight_running(CUSTOM_APPROVAL),
+        preflight_done(preflight_running(CUSTOM_APPROVAL), ""),
+        "Gated",
+        "AwaitingApproval",
+        ["AcquireLock", "WriteStatus", "ReleaseLock"],
+        TIMING.queued_poll,
+        "WARNING",
     ),
     Case(
         "approval required, none given: waits naming the plan, the lock given back",
