@@ -485,7 +485,14 @@ def history_location(
             f"{environment!r}: `kubectl get pdenv` lists them), so where its runs are recorded "
             "is unknown; check the name, or name the operator's namespace with -n"
         )
-    where = str((declared.get("status") or {}).get("history") or "")
+    status = declared.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "False":
+            return (
+                f"PostDeployEnvironment {environment!r} is not ready ({cond.get('reason')}: "
+                f"{cond.get('message')})"
+            )
+    where = str(status.get("history") or "")
     found, _, name = where.partition("/")
     if not found or not name:
         return (

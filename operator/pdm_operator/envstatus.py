@@ -62,6 +62,20 @@ def compute(  # noqa: PLR0917 - the gathered facts, named at the one call site
     ready = conditions.Condition(
         READY, "True", "Serving", f"runs are recorded in ConfigMap {where}"
     )
+    elsewhere = str(old.get("history") or "")
+    if elsewhere and elsewhere != where:
+        # Another operator (another install, or this one before it moved)
+        # records this environment's runs: two histories, and rollback-check
+        # would answer from whichever wrote last. Say so; never take it over.
+        ready = conditions.Condition(
+            READY,
+            "False",
+            "HistoryElsewhere",
+            f"this environment's runs are recorded in {elsewhere}, but an operator whose "
+            f"history is {where} serves it too: one operator per environment. If the "
+            "history moved for good, a cluster admin clears status.history",
+        )
+        where = elsewhere
     out: Body = {
         "observedGeneration": generation,
         "history": where,

@@ -511,3 +511,18 @@ def test_rollback_check_says_unknown_when_the_environment_does_not_say_where_yet
 def test_the_help_names_rollback_checks_unknown_exit_code() -> None:
     epilog = cli.build_parser().epilog or ""
     assert "rollback-check exits 0 (safe), 1 (unsafe), 2 (error), 3 (unknown" in epilog
+
+
+def test_rollback_check_says_unknown_for_an_environment_two_operators_serve() -> None:
+    declared = {
+        "metadata": {"name": "gprd"},
+        "status": {
+            "history": "ops/pdm-history-gprd",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "HistoryElsewhere", "message": "x"}
+            ],
+        },
+    }
+    why = cli.history_location("gprd", None, declared)
+    assert isinstance(why, str)
+    assert "HistoryElsewhere" in why

@@ -221,3 +221,13 @@ def test_an_operator_serves_only_environments_its_namespaces_run() -> None:
     assert envstatus.serves(declared(), [])
     assert envstatus.serves(declared(), ["gitlab", "other"])
     assert not envstatus.serves(declared(), ["other"])
+
+
+def test_an_environment_another_operator_records_is_never_taken_over() -> None:
+    body = declared()
+    body["status"] = envstatus.compute(body, None, None, [], "ops-a/pdm-history-gprd", NOW)
+    other = envstatus.compute(body, None, None, [], "ops-b/pdm-history-gprd", NOW)
+    assert other["history"] == "ops-a/pdm-history-gprd"
+    ready = {c["type"]: c for c in other["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "HistoryElsewhere")
+    assert "one operator per environment" in ready["message"]
