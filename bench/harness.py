@@ -38,6 +38,7 @@ from tests.support.operator import OperatorProcess, pythonpath_env  # noqa: E402
 from localcluster import LocalCluster  # noqa: E402
 
 GROUP, VERSION, PLURAL = "pdm-operator.io", "v1alpha1", "postdeploymigrations"
+ENVIRONMENTS = "postdeployenvironments"
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
 RESULTS = Path(os.environ.get("PDM_BENCH_RESULTS") or ROOT / "bench" / "results")
 IMAGE = "registry.example.com/gitlab-toolbox-ee:v18.6.0"
@@ -276,7 +277,28 @@ class Bench:
             ns, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": token}}
         )
 
+    def declare(self, ns: str, environments: set[str]) -> None:
+        """Each environment declared for ``ns`` (a PostDeployEnvironment), as an admin would."""
+        for name in sorted(environments):
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "PostDeployEnvironment",
+                "metadata": {"name": name},
+                "spec": {"namespaces": [ns]},
+            }
+            try:
+                self.custom.create_cluster_custom_object(GROUP, VERSION, ENVIRONMENTS, body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                self.custom.patch_cluster_custom_object(
+                    GROUP, VERSION, ENVIRONMENTS, name, {"spec": {"namespaces": [ns]}}
+                )
+
     def create_migrations(self, ns: str, bodies: list[dict[str, Any]], threads: int = 8) -> None:
+        """Their environments declared for ``ns`` first, then the migrations, in a burst."""
+        self.declare(ns, {str(b["spec"]["environment"]) for b in bodies})
+
         def create(body: dict[str, Any]) -> None:
             self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
 

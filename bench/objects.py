@@ -39,6 +39,7 @@ def _idle(pid: int, quiet_s: float = 3.0, timeout: float = 600) -> float:
 
 def measure(bench: Bench, count: int, running: int = 50, envs: int = 10) -> dict[str, Any]:
     ns = bench.namespace("bench-objects")
+    bench.declare(ns, {f"env{i}" for i in range(envs)})
     try:
         # One real run, whose status every other object gets.
         with bench.operator(ns):

@@ -80,6 +80,8 @@ def one(
 ) -> dict:
     environment = f"rb-{fault}-{'op' if approach == 'operator' else 'ci'}-{i}"
     name = environment
+    if approach == "operator":
+        bench.declare(ns, {environment})
     k = [bench.kubectl, "-n", ns]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         body = (

@@ -100,9 +100,10 @@ def _events_by_reason(bench: Bench, ns: str) -> Counter[str]:
     )
 
 
-def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:
+def measure(bench: Bench, n: int, envs: int) -> dict[str, Any]:  # noqa: PLR0915 - one timeline
     """One run: ``n`` migrations created at once over ``envs`` environments."""
     ns = bench.namespace("bench")
+    bench.declare(ns, {f"env{i}" for i in range(envs)})
     tl = Timeline()
     stop = threading.Event()
     try:

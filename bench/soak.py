@@ -36,6 +36,7 @@ def measure(
     every: float = 10.0,
 ) -> dict[str, Any]:
     ns = bench.namespace("bench-soak")
+    bench.declare(ns, {f"env{i}" for i in range(envs)})
     gitlab = FakeGitLab(token=TOKEN).start()
     try:
         bench.gitlab_token(ns, TOKEN)

@@ -20,6 +20,17 @@ from tests.support.pdm import Api, deployment, migration
 
 pytestmark = pytest.mark.integration
 
+
+def skip_in_env(job: dict[str, Any]) -> list[str]:
+    """Containers whose env sets the skip variable (the script names it, to unset it)."""
+    pod = job["spec"]["template"]["spec"]
+    return [
+        str(c["name"])
+        for c in [*pod.get("initContainers", []), *pod["containers"]]
+        if chart.SKIP in chart.env_names(c)
+    ]
+
+
 OLD_IMAGE = "registry.example.com/gitlab-org/build/cng/gitlab-toolbox-ee:v18.5.2"
 FROM_JOB = {"migrationsJob": {"release": "gitlab"}}
 FROM_TOOLBOX = {"toolboxDeployment": {"name": "gitlab-toolbox"}}
@@ -74,7 +85,8 @@ def test_migration_from_the_charts_job_runs_the_charts_wiring_without_the_skip_v
     # The source carries the variable in every container; the copy in none.
     for c in original["init_containers"] + original["containers"]:
         assert chart.SKIP in [e["name"] for e in c["env"]]
-    assert chart.SKIP not in json.dumps(job)
+    assert not skip_in_env(job)
+    assert f"unset {chart.SKIP}" in " ".join(migrations["args"])
     assert (
         job["spec"]["template"]["metadata"]["annotations"][
             "cluster-autoscaler.kubernetes.io/safe-to-evict"
@@ -114,7 +126,8 @@ def test_inline_migration_keeps_the_entrypoint_and_carries_no_skip_variable(
     job = job_of(api, "pdm-inline")
     (migrations,) = job["spec"]["template"]["spec"]["containers"]
     assert "command" not in migrations
-    assert chart.SKIP not in json.dumps(job)
+    assert not skip_in_env(job)
+    assert f"unset {chart.SKIP}" in " ".join(migrations["args"])
     assert api.condition("pdm-inline", "TemplateResolved") is None
 
 
@@ -213,7 +226,8 @@ def test_dry_run_and_cli_diff_show_the_copied_job(
     assert status["podTemplate"]["name"] == chart.CHART_JOB
     assert "initContainers" in status["diff"]["text"]
     assert "init-migrations-secrets" in status["diff"]["text"]
-    assert chart.SKIP not in status["diff"]["text"]
+    # No env var of that name; only the script that unsets it names it.
+    assert f"name: {chart.SKIP}" not in status["diff"]["text"]
     assert [j.metadata.name for j in api.jobs()] == [chart.CHART_JOB]
 
     manifest = tmp_path / "pdm.yaml"
@@ -228,5 +242,5 @@ def test_dry_run_and_cli_diff_show_the_copied_job(
     assert out.returncode == 1, out.stderr  # changes: there is no earlier run
     assert f"pod template: Job {chart.CHART_JOB}" in out.stderr
     assert "init-migrations-secrets" in out.stdout
-    assert chart.SKIP not in out.stdout
+    assert f"name: {chart.SKIP}" not in out.stdout
     assert [j.metadata.name for j in api.jobs()] == [chart.CHART_JOB]

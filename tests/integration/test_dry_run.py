@@ -165,7 +165,7 @@ def test_kubectl_plugin_runs_diff(cluster: Cluster, api: Api) -> None:
 def test_wait_exits_0_on_success_1_on_failure_2_on_timeout(
     cluster: Cluster, api: Api, operator: OperatorProcess
 ) -> None:
-    api.create(migration("w-ok", image={"reference": "r/toolbox:1"}))
+    api.create(migration("w-ok", image={"reference": "r/toolbox:v18.6.0"}))
     ok = cli(cluster, "wait", "w-ok", "-n", api.ns, "--timeout", "60")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "pdm/w-ok: Succeeded" in ok.stdout
@@ -173,7 +173,7 @@ def test_wait_exits_0_on_success_1_on_failure_2_on_timeout(
     api.create(
         migration(
             "w-bad",
-            image={"reference": "r/toolbox:1"},
+            image={"reference": "r/toolbox:v18.6.0"},
             job={
                 "podAnnotations": {
                     "sim.pdm-operator.io/outcome": "fail",
@@ -187,7 +187,7 @@ def test_wait_exits_0_on_success_1_on_failure_2_on_timeout(
     assert "Failed (BackoffLimitExceeded)" in bad.stdout
     assert "boom" in bad.stdout  # the log tail
 
-    api.create(migration("w-held", suspend=True, image={"reference": "r/toolbox:1"}))
+    api.create(migration("w-held", suspend=True, image={"reference": "r/toolbox:v18.6.0"}))
     held = cli(cluster, "wait", "w-held", "-n", api.ns, "--timeout", "3")
     assert held.returncode == 2
     assert "Gated (Suspended)" in held.stdout

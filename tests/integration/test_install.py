@@ -274,9 +274,19 @@ def test_operator_runs_end_to_end_with_only_its_service_accounts_rights(
 
 def test_namespaced_overlay_grants_nothing_outside_its_namespace(cluster: Cluster) -> None:
     docs = rendered(cluster, "namespaced")
-    kinds = {d["kind"] for d in docs}
-    assert "ClusterRole" not in kinds
-    assert "ClusterRoleBinding" not in kinds
+    # Cluster-wide only what is cluster-scoped: the PostDeployEnvironments (read,
+    # and their status written), and the approver's role, bound to nobody.
+    cluster_roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    assert set(cluster_roles) == {"pdm-operator-environments", "pdm-operator-approver"}
+    assert {
+        (tuple(r["resources"]), tuple(r["verbs"]))
+        for r in cluster_roles["pdm-operator-environments"]["rules"]
+    } == {
+        (("postdeployenvironments",), ("get", "list")),
+        (("postdeployenvironments/status",), ("patch",)),
+    }
+    bindings = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert [b["roleRef"]["name"] for b in bindings] == ["pdm-operator-environments"]
     roles = [d for d in docs if d["kind"] == "Role"]
     assert {r["metadata"]["namespace"] for r in roles} == {"gitlab", OPERATOR_NS}
     deployment = next(d for d in docs if d["kind"] == "Deployment")

@@ -161,14 +161,16 @@ def test_a_pod_the_cluster_refuses_to_create_fails_the_migration_within_a_minute
     api: Api, operator: OperatorProcess
 ) -> None:
     api.deploy(toolbox())
-    api.create(migration("pdm-no-sa", job={"serviceAccountName": "does-not-exist"}))
+    # Allowed by its environment, missing from the namespace: the pod create fails.
+    api.declare("gsa", serviceAccounts=["does-not-exist"])
+    api.create(migration("pdm-no-sa", env="gsa", job={"serviceAccountName": "does-not-exist"}))
     failed = api.wait_condition("pdm-no-sa", "Failed", timeout=60)
     assert failed["reason"] == "PodCreateFailed"
     assert 'serviceaccount "does-not-exist" not found' in failed["message"]
     job = api.jobs()[0]
     assert job.spec.suspend is True  # no pod can start after the failure
-    api.wait_lock_free()
-    api.create(migration("pdm-after-no-sa"))
+    api.wait_lock_free("gsa")
+    api.create(migration("pdm-after-no-sa", env="gsa"))
     api.wait_condition("pdm-after-no-sa", "Succeeded", timeout=60)
 
 

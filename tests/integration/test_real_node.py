@@ -21,6 +21,9 @@ from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
 
+#: The version the runs are recorded at: the busybox and pause images' tags are none.
+VERSION = "18.6.0"
+
 TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
@@ -37,7 +40,12 @@ def test_a_failing_migration_fails_with_the_containers_exit_code_and_log(
         "echo 'PG::DuplicateTable: relation already exists' >&2; exit 7"
     )
     api.create(
-        migration("pdm-real-fail", image={"reference": BUSYBOX}, job=shell(real_node, script))
+        migration(
+            "pdm-real-fail",
+            image={"reference": BUSYBOX},
+            gitlabVersion=VERSION,
+            job=shell(real_node, script),
+        )
     )
     failed = api.wait_condition("pdm-real-fail", "Failed", timeout=120)
     assert failed["reason"] == "BackoffLimitExceeded"
@@ -54,7 +62,12 @@ def test_a_drain_cannot_evict_the_running_migration_pod(
 ) -> None:
     script = "trap 'exit 0' TERM; echo migrating; sleep 600 & wait"
     api.create(
-        migration("pdm-no-evict", image={"reference": BUSYBOX}, job=shell(real_node, script))
+        migration(
+            "pdm-no-evict",
+            image={"reference": BUSYBOX},
+            gitlabVersion=VERSION,
+            job=shell(real_node, script),
+        )
     )
     api.wait_condition("pdm-no-evict", "JobCreated", timeout=60)
     job_name = api.get("pdm-no-evict")["status"]["jobName"]  # type: ignore[index]
@@ -118,7 +131,12 @@ def test_the_migration_pod_really_has_no_service_account_token(
 ) -> None:
     script = f"if [ -e {TOKEN} ]; then echo 'a token is mounted'; exit 1; fi; echo no token"
     api.create(
-        migration("pdm-no-token", image={"reference": BUSYBOX}, job=shell(real_node, script))
+        migration(
+            "pdm-no-token",
+            image={"reference": BUSYBOX},
+            gitlabVersion=VERSION,
+            job=shell(real_node, script),
+        )
     )
     api.wait_condition("pdm-no-token", "Succeeded", timeout=120)
 
@@ -136,6 +154,7 @@ def test_the_kubelet_refuses_a_pod_that_would_run_as_root(
         migration(
             "pdm-as-root",
             image={"reference": "localhost/pdm/pause:1"},
+            gitlabVersion=VERSION,
             job=shell(real_node, "id", **security),
         )
     )
@@ -245,8 +264,10 @@ def test_the_operator_runs_in_the_cluster_from_its_image_under_its_service_accou
             migration(
                 "pdm-in-cluster",
                 image={"reference": BUSYBOX},
+                gitlabVersion=VERSION,
                 job={**real_node, "command": ["/bin/sh", "-c"], "args": [script]},
-                preflight={"args": [status_table]},
+                # Its own shell: the pre-flight never carries the migration's command.
+                preflight={"args": ["/bin/sh", "-c", status_table]},
             )
         )
         api.wait_condition("pdm-in-cluster", "Succeeded", timeout=120)

@@ -103,8 +103,9 @@ class Api:
     def create(self, body: dict[str, Any], *, declare: bool = True) -> dict[str, Any]:
         """Create a PostDeployMigration; first declare its environment for this
         namespace (as a platform admin would), unless ``declare`` is False."""
-        if declare:
-            self.declare(str(body["spec"]["environment"]))
+        environment = (body.get("spec") or {}).get("environment")
+        if declare and isinstance(environment, str) and environment:
+            self.declare(environment)
         return dict(
             self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
         )
