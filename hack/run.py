@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HACK = Path(__file__).resolve().parent
@@ -223,14 +224,21 @@ def main() -> int:
         log(f"error: {e}")
         return 1
     kubectl(env, "apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
-    kubectl(
-        env,
-        "wait",
-        "--for=condition=Established",
-        "crd/postdeploymigrations.pdm-operator.io",
-        "crd/postdeployenvironments.pdm-operator.io",
-    )
-    log("CRD installed; starting the operator")
+    deadline = time.monotonic() + 60
+    while True:
+        # kubectl wait errs, rather than waits, on a CRD with no conditions yet.
+        waited = kubectl(
+            env,
+            "wait",
+            "--for=condition=Established",
+            "crd/postdeploymigrations.pdm-operator.io",
+            "crd/postdeployenvironments.pdm-operator.io",
+            check=time.monotonic() > deadline,
+        )
+        if waited.returncode == 0:
+            break
+        time.sleep(0.5)
+    log("CRDs installed; starting the operator")
     operator = subprocess.Popen(
         [sys.executable, "-m", "pdm_operator.cli", "run", "--all-namespaces"],
         env={**env, "PYTHONUNBUFFERED": "1"},

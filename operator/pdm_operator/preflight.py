@@ -164,7 +164,7 @@ def job(migration_job: Body, args: list[str], run: int, deadline: int) -> Body:
     volumes, service account, security contexts) is the migration Job's; only
     the migration container's ``args`` (which, like the migration Job's,
     unset SKIP_POST_DEPLOYMENT_MIGRATIONS first: ``templates.unset_skip``)
-    and its ``command`` (dropped),
+    and its ``command`` (dropped if it carries a script of its own),
     the Job's limits, its labels and name differ. Its component label says it
     is not the migration Job (adoption and the one-Job-per-environment guard
     select on it); it keeps the migration-uid label, so its end wakes the
@@ -184,12 +184,18 @@ def job(migration_job: Body, args: list[str], run: int, deadline: int) -> Body:
     pod["metadata"]["annotations"] = annotations
     for c in pod["spec"]["containers"]:
         if c.get("name") == model.MIGRATION_CONTAINER:
-            # Never the migration's own command (spec.job.command): one that
-            # runs a script of its own (``sh -c db-migrate``) ignores the
-            # status task's args, and the read-only pre-flight would migrate.
-            # The image ENTRYPOINT runs the args, as in the chart's Job.
-            c.pop("command", None)
-            _, c["args"] = templates.unset_skip(None, args)
+            # Never a command that carries a script of its own
+            # (``sh -c db-migrate``): it ignores the status task's args, and
+            # the read-only pre-flight would migrate. Then the image
+            # ENTRYPOINT runs the args, as in the chart's Job. A command that
+            # runs its args (``sh -c`` with the script in args, or a wrapper)
+            # stays: an image may need it.
+            command = c.pop("command", None)
+            if templates.runs_own_script(command):
+                command = None
+            command, c["args"] = templates.unset_skip(command, args)
+            if command:
+                c["command"] = command
     out["spec"]["activeDeadlineSeconds"] = deadline
     out["spec"]["backoffLimit"] = BACKOFF_LIMIT
     out["spec"]["ttlSecondsAfterFinished"] = TTL_AFTER_FINISHED

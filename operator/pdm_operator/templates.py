@@ -175,6 +175,18 @@ UNSET_SKIP = (
 SHELLS = frozenset({"/bin/bash", "bash", "/bin/sh", "sh"})
 
 
+def runs_own_script(command: list[str] | None) -> bool:
+    """Whether ``command`` is ``<shell> -c SCRIPT`` with the script in it (args ignored),
+    other than the wrapper :func:`unset_skip` writes, which runs its args."""
+    argv = list(command or [])
+    return (
+        len(argv) >= 3
+        and argv[0] in SHELLS
+        and argv[1] == "-c"
+        and argv[2] != f'{UNSET_SKIP}; exec "$@"'
+    )
+
+
 def unset_skip(command: list[str] | None, args: list[str] | None) -> tuple[list[str], list[str]]:
     """``command`` and ``args`` that unset SKIP_POST_DEPLOYMENT_MIGRATIONS before they run.
 

@@ -29,6 +29,7 @@ from postgres import Postgres
 from tests.support import realnode
 from tests.support.operator import OperatorProcess, pythonpath_env
 from tests.support.pdm import Api
+from tests.support.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -174,14 +175,20 @@ def crd(cluster: Cluster) -> None:
         "apply", "--server-side", "--force-conflicts", "-k", str(root / "crds")
     )
     assert out.returncode == 0, out.stderr
-    out = cluster.run_kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/postdeploymigrations.pdm-operator.io",
-        "crd/postdeployenvironments.pdm-operator.io",
-        "--timeout=60s",
-    )
-    assert out.returncode == 0, out.stderr
+
+    def established() -> subprocess.CompletedProcess[str] | None:
+        # kubectl wait errs, rather than waits, on a CRD whose status has no
+        # conditions yet (one created a moment ago).
+        out = cluster.run_kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd/postdeploymigrations.pdm-operator.io",
+            "crd/postdeployenvironments.pdm-operator.io",
+            "--timeout=60s",
+        )
+        return out if out.returncode == 0 else None
+
+    wait_until(established, timeout=60, what="the CRDs Established")
 
 
 @pytest.fixture

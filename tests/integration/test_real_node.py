@@ -266,8 +266,9 @@ def test_the_operator_runs_in_the_cluster_from_its_image_under_its_service_accou
                 image={"reference": BUSYBOX},
                 gitlabVersion=VERSION,
                 job={**real_node, "command": ["/bin/sh", "-c"], "args": [script]},
-                # Its own shell: the pre-flight never carries the migration's command.
-                preflight={"args": ["/bin/sh", "-c", status_table]},
+                # Run by the migration's command (`/bin/sh -c`), which the
+                # pre-flight keeps: it runs its args.
+                preflight={"args": [status_table]},
             )
         )
         api.wait_condition("pdm-in-cluster", "Succeeded", timeout=120)

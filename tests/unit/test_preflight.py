@@ -269,3 +269,23 @@ def test_summary_names_the_first_few_and_counts_the_rest() -> None:
     assert text.startswith("7 migrations pending: 0 M0 (main), 1 M1 (main)")
     assert text.endswith("and 2 more")
     assert preflight.summary([]) == "no migration is pending"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["/bin/sh", "-c"], ["/scripts/run"]],
+    ids=["shell-script-in-args", "wrapper"],
+)
+def test_a_migration_command_that_runs_its_args_stays_for_the_preflight(
+    command: list[str],
+) -> None:
+    # An image whose ENTRYPOINT is not an `exec "$@"` needs it (busybox: /bin/sh).
+    migration: Body = {
+        "metadata": {"name": "gstg-1", "namespace": "gitlab", "uid": "u-1"},
+        "spec": {"environment": "gstg", "job": {"command": command, "args": ["x"]}},
+    }
+    mjob = render.render_job(migration, "toolbox:v1")
+    pjob = preflight.job(mjob, ["echo table"], run=1, deadline=600)
+    container = pjob["spec"]["template"]["spec"]["containers"][0]
+    argv = [*container["command"], *container["args"]]  # the command is kept
+    assert argv[-1].endswith("echo table")
