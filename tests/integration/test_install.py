@@ -80,9 +80,7 @@ def installed(
         if request.param == "helm":
             helm.run(cluster, "uninstall", "pdm-operator", "-n", OPERATOR_NS, "--wait")
         cluster.run_kubectl("delete", "namespace", OPERATOR_NS, "--wait=false")
-        cluster.run_kubectl(
-            "delete", "clusterrole,clusterrolebinding", "pdm-operator", "--ignore-not-found"
-        )
+        helm.remove_cluster_scoped(cluster, docs)
         wait_until(
             lambda: namespace_gone(cluster), timeout=120, what=f"namespace {OPERATOR_NS} to go"
         )

@@ -14,6 +14,7 @@ from kubernetes.client.rest import ApiException
 
 import operator_image
 from tests.integration.conftest import Cluster
+from tests.support import helm
 from tests.support.operator import OperatorProcess, repo_root
 from tests.support.pdm import Api, migration, toolbox
 from tests.support.realnode import BUSYBOX
@@ -289,6 +290,8 @@ def test_the_operator_runs_in_the_cluster_from_its_image_under_its_service_accou
         )
         print(f"----- in-cluster operator log -----\n{log.stdout}{log.stderr}")
         client.CoreV1Api(cluster.api).delete_namespace(OPERATOR_NS)
+        rendered = cluster.run_kubectl("kustomize", str(overlay))
+        helm.remove_cluster_scoped(cluster, [d for d in yaml.safe_load_all(rendered.stdout) if d])
 
 
 def namespace_gone(cluster: Cluster, name: str) -> bool:

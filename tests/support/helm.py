@@ -64,3 +64,22 @@ def manifest(cluster: Any, release: str, namespace: str) -> list[dict[str, Any]]
     out = run(cluster, "get", "manifest", release, "-n", namespace)
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+#: Cluster-scoped kinds an install brings besides the CRDs, which a test removes
+#: after it: the admission policies especially would judge every later test.
+CLUSTER_SCOPED = (
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
+
+
+def remove_cluster_scoped(cluster: Any, docs: list[dict[str, Any]]) -> None:
+    """Delete the cluster-scoped objects of an install (not its CRDs, nor what they hold)."""
+    for doc in docs:
+        if doc.get("kind") in CLUSTER_SCOPED:
+            cluster.run_kubectl(
+                "delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found"
+            )
