@@ -1454,9 +1454,12 @@ def _dry_run(p: Pass, template: templates.Template | None) -> Decision[Step]:
         status_diff["base"] = diff.base
     if truncated:
         name = f"{p.name}-diff"
-        yield PutConfigMap(diff_configmap(p.migration, name, diff.text))
         status_diff["truncated"] = True
-        status_diff["configMap"] = name
+        try:
+            yield PutConfigMap(diff_configmap(p.migration, name, diff.text))
+            status_diff["configMap"] = name
+        except AlreadyExists:  # someone else's ConfigMap of that name: never overwritten
+            yield LogWarning(f"ConfigMap {name} is not this migration's: the full diff is not kept")
     p.status["diff"] = status_diff
     p.status["jobName"] = planned.job["metadata"]["name"]
     summary = diff.summary

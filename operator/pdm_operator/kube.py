@@ -565,7 +565,13 @@ class Kube:
         )
 
     def put_configmap(self, namespace: str, configmap: Body) -> None:
-        """Create or replace a ConfigMap (the operator owns it)."""
+        """Create a ConfigMap, or replace it if it is the same owner's.
+
+        Replaced only when the existing one has the same controlling owner
+        (the migration it belongs to): a ConfigMap of that name that belongs
+        to someone else is never overwritten (AlreadyExists is raised), as
+        whoever creates a migration may not write ConfigMaps.
+        """
         name = configmap["metadata"]["name"]
         try:
             self.core.create_namespaced_config_map(
@@ -575,6 +581,14 @@ class Kube:
                 _request_timeout=REQUEST_TIMEOUT,
             )
         except AlreadyExists:
+            existing = self.get_configmap(namespace, name) or {}
+
+            def owner(cm: Body) -> set[str]:
+                refs = (cm.get("metadata") or {}).get("ownerReferences") or []
+                return {str(r.get("uid")) for r in refs if r.get("controller")}
+
+            if not owner(configmap) or owner(existing) != owner(configmap):
+                raise
             self.core.replace_namespaced_config_map(
                 name,
                 namespace,

@@ -264,6 +264,27 @@ def test_long_diff_is_cut_in_the_status_and_kept_whole_in_a_configmap(
     assert cm.metadata.owner_references[0].name == "pdm-long"
 
 
+def test_a_configmap_of_the_diffs_name_that_is_not_the_migrations_is_never_overwritten(
+    api: Api, operator: OperatorProcess
+) -> None:
+    # A creator of migrations may not write ConfigMaps: naming a migration after
+    # someone's ConfigMap must not make the operator overwrite it.
+    api.core.create_namespaced_config_map(
+        api.ns, {"metadata": {"name": "app-settings-diff"}, "data": {"keep": "me"}}
+    )
+    env = [{"name": f"SETTING_{i:03d}", "value": "x" * 120} for i in range(100)]
+    api.create(
+        migration(
+            "app-settings", mode="DryRun", image={"reference": "r/toolbox:1"}, job={"env": env}
+        )
+    )
+    api.wait_condition("app-settings", "Succeeded")
+    diff = api.get("app-settings")["status"]["diff"]  # type: ignore[index]
+    assert diff["truncated"] is True
+    assert "configMap" not in diff
+    assert api.core.read_namespaced_config_map("app-settings-diff", api.ns).data == {"keep": "me"}
+
+
 def test_previous_run_whose_job_is_gone_is_rendered_again_for_the_diff(
     api: Api, operator: OperatorProcess
 ) -> None:
