@@ -137,6 +137,14 @@ def test_the_environment_status_shows_the_history_floor_and_last_run(
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert ready["status"] == "True"
 
+    # What a release manager looks at first: one line with the floor and the last run.
+    shown_line = cluster.run_kubectl("get", "pdenv", env)
+    assert shown_line.returncode == 0, shown_line.stderr
+    header, line = shown_line.stdout.splitlines()
+    assert header.split()[:4] == ["NAME", "FLOOR", "HOLDER", "QUEUED"]
+    assert line.split()[:2] == [env, "18.6.0"]
+    assert f"{api.ns}/pdm-recorded" in line
+
     # rollback-check finds the history through the environment, with no -n to guess.
     unsafe = kubectl_pdm(cluster, "rollback-check", env, "--to", "18.5.9")
     assert unsafe.returncode == 1, unsafe.stdout + unsafe.stderr
