@@ -216,6 +216,14 @@ class ValidateJob(Ask):
 
 
 @dataclass(frozen=True)
+class DefaultedJob(Ask):
+    """``job`` as the API server would store it (a server-side dry-run create
+    under another name, so the existing one does not answer 409) → ``Body``."""
+
+    job: Body = field(compare=False)
+
+
+@dataclass(frozen=True)
 class PlanDryRun(Ask):
     """Render, check and diff for DryRun mode → ``dryrun.Plan``."""
 
@@ -637,7 +645,9 @@ def _rejected(p: Pass, job: Body) -> Decision[bool]:
         _fail(p, "JobInvalid", invalid_job(e, "rejects the Job (server-side dry run)"))
         return True
     except AlreadyExists:
-        pass  # the Job exists already, so it was valid
+        # A Job exists under the name: a dry run cannot tell (the real create
+        # meets it, and adopts it only if it is this migration's own).
+        same_as = None
     except ApiError as e:
         p.set(
             model.JOB_VALIDATED,
@@ -804,7 +814,7 @@ def _create(p: Pass, template: templates.Template | None) -> Decision[Step]:  # 
     existing, busy = yield from _environment_jobs(p)
     if existing:
         adopted = min(existing, key=lambda j: j["metadata"].get("creationTimestamp", ""))
-        return (yield from _started(p, adopted, "Adopted"))
+        return (yield from _adopt(p, job, adopted))
     if busy:
         p.set(
             model.GATED,
@@ -825,7 +835,7 @@ def _create(p: Pass, template: templates.Template | None) -> Decision[Step]:  # 
     except AlreadyExists:
         found: Body | None = yield GetJob(name)
         if found is not None and _owned(found, p.meta["uid"]):
-            return (yield from _started(p, found, "Adopted"))
+            return (yield from _adopt(p, job, found))
         p.set(
             model.GATED,
             True,
@@ -843,6 +853,33 @@ def _create(p: Pass, template: templates.Template | None) -> Decision[Step]:  # 
         )
         return (yield from _write(p, p.timing.create_retry))
     return (yield from _started(p, created, "Created"))
+
+
+def _adopt(p: Pass, job: Body, found: Body) -> Decision[Step]:
+    """Adopt ``found`` as this migration's Job only if it is the Job it would create.
+
+    Adoption is how a create whose answer was lost (a crash, a timeout) is
+    found again, by the migration's labels and owner reference. Anyone who
+    may create Jobs in the namespace can put those on a Job of their own, and
+    the migration would then follow (and report, and record) a Job that is
+    not its pre-flighted, approved one. So the Job found must be, field for
+    field, what the API server makes of the Job this pass rendered (its
+    defaults applied by a dry run, the Job controller's generated labels and
+    selector aside); anything else is refused and the migration fails,
+    naming the difference, without running anything.
+    """
+    made: Body = yield DefaultedJob(job)
+    differs = jobs.template_differs(made, found)
+    if not differs:
+        return (yield from _started(p, found, "Adopted"))
+    _fail(
+        p,
+        "JobNotOurs",
+        f"Job {found['metadata']['name']!r} carries this migration's labels but is not the Job "
+        f"it would create (it differs at {', '.join(differs[:5])}): not adopted, nothing run. "
+        "Delete it, then `kubectl pdm retry` this migration",
+    )
+    return (yield from _finish(p))
 
 
 def _started(p: Pass, job: Body, how: str) -> Decision[Step]:

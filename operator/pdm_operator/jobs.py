@@ -50,6 +50,56 @@ class PodFailure:
     message: str
 
 
+#: What the API server adds to a Job at create (the selector and these labels
+#: of its pod template, from the Job's uid and name): not part of what was asked.
+GENERATED_LABELS = (
+    "controller-uid",
+    "batch.kubernetes.io/controller-uid",
+    "job-name",
+    "batch.kubernetes.io/job-name",
+)
+#: Fields of a Job's spec the system writes after the create.
+_AFTER_CREATE = ("selector", "suspend")
+
+
+def _comparable(job: Body) -> Body:
+    spec = {k: v for k, v in (job.get("spec") or {}).items() if k not in _AFTER_CREATE}
+    template = dict(spec.get("template") or {})
+    meta = dict(template.get("metadata") or {})
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in GENERATED_LABELS}
+    meta = {k: v for k, v in meta.items() if k in ("labels", "annotations")}
+    meta["labels"] = labels
+    template["metadata"] = meta
+    spec["template"] = template
+    return spec
+
+
+def template_differs(made: Body, found: Body) -> list[str]:
+    """Where the Job ``found`` differs from ``made`` (both as the API server stores them).
+
+    The whole spec is compared, pod template included, but for what the
+    system writes from the Job's own name and uid (its selector, the
+    generated labels) and ``suspend`` (the operator suspends a Job whose pod
+    cannot start). A field nobody asked for (a ``hostAliases``, a second
+    volume mount) is a difference like any other.
+    """
+    return _paths(_comparable(made), _comparable(found), "spec")
+
+
+def _paths(a: object, b: object, path: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            out += _paths(a.get(key), b.get(key), f"{path}.{key}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            out += _paths(x, y, f"{path}[{i}]")
+        return out
+    return [] if a == b else [path]
+
+
 def controlled_by(pods: list[Body], uid: str) -> list[Body]:
     """The pods whose controller is the Job of ``uid``.
 

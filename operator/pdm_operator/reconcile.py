@@ -12,6 +12,7 @@ thread.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -243,6 +244,11 @@ class _Answers:
                     kube.create_job(ns, job, dry_run=True)
                     self.r.accepted.add(ns, job)
                 return same
+            case decide.DefaultedJob(job):
+                probe = copy.deepcopy(job)
+                probe["metadata"]["name"] = probe["metadata"]["name"][:57] + "-probe"
+                probe["metadata"].pop("ownerReferences", None)
+                return kube.create_job(ns, probe, dry_run=True)
             case decide.PlanDryRun(image, template):
                 return dryrun.plan(kube, self.migration, image, template)
             case decide.AcquireLock():

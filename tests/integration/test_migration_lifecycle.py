@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pdm_operator import render
 from tests.integration.conftest import Cluster
 from tests.support.operator import OperatorProcess
 from tests.support.pdm import TOOLBOX_DIGEST, TOOLBOX_IMAGE, Api, migration, toolbox
@@ -162,3 +163,33 @@ def test_explicit_image_reference_is_used_as_given(api: Api, operator: OperatorP
     api.wait_condition("pdm-ref", "Succeeded")
     (job,) = api.jobs()
     assert job.spec.template.spec.containers[0].image == ref
+
+
+@pytest.mark.parametrize("look_alike", [False, True], ids=["its-own", "a-look-alike"])
+def test_a_job_found_with_the_migrations_labels_is_adopted_only_if_it_is_the_one_it_would_create(
+    api: Api, operator: OperatorProcess, look_alike: bool
+) -> None:
+    """Adoption finds a create whose answer was lost; the API server's own defaults
+    (a dry run) say whether the Job found is that Job, field for field."""
+    ref = "registry.example.com/gitlab-toolbox-ee:v18.6.1"
+    created = api.create(migration("pdm-adopt", suspend=True, image={"reference": ref}))
+    body = {**created, "status": {"image": ref}}
+    job = render.render_job(body, ref)  # what the operator would create, owner and labels
+    if look_alike:
+        pod = job["spec"]["template"]["spec"]
+        pod["hostAliases"] = [{"ip": "10.0.0.9", "hostnames": ["gitlab-postgresql"]}]
+    api.batch.create_namespaced_job(api.ns, job)
+    api.patch("pdm-adopt", {"spec": {"suspend": False}})
+    if look_alike:
+        failed = api.wait_condition("pdm-adopt", "Failed", timeout=60)
+        assert failed["reason"] == "JobNotOurs"
+        assert "hostAliases" in failed["message"]
+        assert "jobName" not in api.get("pdm-adopt")["status"]  # type: ignore[index]
+        return
+    api.wait_condition("pdm-adopt", "Succeeded", timeout=60)
+    status = api.get("pdm-adopt")["status"]  # type: ignore[index]
+    assert status["jobName"] == job["metadata"]["name"]
+    created_cond = api.condition("pdm-adopt", "JobCreated")
+    assert created_cond is not None
+    assert created_cond["reason"] == "Adopted"
+    assert len(api.jobs()) == 1

@@ -105,6 +105,13 @@ def planned_job(m: Body) -> Body:
     return render.render_job(m, (m.get("status") or {}).get("image") or IMAGE, None)
 
 
+def look_alike(job: Body) -> Body:
+    """``job`` with a field the operator never writes: someone else's Job, made to look ours."""
+    job = copy.deepcopy(job)
+    job["spec"]["template"]["spec"]["hostAliases"] = [{"ip": "10.0.0.9", "hostnames": ["db"]}]
+    return job
+
+
 def after_a_pass(m: Body, world: World | None = None) -> Body:
     """``m`` as the pass a minute ago left it."""
     m = copy.deepcopy(m)
@@ -308,6 +315,8 @@ class World:
                 if self.validate:
                     raise self.validate
                 return self.validated_as
+            case decide.DefaultedJob(job):
+                return copy.deepcopy(job)  # the API server's defaults: none in this world
             case decide.PlanDryRun():
                 if self.dry_run:
                     raise self.dry_run
@@ -636,6 +645,15 @@ CASES = [
         "could not check",
     ),
     Case(
+        "suspended, a Job exists under its name already: still held, the create decides",
+        migration(suspend=True),
+        lambda: World(validate=errors.AlreadyExists("jobs.batch exists", 409)),
+        "Gated",
+        "Suspended",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+    ),
+    Case(
         "waiting for a migration still running",
         migration(waitFor={"migrations": ["gstg-1100"]}),
         lambda: World(migrations={"gstg-1100": other_migration("gstg-1100", "Running")}),
@@ -747,6 +765,16 @@ CASES = [
         "Adopted",
         ["AcquireLock", "CreateDisruptionBudget", "WriteStatus"],
         0,
+    ),
+    Case(
+        "a Job with its labels that is not the Job it would create: not adopted, fails",
+        NEW,
+        lambda: World(environment_jobs=[look_alike(job_named(NEW))]),
+        "Failed",
+        "JobNotOurs",
+        ["AcquireLock", "WriteStatus", "ReleaseLock"],
+        None,
+        "hostAliases",
     ),
     Case(
         "the create is refused: fails, the lock given back",

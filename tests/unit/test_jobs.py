@@ -414,3 +414,40 @@ def test_only_the_pods_the_job_controller_made_for_the_job_are_its_pods() -> Non
     found = jobs.controlled_by([other_job, not_controller, bare, ours], "job-uid")
     assert found == [ours]
     assert jobs.controlled_by([ours], "") == []
+
+
+def test_a_job_as_the_server_stored_it_is_the_one_made_whatever_it_generated() -> None:
+    made = {
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {"app": "x"}},
+                "spec": {"containers": [{"name": "migrations", "image": "t:1"}]},
+            },
+        }
+    }
+    found = {
+        "metadata": {"name": "pdm-1-abc", "uid": "u"},
+        "spec": {
+            "backoffLimit": 0,
+            "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u"}},
+            "suspend": True,
+            "template": {
+                "metadata": {
+                    "labels": {
+                        "app": "x",
+                        "batch.kubernetes.io/job-name": "pdm-1-abc",
+                        "job-name": "pdm-1-abc",
+                    }
+                },
+                "spec": {"containers": [{"name": "migrations", "image": "t:1"}]},
+            },
+        },
+    }
+    assert jobs.template_differs(made, found) == []
+    found["spec"]["template"]["spec"]["hostAliases"] = [{"ip": "10.0.0.9"}]
+    found["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [{"name": "v"}]
+    assert jobs.template_differs(made, found) == [
+        "spec.template.spec.containers[0].volumeMounts",
+        "spec.template.spec.hostAliases",
+    ]
