@@ -28,8 +28,10 @@ from pdm_operator.model import Body
 #: The RBAC verb the shipped admission policy checks (a verb of our own, as
 #: Kubernetes has ``approve`` on certificatesigningrequests/approval).
 VERB = "approve"
-#: The Gated reasons of a migration that waits for an approval.
-WAITS = ("AwaitingApproval", "PlanChanged")
+#: The Gated reasons of a migration that waits for an approval: a first one, or a new one.
+AWAITING = "AwaitingApproval"
+PLAN_CHANGED = "PlanChanged"
+WAITS = (AWAITING, PLAN_CHANGED)
 
 
 def required(spec: Body) -> bool:
@@ -57,13 +59,13 @@ def check(spec: Body, pf: Body, pending: list[Body] | None, name: str) -> gates.
     summary = preflight.summary(preflight.from_status(pending))
     if not given:
         return gates.Hold(
-            "AwaitingApproval",
+            AWAITING,
             f"{warning(pf)}plan {str(pf.get('planHash', ''))[:19]} needs an approval "
             f"(spec.approval.required): {summary}, found by the pre-flight "
             f"{preflight_shown(pf)}; {how}",
         )
     return gates.Hold(
-        "PlanChanged",
+        PLAN_CHANGED,
         f"what would run is not what {given.get('by', '?')} approved at {given.get('at', '?')}: "
         f"{difference(given, pf, pending)}; no Job was created; {how} for the new plan",
     )

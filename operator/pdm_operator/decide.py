@@ -947,7 +947,7 @@ def _preflight(
     # "Nothing pending" from args of the creator's own is a plan too: with
     # approval required it is approved like any other, or a pre-flight that
     # prints an empty table would end the migration unseen.
-    custom = list(preflight.given_args(p.spec)) != list(preflight.DEFAULT_ARGS)
+    custom = not preflight.default_args(preflight.given_args(p.spec))
     if not nothing or (custom and approval.required(p.spec)):
         held = yield from _unapproved(p, p.status["preflight"])
         if held is not None or not nothing:

@@ -81,7 +81,10 @@ def template_differs(made: Body, found: Body) -> list[str]:
     system writes from the Job's own name and uid (its selector, the
     generated labels) and ``suspend`` (the operator suspends a Job whose pod
     cannot start). A field nobody asked for (a ``hostAliases``, a second
-    volume mount) is a difference like any other.
+    volume mount) is a difference like any other. Lists are compared by
+    position, not by item name as ``diffing.changed_paths`` does for a
+    readable diff: two volume mounts of one volume share a name, and a second
+    one must not hide behind the first.
     """
     return _paths(_comparable(made), _comparable(found), "spec")
 
