@@ -36,9 +36,11 @@ PLURAL = "postdeployenvironments"
 #: Defaults of the CRD's schema, for an object read before defaulting (tests, ``render``).
 DEFAULT_MAX_DEADLINE = 43200
 
-#: Labels the chart puts on its migrations Job's and toolbox Deployment's pods
-#: (``gitlab.standardLabels`` / ``gitlab.selectorLabels`` in the chart's
-#: ``templates/_helpers.tpl``: ``app: <chart name>``, ``release: <release>``).
+#: Labels the chart puts on its migrations Job's and toolbox Deployment's pods:
+#: ``gitlab.standardLabels`` (``app: <chart name>``, ``release: <release>``,
+#: chart ``templates/_application.tpl``), included in the pod template of
+#: ``charts/gitlab/charts/migrations/templates/_jobspec.yaml`` (chart 9.x, read
+#: in integratop/gitlab-org-charts-mirror) and of the toolbox Deployment.
 CHART_APP = {"Job": "migrations", "Deployment": "toolbox"}
 
 #: A projected volume source that mints a Kubernetes API token.

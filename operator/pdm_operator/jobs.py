@@ -51,7 +51,9 @@ class PodFailure:
 
 
 #: What the API server adds to a Job at create (the selector and these labels
-#: of its pod template, from the Job's uid and name): not part of what was asked.
+#: of its pod template, from the Job's uid and name), unless ``manualSelector``
+#: (kubernetes ``docs/design/selector-generation.md``; the batch/v1 JobSpec's
+#: ``manualSelector`` description): not part of what was asked.
 GENERATED_LABELS = (
     "controller-uid",
     "batch.kubernetes.io/controller-uid",
@@ -107,8 +109,12 @@ def controlled_by(pods: list[Body], uid: str) -> list[Body]:
     """The pods whose controller is the Job of ``uid``.
 
     The Job controller writes that owner reference on the pods it creates
-    (``controller: true``, the Job's uid); a pod made by another Job, or by
-    hand, with the Job's labels copied has another controller, or none.
+    (``controller: true``, the Job's uid: the controllerRef every workload
+    controller sets, ``metav1.NewControllerRef`` in kubernetes
+    ``pkg/controller/job/job_controller.go``); a pod made by another Job (a
+    ``manualSelector`` lets its pods carry any labels, kubernetes
+    ``docs/design/selector-generation.md``), or by hand, with the Job's
+    labels copied has another controller, or none.
     """
     return [
         pod
