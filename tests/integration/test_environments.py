@@ -102,6 +102,25 @@ def test_a_job_that_would_run_as_a_service_account_the_environment_does_not_allo
     assert pod.automount_service_account_token is False
 
 
+def test_a_job_that_would_carry_an_api_token_or_hold_the_environment_too_long_waits(
+    api: Api, operator: OperatorProcess
+) -> None:
+    env = env_name("token")
+    api.declare(env, maxDeadlineSeconds=7200)
+    api.deploy(toolbox())
+    token = {"name": "kube-api", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}
+    api.create(migration("pdm-token", env=env, job={"volumes": [token]}), declare=False)
+    api.create(migration("pdm-long", env=env, job={"activeDeadlineSeconds": 86400}), declare=False)
+    gated = api.wait_condition("pdm-token", "Gated")
+    assert gated["reason"] == "TokenNotAllowed"
+    assert "'kube-api'" in gated["message"]
+    gated = api.wait_condition("pdm-long", "Gated")
+    assert gated["reason"] == "DeadlineNotAllowed"
+    assert "7200" in gated["message"]
+    assert api.jobs() == []
+    assert no_lease(api, env)
+
+
 def test_an_environment_that_requires_approval_holds_a_migration_without_a_preflight(
     api: Api, operator: OperatorProcess
 ) -> None:
