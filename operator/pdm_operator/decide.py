@@ -186,9 +186,11 @@ class JobEvents(Ask):
 
 @dataclass(frozen=True)
 class LogTail(Ask):
-    """The end of a pod's migration container log → ``str`` ("" if unreadable)."""
+    """The end of a pod's container log (the migration container unless named)
+    → ``str`` ("" if unreadable)."""
 
     pod: str
+    container: str = model.MIGRATION_CONTAINER
 
 
 @dataclass(frozen=True)
@@ -682,7 +684,10 @@ def _gates(
         expect = None
         if name == source:
             expect = (p.spec["image"]["fromDeployment"]["container"], p.status["sourceImage"])
-        hold = gates.rollout(name, (yield GetDeployment(name)), expect)
+        deployment: Body | None = yield GetDeployment(name)
+        hold = gates.rollout(name, deployment, expect)
+        if hold and hold.reason in ("RolloutPending", "RolloutStuck") and deployment:
+            hold = (yield from _held_in_dependencies(p, name, deployment)) or hold
         if hold:
             return hold
     if template is not None:
@@ -704,6 +709,19 @@ def _gates(
         )
     p.tenure = tenure
     return None
+
+
+def _held_in_dependencies(p: Pass, name: str, deployment: Body) -> Decision[gates.Hold | None]:
+    """A rollout whose new pods wait in the chart's ``dependencies`` init container:
+    why, from the pods' state and the check's own lines (a few pods' logs)."""
+    held = gates.held_in_dependencies((yield DeploymentPods(name)), p.at)
+    if not held:
+        return None
+    logs: dict[str, str] = {}
+    for pod in held[:3]:
+        pod_name = pod["metadata"]["name"]
+        logs[pod_name] = (yield LogTail(pod_name, gates.DEPENDENCIES)) or ""
+    return gates.rollout_waits(name, deployment, held, logs)
 
 
 def _dependencies(p: Pass) -> Decision[gates.Hold | None]:

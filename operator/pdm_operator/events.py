@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pdm_operator import environments, model
+from pdm_operator import environments, gates, model
 from pdm_operator.model import Body
 
 MESSAGE_LIMIT = 1024
@@ -57,7 +57,14 @@ WARNING_CONDITIONS = frozenset(
 )
 #: Gates that hold for a reason someone should look at, not a normal wait.
 WARNING_GATES = frozenset(
-    {"ImageChanged", "RolloutStuck", "JobNameTaken", "EnvironmentBusy", *environments.HOLDS}
+    {
+        "ImageChanged",
+        "RolloutStuck",
+        gates.ROLLOUT_WAITS_FOR_MIGRATIONS,
+        "JobNameTaken",
+        "EnvironmentBusy",
+        *environments.HOLDS,
+    }
 )
 
 

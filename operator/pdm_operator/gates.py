@@ -7,9 +7,11 @@ naming the gate and why. A dependency that failed is not a hold but the end:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime
 
-from pdm_operator import conditions, images, model
+from pdm_operator import conditions, images, model, timestamps
 from pdm_operator.model import Body
 
 
@@ -121,3 +123,152 @@ def rollout(
             f"{available}/{desired} available, {total - updated} old",
         )
     return None
+
+
+# --- a rollout that waits for the migrations that wait for it ----------------------------
+#: The init container of the chart's webservice and Sidekiq pods that runs CNG's
+#: ``/scripts/wait-for-deps`` (chart ``charts/gitlab/charts/webservice/templates/
+#: deployment.yaml``, ``…/sidekiq/templates/deployment.yaml``).
+DEPENDENCIES = "dependencies"
+#: The variable that lets that check pass with only post-deployment migrations
+#: pending, as the chart documents it (``doc/charts/gitlab/webservice/_index.md``,
+#: ``…/sidekiq/_index.md``: "``BYPASS_POST_DEPLOYMENT=true``"). CNG's code that
+#: reads it could not be read here, so only the documented value counts as set.
+BYPASS = "BYPASS_POST_DEPLOYMENT"
+BYPASS_VALUE = "true"
+#: CNG's check gives up after ``WAIT_FOR_TIMEOUT`` (30) tries a second apart and
+#: exits 1 (``gitlab-rails/scripts/wait-for-deps``, ``scripts/lib/checks/
+#: postgresql.rb``): a pod still in it after this long, or after one failure,
+#: is held, not starting.
+HELD_AFTER = 30.0
+ROLLOUT_WAITS_FOR_MIGRATIONS = "RolloutWaitsForMigrations"
+#: What the check prints per database (``Checks::PostgreSQL#check_schema_version``):
+#: ``Database Schema - main (gitlabhq_production) - current: 20261101000002,
+#: codebase: 20261115000003``.
+_SCHEMA_LINE = re.compile(
+    r"^Database Schema - (\S+) \(([^)]*)\) - current: (\d*), codebase: (\d+)\s*$", re.MULTILINE
+)
+
+
+def _dependencies_container(deployment: Body) -> Body | None:
+    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return next(
+        (c for c in spec.get("initContainers") or [] if c.get("name") == DEPENDENCIES), None
+    )
+
+
+def chart_value(deployment: Body) -> str:
+    """The chart value that sets the bypass for this Deployment's component.
+
+    Each GitLab subchart takes ``gitlab.<name>.extraEnv`` and labels its
+    objects ``app: <name>`` (``webservice``, ``sidekiq``).
+    """
+    template = (deployment.get("spec") or {}).get("template") or {}
+    app = next(
+        (
+            str(labels["app"])
+            for labels in (
+                (deployment.get("metadata") or {}).get("labels") or {},
+                (template.get("metadata") or {}).get("labels") or {},
+            )
+            if labels.get("app")
+        ),
+        None,
+    )
+    if app is None:
+        return f"{BYPASS} in the extraEnv of its chart component"
+    return f"gitlab.{app}.extraEnv.{BYPASS}"
+
+
+def bypass_missing(name: str, deployment: Body) -> str | None:
+    """Why ``deployment``'s new pods would wait for post-deployment migrations, or None.
+
+    Only a Deployment whose pods have the chart's ``dependencies`` init
+    container can wait for migrations; it passes while only post-deployment
+    migrations are pending when that container's env has
+    ``BYPASS_POST_DEPLOYMENT=true``. A value from ``envFrom`` cannot be read
+    here, so it does not count: the answer says where to look.
+    """
+    init = _dependencies_container(deployment)
+    if init is None:
+        return None
+    value = next((e.get("value") for e in init.get("env") or [] if e.get("name") == BYPASS), None)
+    if value is not None and str(value).strip().lower() == BYPASS_VALUE:
+        return None
+    has = "has no BYPASS_POST_DEPLOYMENT" if value is None else f"has {BYPASS}={value!r}"
+    if value is None and init.get("envFrom"):
+        has += " in its env (one from envFrom is not read)"
+    return (
+        f"Deployment {name!r}: its {DEPENDENCIES!r} init container {has}, so its new pods wait "
+        "until every migration is applied, post-deployment ones included; a deploy that skips "
+        "them (SKIP_POST_DEPLOYMENT_MIGRATIONS) never rolls out while this migration waits for "
+        f"it. Set {chart_value(deployment)}={BYPASS_VALUE!r} in the chart values "
+        "(docs/usage.md, Chart values)"
+    )
+
+
+def held_in_dependencies(pods: list[Body], now: datetime) -> list[Body]:
+    """Pods kept in their ``dependencies`` init container: failed once, or in it too long."""
+    held = []
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        status = next(
+            (
+                s
+                for s in (pod.get("status") or {}).get("initContainerStatuses") or []
+                if s.get("name") == DEPENDENCIES
+            ),
+            None,
+        )
+        if status is None:
+            continue
+        state = status.get("state") or {}
+        if (state.get("terminated") or {}).get("exitCode") == 0:
+            continue
+        failed = int(status.get("restartCount") or 0) > 0 or "terminated" in state
+        started = timestamps.parse_or_none((state.get("running") or {}).get("startedAt"))
+        if failed or (started is not None and (now - started).total_seconds() >= HELD_AFTER):
+            held.append(pod)
+    return held
+
+
+def schema_behind(log: str) -> list[str]:
+    """The databases the check said are behind the code, from its own lines (newest last)."""
+    latest: dict[str, str] = {}
+    for m in _SCHEMA_LINE.finditer(log):
+        database, current, codebase = m.group(1), m.group(3), m.group(4)
+        if int(current or 0) < int(codebase):
+            latest[database] = f"{database}: current {current or 0}, codebase {codebase}"
+        else:
+            latest.pop(database, None)
+    return list(latest.values())
+
+
+def rollout_waits(name: str, deployment: Body, held: list[Body], logs: dict[str, str]) -> Hold:
+    """The hold for a rollout whose new pods are ``held`` in ``dependencies``.
+
+    ``logs``: each held pod's ``dependencies`` log tail, where it could be read.
+    Without the bypass, pods held by a schema behind the code (or with no
+    readable log) are the deadlock: the rollout waits for this migration,
+    which waits for the rollout. With it, they wait for something else (the
+    database, a regular migration), and the message says where to look.
+    """
+    pod = held[0]["metadata"]["name"]
+    behind = [line for p in held for line in schema_behind(logs.get(p["metadata"]["name"], ""))]
+    seen = f" ({'; '.join(dict.fromkeys(behind))})" if behind else ""
+    waiting = f"{len(held)} pod(s) of Deployment {name!r}, {pod!r} first"
+    missing = bypass_missing(name, deployment)
+    readable = any(logs.get(p["metadata"]["name"]) for p in held)
+    if missing is not None and (behind or not readable):
+        return Hold(
+            ROLLOUT_WAITS_FOR_MIGRATIONS,
+            f"{waiting}, wait in their {DEPENDENCIES!r} init container for pending migrations"
+            f"{seen}, and this migration waits for that rollout (spec.waitFor.rolledOut): "
+            f"neither can finish. {missing}. Nothing runs while the old code still serves",
+        )
+    return Hold(
+        "RolloutPending",
+        f"{waiting}, wait in their {DEPENDENCIES!r} init container{seen} "
+        f"(kubectl logs -c {DEPENDENCIES} {pod})",
+    )

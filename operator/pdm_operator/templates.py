@@ -94,6 +94,9 @@ SOURCE_LABELS = frozenset(
         "app.kubernetes.io/version",
     }
 )
+#: The label of the chart's batched-background-migrations wait Job, which also
+#: carries ``app: migrations, release: <release>`` (chart MR 5372).
+BBM_CHECK_LABEL = "gitlab.com/batched-background-migrations-check"
 #: Pod spec fields that only make sense on the source's own pods.
 SOURCE_POD_FIELDS = ("nodeName",)
 
@@ -241,6 +244,12 @@ def skip_sources(container: Body) -> list[str]:
     return [*found, "the image's ENV (or what its ENTRYPOINT exports)"]
 
 
+def is_bbm_check(job: Body) -> bool:
+    """The chart's batched-background-migrations wait Job: ``app: migrations`` too, but
+    it only waits for background migrations, so it is never a template."""
+    return BBM_CHECK_LABEL in ((job.get("metadata") or {}).get("labels") or {})
+
+
 def newest_job(jobs: list[Body], selector: str) -> Body | Missing:
     """The chart's current migrations Job among ``jobs`` (already selected).
 
@@ -248,20 +257,32 @@ def newest_job(jobs: list[Body], selector: str) -> Body | Missing:
     the name's hash changes), but a failed upgrade or a manual copy can leave
     more: the newest wins. Two equally new ones cannot be told apart, and the
     operator will not guess which wiring runs an irreversible migration.
-    Jobs the operator made itself are never a template.
+    Jobs the operator made itself are never a template, nor is the chart's
+    batched-background-migrations check (:func:`is_bbm_check`), whatever the
+    selector matched.
     """
+    live = [j for j in jobs if not j.get("metadata", {}).get("deletionTimestamp")]
     candidates = [
         j
-        for j in jobs
+        for j in live
         if (j.get("metadata", {}).get("labels") or {}).get(model.LABEL_MANAGED_BY) != "pdm-operator"
-        and not j.get("metadata", {}).get("deletionTimestamp")
+        and not is_bbm_check(j)
     ]
     if not candidates:
+        checks = sorted(j["metadata"]["name"] for j in live if is_bbm_check(j))
+        only = (
+            f"; only the batched background migrations check ({', '.join(checks)}, label "
+            f"{BBM_CHECK_LABEL}) matches, and it is never a template"
+            if checks
+            else ""
+        )
         return Missing(
             "TemplateNotFound",
-            f"no Job matches {selector!r} (spec.podTemplateFrom.migrationsJob): the chart's "
-            "migrations Job of this release is not there (not deployed yet, or deleted). "
-            "Use podTemplateFrom.toolboxDeployment where the chart's Job is not kept",
+            f"no migrations Job matches {selector!r} (spec.podTemplateFrom.migrationsJob){only}: "
+            "the chart's migrations Job of this release is not there (not deployed yet, or "
+            "deleted, as the GitLab Operator does once it has run). Use "
+            "podTemplateFrom.toolboxDeployment where the chart's Job is not kept "
+            "(docs/usage.md, Chart values)",
         )
     newest = max(c["metadata"].get("creationTimestamp") or "" for c in candidates)
     tied = sorted(

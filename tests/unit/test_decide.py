@@ -205,6 +205,38 @@ def deployment(image: str = IMAGE, *, updated: int = 1) -> Body:
     }
 
 
+def held_rollout(*, bypass: bool = False) -> Body:
+    """A chart Deployment rolling out, its pods checking the schema in ``dependencies``."""
+    out = deployment(updated=0)
+    init: Body = {"name": "dependencies", "args": ["/scripts/wait-for-deps"]}
+    if bypass:
+        init["env"] = [{"name": "BYPASS_POST_DEPLOYMENT", "value": "true"}]
+    out["spec"]["template"]["spec"]["initContainers"] = [init]
+    return out
+
+
+def held_pod() -> Body:
+    """A new pod whose ``dependencies`` check failed once and waits to try again."""
+    return {
+        "metadata": {"name": "gitlab-toolbox-new"},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": "dependencies",
+                    "restartCount": 1,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                }
+            ]
+        },
+    }
+
+
+SCHEMA_BEHIND = (
+    "Database Schema - main (gitlabhq_production) - current: 20261101000002, "
+    "codebase: 20261115000003\n"
+)
+
+
 def pinned_pod() -> Body:
     return {
         "metadata": {"name": "gitlab-toolbox-abc"},
@@ -693,6 +725,34 @@ CASES = [
         ["ValidateJob", "WriteStatus"],
         TIMING.gate_poll,
         "0/1 replicas updated",
+    ),
+    Case(
+        "the rollout's new pods wait for pending migrations, with no bypass: the deadlock",
+        ROLLED_OUT,
+        lambda: World(
+            deployments={"gitlab-toolbox": held_rollout()},
+            deployment_pods=[held_pod()],
+            logs={"gitlab-toolbox-new": SCHEMA_BEHIND},
+        ),
+        "Gated",
+        "RolloutWaitsForMigrations",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+        "gitlab.toolbox.extraEnv",
+    ),
+    Case(
+        "the rollout's new pods wait in the check with the bypass: for something else",
+        ROLLED_OUT,
+        lambda: World(
+            deployments={"gitlab-toolbox": held_rollout(bypass=True)},
+            deployment_pods=[held_pod()],
+            logs={"gitlab-toolbox-new": SCHEMA_BEHIND},
+        ),
+        "Gated",
+        "RolloutPending",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+        "kubectl logs -c dependencies gitlab-toolbox-new",
     ),
     Case(
         "the image's Deployment moved on to another version",

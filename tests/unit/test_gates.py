@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -270,3 +271,135 @@ def test_waiting_on_a_cycle_one_is_not_part_of_is_not_a_cycle_through_it() -> No
 def test_a_finished_migration_breaks_the_cycle() -> None:
     # "b" has ended, so it is not in the graph: its end decides the gate.
     assert gates.cycle("a", {"a": ["b"]}) is None
+
+
+# --- a rollout held in the chart's dependencies check ---------------------------------
+NOW = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
+#: What CNG's check prints per database (scripts/lib/checks/postgresql.rb).
+BEHIND = (
+    "Checking: main, ci\n"
+    "Database Schema - main (gitlabhq_production) - current: 20261101000003, "
+    "codebase: 20261115000004\n"
+    "Database Schema - ci (gitlabhq_production_ci) - current: 20261101000003, "
+    "codebase: 20261115000004\n"
+    "WARNING: Not all services were operational, with data migrations completed.\n"
+)
+
+
+def chart_deployment(app: str = "webservice", bypass: str | None = None, **init: Any) -> Body:
+    """A chart Deployment whose pods wait for the database in ``dependencies``."""
+    dependencies: Body = {"name": "dependencies", "args": ["/scripts/wait-for-deps"], **init}
+    if bypass is not None:
+        dependencies["env"] = [{"name": "BYPASS_POST_DEPLOYMENT", "value": bypass}]
+    return {
+        "metadata": {"name": f"gitlab-{app}-default", "labels": {"app": app}},
+        "spec": {"template": {"spec": {"initContainers": [dependencies], "containers": []}}},
+    }
+
+
+def pod(name: str, restarts: int = 0, since: int = 5, **state: Body) -> Body:
+    """A pod whose ``dependencies`` init container is in ``state`` (running ``since`` s)."""
+    started = (NOW - timedelta(seconds=since)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": "dependencies",
+                    "restartCount": restarts,
+                    "state": state or {"running": {"startedAt": started}},
+                }
+            ]
+        },
+    }
+
+
+def test_without_the_bypass_the_dependencies_check_waits_for_post_deployment_migrations() -> None:
+    missing = gates.bypass_missing("gitlab-webservice-default", chart_deployment())
+    assert missing is not None
+    assert "has no BYPASS_POST_DEPLOYMENT" in missing
+    assert "gitlab.webservice.extraEnv.BYPASS_POST_DEPLOYMENT='true'" in missing
+    sidekiq = gates.bypass_missing("gitlab-sidekiq-all-in-1-v2", chart_deployment("sidekiq"))
+    assert sidekiq is not None
+    assert "gitlab.sidekiq.extraEnv.BYPASS_POST_DEPLOYMENT" in sidekiq
+
+
+def test_only_the_documented_value_counts_as_the_bypass() -> None:
+    assert gates.bypass_missing("w", chart_deployment(bypass="true")) is None
+    assert gates.bypass_missing("w", chart_deployment(bypass="True")) is None
+    said = gates.bypass_missing("w", chart_deployment(bypass="1"))
+    assert said is not None
+    assert "BYPASS_POST_DEPLOYMENT='1'" in said
+
+
+def test_a_bypass_only_from_env_from_is_not_taken_on_trust() -> None:
+    said = gates.bypass_missing(
+        "w", chart_deployment(envFrom=[{"configMapRef": {"name": "extra"}}])
+    )
+    assert said is not None
+    assert "envFrom is not read" in said
+
+
+def test_a_deployment_without_the_dependencies_check_cannot_wait_for_migrations() -> None:
+    assert gates.bypass_missing("gitlab-toolbox", deployment()) is None
+
+
+def test_a_pod_is_held_after_one_failure_or_thirty_seconds_in_the_check() -> None:
+    starting = pod("a", since=5)
+    long = pod("b", since=31)
+    failed_once = pod("c", restarts=1, since=1)
+    backing_off = pod("d", restarts=2, waiting={"reason": "CrashLoopBackOff"})
+    passed = pod("e", terminated={"exitCode": 0})
+    going = {**pod("f", since=99), "metadata": {"name": "f", "deletionTimestamp": "x"}}
+    no_check = {"metadata": {"name": "g"}, "status": {}}
+    held = gates.held_in_dependencies(
+        [starting, long, failed_once, backing_off, passed, going, no_check], NOW
+    )
+    assert [p["metadata"]["name"] for p in held] == ["b", "c", "d"]
+
+
+def test_the_checks_own_lines_say_which_databases_are_behind() -> None:
+    assert gates.schema_behind(BEHIND) == [
+        "main: current 20261101000003, codebase 20261115000004",
+        "ci: current 20261101000003, codebase 20261115000004",
+    ]
+    caught_up = BEHIND + (
+        "Database Schema - main (gitlabhq_production) - current: 20261115000004, "
+        "codebase: 20261115000004\n"
+    )
+    assert gates.schema_behind(caught_up) == ["ci: current 20261101000003, codebase 20261115000004"]
+    assert gates.schema_behind("Error checking main: connection refused\n") == []
+
+
+def test_held_pods_without_the_bypass_name_the_deadlock_and_the_chart_value() -> None:
+    held = [pod("gitlab-webservice-default-7d9-x", restarts=1)]
+    hold = gates.rollout_waits(
+        "gitlab-webservice-default",
+        chart_deployment(),
+        held,
+        {"gitlab-webservice-default-7d9-x": BEHIND},
+    )
+    assert hold.reason == "RolloutWaitsForMigrations"
+    assert not hold.fatal
+    assert "neither can finish" in hold.message
+    assert "main: current 20261101000003, codebase 20261115000004" in hold.message
+    assert "gitlab.webservice.extraEnv.BYPASS_POST_DEPLOYMENT='true'" in hold.message
+
+
+def test_an_unreadable_log_without_the_bypass_is_still_the_deadlock() -> None:
+    hold = gates.rollout_waits("w", chart_deployment(), [pod("p", restarts=1)], {"p": ""})
+    assert hold.reason == "RolloutWaitsForMigrations"
+
+
+def test_held_pods_waiting_for_something_else_point_at_their_log() -> None:
+    # The bypass is set: they wait for a regular migration or the database.
+    with_bypass = gates.rollout_waits(
+        "w", chart_deployment(bypass="true"), [pod("p", restarts=1)], {"p": BEHIND}
+    )
+    assert with_bypass.reason == "RolloutPending"
+    assert "kubectl logs -c dependencies p" in with_bypass.message
+    # No bypass, but the log says the database is unreachable, not behind.
+    unreachable = gates.rollout_waits(
+        "w", chart_deployment(), [pod("p", restarts=1)], {"p": "Error checking main: timeout\n"}
+    )
+    assert unreachable.reason == "RolloutPending"

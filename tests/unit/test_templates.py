@@ -481,6 +481,32 @@ def test_the_operators_own_jobs_and_deleted_jobs_are_never_a_template() -> None:
     assert found.reason == "TemplateNotFound"
 
 
+def bbm_check(created: str) -> Body:
+    """The chart's batched-background-migrations wait Job: ``app: migrations`` too."""
+    job = as_stored(CHART_JOB, "bbm", created=created)
+    job["metadata"]["name"] = "gitlab-bbm-check-1a2b3c4"
+    job["metadata"]["labels"][templates.BBM_CHECK_LABEL] = "true"
+    return job
+
+
+def test_the_bbm_check_job_is_never_the_template_even_when_newer() -> None:
+    found = templates.newest_job(
+        [CHART_JOB, bbm_check("2030-01-01T00:00:00Z")], "app=migrations,release=gitlab"
+    )
+    assert found is CHART_JOB
+
+
+def test_a_release_with_only_the_bbm_check_job_says_so_and_how_to_do_without() -> None:
+    found = templates.newest_job(
+        [bbm_check("2026-12-01T10:00:00Z")], "app=migrations,release=gitlab"
+    )
+    assert isinstance(found, templates.Missing)
+    assert found.reason == "TemplateNotFound"
+    assert "gitlab-bbm-check-1a2b3c4" in found.message
+    assert "never a template" in found.message
+    assert "podTemplateFrom.toolboxDeployment" in found.message
+
+
 def test_a_missing_migration_container_is_named_with_the_ones_there_are() -> None:
     found = templates.from_job(CHART_JOB, "toolbox")
     assert isinstance(found, templates.Missing)
