@@ -180,7 +180,7 @@ def colorize(text: str) -> str:
 
 
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
-    from pdm_operator import dryrun, images, kube, sources, templates  # noqa: PLC0415
+    from pdm_operator import dryrun, gates, images, kube, sources, templates  # noqa: PLC0415
 
     migration = load_migration(args.filename, args.namespace)
     client = kube.Kube(kube.load_config(args.kubeconfig))
@@ -207,6 +207,10 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
             if stale:
                 print(f"warning: TemplateStale: {stale}", file=sys.stderr)
         planned = dryrun.plan(client, migration, image, template)
+        rolled_out = (migration["spec"].get("waitFor") or {}).get("rolledOut") or []
+        deployments = {name: client.get_deployment(ns, name) for name in rolled_out}
+        for warning in gates.bypass_warnings(migration["spec"], deployments):
+            print(f"warning: {gates.BYPASS_MISSING}: {warning}", file=sys.stderr)
     except errors.ApiError as e:
         print(f"error: the API server rejected the Job: {e.message}", file=sys.stderr)
         return EXIT_ERROR

@@ -1518,6 +1518,10 @@ def _dry_run(p: Pass, template: templates.Template | None) -> Decision[Step]:
     p.status["diff"] = status_diff
     p.status["jobName"] = planned.job["metadata"]["name"]
     summary = diff.summary
+    for warning in (yield from _rollout_warnings(p)):
+        # Said before the deploy, when the chart values can still change.
+        yield Warn(gates.BYPASS_MISSING, warning)
+        summary += f"; warning ({gates.BYPASS_MISSING}): {warning}"
     stale = template and templates.stale(template, p.status["sourceImage"], p.status["image"])
     if stale:
         # The check is of the wiring there is; a Run would wait for the new one.
@@ -1533,6 +1537,15 @@ def _dry_run(p: Pass, template: templates.Template | None) -> Decision[Step]:
     p.set(model.FAILED, False, "DryRunSucceeded", summary)
     p.status["completionTime"] = p.now
     return (yield from _write(p, None))
+
+
+def _rollout_warnings(p: Pass) -> Decision[list[str]]:
+    """The Deployments this migration waits for whose new pods would wait for it."""
+    names = list((p.spec.get("waitFor") or {}).get("rolledOut") or [])
+    found: dict[str, Body | None] = {}
+    for name in names:
+        found[name] = yield GetDeployment(name)
+    return gates.bypass_warnings(p.spec, found)
 
 
 # --- endings and the write ------------------------------------------------------------

@@ -142,6 +142,8 @@ BYPASS_VALUE = "true"
 #: is held, not starting.
 HELD_AFTER = 30.0
 ROLLOUT_WAITS_FOR_MIGRATIONS = "RolloutWaitsForMigrations"
+#: The Warning of a dry run (and ``pdm-operator diff``) that sees the deadlock coming.
+BYPASS_MISSING = "BypassPostDeploymentMissing"
 #: What the check prints per database (``Checks::PostgreSQL#check_schema_version``):
 #: ``Database Schema - main (gitlabhq_production) - current: 20261101000002,
 #: codebase: 20261115000003``.
@@ -205,6 +207,16 @@ def bypass_missing(name: str, deployment: Body) -> str | None:
         f"it. Set {chart_value(deployment)}={BYPASS_VALUE!r} in the chart values "
         "(docs/usage.md, Chart values)"
     )
+
+
+def bypass_warnings(spec: Body, deployments: dict[str, Body | None]) -> list[str]:
+    """Before a deploy: each ``waitFor.rolledOut`` Deployment that would wait for this migration.
+
+    ``deployments``: those Deployments as read (None: not found, no warning).
+    """
+    names = list((spec.get("waitFor") or {}).get("rolledOut") or [])
+    found = [bypass_missing(n, d) for n in names if (d := deployments.get(n)) is not None]
+    return [f for f in found if f is not None]
 
 
 def held_in_dependencies(pods: list[Body], now: datetime) -> list[Body]:

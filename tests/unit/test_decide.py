@@ -1173,6 +1173,27 @@ CASES = [
         "1 field changed",
     ),
     Case(
+        "a dry run waiting for a Deployment without the bypass warns before the deploy",
+        migration(mode="DryRun", waitFor={"rolledOut": ["gitlab-toolbox"]}),
+        lambda: World(deployments={"gitlab-toolbox": held_rollout()}),
+        "Succeeded",
+        "DryRunSucceeded",
+        ["Warn", "WriteStatus"],
+        None,
+        "warning (BypassPostDeploymentMissing): Deployment 'gitlab-toolbox': its 'dependencies' "
+        "init container has no BYPASS_POST_DEPLOYMENT",
+    ),
+    Case(
+        "a dry run waiting for a Deployment with the bypass: no warning",
+        migration(mode="DryRun", waitFor={"rolledOut": ["gitlab-toolbox"]}),
+        lambda: World(deployments={"gitlab-toolbox": held_rollout(bypass=True)}),
+        "Succeeded",
+        "DryRunSucceeded",
+        ["WriteStatus"],
+        None,
+        "1 field changed",
+    ),
+    Case(
         "a dry run the API server refuses: failed with its words",
         migration(mode="DryRun"),
         lambda: World(dry_run=errors.Invalid("spec.template.spec: Forbidden", 422)),
