@@ -261,18 +261,20 @@ def rollout_waits(name: str, deployment: Body, held: list[Body], logs: dict[str,
     """The hold for a rollout whose new pods are ``held`` in ``dependencies``.
 
     ``logs``: each held pod's ``dependencies`` log tail, where it could be read.
-    Without the bypass, pods held by a schema behind the code (or with no
-    readable log) are the deadlock: the rollout waits for this migration,
-    which waits for the rollout. With it, they wait for something else (the
-    database, a regular migration), and the message says where to look.
+    Without the bypass the check waits for every pending migration, so held
+    pods are the deadlock whatever else they wait for: the rollout waits for
+    this migration, which waits for the rollout. The check's own "Database
+    Schema" lines, where the log has them, are quoted as the evidence; the
+    decision does not rest on them (newer CNG prints other lines, CNG MR
+    !1548). With the bypass the pods wait for something else (the database, a
+    regular migration), and the message says where to look.
     """
     pod = held[0]["metadata"]["name"]
     behind = [line for p in held for line in schema_behind(logs.get(p["metadata"]["name"], ""))]
     seen = f" ({'; '.join(dict.fromkeys(behind))})" if behind else ""
     waiting = f"{len(held)} pod(s) of Deployment {name!r}, {pod!r} first"
     missing = bypass_missing(name, deployment)
-    readable = any(logs.get(p["metadata"]["name"]) for p in held)
-    if missing is not None and (behind or not readable):
+    if missing is not None:
         return Hold(
             ROLLOUT_WAITS_FOR_MIGRATIONS,
             f"{waiting}, wait in their {DEPENDENCIES!r} init container for pending migrations"
