@@ -28,7 +28,7 @@ HACK = Path(__file__).resolve().parent
 ROOT = HACK.parent
 sys.path.insert(0, str(HACK))
 
-import realnode  # noqa: E402
+import gitlab_release  # noqa: E402
 from localcluster import ClusterError, LocalCluster, build_binaries  # noqa: E402
 from postgres import Postgres  # noqa: E402
 
@@ -86,34 +86,20 @@ def apply(env: dict[str, str], ns: str, manifests: str, what: str) -> None:
 
 def release(db: Postgres | None) -> str:
     """examples/gitlab-chart-release.yaml, made to really run when there is a real node:
-    database.yml points at the stand-in GitLab's PostgreSQL, and the migrations
-    Job and the toolbox run on the real node."""
+    database.yml points at the stand-in GitLab's PostgreSQL (main and ci), the
+    migrations Job, the toolbox, the webservice and Sidekiq run on the real node,
+    and the webservice and Sidekiq carry the chart value a deploy that skips
+    post-deployment migrations needs (``BYPASS_POST_DEPLOYMENT=true``)."""
     import yaml  # noqa: PLC0415 - make run runs in the virtualenv
 
-    docs = [
-        d
-        for d in yaml.safe_load_all((ROOT / "examples" / "gitlab-chart-release.yaml").read_text())
-        if d
-    ]
     if db is None:
-        return yaml.safe_dump_all(docs)
-    for doc in docs:
-        if doc["kind"] == "ConfigMap" and "database.yml.erb" in doc["data"]:
-            text = doc["data"]["database.yml.erb"]
-            text = text.replace('host: "gitlab-postgresql.gitlab.svc"', f'host: "{db.host}"')
-            text = text.replace("port: 5432", f"port: {db.port}")
-            doc["data"]["database.yml.erb"] = text.replace(
-                "database: gitlabhq_production", f"database: {DEMO_DATABASE}"
-            )
-        if (
-            doc["kind"] in ("Job", "Deployment")
-            and doc["metadata"]["name"] != "gitlab-webservice-default"
-        ):
-            pod = doc["spec"]["template"]["spec"]
-            pod["nodeSelector"] = {realnode.NODE_LABEL: "real"}
-            pod["tolerations"] = [
-                {"key": realnode.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
-            ]
+        return yaml.safe_dump_all(gitlab_release.release())
+    docs = gitlab_release.release(
+        gitlab_release.Database(db.host, db.port, DEMO_DATABASE),
+        real_node=(gitlab_release.CHART_JOB, gitlab_release.TOOLBOX, *gitlab_release.RAILS),
+        bypass=True,
+        replicas=1,
+    )
     return yaml.safe_dump_all(docs)
 
 
@@ -129,21 +115,45 @@ def example(db: Postgres | None) -> str:
     return str(yaml.safe_dump(doc))
 
 
-def applied(db: Postgres) -> list[str]:
-    return db.psql(
-        "SELECT version FROM schema_migrations ORDER BY version", database=DEMO_DATABASE
-    ).split()
+def applied(db: Postgres) -> str:
+    """Each database's ``schema_migrations``, as one line each."""
+    out = []
+    for name in (DEMO_DATABASE, f"{DEMO_DATABASE}_ci"):
+        versions = db.psql("SELECT version FROM schema_migrations ORDER BY version", database=name)
+        out.append(f"{name}: {' '.join(versions.split())}")
+    return "; ".join(out)
+
+
+def follow(env: dict[str, str], ns: str, name: str, timeout: float) -> bool:
+    """Print each change of the migration's state and reason until it ends."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = kubectl(
+            env,
+            "get", "pdm", "-n", ns, name, "-o",
+            "jsonpath={.status.state} {.status.reason}: {.status.message}",
+            check=False,
+        ).stdout.strip()  # fmt: skip
+        if now and now != seen:
+            log(f"pdm/{name}: {now}")
+            seen = now
+        if now.startswith(("Succeeded", "Failed")):
+            return now.startswith("Succeeded")
+        time.sleep(1)
+    return False
 
 
 def demo(env: dict[str, str], db: Postgres | None) -> bool:
     ns = DEMO_NAMESPACE
     if kubectl(env, "get", "namespace", ns, check=False).returncode != 0:
         kubectl(env, "create", "namespace", ns)
-    if db is not None:
-        db.psql(f"DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)", database="postgres")
-        db.psql(f"CREATE DATABASE {DEMO_DATABASE} OWNER gitlab", database="postgres")
     kubectl(env, "delete", "-n", ns, "pdm", DEMO_PDM, "--ignore-not-found", "--wait=true")
-    kubectl(env, "delete", "-n", ns, "jobs", "--all", "--wait=true")
+    kubectl(env, "delete", "-n", ns, "jobs,deployments", "--all", "--wait=true")
+    if db is not None:
+        for name in (DEMO_DATABASE, f"{DEMO_DATABASE}_ci"):
+            db.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", database="postgres")
+            db.psql(f"CREATE DATABASE {name} OWNER gitlab", database="postgres")
     apply(env, ns, release(db), "the release")
     log("regular deploy: the chart's migrations Job runs with SKIP_POST_DEPLOYMENT_MIGRATIONS=true")
     kubectl(
@@ -156,24 +166,24 @@ def demo(env: dict[str, str], db: Postgres | None) -> bool:
         "--timeout=180s",
     )
     if db is not None:
-        log(f"after the regular deploy, schema_migrations holds: {' '.join(applied(db))}")
+        log(f"after the regular deploy, schema_migrations holds: {applied(db)}")
     kubectl(env, "apply", "-f", str(ROOT / "examples" / "environment.yaml"))
     apply(env, ns, example(db), "examples/pdm.yaml")
-    log(f"applied examples/ in namespace {ns}; waiting for pdm/{DEMO_PDM} to succeed")
-    waited = kubectl(
-        env,
-        "wait",
-        "-n",
-        ns,
-        "--for=condition=Succeeded",
-        f"pdm/{DEMO_PDM}",
-        "--timeout=240s",
-        check=False,
+    log(
+        f"applied examples/pdm.yaml in namespace {ns}: pdm/{DEMO_PDM} waits for the rollout of "
+        "the webservice, Sidekiq and the toolbox"
     )
+    for deployment in (*gitlab_release.RAILS, gitlab_release.TOOLBOX):
+        kubectl(env, "rollout", "status", "-n", ns, f"deployment/{deployment}", "--timeout=240s")
+    log(
+        "rollout: the new webservice and Sidekiq pods passed their dependencies check "
+        "(BYPASS_POST_DEPLOYMENT=true: only post-deployment migrations are pending)"
+    )
+    succeeded = follow(env, ns, DEMO_PDM, timeout=300)
     print(kubectl(env, "get", "pdm", "-n", ns, "-o", "wide").stdout, flush=True)
     print(kubectl(env, "get", "jobs", "-n", ns).stdout, flush=True)
-    if waited.returncode != 0:
-        log(f"pdm/{DEMO_PDM} did not succeed: {waited.stderr.strip()}")
+    if not succeeded:
+        log(f"pdm/{DEMO_PDM} did not succeed")
         print(kubectl(env, "describe", "pdm", "-n", ns, DEMO_PDM, check=False).stdout)
         return False
     source = kubectl(
@@ -203,10 +213,9 @@ def demo(env: dict[str, str], db: Postgres | None) -> bool:
             if line.startswith("== ")
         ]
         print("\n".join(migrated), flush=True)
-        log(
-            "after the post-deployment migrations, schema_migrations holds: "
-            + " ".join(applied(db))
-        )
+        log(f"after the post-deployment migrations, schema_migrations holds: {applied(db)}")
+        ready = kubectl(env, "get", "pods", "-n", ns, "-l", "app=webservice").stdout.strip()
+        log(f"webservice (its /-/readiness checks the schema this version needs):\n{ready}")
     log(f"pdm/{DEMO_PDM} Succeeded. Try: kubectl describe pdm -n {ns} {DEMO_PDM}")
     return True
 

@@ -100,8 +100,8 @@ def load_template(path: str | None, migration: dict[str, Any]) -> Template | Non
 
     The file holds the source object (``kubectl get job -o yaml``, or ``helm
     template`` output with several documents): the Job matching
-    ``migrationsJob``'s selector, or the Deployment named by
-    ``toolboxDeployment``.
+    ``migrationsJob``'s selector (never the batched-background-migrations
+    check), or the Deployment named by ``toolboxDeployment``.
     """
     from pdm_operator import templates  # noqa: PLC0415
 
@@ -124,6 +124,7 @@ def load_template(path: str | None, migration: dict[str, Any]) -> Template | Non
             for d in docs
             if d.get("kind") == "Job"
             and wanted.items() <= ((d.get("metadata") or {}).get("labels") or {}).items()
+            and not templates.is_bbm_check(d)
         ]
         what = f"a Job labelled {selector}"
     else:

@@ -8,22 +8,18 @@ unit tests of the template copy, the integration tests and ``make run``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
-import yaml
-
+import gitlab_release
 from tests.support.pdm import Api
 
-RELEASE_FILE = Path(__file__).resolve().parents[2] / "examples" / "gitlab-chart-release.yaml"
-CHART_JOB = "gitlab-migrations-3b1f2c7"
+CHART_JOB = gitlab_release.CHART_JOB
 TOOLBOX_IMAGE = "registry.example.com/gitlab-org/build/cng/gitlab-toolbox-ee:v18.6.0"
 SKIP = "SKIP_POST_DEPLOYMENT_MIGRATIONS"
-
-
-def objects() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(RELEASE_FILE.read_text()) if d]
+RELEASE_FILE = gitlab_release.RELEASE_FILE
+Database = gitlab_release.Database
+objects = gitlab_release.objects
 
 
 def release_object(kind: str, name: str) -> dict[str, Any]:
@@ -43,15 +39,6 @@ def chart_job(name: str = CHART_JOB, image: str = TOOLBOX_IMAGE) -> dict[str, An
     return job
 
 
-@dataclass(frozen=True)
-class Database:
-    """Where the release's Rails finds PostgreSQL (the ConfigMap's database.yml)."""
-
-    host: str
-    port: int
-    name: str
-
-
 def on_real_node(pod_spec: dict[str, Any], placement: dict[str, Any]) -> None:
     """Put a pod template on the real node (``real_node`` fixture's placement)."""
     if placement.get("nodeSelector"):
@@ -66,27 +53,26 @@ def install(
     with_job: bool = True,
     database: Database | None = None,
     placement: dict[str, Any] | None = None,
+    run: Collection[str] = (),
+    bypass: bool = False,
+    replicas: int | None = None,
 ) -> None:
-    """Create the release in the test's namespace; the Deployments are rolled out on return.
+    """Create the release in the test's namespace.
 
     With ``database`` and ``placement``, the release really runs: its
-    database.yml points at that PostgreSQL, and the migrations Job and the
-    toolbox run on the real node (the webservice stays on kwok: its image
-    exists nowhere).
+    database.yml points at that PostgreSQL, and the migrations Job, the
+    toolbox and the Deployments named in ``run`` (the webservice, Sidekiq) run
+    on the real node. The other Deployments stay on kwok and are rolled out on
+    return; those in ``run`` are not waited for (their ``dependencies`` check
+    decides). ``bypass``: the webservice and Sidekiq rendered with
+    ``gitlab.<app>.extraEnv.BYPASS_POST_DEPLOYMENT=true``.
     """
-    for doc in objects():
-        kind = doc["kind"]
-        if doc["metadata"]["name"] in ("gitlab-toolbox", CHART_JOB) and placement is not None:
+    real = {gitlab_release.TOOLBOX, CHART_JOB, *run}
+    for doc in gitlab_release.release(database, bypass=bypass, replicas=replicas):
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind in ("Job", "Deployment") and name in real and placement is not None:
             on_real_node(doc["spec"]["template"]["spec"], placement)
         if kind == "ConfigMap":
-            if database is not None:
-                text = doc["data"]["database.yml.erb"]
-                text = text.replace(
-                    'host: "gitlab-postgresql.gitlab.svc"', f'host: "{database.host}"'
-                )
-                text = text.replace("port: 5432", f"port: {database.port}")
-                text = text.replace("database: gitlabhq_production", f"database: {database.name}")
-                doc["data"]["database.yml.erb"] = text
             api.core.create_namespaced_config_map(api.ns, doc)
         elif kind == "Secret":
             api.core.create_namespaced_secret(api.ns, doc)
@@ -96,7 +82,7 @@ def install(
                     on_real_node(job["spec"]["template"]["spec"], placement)
                 api.batch.create_namespaced_job(api.ns, job or doc)
         elif kind == "Deployment":
-            api.deploy(doc)
+            api.deploy(doc, wait=name not in run)
         else:
             raise AssertionError(f"unexpected {kind} in {RELEASE_FILE}")
 

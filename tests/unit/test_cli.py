@@ -3,6 +3,7 @@ and `render` run as the console script."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -107,6 +108,29 @@ def test_render_with_a_file_lacking_the_charts_job_names_what_it_looked_for(
     )
     assert out.returncode == cli.EXIT_ERROR
     assert "a Job labelled app=migrations,release=gitlab, found 0" in out.stderr
+
+
+def test_render_from_helm_template_output_with_the_bbm_check_job_copies_the_migrations_job(
+    tmp_path: Path,
+) -> None:
+    release = list(
+        yaml.safe_load_all((ROOT / "examples" / "gitlab-chart-release.yaml").read_text())
+    )
+    job = next(d for d in release if d and d["kind"] == "Job")
+    check = copy.deepcopy(job)
+    check["metadata"]["name"] = "gitlab-migrations-bbm-3b1f2c7"
+    check["metadata"]["labels"]["gitlab.com/batched-background-migrations-check"] = "true"
+    check["spec"]["template"]["spec"]["containers"][0]["args"] = [
+        "/scripts/wait-for-batched-background-migrations"
+    ]
+    rendered = tmp_path / "helm-template.yaml"
+    rendered.write_text(yaml.safe_dump_all([*release, check]))
+    with_check = [*EXAMPLE[:-3], str(rendered), *EXAMPLE[-2:]]
+    out = subprocess.run(
+        [script("pdm-operator"), *with_check], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (GOLDEN / "cli-render-example.yaml").read_text()
 
 
 def test_render_refuses_a_run_pdm_that_sets_the_skip_variable(tmp_path: Path) -> None:
