@@ -713,15 +713,14 @@ def _gates(
 
 def _held_in_dependencies(p: Pass, name: str, deployment: Body) -> Decision[gates.Hold | None]:
     """A rollout whose new pods wait in the chart's ``dependencies`` init container:
-    why, from the pods' state and the check's own lines (a few pods' logs)."""
+    why, from the pods' state and the check's own lines (the first held pod's
+    log: one read per pass while a rollout is held, none otherwise)."""
     held = gates.held_in_dependencies((yield DeploymentPods(name)), p.at)
     if not held:
         return None
-    logs: dict[str, str] = {}
-    for pod in held[:3]:
-        pod_name = pod["metadata"]["name"]
-        logs[pod_name] = (yield LogTail(pod_name, gates.DEPENDENCIES)) or ""
-    return gates.rollout_waits(name, deployment, held, logs)
+    first = held[0]["metadata"]["name"]
+    log_tail = (yield LogTail(first, gates.DEPENDENCIES)) or ""
+    return gates.rollout_waits(name, deployment, held, {first: log_tail})
 
 
 def _dependencies(p: Pass) -> Decision[gates.Hold | None]:
