@@ -280,7 +280,7 @@ def newest_job(jobs: list[Body], selector: str) -> Body | Missing:
             "TemplateNotFound",
             f"no migrations Job matches {selector!r} (spec.podTemplateFrom.migrationsJob){only}: "
             "the chart's migrations Job of this release is not there (not deployed yet, or "
-            "deleted, as the GitLab Operator does once it has run). Use "
+            "deleted after its run by an install tool). Use "
             "podTemplateFrom.toolboxDeployment where the chart's Job is not kept "
             "(docs/usage.md, Chart values)",
         )
