@@ -1,1 +1,0 @@
-CREATE TABLE projects (id bigserial PRIMARY KEY, path text NOT NULL);

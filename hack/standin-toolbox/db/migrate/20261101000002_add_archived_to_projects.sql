@@ -1,1 +1,0 @@
-ALTER TABLE projects ADD COLUMN archived boolean NOT NULL DEFAULT false;

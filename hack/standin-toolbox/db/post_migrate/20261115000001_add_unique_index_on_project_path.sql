@@ -1,1 +1,0 @@
-CREATE UNIQUE INDEX index_projects_on_path ON projects (path);
