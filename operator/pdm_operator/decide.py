@@ -186,11 +186,12 @@ class JobEvents(Ask):
 
 @dataclass(frozen=True)
 class LogTail(Ask):
-    """The end of a pod's container log (the migration container unless named)
-    → ``str`` ("" if unreadable)."""
+    """The last ``lines`` of a pod's container log (the migration container
+    unless named) → ``str`` ("" if unreadable)."""
 
     pod: str
     container: str = model.MIGRATION_CONTAINER
+    lines: int = 20
 
 
 @dataclass(frozen=True)
@@ -711,6 +712,13 @@ def _gates(
     return None
 
 
+def _failure_log(failed: jobs.PodFailure) -> Decision[str]:
+    """A failed pod's log, far enough back to name the failing migration above
+    Rake's backtrace; the kubelet's termination message when it cannot be read."""
+    log: str = (yield LogTail(failed.pod, model.MIGRATION_CONTAINER, jobs.FAILURE_LOG_LINES)) or ""
+    return log or failed.message
+
+
 def _held_in_dependencies(p: Pass, name: str, deployment: Body) -> Decision[gates.Hold | None]:
     """A rollout whose new pods wait in the chart's ``dependencies`` init container:
     why, from the pods' state and the check's own lines (the first held pod's
@@ -1131,9 +1139,9 @@ def _follow_preflight(p: Pass, pf: Body, job: Body) -> Decision[Step | None]:
         failed = jobs.pod_failure(pods)
         if failed is not None:
             detail += f" (exit code {failed.exit_code} in pod {failed.pod})"
-            tail = failed.message or (yield LogTail(failed.pod))
+            tail = yield from _failure_log(failed)
             if tail:
-                p.status.setdefault("failure", {})["logTail"] = jobs.tail(tail)
+                p.status.setdefault("failure", {})["logTail"] = jobs.failure_excerpt(tail)
                 p.status["failure"]["pod"] = failed.pod
                 if failed.exit_code is not None:
                     p.status["failure"]["exitCode"] = failed.exit_code
@@ -1279,9 +1287,9 @@ def _follow(p: Pass) -> Decision[Step]:
         failure["pod"] = pod.pod
         if pod.exit_code is not None:
             failure["exitCode"] = pod.exit_code
-        tail = pod.message or (yield LogTail(pod.pod))
+        tail = yield from _failure_log(pod)
         if tail:
-            failure["logTail"] = jobs.tail(tail)
+            failure["logTail"] = jobs.failure_excerpt(tail)
             failed = jobs.failed_migration(tail)
             if failed is not None:
                 failure["migration"] = failed.as_status()

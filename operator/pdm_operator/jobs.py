@@ -9,6 +9,13 @@ from pdm_operator import model
 from pdm_operator.model import Body
 
 LOG_TAIL_LIMIT = 2048
+#: How much of a failed pod's log is read to name the failing migration. Rake
+#: prints the whole backtrace after the error (and each "Caused by:" error's),
+#: so the last 20 lines, or the kubelet's termination message (the last 2 KiB
+#: or 80 lines), hold frames only: the "== VERSION Name: migrating" line and
+#: the error are further up (tests/unit/golden/rails/, Rails 6.1's own output).
+FAILURE_LOG_LINES = 4000
+FAILURE_LOG_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,32 @@ def failed_migration(log: str) -> FailedMigration | None:
         after = log[at + len(_CANCELED) :].split("\n")[1:]
         error = next((line.strip() for line in after if line.strip()), "")[:ERROR_LIMIT]
     return FailedMigration(version, name, error)
+
+
+#: Where a Rake abort's error message ends: a backtrace frame, the next error
+#: of the chain, or Rake's summary (rake ``Application#display_error_message``).
+_AFTER_ERROR = re.compile(r"^(\S+:\d+:in |Caused by:$|Tasks: TOP =>|\(See full trace)")
+
+
+def failure_excerpt(log: str, limit: int = LOG_TAIL_LIMIT) -> str:
+    """What a person needs of a failed migration's log: the failing migration's
+    lines through Rails' error message, without the backtrace that follows.
+
+    Falls back to the log's last ``limit`` characters when no migration was
+    announced as migrating and never migrated (the failure was elsewhere).
+    """
+    started = list(_MIGRATING.finditer(log))
+    if not started or failed_migration(log) is None:
+        return tail(log, limit)
+    lines = log[started[-1].start() :].split("\n")
+    kept: list[str] = []
+    in_error = False
+    for line in lines:
+        if in_error and _AFTER_ERROR.match(line):
+            break
+        kept.append(line)
+        in_error = in_error or _CANCELED in line
+    return tail("\n".join(kept).rstrip("\n") + "\n", limit)
 
 
 @dataclass(frozen=True)

@@ -444,14 +444,15 @@ class Kube:
         return self._items(self.batch.list_namespaced_job, namespace, label_selector=selector)
 
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int = 20) -> str | None:
-        """The last lines of a container's log, or None when logs cannot be had."""
+        """The last lines of a container's log (at most 256 bytes a line), or None
+        when logs cannot be had."""
         try:
             resp = self.core.read_namespaced_pod_log(
                 pod,
                 namespace,
                 container=container,
                 tail_lines=lines,
-                limit_bytes=8192,
+                limit_bytes=max(8192, min(lines * 256, 1024 * 1024)),
                 _preload_content=False,
                 _request_timeout=(3.0, 5.0),
             )
