@@ -213,7 +213,12 @@ def failed_migration(log: str) -> FailedMigration | None:
     if f"== {version} {name}: migrated" in log[last.end() :]:
         return None
     error = ""
+    # Rails' announcements go to stdout and Rake's abort to stderr: a Ruby
+    # whose stdout is a pipe (a container's) buffers it until exit, so the
+    # abort can come first in the log. After the migrating line, else the last.
     at = log.find(_CANCELED, last.end())
+    if at < 0:
+        at = log.rfind(_CANCELED)
     if at >= 0:
         after = log[at + len(_CANCELED) :].split("\n")[1:]
         error = next((line.strip() for line in after if line.strip()), "")[:ERROR_LIMIT]
@@ -227,7 +232,8 @@ _AFTER_ERROR = re.compile(r"^(\S+:\d+:in |Caused by:$|Tasks: TOP =>|\(See full t
 
 def failure_excerpt(log: str, limit: int = LOG_TAIL_LIMIT) -> str:
     """What a person needs of a failed migration's log: the failing migration's
-    lines through Rails' error message, without the backtrace that follows.
+    lines and Rake's abort through Rails' error message, without the backtrace
+    that follows (in the order they are in the log).
 
     Falls back to the log's last ``limit`` characters when no migration was
     announced as migrating and never migrated (the failure was elsewhere).
@@ -235,15 +241,27 @@ def failure_excerpt(log: str, limit: int = LOG_TAIL_LIMIT) -> str:
     started = list(_MIGRATING.finditer(log))
     if not started or failed_migration(log) is None:
         return tail(log, limit)
-    lines = log[started[-1].start() :].split("\n")
-    kept: list[str] = []
-    in_error = False
-    for line in lines:
-        if in_error and _AFTER_ERROR.match(line):
-            break
-        kept.append(line)
-        in_error = in_error or _CANCELED in line
+    lines = log.split("\n")
+    first = log[: started[-1].start()].count("\n")
+    keep = set(_until_frame(lines, first))
+    canceled = [i for i, line in enumerate(lines) if _CANCELED in line]
+    if canceled and canceled[-1] not in keep:
+        # The abort came before the migrating line (stdout buffered): its block too.
+        aborted = [i for i in range(canceled[-1] + 1) if lines[i].endswith("aborted!")]
+        start = aborted[-1] if aborted else canceled[-1]
+        keep |= set(_until_frame(lines, start))
+    kept = [lines[i] for i in sorted(keep)]
     return tail("\n".join(kept).rstrip("\n") + "\n", limit)
+
+
+def _until_frame(lines: list[str], start: int) -> range:
+    """Lines from ``start`` up to the first backtrace frame after Rails' error."""
+    in_error = False
+    for i in range(start, len(lines)):
+        if in_error and _AFTER_ERROR.match(lines[i]):
+            return range(start, i)
+        in_error = in_error or _CANCELED in lines[i]
+    return range(start, len(lines))
 
 
 @dataclass(frozen=True)

@@ -100,3 +100,25 @@ def test_a_successful_run_names_no_failing_migration() -> None:
     log = output("migrate-post-deployment")
     assert jobs.failed_migration(log) is None
     assert jobs.failure_excerpt(log) == jobs.tail(log)
+
+
+def stderr_first(log: str) -> str:
+    """``log`` as a container records it when Ruby buffers its stdout (a pipe):
+    Rake's abort (stderr) first, Rails' announcements (stdout) at exit."""
+    lines = log.splitlines(keepends=True)
+    abort = lines.index("rake aborted!\n")
+    return "".join(lines[abort:] + lines[:abort])
+
+
+@pytest.mark.parametrize("name", ["migrate-lock-timeout", "migrate-unique-violation"])
+def test_the_abort_before_the_announcements_still_names_migration_and_error(name: str) -> None:
+    log = output(name)
+    reordered = stderr_first(log)
+    assert jobs.failed_migration(reordered) == jobs.failed_migration(log)
+    excerpt = jobs.failure_excerpt(reordered)
+    failed = jobs.failed_migration(log)
+    assert failed is not None
+    assert excerpt.startswith("rake aborted!")
+    assert failed.error in excerpt
+    assert f"== {failed.version} {failed.name}: migrating" in excerpt
+    assert ":in `" not in excerpt
