@@ -29,13 +29,14 @@ from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
 
-REGULAR = ["20261101000001", "20261101000002"]  # db/migrate
-POST = ["20261115000001", "20261115000002", "20261115000003"]  # db/post_migrate
+REGULAR = ["20261101000001", "20261101000002", "20261101000003"]  # db/migrate
+POST = ["20261115000001", "20261115000002", "20261115000003", "20261115000004"]  # db/post_migrate
 #: Their names as Rails' db:migrate:status prints them (the file names, humanized).
 POST_NAMES = [
     "Add unique index on project path",
     "Remove archived from projects",
     "Backfill project statistics",
+    "Add index on ci builds status",
 ]
 CHART = {"migrationsJob": {"release": "gitlab"}}
 MIGRATION_COMPONENT = "post-deploy-migration"
@@ -44,16 +45,19 @@ PREFLIGHT_COMPONENT = "post-deploy-migration-preflight"
 
 @pytest.fixture
 def gitlab_db(cluster: Cluster) -> Iterator[tuple[Postgres, str]]:
-    """A database of its own for the test, on the stand-in GitLab's PostgreSQL."""
+    """Databases of its own for the test (main, and ``<main>_ci`` as GitLab's ci), on
+    the stand-in GitLab's PostgreSQL."""
     if cluster.database is None:
         pytest.skip("needs the local real node's PostgreSQL (hack/localcluster.py --real-node)")
     db = cluster.database
     name = f"gitlab_{uuid.uuid4().hex[:10]}"
-    db.psql(f"CREATE DATABASE {name} OWNER {USER}", database="postgres")
+    for each in (name, ci(name)):
+        db.psql(f"CREATE DATABASE {each} OWNER {USER}", database="postgres")
     try:
         yield db, name
     finally:
-        db.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", database="postgres")
+        for each in (name, ci(name)):
+            db.psql(f"DROP DATABASE IF EXISTS {each} WITH (FORCE)", database="postgres")
 
 
 @pytest.fixture
@@ -66,9 +70,29 @@ def deployed(
     return db, name
 
 
+def ci(name: str) -> str:
+    """The test's ci database beside its main database ``name``."""
+    return f"{name}_ci"
+
+
 def versions(db: Postgres, name: str) -> list[str]:
+    """The versions recorded in database ``name``'s schema_migrations."""
     out = db.psql("SELECT version FROM schema_migrations ORDER BY version", database=name)
     return out.split()
+
+
+def both(db: Postgres, name: str) -> tuple[list[str], list[str]]:
+    """The versions recorded in main and in ci (GitLab records every version in both)."""
+    return versions(db, name), versions(db, ci(name))
+
+
+def pending_rows(name: str, post: list[str] = POST) -> list[tuple[str, str]]:
+    """The rows the pre-flight records for ``post`` pending in both databases, main first."""
+    return [(db, v) for db in (name, ci(name)) for v in post]
+
+
+def rows(status: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(m["database"], m["version"]) for m in status["pendingMigrations"]]
 
 
 def regular_deploy(api: Api, db: Postgres, name: str, placement: dict[str, Any]) -> None:
@@ -130,20 +154,19 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
 ) -> None:
     db, name = deployed
     # The regular deploy skipped the post-deployment migrations: they are pending.
-    assert versions(db, name) == REGULAR
+    assert both(db, name) == (REGULAR, REGULAR)
 
     # A dry run asks Rails what is pending (the pre-flight, same pod as the Job)
     # and changes nothing.
     api.create(migration("pdm-real-dry", mode="DryRun", podTemplateFrom=CHART, preflight={}))
     dry = api.wait_condition("pdm-real-dry", "Succeeded", timeout=180)
     dry_status = api.get("pdm-real-dry")["status"]  # type: ignore[index]
-    assert [m["version"] for m in dry_status["pendingMigrations"]] == POST
-    assert [m["name"] for m in dry_status["pendingMigrations"]] == POST_NAMES
-    assert {m["database"] for m in dry_status["pendingMigrations"]} == {name}
+    assert rows(dry_status) == pending_rows(name)
+    assert [m["name"] for m in dry_status["pendingMigrations"]] == POST_NAMES * 2
     assert (
-        "3 migrations pending: 20261115000001 Add unique index on project path" in (dry["message"])
+        "8 migrations pending: 20261115000001 Add unique index on project path" in (dry["message"])
     )
-    assert versions(db, name) == REGULAR  # the pre-flight read, nothing more
+    assert both(db, name) == (REGULAR, REGULAR)  # the pre-flight read, nothing more
     assert len(jobs_of(api, "pdm-real-dry", PREFLIGHT_COMPONENT)) == 1
     assert jobs_of(api, "pdm-real-dry", MIGRATION_COMPONENT) == []
 
@@ -156,11 +179,11 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
         )
     )
     api.wait_condition("pdm-real", "Succeeded", timeout=180)
-    assert versions(db, name) == REGULAR + POST
+    assert both(db, name) == (REGULAR + POST, REGULAR + POST)
     status = api.get("pdm-real")["status"]  # type: ignore[index]
     # The list recorded before the Job ran is what the Job applied.
-    assert [m["version"] for m in status["pendingMigrations"]] == POST
-    assert status["preflight"]["pendingCount"] == 3
+    assert rows(status) == pending_rows(name)
+    assert status["preflight"]["pendingCount"] == 8
     assert status["preflight"]["planHash"].startswith("sha256:")
     preflight = api.condition("pdm-real", "Preflight")
     assert preflight is not None
@@ -168,7 +191,7 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
     log = pdm_log(cluster, api, "pdm-real")
     for version in POST:
         assert f"== {version}" in log, log
-    assert log.count("migrated (") == len(POST), log
+    assert log.count("migrated (") == 2 * len(POST), log  # each in main and in ci
     # What the post-deployment migrations do, done to the real database.
     assert db.psql(
         "SELECT indexname FROM pg_indexes WHERE indexname = 'index_projects_on_path'", database=name
@@ -178,6 +201,10 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
         database=name,
     ).split()
     assert "archived" not in columns
+    assert db.psql(
+        "SELECT indexname FROM pg_indexes WHERE indexname = 'index_ci_builds_on_status'",
+        database=ci(name),
+    ).strip()
 
     # A second run finds nothing pending: it ends without a migration Job.
     api.create(migration("pdm-real-again", podTemplateFrom=CHART, preflight={}))
@@ -187,7 +214,7 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
     assert "jobName" not in api.get("pdm-real-again")["status"]  # type: ignore[index]
     assert jobs_of(api, "pdm-real-again", MIGRATION_COMPONENT) == []
     assert api.get("pdm-real-again")["status"]["pendingMigrations"] == []  # type: ignore[index]
-    assert versions(db, name) == REGULAR + POST
+    assert both(db, name) == (REGULAR + POST, REGULAR + POST)
     api.wait_lock_free()
 
     # The run is in the environment's history; a rollback below its version is unsafe.
@@ -218,11 +245,12 @@ def test_nothing_pending_reports_a_success_only_when_asked_to(
 ) -> None:
     db, name = deployed
     # Every post-deployment migration has run already (an earlier run, by hand).
-    db.psql(
-        "INSERT INTO schema_migrations (version) VALUES "
-        "('20261115000001'), ('20261115000002'), ('20261115000003')",
-        database=name,
-    )
+    for each in (name, ci(name)):
+        db.psql(
+            "INSERT INTO schema_migrations (version) SELECT unnest(ARRAY["
+            "'20261115000001', '20261115000002', '20261115000003', '20261115000004'])",
+            database=each,
+        )
     token, sha = "glpat-nothing-pending-7e1f", "4f5e6d7c" * 5
     api.core.create_namespaced_secret(
         api.ns, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": token}}
@@ -255,7 +283,7 @@ def test_nothing_pending_reports_a_success_only_when_asked_to(
         assert [d["status"] for d in gitlab.deployments("gitlab-org/gitlab")] == ["success"]
     for quiet_or_not in ("pdm-nothing-quiet", "pdm-nothing-reported"):
         assert jobs_of(api, quiet_or_not, MIGRATION_COMPONENT) == []
-    assert versions(db, name) == REGULAR + POST
+    assert both(db, name) == (REGULAR + POST, REGULAR + POST)
 
 
 def test_an_approval_of_plan_a_never_runs_plan_b(
@@ -270,7 +298,7 @@ def test_an_approval_of_plan_a_never_runs_plan_b(
     )
     waiting = gated(api, "pdm-approve", "AwaitingApproval")
     assert (
-        "3 migrations pending: 20261115000001 Add unique index on project path"
+        "8 migrations pending: 20261115000001 Add unique index on project path"
         in (waiting["message"])
     )
     assert "kubectl pdm approve pdm-approve" in waiting["message"]
@@ -282,22 +310,22 @@ def test_an_approval_of_plan_a_never_runs_plan_b(
     assert argocd.health(live)["status"] == "Suspended"
     assert argocd.actions(live) == {"approve": True}
 
-    # Held while the release manager reviews and approves plan A (three migrations)...
+    # Held while the release manager reviews and approves plan A (eight migrations)...
     api.patch("pdm-approve", {"spec": {"suspend": True}})
     gated(api, "pdm-approve", "Suspended")
     approved = kubectl_pdm(cluster, "approve", "pdm-approve", "-n", api.ns)
     assert approved.returncode == 0, approved.stderr
     assert "  20261115000001  Add unique index on project path  (" in approved.stdout
     plan_a = api.get("pdm-approve")["spec"]["approval"]["approved"]  # type: ignore[index]
-    assert plan_a["migrations"] == [f"{v} ({name})" for v in POST]
-    # ...and meanwhile someone applies the first one by hand: plan B is two.
+    assert plan_a["migrations"] == [f"{v} ({db})" for db, v in pending_rows(name)]
+    # ...and meanwhile someone applies the first one by hand on main: plan B is seven.
     db.psql("INSERT INTO schema_migrations (version) VALUES ('20261115000001')", database=name)
     api.patch("pdm-approve", {"spec": {"suspend": False}})
     changed = gated(api, "pdm-approve", "PlanChanged")
     assert f"no longer pending: 20261115000001 ({name})" in changed["message"]
     assert f"not what {plan_a['by']} approved at {plan_a['at']}" in changed["message"]
     assert jobs_of(api, "pdm-approve", MIGRATION_COMPONENT) == []
-    assert versions(db, name) == [*REGULAR, POST[0]]  # plan B did not run
+    assert both(db, name) == ([*REGULAR, POST[0]], REGULAR)  # plan B did not run
     api.wait_lock_free()
 
     # Plan B approved, this time through Argo CD's approve action: the Lua's
@@ -314,9 +342,9 @@ def test_an_approval_of_plan_a_never_runs_plan_b(
     )
     api.patch("pdm-approve", patch)
     api.wait_condition("pdm-approve", "Succeeded", timeout=180)
-    assert versions(db, name) == REGULAR + POST
+    assert both(db, name) == (REGULAR + POST, REGULAR + POST)
     log = pdm_log(cluster, api, "pdm-approve")
-    assert log.count("migrated (") == 2, log
+    assert log.count("migrated (") == 7, log
     done = api.get("pdm-approve") or {}
     status = done["status"]
     assert status["approval"]["by"] == "system:serviceaccount:argocd:argocd-server"
@@ -364,8 +392,11 @@ def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real
     assert failure["migration"]["name"] == "AddUniqueIndexOnProjectPath"
     assert failure["migration"]["error"].startswith("PG::UniqueViolation: ERROR:")
     assert "migration 20261115000001 AddUniqueIndexOnProjectPath failed: PG::" in failed["message"]
-    # Nothing after the failing version ran; it is still pending.
-    assert versions(db, name) == REGULAR
+    # What is kept is the failing migration through Rails' error, not Rake's backtrace.
+    assert "rake aborted!" in failure["logTail"]
+    assert ":in `" not in failure["logTail"]
+    # Nothing after the failing version ran (ci's turn never came); it is still pending.
+    assert both(db, name) == (REGULAR, REGULAR)
     assert json.dumps(failure).count("SKIP_POST_DEPLOYMENT_MIGRATIONS") == 0
 
     # Retried explicitly, as a new PostDeployMigration (kubectl pdm retry), once
@@ -382,12 +413,12 @@ def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real
     again = api.get("pdm-real-fail-retry-1")
     assert again["metadata"]["annotations"]["pdm-operator.io/retry-of"] == "pdm-real-fail"  # type: ignore[index]
     api.wait_condition("pdm-real-fail-retry-1", "Succeeded", timeout=180)
-    assert versions(db, name) == REGULAR + POST
-    # Its own pre-flight listed what remained: all three, the failed one first.
+    assert both(db, name) == (REGULAR + POST, REGULAR + POST)
+    # Its own pre-flight listed what remained: all of them, the failed one first.
     retried_status = api.get("pdm-real-fail-retry-1")["status"]  # type: ignore[index]
-    assert [m["version"] for m in retried_status["pendingMigrations"]] == POST
+    assert rows(retried_status) == pending_rows(name)
     log = pdm_log(cluster, api, "pdm-real-fail-retry-1")
-    assert log.count("migrated (") == len(POST), log
+    assert log.count("migrated (") == 2 * len(POST), log
     # The failed one stays as it was; retrying a migration that did not fail is refused.
     assert api.get("pdm-real-fail")["status"]["state"] == "Failed"  # type: ignore[index]
     refused = retry(cluster, api, "pdm-real-fail-retry-1")
@@ -395,24 +426,27 @@ def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real
     assert "is Succeeded, not Failed" in refused.stderr
 
 
-def test_the_stand_in_skips_post_deployment_migrations_when_the_variable_says_false(
-    api: Api, real_node: dict[str, Any], deployed: tuple[Postgres, str]
+@pytest.mark.parametrize("value", ["false", ""])
+def test_rails_skips_post_deployment_migrations_when_the_variable_is_set_to_anything(
+    api: Api, real_node: dict[str, Any], deployed: tuple[Postgres, str], value: str
 ) -> None:
-    """The defect this round fixed, reproduced: SKIP_POST_DEPLOYMENT_MIGRATIONS="false"
-    is still *set*, so Rails (and the stand-in) skip db/post_migrate and exit 0."""
+    """The defect this round fixed, reproduced by Rails itself: SKIP_POST_DEPLOYMENT_MIGRATIONS
+    set to "false", or to nothing, is still *set*, so GitLab's rule (the stand-in's
+    initializer, config/initializers/0_post_deployment_migrations.rb) leaves
+    db/post_migrate out of Rails' migration paths and db:migrate exits 0."""
     db, name = deployed
     old_bug = chart.chart_job("gitlab-migrations-0ldbug0")
     old_bug["metadata"]["labels"]["app"] = "not-migrations"  # not the chart's
     container = old_bug["spec"]["template"]["spec"]["containers"][0]
     container["env"] = [
-        e if e["name"] != chart.SKIP else {"name": chart.SKIP, "value": "false"}
+        e if e["name"] != chart.SKIP else {"name": chart.SKIP, "value": value}
         for e in container["env"]
     ]
     chart.on_real_node(old_bug["spec"]["template"]["spec"], real_node)
     api.batch.create_namespaced_job(api.ns, old_bug)
     job = job_end(api, "gitlab-migrations-0ldbug0")
     assert job.status.succeeded == 1  # "success"...
-    assert versions(db, name) == REGULAR  # ...and not one post-deployment migration ran
+    assert both(db, name) == (REGULAR, REGULAR)  # ...and not one post-deployment migration ran
 
 
 def test_a_sigkilled_operator_leaves_one_job_and_each_migration_applied_once(
@@ -434,13 +468,14 @@ def test_a_sigkilled_operator_leaves_one_job_and_each_migration_applied_once(
     operator.restart()  # SIGKILL, then a new process
     api.wait_condition("pdm-killed", "Succeeded", timeout=180)
     assert len(jobs_of(api, "pdm-killed", MIGRATION_COMPONENT)) == 1
-    assert versions(db, name) == REGULAR + POST
+    assert both(db, name) == (REGULAR + POST, REGULAR + POST)
     assert db.psql("SELECT count(*) FROM project_statistics", database=name).strip() == "2"
+    # Once in main, once (a no-op there) in ci: one run of the Job.
     assert (
         pdm_log(cluster, api, "pdm-killed").count(
             "20261115000003 BackfillProjectStatistics: migrating"
         )
-        == 1
+        == 2
     )
 
 
@@ -477,13 +512,14 @@ def test_the_skip_variable_from_an_env_from_configmap_does_not_stop_the_migratio
     )
     regular = job_end(api, chart.CHART_JOB)
     assert regular.status.succeeded == 1, regular.status
-    assert versions(db, name) == REGULAR  # the variable came through envFrom: skipped
+    # The variable came through envFrom: skipped.
+    assert both(db, name) == (REGULAR, REGULAR)
 
     api.create(migration("pdm-env-from", podTemplateFrom=CHART, preflight={}))
     api.wait_condition("pdm-env-from", "Succeeded", timeout=180)
     status = api.get("pdm-env-from")["status"]  # type: ignore[index]
-    assert [m["version"] for m in status["pendingMigrations"]] == POST
-    assert versions(db, name) == REGULAR + POST
+    assert rows(status) == pending_rows(name)
+    assert both(db, name) == (REGULAR + POST, REGULAR + POST)
     (made,) = jobs_of(api, "pdm-env-from", MIGRATION_COMPONENT)
     container = made.spec.template.spec.containers[0]
     # The source is still there (the Job is the chart's wiring), the script unsets it.
