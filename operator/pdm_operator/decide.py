@@ -192,6 +192,8 @@ class LogTail(Ask):
     pod: str
     container: str = model.MIGRATION_CONTAINER
     lines: int = 20
+    #: The container's previous run (``kubectl logs --previous``).
+    previous: bool = False
 
 
 @dataclass(frozen=True)
@@ -728,6 +730,9 @@ def _held_in_dependencies(p: Pass, name: str, deployment: Body) -> Decision[gate
         return None
     first = held[0]["metadata"]["name"]
     log_tail = (yield LogTail(first, gates.DEPENDENCIES)) or ""
+    if not gates.schema_behind(log_tail) and gates.restarted(held[0]):
+        # Just restarted, it has printed nothing yet: its last run's lines.
+        log_tail = (yield LogTail(first, gates.DEPENDENCIES, previous=True)) or ""
     return gates.rollout_waits(name, deployment, held, {first: log_tail})
 
 

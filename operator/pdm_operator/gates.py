@@ -219,20 +219,29 @@ def bypass_warnings(spec: Body, deployments: dict[str, Body | None]) -> list[str
     return [f for f in found if f is not None]
 
 
+def _dependencies_status(pod: Body) -> Body | None:
+    return next(
+        (
+            s
+            for s in (pod.get("status") or {}).get("initContainerStatuses") or []
+            if s.get("name") == DEPENDENCIES
+        ),
+        None,
+    )
+
+
+def restarted(pod: Body) -> bool:
+    """Whether the pod's ``dependencies`` container has run before (a previous log)."""
+    return int((_dependencies_status(pod) or {}).get("restartCount") or 0) > 0
+
+
 def held_in_dependencies(pods: list[Body], now: datetime) -> list[Body]:
     """Pods kept in their ``dependencies`` init container: failed once, or in it too long."""
     held = []
     for pod in pods:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
-        status = next(
-            (
-                s
-                for s in (pod.get("status") or {}).get("initContainerStatuses") or []
-                if s.get("name") == DEPENDENCIES
-            ),
-            None,
-        )
+        status = _dependencies_status(pod)
         if status is None:
             continue
         state = status.get("state") or {}

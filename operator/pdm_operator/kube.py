@@ -443,14 +443,17 @@ class Kube:
     def list_jobs(self, namespace: str, selector: str) -> list[Body]:
         return self._items(self.batch.list_namespaced_job, namespace, label_selector=selector)
 
-    def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int = 20) -> str | None:
+    def pod_log_tail(
+        self, namespace: str, pod: str, container: str, lines: int = 20, *, previous: bool = False
+    ) -> str | None:
         """The last lines of a container's log (at most 256 bytes a line), or None
-        when logs cannot be had."""
+        when logs cannot be had. ``previous``: its last run's."""
         try:
             resp = self.core.read_namespaced_pod_log(
                 pod,
                 namespace,
                 container=container,
+                previous=previous,
                 tail_lines=lines,
                 limit_bytes=max(8192, min(lines * 256, 1024 * 1024)),
                 _preload_content=False,

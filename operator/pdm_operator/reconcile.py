@@ -232,8 +232,8 @@ class _Answers:
                 return jobs.controlled_by(kube.list_pods(ns, selector), uid)
             case decide.JobEvents(job, uid):
                 return kube.job_events(ns, job, uid)
-            case decide.LogTail(pod, container, lines):
-                return kube.pod_log_tail(ns, pod, container, lines)
+            case decide.LogTail(pod, container, lines, previous):
+                return kube.pod_log_tail(ns, pod, container, lines, previous=previous)
             case decide.PodLog(pod, limit):
                 return kube.pod_log(ns, pod, model.MIGRATION_CONTAINER, limit)
             case decide.ReadHistory(name):

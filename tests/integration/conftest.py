@@ -25,8 +25,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from localcluster import ClusterError, LocalCluster, build_binaries
-from postgres import Postgres
-from tests.support import realnode
+from postgres import USER, Postgres
+from tests.support import realnode, standin
 from tests.support.operator import OperatorProcess, pythonpath_env
 from tests.support.pdm import Api
 from tests.support.waiting import wait_until
@@ -225,3 +225,30 @@ def operator(
         proc.stop_later()
         # Shown by pytest when the test failed.
         print(f"----- operator log ({proc.log_path}) -----\n{proc.log()[-20000:]}")
+
+
+@pytest.fixture
+def gitlab_db(cluster: Cluster) -> Iterator[tuple[Postgres, str]]:
+    """Databases of its own for the test (main, and ``<main>_ci`` as GitLab's ci), on
+    the stand-in GitLab's PostgreSQL."""
+    if cluster.database is None:
+        pytest.skip("needs the local real node's PostgreSQL (hack/localcluster.py --real-node)")
+    db = cluster.database
+    name = f"gitlab_{uuid.uuid4().hex[:10]}"
+    for each in (name, standin.ci(name)):
+        db.psql(f"CREATE DATABASE {each} OWNER {USER}", database="postgres")
+    try:
+        yield db, name
+    finally:
+        for each in (name, standin.ci(name)):
+            db.psql(f"DROP DATABASE IF EXISTS {each} WITH (FORCE)", database="postgres")
+
+
+@pytest.fixture
+def deployed(
+    api: Api, real_node: dict[str, Any], gitlab_db: tuple[Postgres, str]
+) -> tuple[Postgres, str]:
+    """The test's database after a regular deploy: the post-deployment migrations pending."""
+    db, name = gitlab_db
+    standin.regular_deploy(api, db, name, real_node)
+    return db, name

@@ -12,104 +12,36 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from postgres import USER, Postgres
+from postgres import Postgres
 from tests.integration.conftest import Cluster
 from tests.support import argocd, chart
 from tests.support.fake_gitlab import FakeGitLab
 from tests.support.operator import OperatorProcess, pythonpath_env
 from tests.support.pdm import Api, migration
+from tests.support.standin import (
+    CHART,
+    MIGRATION_COMPONENT,
+    POST,
+    POST_NAMES,
+    PREFLIGHT_COMPONENT,
+    REGULAR,
+    both,
+    ci,
+    gated,
+    job_end,
+    jobs_of,
+    pdm_log,
+    pending_rows,
+    rows,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
-
-REGULAR = ["20261101000001", "20261101000002", "20261101000003"]  # db/migrate
-POST = ["20261115000001", "20261115000002", "20261115000003", "20261115000004"]  # db/post_migrate
-#: Their names as Rails' db:migrate:status prints them (the file names, humanized).
-POST_NAMES = [
-    "Add unique index on project path",
-    "Remove archived from projects",
-    "Backfill project statistics",
-    "Add index on ci builds status",
-]
-CHART = {"migrationsJob": {"release": "gitlab"}}
-MIGRATION_COMPONENT = "post-deploy-migration"
-PREFLIGHT_COMPONENT = "post-deploy-migration-preflight"
-
-
-@pytest.fixture
-def gitlab_db(cluster: Cluster) -> Iterator[tuple[Postgres, str]]:
-    """Databases of its own for the test (main, and ``<main>_ci`` as GitLab's ci), on
-    the stand-in GitLab's PostgreSQL."""
-    if cluster.database is None:
-        pytest.skip("needs the local real node's PostgreSQL (hack/localcluster.py --real-node)")
-    db = cluster.database
-    name = f"gitlab_{uuid.uuid4().hex[:10]}"
-    for each in (name, ci(name)):
-        db.psql(f"CREATE DATABASE {each} OWNER {USER}", database="postgres")
-    try:
-        yield db, name
-    finally:
-        for each in (name, ci(name)):
-            db.psql(f"DROP DATABASE IF EXISTS {each} WITH (FORCE)", database="postgres")
-
-
-@pytest.fixture
-def deployed(
-    api: Api, real_node: dict[str, Any], gitlab_db: tuple[Postgres, str]
-) -> tuple[Postgres, str]:
-    """The test's database after a regular deploy: the post-deployment migrations pending."""
-    db, name = gitlab_db
-    regular_deploy(api, db, name, real_node)
-    return db, name
-
-
-def ci(name: str) -> str:
-    """The test's ci database beside its main database ``name``."""
-    return f"{name}_ci"
-
-
-def versions(db: Postgres, name: str) -> list[str]:
-    """The versions recorded in database ``name``'s schema_migrations."""
-    out = db.psql("SELECT version FROM schema_migrations ORDER BY version", database=name)
-    return out.split()
-
-
-def both(db: Postgres, name: str) -> tuple[list[str], list[str]]:
-    """The versions recorded in main and in ci (GitLab records every version in both)."""
-    return versions(db, name), versions(db, ci(name))
-
-
-def pending_rows(name: str, post: list[str] = POST) -> list[tuple[str, str]]:
-    """The rows the pre-flight records for ``post`` pending in both databases, main first."""
-    return [(db, v) for db in (name, ci(name)) for v in post]
-
-
-def rows(status: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(m["database"], m["version"]) for m in status["pendingMigrations"]]
-
-
-def regular_deploy(api: Api, db: Postgres, name: str, placement: dict[str, Any]) -> None:
-    """`helm upgrade ... --set gitlab.migrations.extraEnv.SKIP_POST_DEPLOYMENT_MIGRATIONS=true`."""
-    chart.install(api, database=chart.Database(db.host, db.port, name), placement=placement)
-    job = job_end(api, chart.CHART_JOB)
-    assert job.status.succeeded == 1, job.status
-
-
-def job_end(api: Api, name: str) -> Any:
-    """The Job ``name`` once it has ended (its status)."""
-
-    def done() -> Any:
-        job = api.batch.read_namespaced_job(name, api.ns)
-        return job if job.status.succeeded or job.status.failed else None
-
-    return wait_until(done, timeout=180, what=f"Job {name} to end")
 
 
 def retry(cluster: Cluster, api: Api, name: str) -> subprocess.CompletedProcess[str]:
@@ -128,22 +60,6 @@ def kubectl_pdm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str
         timeout=120,
         check=False,
     )
-
-
-def jobs_of(api: Api, name: str, component: str) -> list[Any]:
-    """The Jobs a PostDeployMigration made: its migration Job or its pre-flights."""
-    return [
-        j
-        for j in api.jobs()
-        if (j.metadata.labels or {}).get("pdm-operator.io/migration") == name
-        and (j.metadata.labels or {}).get("app.kubernetes.io/component") == component
-    ]
-
-
-def pdm_log(cluster: Cluster, api: Api, name: str) -> str:
-    job = api.get(name)["status"]["jobName"]  # type: ignore[index]
-    out = cluster.run_kubectl("logs", "-n", api.ns, f"job/{job}", "-c", "migrations")
-    return out.stdout + out.stderr
 
 
 def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
@@ -355,16 +271,6 @@ def test_an_approval_of_plan_a_never_runs_plan_b(
     assert "system:serviceaccount:argocd:argocd-server" in approved_events[-1].message
     assert argocd.health(done)["status"] == "Healthy"
     assert argocd.actions(done) == {"approve": False}
-
-
-def gated(api: Api, name: str, reason: str, timeout: float = 180) -> dict[str, Any]:
-    """The Gated condition once it holds for ``reason``."""
-
-    def probe() -> dict[str, Any] | None:
-        cond = api.condition(name, "Gated")
-        return cond if cond and cond["status"] == "True" and cond["reason"] == reason else None
-
-    return wait_until(probe, timeout=timeout, what=f"pdm/{name} Gated ({reason})")
 
 
 def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real_log(

@@ -302,6 +302,8 @@ class World:
     pods: dict[str, list[Body]] = field(default_factory=dict)
     job_events: list[Body] = field(default_factory=list)
     logs: dict[str, str] = field(default_factory=dict)
+    #: ``kubectl logs --previous``: a container's last run.
+    previous_logs: dict[str, str] = field(default_factory=dict)
     tenure: str | None = "lease-uid/" + T0
     validate: Exception | None = None
     #: The Job whose identical spec was accepted a moment ago (None: checked now).
@@ -339,6 +341,8 @@ class World:
                 return self.pods.get(job, [])
             case decide.JobEvents():
                 return self.job_events
+            case decide.LogTail(pod, previous=True):
+                return self.previous_logs.get(pod, "")
             case decide.LogTail(pod) | decide.PodLog(pod):
                 return self.logs.get(pod, "")
             case decide.ReadHistory():
@@ -739,6 +743,21 @@ CASES = [
         ["ValidateJob", "WriteStatus"],
         TIMING.gate_poll,
         "gitlab.toolbox.extraEnv",
+    ),
+    Case(
+        "the held pod just restarted its check: the evidence is its last run's log",
+        ROLLED_OUT,
+        lambda: World(
+            deployments={"gitlab-toolbox": held_rollout()},
+            deployment_pods=[held_pod()],
+            logs={"gitlab-toolbox-new": "Checking: main, ci\n"},
+            previous_logs={"gitlab-toolbox-new": SCHEMA_BEHIND},
+        ),
+        "Gated",
+        "RolloutWaitsForMigrations",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+        "main: current 20261101000002, codebase 20261115000003",
     ),
     Case(
         "the rollout's new pods wait in the check with the bypass: for something else",
