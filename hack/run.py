@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -125,21 +126,28 @@ def applied(db: Postgres) -> str:
 
 
 def follow(env: dict[str, str], ns: str, name: str, timeout: float) -> bool:
-    """Print each change of the migration's state and reason until it ends."""
+    """Print each change of the migration's state and reason, with the message of the
+    condition that gave it, until it ends."""
     seen = ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        now = kubectl(
-            env,
-            "get", "pdm", "-n", ns, name, "-o",
-            "jsonpath={.status.state} {.status.reason}: {.status.message}",
-            check=False,
-        ).stdout.strip()  # fmt: skip
-        if now and now != seen:
+        out = kubectl(env, "get", "pdm", "-n", ns, name, "-o", "json", check=False).stdout
+        status = json.loads(out).get("status") or {} if out else {}
+        state, reason = status.get("state", ""), status.get("reason", "")
+        said = next(
+            (
+                c.get("message", "")
+                for c in status.get("conditions") or []
+                if c.get("reason") == reason and c.get("type") in ("Gated", "Preflight")
+            ),
+            "",
+        )
+        now = f"{state} ({reason})" + (f": {said}" if said else "")
+        if state and now != seen:
             log(f"pdm/{name}: {now}")
             seen = now
-        if now.startswith(("Succeeded", "Failed")):
-            return now.startswith("Succeeded")
+        if state in ("Succeeded", "Failed"):
+            return state == "Succeeded"
         time.sleep(1)
     return False
 
@@ -156,6 +164,13 @@ def demo(env: dict[str, str], db: Postgres | None) -> bool:
             db.psql(f"CREATE DATABASE {name} OWNER gitlab", database="postgres")
     apply(env, ns, release(db), "the release")
     log("regular deploy: the chart's migrations Job runs with SKIP_POST_DEPLOYMENT_MIGRATIONS=true")
+    kubectl(env, "apply", "-f", str(ROOT / "examples" / "environment.yaml"))
+    apply(env, ns, example(db), "examples/pdm.yaml")
+    log(
+        f"applied examples/pdm.yaml in namespace {ns}: pdm/{DEMO_PDM} waits for the rollout of "
+        "the webservice, Sidekiq and the toolbox, whose new pods wait in their dependencies "
+        "check until only post-deployment migrations are pending (BYPASS_POST_DEPLOYMENT=true)"
+    )
     kubectl(
         env,
         "wait",
@@ -167,18 +182,6 @@ def demo(env: dict[str, str], db: Postgres | None) -> bool:
     )
     if db is not None:
         log(f"after the regular deploy, schema_migrations holds: {applied(db)}")
-    kubectl(env, "apply", "-f", str(ROOT / "examples" / "environment.yaml"))
-    apply(env, ns, example(db), "examples/pdm.yaml")
-    log(
-        f"applied examples/pdm.yaml in namespace {ns}: pdm/{DEMO_PDM} waits for the rollout of "
-        "the webservice, Sidekiq and the toolbox"
-    )
-    for deployment in (*gitlab_release.RAILS, gitlab_release.TOOLBOX):
-        kubectl(env, "rollout", "status", "-n", ns, f"deployment/{deployment}", "--timeout=240s")
-    log(
-        "rollout: the new webservice and Sidekiq pods passed their dependencies check "
-        "(BYPASS_POST_DEPLOYMENT=true: only post-deployment migrations are pending)"
-    )
     succeeded = follow(env, ns, DEMO_PDM, timeout=300)
     print(kubectl(env, "get", "pdm", "-n", ns, "-o", "wide").stdout, flush=True)
     print(kubectl(env, "get", "jobs", "-n", ns).stdout, flush=True)
@@ -199,7 +202,8 @@ def demo(env: dict[str, str], db: Postgres | None) -> bool:
             ns,
             DEMO_PDM,
             "-o",
-            'jsonpath={range .status.pendingMigrations[*]}{.version} {.name}{"\\n"}{end}',
+            "jsonpath={range .status.pendingMigrations[*]}"
+            '{.database}: {.version} {.name}{"\\n"}{end}',
         ).stdout.strip()
         log("the pre-flight found pending (gitlab-rake db:migrate:status):\n" + pending)
         job = kubectl(

@@ -162,7 +162,7 @@ def test_a_job_the_api_server_would_refuse_fails_at_once_not_after_the_rollout(
     # A rollout that cannot finish: without the fail-fast check this would wait.
     api.deploy(
         deployment(
-            "gitlab-sidekiq-all-in-1-v2",
+            "gitlab-sidekiq-catchall-v2",
             "sidekiq",
             chart.TOOLBOX_IMAGE,
             node_selector={"pool": "nowhere"},
@@ -173,7 +173,7 @@ def test_a_job_the_api_server_would_refuse_fails_at_once_not_after_the_rollout(
         migration(
             "pdm-refused",
             podTemplateFrom=FROM_JOB,
-            waitFor={"rolledOut": ["gitlab-sidekiq-all-in-1-v2"]},
+            waitFor={"rolledOut": ["gitlab-sidekiq-catchall-v2"]},
             job={"volumes": [{"name": "Not_A_DNS_Label", "emptyDir": {}}]},
         )
     )
