@@ -147,8 +147,12 @@ BYPASS_MISSING = "BypassPostDeploymentMissing"
 #: What the check prints per database (``Checks::PostgreSQL#check_schema_version``):
 #: ``Database Schema - main (gitlabhq_production) - current: 20261101000002,
 #: codebase: 20261115000003``.
+#: Bounded: what a pod prints reaches the migration's status only as a database
+#: name (as Rails allows one) and two versions.
 _SCHEMA_LINE = re.compile(
-    r"^Database Schema - (\S+) \(([^)]*)\) - current: (\d*), codebase: (\d+)\s*$", re.MULTILINE
+    r"^Database Schema - ([A-Za-z0-9_]{1,63}) \(([^)\n]{0,255})\) - "
+    r"current: (\d{0,20}), codebase: (\d{1,20})\s*$",
+    re.MULTILINE,
 )
 
 

@@ -401,3 +401,12 @@ def test_held_pods_waiting_for_something_else_point_at_their_log() -> None:
     )
     assert with_bypass.reason == "RolloutPending"
     assert "kubectl logs -c dependencies p" in with_bypass.message
+
+
+def test_only_a_bounded_database_name_and_versions_reach_the_status_from_a_pods_log() -> None:
+    forged = (
+        f"Database Schema - {'x' * 5000} (db) - current: 1, codebase: 2\n"
+        "Database Schema - main;rm (db) - current: 1, codebase: 2\n"
+        f"Database Schema - main (db) - current: 1, codebase: {'9' * 500}\n"
+    )
+    assert gates.schema_behind(forged) == []
