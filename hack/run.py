@@ -214,7 +214,7 @@ def demo(env: dict[str, str], db: Postgres | None) -> bool:
             for line in kubectl(
                 env, "logs", "-n", ns, f"job/{job}", "-c", "migrations"
             ).stdout.splitlines()
-            if line.startswith("== ")
+            if "== " in line  # GitLab's: "main: == VERSION Name: migrating"
         ]
         print("\n".join(migrated), flush=True)
         log(f"after the post-deployment migrations, schema_migrations holds: {applied(db)}")

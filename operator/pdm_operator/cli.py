@@ -180,6 +180,22 @@ def colorize(text: str) -> str:
     return "".join(lines)
 
 
+def rollout_warnings(client: Any, namespace: str, spec: dict[str, Any]) -> list[str]:
+    """The Deployments the migration waits for whose new pods would wait for it, and
+    those that could not be read (gates.bypass_warnings)."""
+    from pdm_operator import gates  # noqa: PLC0415
+
+    found: dict[str, Any] = {}
+    unreadable = []
+    for name in (spec.get("waitFor") or {}).get("rolledOut") or []:
+        try:
+            found[name] = client.get_deployment(namespace, name)
+        except errors.ApiError as e:
+            unreadable.append(f"Deployment {name!r} could not be read ({e.message}): not checked")
+    readable = {**spec, "waitFor": {**(spec.get("waitFor") or {}), "rolledOut": list(found)}}
+    return unreadable + gates.bypass_warnings(readable, found)
+
+
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     from pdm_operator import dryrun, gates, images, kube, sources, templates  # noqa: PLC0415
 
@@ -208,13 +224,11 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
             if stale:
                 print(f"warning: TemplateStale: {stale}", file=sys.stderr)
         planned = dryrun.plan(client, migration, image, template)
-        rolled_out = (migration["spec"].get("waitFor") or {}).get("rolledOut") or []
-        deployments = {name: client.get_deployment(ns, name) for name in rolled_out}
-        for warning in gates.bypass_warnings(migration["spec"], deployments):
-            print(f"warning: {gates.BYPASS_MISSING}: {warning}", file=sys.stderr)
     except errors.ApiError as e:
         print(f"error: the API server rejected the Job: {e.message}", file=sys.stderr)
         return EXIT_ERROR
+    for warning in rollout_warnings(client, ns, migration["spec"]):
+        print(f"warning: {gates.BYPASS_MISSING}: {warning}", file=sys.stderr)
     color = args.color == "always" or (args.color == "auto" and out.isatty())
     print(planned.diff.summary, file=sys.stderr)
     live = client.get_migration(ns, migration["metadata"]["name"])

@@ -464,8 +464,7 @@ def _reconcile(p: Pass) -> Decision[Step]:  # noqa: PLR0911
             return (yield from _finish(p))
         yield from _abandon_preflight(p, f"{hold.reason}: {hold.message}")
         p.set(model.GATED, True, hold.reason, hold.message)
-        poll = p.timing.lock_poll if hold.reason == lines.LOCKED else p.timing.gate_poll
-        return (yield from _write(p, poll))
+        return (yield from _write(p, _gate_poll(p, hold)))
     return (yield from _create_holding_the_lock(p, template))
 
 
@@ -690,7 +689,14 @@ def _gates(
         deployment: Body | None = yield GetDeployment(name)
         hold = gates.rollout(name, deployment, expect)
         if hold and hold.reason in ("RolloutPending", "RolloutStuck") and deployment:
-            hold = (yield from _held_in_dependencies(p, name, deployment)) or hold
+            held = yield from _held_in_dependencies(p, name, deployment)
+            if held is not None and (
+                hold.reason == "RolloutPending" or held.reason == gates.ROLLOUT_WAITS_FOR_MIGRATIONS
+            ):
+                hold = held
+            elif held is not None:
+                # Stuck stays stuck (a Warning, the deadline's words); the pods say why.
+                hold = gates.Hold(hold.reason, f"{hold.message}; {held.message}")
         if hold:
             return hold
     if template is not None:
@@ -714,10 +720,30 @@ def _gates(
     return None
 
 
+def _gate_poll(p: Pass, hold: gates.Hold) -> float:
+    """When a held migration looks again: the lock's poll for the lock; a rollout
+    held in the chart's dependencies check (pods listed, a log read each look)
+    only ends with a chart upgrade, so the environment's slower poll."""
+    if hold.reason == lines.LOCKED:
+        return p.timing.lock_poll
+    if hold.reason == gates.ROLLOUT_WAITS_FOR_MIGRATIONS or gates.DEPENDENCIES in hold.message:
+        return p.timing.policy_poll
+    return p.timing.gate_poll
+
+
 def _failure_log(failed: jobs.PodFailure) -> Decision[str]:
     """A failed pod's log, far enough back to name the failing migration above
-    Rake's backtrace; the kubelet's termination message when it cannot be read."""
-    log: str = (yield LogTail(failed.pod, model.MIGRATION_CONTAINER, jobs.FAILURE_LOG_LINES)) or ""
+    Rake's backtrace, of the run that failed (the previous one when the container
+    restarted since); the kubelet's termination message when it cannot be read
+    or was cut (a cut log must not name the wrong migration)."""
+    log: str = (
+        yield LogTail(
+            failed.pod,
+            model.MIGRATION_CONTAINER,
+            jobs.FAILURE_LOG_LINES,
+            previous=failed.previous,
+        )
+    ) or ""
     return log or failed.message
 
 
@@ -729,10 +755,9 @@ def _held_in_dependencies(p: Pass, name: str, deployment: Body) -> Decision[gate
     if not held:
         return None
     first = held[0]["metadata"]["name"]
-    log_tail = (yield LogTail(first, gates.DEPENDENCIES)) or ""
-    if not gates.schema_behind(log_tail) and gates.restarted(held[0]):
-        # Just restarted, it has printed nothing yet: its last run's lines.
-        log_tail = (yield LogTail(first, gates.DEPENDENCIES, previous=True)) or ""
+    just_restarted = gates.just_restarted(held[0], p.at)
+    # Just restarted, its current run has printed no whole check yet: its last run's lines.
+    log_tail = (yield LogTail(first, gates.DEPENDENCIES, previous=just_restarted)) or ""
     return gates.rollout_waits(name, deployment, held, {first: log_tail})
 
 
@@ -1310,7 +1335,10 @@ def _follow(p: Pass) -> Decision[Step]:
         message += (
             ": "
             + jobs.FailedMigration(
-                failed_one["version"], failed_one["name"], failed_one.get("error", "")
+                failed_one["version"],
+                failed_one["name"],
+                failed_one.get("error", ""),
+                failed_one.get("database", ""),
             ).describe()
         )
     p.set(model.SUCCEEDED, False, outcome.reason, message)

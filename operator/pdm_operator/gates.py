@@ -136,6 +136,7 @@ DEPENDENCIES = "dependencies"
 #: reads it could not be read here, so only the documented value counts as set.
 BYPASS = "BYPASS_POST_DEPLOYMENT"
 BYPASS_VALUE = "true"
+SCHEMA_BYPASS = "BYPASS_SCHEMA_VERSION"
 #: CNG's check gives up after ``WAIT_FOR_TIMEOUT`` (30) tries a second apart and
 #: exits 1 (``gitlab-rails/scripts/wait-for-deps``, ``scripts/lib/checks/
 #: postgresql.rb``): a pod still in it after this long, or after one failure,
@@ -156,11 +157,23 @@ _SCHEMA_LINE = re.compile(
 )
 
 
-def _dependencies_container(deployment: Body) -> Body | None:
-    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+def _pod_spec(obj: Body) -> Body:
+    """The pod spec of a Deployment (its template) or of a pod."""
+    spec = obj.get("spec") or {}
+    return (spec.get("template") or {}).get("spec") or spec
+
+
+def _dependencies_container(obj: Body) -> Body | None:
     return next(
-        (c for c in spec.get("initContainers") or [] if c.get("name") == DEPENDENCIES), None
+        (c for c in _pod_spec(obj).get("initContainers") or [] if c.get("name") == DEPENDENCIES),
+        None,
     )
+
+
+def _env(container: Body, name: str) -> Body | None:
+    """The entry of ``name`` in ``container``'s env: the last one, as Kubernetes takes it."""
+    found = [e for e in container.get("env") or [] if e.get("name") == name]
+    return found[-1] if found else None
 
 
 def chart_value(deployment: Body) -> str:
@@ -186,24 +199,34 @@ def chart_value(deployment: Body) -> str:
     return f"gitlab.{app}.extraEnv.{BYPASS}"
 
 
-def bypass_missing(name: str, deployment: Body) -> str | None:
-    """Why ``deployment``'s new pods would wait for post-deployment migrations, or None.
+def bypass_missing(name: str, deployment: Body, pod: Body | None = None) -> str | None:
+    """Why the pods of ``deployment`` (or ``pod``, one of them, as it runs) would wait
+    for post-deployment migrations, or None.
 
-    Only a Deployment whose pods have the chart's ``dependencies`` init
-    container can wait for migrations; it passes while only post-deployment
-    migrations are pending when that container's env has
-    ``BYPASS_POST_DEPLOYMENT=true``. A value from ``envFrom`` cannot be read
-    here, so it does not count: the answer says where to look.
+    Only pods with the chart's ``dependencies`` init container can wait for
+    migrations. That check passes with only post-deployment migrations pending
+    when its env has ``BYPASS_POST_DEPLOYMENT=true`` (the documented value),
+    and whatever is pending when it has ``BYPASS_SCHEMA_VERSION`` (CNG reads
+    that one for presence, ``scripts/lib/checks/postgresql.rb``; the chart's
+    zero-downtime procedure sets it in ``global.extraEnv``, not recommended
+    otherwise). A value from ``envFrom`` or ``valueFrom`` cannot be read here,
+    so it does not count: the answer says where to look.
     """
-    init = _dependencies_container(deployment)
-    if init is None:
+    init = (pod is not None and _dependencies_container(pod)) or _dependencies_container(deployment)
+    if not init or _env(init, SCHEMA_BYPASS) is not None:
         return None
-    value = next((e.get("value") for e in init.get("env") or [] if e.get("name") == BYPASS), None)
+    entry = _env(init, BYPASS)
+    value = None if entry is None else entry.get("value")
     if value is not None and str(value).strip().lower() == BYPASS_VALUE:
         return None
-    has = "has no BYPASS_POST_DEPLOYMENT" if value is None else f"has {BYPASS}={value!r}"
-    if value is None and init.get("envFrom"):
-        has += " in its env (one from envFrom is not read)"
+    if entry is None:
+        has = "has no BYPASS_POST_DEPLOYMENT"
+        if init.get("envFrom"):
+            has += " in its env (one from envFrom is not read)"
+    elif value is None:
+        has = f"sets {BYPASS} from valueFrom, which is not read"
+    else:
+        has = f"has {BYPASS}={value!r}"
     return (
         f"Deployment {name!r}: its {DEPENDENCIES!r} init container {has}, so its new pods wait "
         "until every migration is applied, post-deployment ones included; a deploy that skips "
@@ -214,13 +237,21 @@ def bypass_missing(name: str, deployment: Body) -> str | None:
 
 
 def bypass_warnings(spec: Body, deployments: dict[str, Body | None]) -> list[str]:
-    """Before a deploy: each ``waitFor.rolledOut`` Deployment that would wait for this migration.
-
-    ``deployments``: those Deployments as read (None: not found, no warning).
-    """
-    names = list((spec.get("waitFor") or {}).get("rolledOut") or [])
-    found = [bypass_missing(n, d) for n in names if (d := deployments.get(n)) is not None]
-    return [f for f in found if f is not None]
+    """Before a deploy: each ``waitFor.rolledOut`` Deployment that would wait for this
+    migration, and each that could not be checked (not found)."""
+    warnings = []
+    for name in list((spec.get("waitFor") or {}).get("rolledOut") or []):
+        deployment = deployments.get(name)
+        if deployment is None:
+            warnings.append(
+                f"Deployment {name!r} (spec.waitFor.rolledOut) was not found: whether its pods "
+                "would wait for this migration cannot be checked"
+            )
+            continue
+        missing = bypass_missing(name, deployment)
+        if missing is not None:
+            warnings.append(missing)
+    return warnings
 
 
 def _dependencies_status(pod: Body) -> Body | None:
@@ -234,16 +265,29 @@ def _dependencies_status(pod: Body) -> Body | None:
     )
 
 
-def restarted(pod: Body) -> bool:
-    """Whether the pod's ``dependencies`` container has run before (a previous log)."""
-    return int((_dependencies_status(pod) or {}).get("restartCount") or 0) > 0
+def just_restarted(pod: Body, now: datetime) -> bool:
+    """Whether the pod's ``dependencies`` container has run before and its current run
+    has not printed a whole check yet (waiting to restart, or started moments ago):
+    its last run's log says more."""
+    status = _dependencies_status(pod) or {}
+    if int(status.get("restartCount") or 0) == 0:
+        return False
+    state = status.get("state") or {}
+    started = timestamps.parse_or_none((state.get("running") or {}).get("startedAt"))
+    return started is None or (now - started).total_seconds() < HELD_AFTER
 
 
 def held_in_dependencies(pods: list[Body], now: datetime) -> list[Body]:
-    """Pods kept in their ``dependencies`` init container: failed once, or in it too long."""
+    """Pods kept in their ``dependencies`` init container: failed once, or in it too long.
+
+    Not a pod being deleted, nor one that has ended (an evicted pod keeps its
+    statuses until it is collected).
+    """
     held = []
     for pod in pods:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
             continue
         status = _dependencies_status(pod)
         if status is None:
@@ -286,7 +330,11 @@ def rollout_waits(name: str, deployment: Body, held: list[Body], logs: dict[str,
     behind = [line for p in held for line in schema_behind(logs.get(p["metadata"]["name"], ""))]
     seen = f" ({'; '.join(dict.fromkeys(behind))})" if behind else ""
     waiting = f"{len(held)} pod(s) of Deployment {name!r}, {pod!r} first"
-    missing = bypass_missing(name, deployment)
+    # Judged by the held pods as they run, not the template: during a fix an
+    # older ReplicaSet's pods still run without the value the new one has.
+    missing = next(
+        (m for p in held if (m := bypass_missing(name, deployment, p)) is not None), None
+    )
     if missing is not None:
         return Hold(
             ROLLOUT_WAITS_FOR_MIGRATIONS,

@@ -15,7 +15,6 @@ LOG_TAIL_LIMIT = 2048
 #: or 80 lines), hold frames only: the "== VERSION Name: migrating" line and
 #: the error are further up (tests/unit/golden/rails/, Rails 6.1's own output).
 FAILURE_LOG_LINES = 4000
-FAILURE_LOG_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,8 @@ class PodFailure:
     exit_code: int | None
     reason: str
     message: str
+    #: The failed run is the container's previous one (it has restarted since).
+    previous: bool = False
 
 
 #: What the API server adds to a Job at create (the selector and these labels
@@ -141,19 +142,21 @@ def pod_failure(pods: list[Body]) -> PodFailure | None:
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             if status.get("name") != model.MIGRATION_CONTAINER:
                 continue
-            terminated = (status.get("state") or {}).get("terminated") or (
-                status.get("lastState") or {}
-            ).get("terminated")
+            current = (status.get("state") or {}).get("terminated")
+            terminated = current or (status.get("lastState") or {}).get("terminated")
             if terminated and terminated.get("exitCode", 0) != 0:
-                candidates.append((terminated.get("finishedAt") or "", pod, terminated))
+                candidates.append(
+                    (terminated.get("finishedAt") or "", pod, terminated, current is None)
+                )
     if not candidates:
         return None
-    _, pod, terminated = max(candidates, key=lambda c: c[0])
+    _, pod, terminated, previous = max(candidates, key=lambda c: c[0])
     return PodFailure(
         pod=pod["metadata"]["name"],
         exit_code=terminated.get("exitCode"),
         reason=terminated.get("reason") or "",
         message=tail(terminated.get("message") or ""),
+        previous=previous,
     )
 
 
@@ -173,8 +176,14 @@ def tail(text: str, limit: int = LOG_TAIL_LIMIT) -> str:
 # "== VERSION Name: migrated (0.0123s) ===") and, on an error, aborts with
 # "StandardError: An error has occurred, this and all later migrations
 # canceled:" followed by a blank line and the error (Migrator, and its test
-# activerecord/test/cases/migration_test.rb).
-_MIGRATING = re.compile(r"^== (\d+) ([A-Za-z0-9_:]+): migrating\b", re.MULTILINE)
+# activerecord/test/cases/migration_test.rb). GitLab's migrations put their
+# database's name first ("main: == VERSION Name: migrating"): every GitLab
+# migration class includes MigrationHelpers::AnnounceDatabase (gitlabhq
+# lib/gitlab/database/migration.rb, lib/gitlab/database/migration_helpers/
+# announce_database.rb), whose spec expects /^main: == 1111 MyMigration: migrating/.
+_MIGRATING = re.compile(
+    r"^(?:([a-z][a-z0-9_]{0,62}): )?== (\d+) ([A-Za-z0-9_:]+): migrating\b", re.MULTILINE
+)
 _CANCELED = "all later migrations canceled"
 ERROR_LIMIT = 500
 
@@ -186,15 +195,20 @@ class FailedMigration:
     version: str
     name: str
     error: str
+    #: The database it ran on, when the log says (GitLab's "main: == ..." lines).
+    database: str = ""
 
     def as_status(self) -> Body:
         out: Body = {"version": self.version, "name": self.name}
+        if self.database:
+            out["database"] = self.database
         if self.error:
             out["error"] = self.error
         return out
 
     def describe(self) -> str:
-        what = f"migration {self.version} {self.name} failed"
+        where = f" on {self.database}" if self.database else ""
+        what = f"migration {self.version} {self.name} failed{where}"
         return f"{what}: {self.error}" if self.error else what
 
 
@@ -209,7 +223,7 @@ def failed_migration(log: str) -> FailedMigration | None:
     if not started:
         return None
     last = started[-1]
-    version, name = last.group(1), last.group(2)
+    database, version, name = last.group(1) or "", last.group(2), last.group(3)
     if f"== {version} {name}: migrated" in log[last.end() :]:
         return None
     error = ""
@@ -222,7 +236,7 @@ def failed_migration(log: str) -> FailedMigration | None:
     if at >= 0:
         after = log[at + len(_CANCELED) :].split("\n")[1:]
         error = next((line.strip() for line in after if line.strip()), "")[:ERROR_LIMIT]
-    return FailedMigration(version, name, error)
+    return FailedMigration(version, name, error, database)
 
 
 #: Where a Rake abort's error message ends: a backtrace frame, the next error

@@ -446,8 +446,14 @@ class Kube:
     def pod_log_tail(
         self, namespace: str, pod: str, container: str, lines: int = 20, *, previous: bool = False
     ) -> str | None:
-        """The last lines of a container's log (at most 256 bytes a line), or None
-        when logs cannot be had. ``previous``: its last run's."""
+        """The last lines of a container's log, or None when they cannot be had whole.
+
+        At most 256 bytes a line are read (8 KiB at least, 1 MiB at most): the
+        server cuts at that many bytes from the first line asked for, so a
+        longer answer is cut at its newest end and is not returned (a caller
+        would misread it as the whole tail). ``previous``: its last run's.
+        """
+        limit = max(8192, min(lines * 256, 1024 * 1024))
         try:
             resp = self.core.read_namespaced_pod_log(
                 pod,
@@ -455,11 +461,15 @@ class Kube:
                 container=container,
                 previous=previous,
                 tail_lines=lines,
-                limit_bytes=max(8192, min(lines * 256, 1024 * 1024)),
+                limit_bytes=limit,
                 _preload_content=False,
                 _request_timeout=(3.0, 5.0),
             )
-            return str(resp.data.decode("utf-8", errors="replace"))
+            data = bytes(resp.data)
+            if len(data) >= limit:
+                log.debug("log of pod %s/%s cut at %d bytes: not used", namespace, pod, limit)
+                return None
+            return data.decode("utf-8", errors="replace")
         except Exception as e:  # noqa: BLE001 - logs are best effort, by design
             log.debug("no log for pod %s/%s: %s", namespace, pod, e)
             return None

@@ -177,13 +177,16 @@ def test_a_migration_that_times_out_on_a_held_lock_is_named_from_rails_own_abort
     assert failure["migration"] == {
         "version": "20261115000002",
         "name": "RemoveArchivedFromProjects",
+        "database": "main",
         "error": "PG::LockNotAvailable: ERROR:  canceling statement due to lock timeout",
     }
     assert (
-        "migration 20261115000002 RemoveArchivedFromProjects failed: "
+        "migration 20261115000002 RemoveArchivedFromProjects failed on main: "
         "PG::LockNotAvailable: ERROR:  canceling statement due to lock timeout"
     ) in failed["message"]
-    assert failure["logTail"].startswith("== 20261115000002 RemoveArchivedFromProjects: migrating")
+    assert failure["logTail"].startswith(
+        "main: == 20261115000002 RemoveArchivedFromProjects: migrating"
+    )
     assert ":in `" not in failure["logTail"]
     # The index before it was built and recorded; nothing after it ran, ci's turn never came.
     assert both(db, name) == ([*REGULAR, POST[0]], REGULAR)

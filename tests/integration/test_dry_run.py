@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import gitlab_release
 from tests.integration.conftest import Cluster
+from tests.support import chart
 from tests.support.operator import OperatorProcess, pythonpath_env
 from tests.support.pdm import TOOLBOX_DIGEST, TOOLBOX_IMAGE, Api, migration, toolbox
 
@@ -298,3 +300,45 @@ def test_previous_run_whose_job_is_gone_is_rendered_again_for_the_diff(
     diff = api.get("pdm-check")["status"]["diff"]  # type: ignore[index]
     assert diff["changed"] is False, diff
     assert diff["base"] == f"{api.ns}/{old_job}"
+
+
+def test_a_dry_run_and_diff_warn_before_the_deploy_of_a_rollout_that_would_wait_for_them(
+    cluster: Cluster, api: Api, operator: OperatorProcess
+) -> None:
+    """The chart's webservice and Sidekiq without BYPASS_POST_DEPLOYMENT: their new
+    pods would wait for the post-deployment migrations the PDM waits to run."""
+    chart.install(api)  # the example release: its webservice and Sidekiq lack the bypass
+    rails = list(gitlab_release.RAILS)
+    body = migration(
+        "pdm-warned", mode="DryRun", podTemplateFrom={"migrationsJob": {"release": "gitlab"}},
+        preflight={"enabled": False}, waitFor={"rolledOut": [*rails, "gitlab-nowhere"]},
+    )  # fmt: skip
+    out = cli(
+        cluster, "diff", "-f", "-", "--image", chart.TOOLBOX_IMAGE, stdin=manifest(body, api.ns)
+    )
+    assert out.returncode in (0, 1), out.stderr
+    assert (
+        "warning: BypassPostDeploymentMissing: Deployment 'gitlab-webservice-default': its "
+        "'dependencies' init container has no BYPASS_POST_DEPLOYMENT"
+    ) in out.stderr
+    assert "gitlab.sidekiq.extraEnv.BYPASS_POST_DEPLOYMENT='true'" in out.stderr
+    assert "Deployment 'gitlab-nowhere' (spec.waitFor.rolledOut) was not found" in out.stderr
+
+    api.create(body)
+    done = api.wait_condition("pdm-warned", "Succeeded", timeout=60)
+    assert (
+        "warning (BypassPostDeploymentMissing): Deployment 'gitlab-webservice-default'"
+        in (done["message"])
+    )
+    warned = api.wait_events("pdm-warned", "BypassPostDeploymentMissing")
+    assert {e.type for e in warned if e.reason == "BypassPostDeploymentMissing"} == {"Warning"}
+
+    # Rendered with the bypass (the chart value set), nothing is said of them.
+    for doc in gitlab_release.release(bypass=True):
+        if doc["metadata"]["name"] in rails:
+            api.apps.replace_namespaced_deployment(doc["metadata"]["name"], api.ns, doc)
+    body["spec"]["waitFor"]["rolledOut"] = rails
+    quiet = cli(
+        cluster, "diff", "-f", "-", "--image", chart.TOOLBOX_IMAGE, stdin=manifest(body, api.ns)
+    )
+    assert "BypassPostDeploymentMissing" not in quiet.stderr, quiet.stderr

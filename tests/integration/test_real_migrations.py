@@ -297,7 +297,11 @@ def test_a_failing_post_deployment_migration_fails_with_its_version_and_the_real
     assert failure["migration"]["version"] == "20261115000001"
     assert failure["migration"]["name"] == "AddUniqueIndexOnProjectPath"
     assert failure["migration"]["error"].startswith("PG::UniqueViolation: ERROR:")
-    assert "migration 20261115000001 AddUniqueIndexOnProjectPath failed: PG::" in failed["message"]
+    assert failure["migration"]["database"] == "main"  # GitLab's "main: == ..." lines
+    assert (
+        "migration 20261115000001 AddUniqueIndexOnProjectPath failed on main: PG::"
+        in failed["message"]
+    )
     # What is kept is the failing migration through Rails' error, not Rake's backtrace.
     assert "rake aborted!" in failure["logTail"]
     assert ":in `" not in failure["logTail"]

@@ -31,6 +31,7 @@ from pdm_operator import (
     errors,
     history,
     images,
+    jobs,
     model,
     preflight,
     render,
@@ -215,17 +216,19 @@ def held_rollout(*, bypass: bool = False) -> Body:
     return out
 
 
-def held_pod() -> Body:
-    """A new pod whose ``dependencies`` check failed once and waits to try again."""
+def held_pod(running_for: int | None = None) -> Body:
+    """A new pod whose ``dependencies`` check failed once and waits to try again, or
+    (``running_for``) whose first check has been running that many seconds."""
+    if running_for is None:
+        restarts, state = 1, {"waiting": {"reason": "CrashLoopBackOff"}}
+    else:
+        started = NOW - timedelta(seconds=running_for)
+        restarts, state = 0, {"running": {"startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ")}}
     return {
         "metadata": {"name": "gitlab-toolbox-new"},
         "status": {
             "initContainerStatuses": [
-                {
-                    "name": "dependencies",
-                    "restartCount": 1,
-                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                }
+                {"name": "dependencies", "restartCount": restarts, "state": state}
             ]
         },
     }
@@ -302,7 +305,7 @@ class World:
     pods: dict[str, list[Body]] = field(default_factory=dict)
     job_events: list[Body] = field(default_factory=list)
     logs: dict[str, str] = field(default_factory=dict)
-    #: ``kubectl logs --previous``: a container's last run.
+    #: ``kubectl logs --previous``: a container's last run (keys as ``logs``).
     previous_logs: dict[str, str] = field(default_factory=dict)
     tenure: str | None = "lease-uid/" + T0
     validate: Exception | None = None
@@ -341,9 +344,11 @@ class World:
                 return self.pods.get(job, [])
             case decide.JobEvents():
                 return self.job_events
-            case decide.LogTail(pod, previous=True):
-                return self.previous_logs.get(pod, "")
-            case decide.LogTail(pod) | decide.PodLog(pod):
+            case decide.LogTail(pod, container, _, previous):
+                # The migration container's log by pod name, another's as "pod/container".
+                key = pod if container == model.MIGRATION_CONTAINER else f"{pod}/{container}"
+                return (self.previous_logs if previous else self.logs).get(key, "")
+            case decide.PodLog(pod):
                 return self.logs.get(pod, "")
             case decide.ReadHistory():
                 return self.history
@@ -735,28 +740,30 @@ CASES = [
         ROLLED_OUT,
         lambda: World(
             deployments={"gitlab-toolbox": held_rollout()},
-            deployment_pods=[held_pod()],
-            logs={"gitlab-toolbox-new": SCHEMA_BEHIND},
+            deployment_pods=[held_pod(running_for=40)],
+            logs={"gitlab-toolbox-new/dependencies": SCHEMA_BEHIND},
         ),
         "Gated",
         "RolloutWaitsForMigrations",
         ["ValidateJob", "WriteStatus"],
-        TIMING.gate_poll,
-        "gitlab.toolbox.extraEnv",
+        TIMING.policy_poll,
+        "(main: current 20261101000002, codebase 20261115000003), and this migration waits "
+        "for that rollout (spec.waitFor.rolledOut): neither can finish. Deployment "
+        "'gitlab-toolbox': its 'dependencies' init container has no BYPASS_POST_DEPLOYMENT",
     ),
     Case(
-        "the held pod just restarted its check: the evidence is its last run's log",
+        "a held pod waiting to run its check again: the evidence is its last run's log",
         ROLLED_OUT,
         lambda: World(
             deployments={"gitlab-toolbox": held_rollout()},
             deployment_pods=[held_pod()],
-            logs={"gitlab-toolbox-new": "Checking: main, ci\n"},
-            previous_logs={"gitlab-toolbox-new": SCHEMA_BEHIND},
+            logs={"gitlab-toolbox-new/dependencies": "Checking: main, ci\n"},
+            previous_logs={"gitlab-toolbox-new/dependencies": SCHEMA_BEHIND},
         ),
         "Gated",
         "RolloutWaitsForMigrations",
         ["ValidateJob", "WriteStatus"],
-        TIMING.gate_poll,
+        TIMING.policy_poll,
         "main: current 20261101000002, codebase 20261115000003",
     ),
     Case(
@@ -765,12 +772,12 @@ CASES = [
         lambda: World(
             deployments={"gitlab-toolbox": held_rollout(bypass=True)},
             deployment_pods=[held_pod()],
-            logs={"gitlab-toolbox-new": SCHEMA_BEHIND},
+            previous_logs={"gitlab-toolbox-new/dependencies": SCHEMA_BEHIND},
         ),
         "Gated",
         "RolloutPending",
         ["ValidateJob", "WriteStatus"],
-        TIMING.gate_poll,
+        TIMING.policy_poll,
         "kubectl logs -c dependencies gitlab-toolbox-new",
     ),
     Case(
@@ -1455,3 +1462,75 @@ def test_a_job_deleted_before_its_end_is_recorded_as_unknown_progress() -> None:
     assert record is not None
     assert record.migrations is None
     assert record.outcome == "Failed"
+
+
+# --- reading a failure, and a stuck rollout held in the dependencies check ----------
+def restarted_failed_pod(job: str) -> Body:
+    """A pod whose migration container failed and has been started again since."""
+    return {
+        "metadata": {"name": f"{job}-x7k2q"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": model.MIGRATION_CONTAINER,
+                    "state": {"running": {"startedAt": T0}},
+                    "lastState": {"terminated": {"exitCode": 1, "finishedAt": T0}},
+                }
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize(("pod", "previous"), [(failed_pod, False), (restarted_failed_pod, True)])
+def test_a_failure_is_read_from_the_run_that_failed_far_enough_back_for_rails_abort(
+    pod: Callable[[str], Body], previous: bool
+) -> None:
+    world = World(
+        jobs={JOB_NAME: job_named(NEW, FAILED)},
+        pods={JOB_NAME: [pod(JOB_NAME)]},
+    )
+    key = f"{JOB_NAME}-x7k2q"
+    (world.previous_logs if previous else world.logs)[key] = (
+        "ci: == 20261115000004 AddIndexOnCiBuildsStatus: migrating ==\n"
+        "rake aborted!\nStandardError: An error has occurred, this and all later "
+        "migrations canceled:\n\nPG::DuplicateTable: ERROR:  relation exists\n"
+        + "/srv/gitlab/vendor/frame.rb:1:in `exec'\n"
+        * 300
+    )
+    step = decide.drive(decide.reconcile(running(NEW), NOW, SETUP), world)
+    (ask,) = [a for a in world.asked if isinstance(a, decide.LogTail)]
+    assert (ask.lines, ask.previous) == (jobs.FAILURE_LOG_LINES, previous)
+    failure = step.status["failure"]
+    assert failure["migration"] == {
+        "version": "20261115000004",
+        "name": "AddIndexOnCiBuildsStatus",
+        "database": "ci",
+        "error": "PG::DuplicateTable: ERROR:  relation exists",
+    }
+    assert "frame.rb" not in failure["logTail"]
+    assert "failed on ci: PG::DuplicateTable" in _deciding_message(step.status)
+
+
+def stuck_rollout() -> Body:
+    out = held_rollout(bypass=True)
+    out["status"]["conditions"] = [
+        {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": 'ReplicaSet "gitlab-toolbox-7d9" has timed out progressing.',
+        }
+    ]
+    return out
+
+
+def test_a_stuck_rollout_held_in_the_check_stays_stuck_and_says_where_its_pods_wait() -> None:
+    world = World(
+        deployments={"gitlab-toolbox": stuck_rollout()},
+        deployment_pods=[held_pod(running_for=40)],
+    )
+    step = decide.drive(decide.reconcile(copy.deepcopy(ROLLED_OUT), NOW, SETUP), world)
+    assert step.status["reason"] == "RolloutStuck"
+    message = _deciding_message(step.status)
+    assert "has timed out progressing" in message
+    assert "wait in their 'dependencies' init container" in message

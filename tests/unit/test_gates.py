@@ -410,3 +410,75 @@ def test_only_a_bounded_database_name_and_versions_reach_the_status_from_a_pods_
         f"Database Schema - main (db) - current: 1, codebase: {'9' * 500}\n"
     )
     assert gates.schema_behind(forged) == []
+
+
+def test_bypass_schema_version_lets_the_check_pass_whatever_is_pending() -> None:
+    # CNG reads it for presence; the chart's zero-downtime procedure sets it globally.
+    for value in ("true", "false", ""):
+        deployment = chart_deployment()
+        init = deployment["spec"]["template"]["spec"]["initContainers"][0]
+        init["env"] = [{"name": "BYPASS_SCHEMA_VERSION", "value": value}]
+        assert gates.bypass_missing("w", deployment) is None
+
+
+def test_the_last_entry_of_a_repeated_name_is_the_one_kubernetes_sets() -> None:
+    deployment = chart_deployment()
+    init = deployment["spec"]["template"]["spec"]["initContainers"][0]
+    init["env"] = [
+        {"name": "BYPASS_POST_DEPLOYMENT", "value": "true"},
+        {"name": "BYPASS_POST_DEPLOYMENT", "value": "no"},
+    ]
+    said = gates.bypass_missing("w", deployment)
+    assert said is not None
+    assert "BYPASS_POST_DEPLOYMENT='no'" in said
+    init["env"].reverse()
+    assert gates.bypass_missing("w", deployment) is None
+
+
+def test_a_bypass_from_value_from_is_not_taken_on_trust_and_said_so() -> None:
+    deployment = chart_deployment()
+    init = deployment["spec"]["template"]["spec"]["initContainers"][0]
+    init["env"] = [
+        {"name": "BYPASS_POST_DEPLOYMENT", "valueFrom": {"configMapKeyRef": {"name": "x"}}}
+    ]
+    said = gates.bypass_missing("w", deployment)
+    assert said is not None
+    assert "from valueFrom, which is not read" in said
+
+
+def test_held_pods_are_judged_by_their_own_spec_not_the_template() -> None:
+    # The template has the bypass now (a fix on its way); this older pod does not.
+    old_pod = pod("p", restarts=1)
+    old_pod["spec"] = {"initContainers": [{"name": "dependencies", "env": []}]}
+    hold = gates.rollout_waits("w", chart_deployment(bypass="true"), [old_pod], {})
+    assert hold.reason == "RolloutWaitsForMigrations"
+    new_pod = pod("q", restarts=1)
+    new_pod["spec"] = {
+        "initContainers": [
+            {"name": "dependencies", "env": [{"name": "BYPASS_POST_DEPLOYMENT", "value": "true"}]}
+        ]
+    }
+    assert gates.rollout_waits("w", chart_deployment(), [new_pod], {}).reason == "RolloutPending"
+
+
+def test_an_ended_pod_is_not_held_even_if_its_check_failed() -> None:
+    evicted = pod("e", restarts=3)
+    evicted["status"]["phase"] = "Failed"
+    assert gates.held_in_dependencies([evicted], NOW) == []
+
+
+def test_a_just_restarted_check_has_its_last_runs_lines_to_read() -> None:
+    assert gates.just_restarted(pod("a", restarts=1, waiting={"reason": "CrashLoopBackOff"}), NOW)
+    assert gates.just_restarted(pod("b", restarts=1, since=3), NOW)
+    assert not gates.just_restarted(pod("c", restarts=1, since=45), NOW)
+    assert not gates.just_restarted(pod("d", restarts=0, since=45), NOW)
+
+
+def test_a_dry_run_says_when_a_deployment_it_waits_for_cannot_be_checked() -> None:
+    spec = {"waitFor": {"rolledOut": ["gitlab-webservice-default", "gitlab-toolbox"]}}
+    warnings = gates.bypass_warnings(
+        spec, {"gitlab-webservice-default": None, "gitlab-toolbox": deployment()}
+    )
+    assert len(warnings) == 1
+    assert "'gitlab-webservice-default' (spec.waitFor.rolledOut) was not found" in warnings[0]
+    assert "cannot be checked" in warnings[0]

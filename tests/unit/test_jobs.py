@@ -187,7 +187,7 @@ def test_pod_failure_falls_back_to_the_last_state() -> None:
             migrations({"waiting": {"reason": "CrashLoopBackOff"}}, terminated(3, T_END, "again")),
         )
     ]
-    assert jobs.pod_failure(pods) == PodFailure("gstg-1-abc", 3, "Error", "again")
+    assert jobs.pod_failure(pods) == PodFailure("gstg-1-abc", 3, "Error", "again", previous=True)
 
 
 def test_pod_failure_is_none_without_failed_migration_containers() -> None:

@@ -170,3 +170,46 @@ def test_every_request_of_the_client_is_counted_once() -> None:
     assert api.rest_client.request("POST", url, body={}) == "answer"
     assert sent == [("POST", url)]
     assert count() == before + 1
+
+
+class Logs:
+    """The core API's pod-log read, answering ``data`` and keeping what was asked."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.asked: dict[str, Any] = {}
+
+    def read_namespaced_pod_log(self, pod: str, namespace: str, **kwargs: Any) -> Any:
+        self.asked = kwargs
+        return type("Response", (), {"data": self.data})()
+
+
+def kube_reading(data: bytes) -> tuple[kube.Kube, Logs]:
+    class Rest:
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("no request expected")
+
+    class Api:
+        rest_client = Rest()
+
+    reader = kube.Kube(Api())  # type: ignore[arg-type]
+    logs = Logs(data)
+    reader.core = logs  # type: ignore[assignment]
+    return reader, logs
+
+
+def test_a_log_tail_cut_at_its_byte_limit_is_not_taken_for_the_whole_tail() -> None:
+    # 20 lines are read with 8 KiB at most: an answer that fills it was cut at
+    # its newest end, and a reader of the last lines would misread it.
+    reader, logs = kube_reading(b"x" * 8192)
+    assert reader.pod_log_tail("gitlab", "pod", "migrations") is None
+    assert (logs.asked["tail_lines"], logs.asked["limit_bytes"]) == (20, 8192)
+
+
+def test_a_long_tail_of_a_previous_run_is_asked_with_room_for_its_lines() -> None:
+    reader, logs = kube_reading(b"main: == 1 A: migrating\n")
+    assert reader.pod_log_tail("gitlab", "pod", "migrations", 4000, previous=True) == (
+        "main: == 1 A: migrating\n"
+    )
+    assert logs.asked["previous"] is True
+    assert (logs.asked["tail_lines"], logs.asked["limit_bytes"]) == (4000, 4000 * 256)

@@ -72,7 +72,9 @@ def test_the_failing_migration_is_named_from_rails_abort(
 ) -> None:
     log = output(name)
     failed = jobs.failed_migration(log)
-    assert failed == jobs.FailedMigration(version, migration, error)
+    # GitLab's migrations announce themselves with their database's name first.
+    assert f"main: == {version} {migration}: migrating" in log
+    assert failed == jobs.FailedMigration(version, migration, error, "main")
     # The last 2 KiB (the kubelet's termination message) hold only Rake's backtrace:
     # the failing migration is read from further up the log.
     assert jobs.failed_migration(jobs.tail(log)) is None
@@ -88,7 +90,7 @@ def test_the_status_keeps_the_failing_migration_and_the_error_not_the_backtrace(
     excerpt = jobs.failure_excerpt(output(name))
     failed = jobs.failed_migration(output(name))
     assert failed is not None
-    assert excerpt.startswith(f"== {failed.version} {failed.name}: migrating")
+    assert excerpt.startswith(f"main: == {failed.version} {failed.name}: migrating")
     assert failed.error in excerpt
     assert "rake aborted!" in excerpt
     assert ":in `" not in excerpt  # no frame of the backtrace

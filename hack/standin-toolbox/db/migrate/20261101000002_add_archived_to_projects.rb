@@ -1,8 +1,6 @@
 # frozen_string_literal: true
 
-class AddArchivedToProjects < ActiveRecord::Migration[6.1]
-  include Gitlab::Database::MigrationHelpers::RestrictGitlabSchema
-
+class AddArchivedToProjects < Gitlab::Database::Migration[2.2]
   restrict_gitlab_migration gitlab_schema: :gitlab_main
 
   def change

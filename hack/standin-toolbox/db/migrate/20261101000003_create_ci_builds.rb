@@ -2,9 +2,7 @@
 
 # A table of the ci schema: created on the ci database; on main (when there is
 # a separate ci database) the migration is skipped but still recorded.
-class CreateCiBuilds < ActiveRecord::Migration[6.1]
-  include Gitlab::Database::MigrationHelpers::RestrictGitlabSchema
-
+class CreateCiBuilds < Gitlab::Database::Migration[2.2]
   restrict_gitlab_migration gitlab_schema: :gitlab_ci
 
   def change

@@ -1,9 +1,7 @@
 # frozen_string_literal: true
 
 # Fails with PG::UniqueViolation while two projects share a path.
-class AddUniqueIndexOnProjectPath < ActiveRecord::Migration[6.1]
-  include Gitlab::Database::MigrationHelpers::RestrictGitlabSchema
-
+class AddUniqueIndexOnProjectPath < Gitlab::Database::Migration[2.2]
   restrict_gitlab_migration gitlab_schema: :gitlab_main
 
   def change

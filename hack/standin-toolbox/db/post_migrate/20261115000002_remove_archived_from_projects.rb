@@ -7,9 +7,7 @@
 # `SET LOCAL lock_timeout` in the migration's transaction and retries with
 # longer timeouts; the stand-in keeps the first attempt only, so a held lock
 # fails the migration within a second instead of after the retries.
-class RemoveArchivedFromProjects < ActiveRecord::Migration[6.1]
-  include Gitlab::Database::MigrationHelpers::RestrictGitlabSchema
-
+class RemoveArchivedFromProjects < Gitlab::Database::Migration[2.2]
   restrict_gitlab_migration gitlab_schema: :gitlab_main
 
   LOCK_TIMEOUT = '1s'

@@ -2,9 +2,7 @@
 
 # A batched backfill, in one batch: slow enough (3 s) for a test to kill the
 # operator mid-run.
-class BackfillProjectStatistics < ActiveRecord::Migration[6.1]
-  include Gitlab::Database::MigrationHelpers::RestrictGitlabSchema
-
+class BackfillProjectStatistics < Gitlab::Database::Migration[2.2]
   restrict_gitlab_migration gitlab_schema: :gitlab_main
 
   def up

@@ -1,8 +1,6 @@
 # frozen_string_literal: true
 
-class AddIndexOnCiBuildsStatus < ActiveRecord::Migration[6.1]
-  include Gitlab::Database::MigrationHelpers::RestrictGitlabSchema
-
+class AddIndexOnCiBuildsStatus < Gitlab::Database::Migration[2.2]
   restrict_gitlab_migration gitlab_schema: :gitlab_ci
 
   def change
