@@ -117,7 +117,15 @@ class Reconciler:
         lock_namespace: str,
         clock: Clock = timestamps.now,
         timing: Timing | None = None,
+        *,
+        on_release: Callable[[str, Holder | None], None] | None = None,
+        successor: Callable[[str, Holder], Holder | None] | None = None,
+        known: Callable[[str, str], Body | None] | None = None,
     ) -> None:
+        """The last three are the controller's, for the environment's line
+        (``Controller``); without them (a test, a one-off pass) nobody waits:
+        a released lock is deleted and every holder is read.
+        """
         self.kube = kube
         self.writer = StatusWriter(kube)
         self.clock = clock
@@ -133,15 +141,15 @@ class Reconciler:
         #: the pass writes anything else: the controller pokes that one (or
         #: the first in line) at once instead of when the status write comes
         #: back by watch.
-        self.on_release: Callable[[str, Holder | None], None] | None = None
+        self.on_release = on_release
         #: The migration to hand an environment's lock to when its holder (the
         #: second argument) gives it back: the first in line but the holder.
-        self.successor: Callable[[str, Holder], Holder | None] | None = None
+        self.successor = successor
         #: The latest body the watch brought of a migration, if any: a holder
         #: it shows still active needs no read (a holder that has ended pokes
         #: its line when its end comes by watch, so trusting a stale "active"
         #: costs nothing but a later look; an "inactive" one is read afresh).
-        self.known: Callable[[str, str], Body | None] | None = None
+        self.known = known
 
     def reconcile(
         self, migration: Body, *, first_in_line: bool = False, handed: bool = False

@@ -33,9 +33,12 @@ def holder(**status: Any) -> dict[str, Any]:
 
 
 def reconciler(read: Reads, seen: dict[str, Any] | None) -> Reconciler:
-    r = Reconciler(read, "pdm-system", clock=lambda: NOW)  # type: ignore[arg-type]
-    r.known = lambda namespace, name: seen
-    return r
+    return Reconciler(
+        read,  # type: ignore[arg-type]
+        "pdm-system",
+        clock=lambda: NOW,
+        known=lambda namespace, name: seen,
+    )
 
 
 def test_a_holder_the_watch_shows_running_is_active_without_a_read() -> None:
