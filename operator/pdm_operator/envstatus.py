@@ -19,13 +19,15 @@ share its Lease; that is a misconfiguration the docs warn of.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import cast
 
 from pdm_operator import conditions, environments, history, lines
 from pdm_operator.errors import ApiError
 from pdm_operator.kube import Kube
 from pdm_operator.locks import Holder
 from pdm_operator.model import Body
+from pdm_operator.statuses import Condition, PostDeployEnvironmentStatus, Run
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +45,22 @@ def compute(  # noqa: PLR0917 - the gathered facts, named at the one call site
     queue: list[str],
     where: str,
     now: str,
-) -> Body:
+) -> PostDeployEnvironmentStatus:
     """The environment's status from its Lease, line and history (pure)."""
     holder = Holder.parse(((lease or {}).get("spec") or {}).get("holderIdentity"))
     records = history.runs(history_configmap)
     generation = int((body.get("metadata") or {}).get("generation") or 1)
-    shown = [
-        {
-            "migration": f"{r.namespace}/{r.name}",
-            "version": r.version,
-            "outcome": r.outcome,
-            "completed": r.completed,
-            **({} if r.migrations is None else {"migrations": len(r.migrations)}),
-        }
-        for r in reversed(records[-SHOWN_RUNS:])
-    ]
+    shown: list[Run] = []
+    for r in reversed(records[-SHOWN_RUNS:]):
+        run = Run(
+            migration=f"{r.namespace}/{r.name}",
+            version=r.version,
+            outcome=r.outcome,
+            completed=r.completed,
+        )
+        if r.migrations is not None:
+            run["migrations"] = len(r.migrations)
+        shown.append(run)
     old = body.get("status") or {}
     ready = conditions.Condition(
         READY, "True", "Serving", f"runs are recorded in ConfigMap {where}"
@@ -76,7 +79,7 @@ def compute(  # noqa: PLR0917 - the gathered facts, named at the one call site
             "history moved for good, a cluster admin clears status.history",
         )
         where = elsewhere
-    out: Body = {
+    out: PostDeployEnvironmentStatus = {
         "observedGeneration": generation,
         "history": where,
         "holder": f"{holder.namespace}/{holder.name}" if holder else None,
@@ -86,12 +89,15 @@ def compute(  # noqa: PLR0917 - the gathered facts, named at the one call site
         "floor": history.floor_version(records),
         "lastRun": f"{shown[0]['migration']} ({shown[0]['outcome']})" if shown else None,
         "runs": shown,
-        "conditions": conditions.apply(list(old.get("conditions") or []), ready, generation, now),
+        "conditions": cast(
+            "list[Condition]",
+            conditions.apply(list(old.get("conditions") or []), ready, generation, now),
+        ),
     }
     return out
 
 
-def changes(old: Body, new: Body) -> Body:
+def changes(old: Mapping[str, object], new: PostDeployEnvironmentStatus) -> Body:
     """The merge patch from ``old`` to ``new`` (None removes a field), empty when equal."""
     return {k: v for k, v in new.items() if old.get(k) != v}
 

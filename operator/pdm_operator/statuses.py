@@ -1,0 +1,300 @@
+"""The status of both resources, declared once in code: what the operator writes.
+
+The API server prunes what a CRD's structural schema does not declare, and
+does it silently: a field the code writes but ``crds/`` lacks is dropped on
+every write, and the pass that reads it back sees it missing. So each field
+written under ``status`` is declared twice, here and in the CRD (where its
+description is the reference users read), and ``tests/unit/test_status_schema.py``
+fails, naming the path, until the two agree in both directions: the same
+fields, the same scalar types, the same enums, and every field the CRD
+requires required here.
+
+A new status field (as kubebuilder's ``INSERT ADDITIONAL STATUS FIELD``):
+a key in the TypedDict below with a comment, a property with a description in
+the CRD, then ``make crd-reference``; the test ties them.
+
+Pure types: this module imports nothing from the operator, and nothing checks
+at run time that a dict matches them (mypy does, where a signature uses them).
+Times are RFC 3339 strings as the API writes them (``timestamps``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(TypedDict):
+    """A condition as the API conventions want it; ``conditions.apply`` writes every key."""
+
+    #: The condition's type (``model.SUCCEEDED``, ``envstatus.READY``, ...).
+    type: str
+    #: True, False or Unknown.
+    status: ConditionStatus
+    #: A CamelCase word for why the condition last changed.
+    reason: str
+    #: What a person needs to know about it.
+    message: str
+    #: The metadata.generation the condition was set from.
+    observedGeneration: int
+    #: When its status last changed (kept when only the reason or message does).
+    lastTransitionTime: str
+
+
+# --- PostDeployMigration ---------------------------------------------------
+
+
+class PodTemplateSource(TypedDict, total=False):
+    """``status.podTemplate``: the object spec.podTemplateFrom was copied from."""
+
+    #: Job or Deployment.
+    kind: str
+    #: Name of the source object.
+    name: str
+    #: UID of the source object.
+    uid: str
+    #: The source's migration container image (the TemplateStale check).
+    image: str
+
+
+class Diff(TypedDict, total=False):
+    """``status.diff`` (DryRun): how the Job would differ from the last Run-mode one."""
+
+    #: Whether anything meaningful changed (true when there is no previous run).
+    changed: bool
+    #: The changed fields, or why there is nothing to compare with.
+    summary: str
+    #: The Job compared against (namespace/name).
+    base: str
+    #: The unified diff (YAML), at most 8 KiB.
+    text: str
+    #: True when text was cut; the full diff is in configMap.
+    truncated: bool
+    #: The ConfigMap (key "diff") holding the full diff when it is long.
+    configMap: str
+
+
+class Preflight(TypedDict, total=False):
+    """``status.preflight``: the last pre-flight Job and what it found."""
+
+    #: How many pre-flights this migration has started (the Job's name carries it).
+    run: int
+    #: The pre-flight Job.
+    jobName: str
+    #: The uid of the Job this migration created: only that Job's answer is read.
+    jobUid: str
+    #: Running, Succeeded, Failed or Abandoned.
+    phase: str
+    #: When it was started.
+    startTime: str
+    #: When its answer was read.
+    completionTime: str
+    #: Inputs hash of the migration Job it was run for.
+    jobHash: str
+    #: The pre-flight container's args as given (part of the plan).
+    args: list[str]
+    #: The pre-flight container's image, the migration Job's (part of the plan).
+    image: str
+    #: The environment lock's tenure it ran under (Run mode).
+    tenure: str
+    #: The databases Rails listed.
+    databases: list[str]
+    #: How many migrations are pending (all of them; pendingMigrations keeps 500).
+    pendingCount: int
+    #: sha256 of the Job's inputs, the pending list, args and image: what is approved.
+    planHash: str
+
+
+class PendingMigration(TypedDict, total=False):
+    """An item of ``status.pendingMigrations`` (``preflight.Pending.as_status``)."""
+
+    #: The database Rails listed it under.
+    database: str
+    #: The migration's version (timestamp).
+    version: str
+    #: Its name as Rails prints it (the file name, humanized).
+    name: str
+
+
+class Approval(TypedDict, total=False):
+    """``status.approval``: the approval the migration Job ran with."""
+
+    #: The plan approved and run.
+    planHash: str
+    #: Who approved it.
+    by: str
+    #: When.
+    at: str
+
+
+class Rollback(TypedDict, total=False):
+    """``status.rollback``: rollback safety after this run, from the environment's history."""
+
+    #: Whether this run is in the history.
+    recorded: bool
+    #: The GitLab version recorded for this run.
+    version: str
+    #: The lowest version the environment can be rolled back to, or "unknown".
+    floor: str
+    #: The history ConfigMap (namespace/name).
+    history: str
+    #: Why the run is not recorded (HistoryUnwritable).
+    reason: str
+    #: What refused the write, and how to add the record by hand.
+    message: str
+    #: The run's record (JSON) that could not be written.
+    record: str
+
+
+class Report(TypedDict, total=False):
+    """An item of ``status.reports``: a call to GitLab or Sentry (``reporting.outbox``)."""
+
+    #: The sink type.
+    sink: str
+    #: Project, label or org/release the call is for.
+    target: str
+    #: What should be there (running, success, failed, created, labelled).
+    desired: str
+    #: Pending, Skipped, Delivered, Failed, GaveUp, Waiting or NoMergeRequests.
+    state: str
+    #: When the first record of this sink and target was written.
+    plannedTime: str
+    #: A deployment with the same environment, ref and sha that someone else made.
+    conflict: str
+    #: What a waiting record waits for.
+    note: str
+    #: Whether the migration waits for it.
+    blocking: bool
+    #: Attempts made for the current desired state.
+    attempts: int
+    #: The last error, if any (never contains tokens).
+    lastError: str
+    #: When it was last attempted.
+    lastAttemptTime: str
+    #: When it is tried next.
+    nextAttemptTime: str
+    #: When the current desired state was first attempted (for the give-up age).
+    firstAttemptTime: str
+    #: When it was delivered.
+    deliveredTime: str
+    #: The id GitLab or Sentry gave it (deployment id, issue iid, deploy id).
+    remoteId: str
+
+
+class FailedMigration(TypedDict, total=False):
+    """``status.failure.migration``: where db:migrate stopped (``jobs.FailedMigration``)."""
+
+    #: The migration's version (timestamp).
+    version: str
+    #: The migration's class name.
+    name: str
+    #: The database it failed on (main, ci, ...), when the log names it.
+    database: str
+    #: The error's first line.
+    error: str
+
+
+class Failure(TypedDict, total=False):
+    """``status.failure``: why the migration failed, when it did."""
+
+    #: Machine-readable reason (BackoffLimitExceeded, DeadlineExceeded, JobDeleted, ...).
+    reason: str
+    #: Human-readable explanation.
+    message: str
+    #: Exit code of the failed migration container, when known.
+    exitCode: int
+    #: Name of the failed pod, when known.
+    pod: str
+    #: From the failed container's log, at most 2 KiB.
+    logTail: str
+    #: The migration db:migrate stopped at, read from the log.
+    migration: FailedMigration
+
+
+class PostDeployMigrationStatus(TypedDict, total=False):
+    """A PostDeployMigration's ``status``: written by the pass (``decide``) and the reporter."""
+
+    #: The metadata.generation this status was computed from.
+    observedGeneration: int
+    #: One word for the conditions (``model.STATE_*``).
+    state: str
+    #: Reason of the condition that decided the state.
+    reason: str
+    #: The resolved image the Job runs (by digest when the running pods report one).
+    image: str
+    #: The image as written in the source when it was resolved (the rolledOut gate).
+    sourceImage: str
+    #: The object the pod template was copied from, as last read.
+    podTemplate: PodTemplateSource
+    #: Name of the migration Job (for a DryRun, the name it would have).
+    jobName: str
+    #: When the Job was created.
+    startTime: str
+    #: When the migration ended (Succeeded or Failed).
+    completionTime: str
+    #: DryRun only: the Job's difference from the last Run-mode one.
+    diff: Diff
+    #: The last pre-flight: its Job and what it found.
+    preflight: Preflight
+    #: The migrations the pre-flight found down, in Rails' order (at most 500).
+    pendingMigrations: list[PendingMigration]
+    #: The approval the migration Job ran with.
+    approval: Approval
+    #: Rollback safety after this run.
+    rollback: Rollback
+    #: How the Job itself ended (Succeeded or Failed).
+    jobOutcome: str
+    #: When the Job ended.
+    jobCompletionTime: str
+    #: The reporting outbox: every call to GitLab or Sentry intended, and its state.
+    reports: list[Report]
+    #: Why the migration failed, when it did.
+    failure: Failure
+    #: The conditions (``model``'s condition types), Reconciling first.
+    conditions: list[Condition]
+
+
+# --- PostDeployEnvironment -------------------------------------------------
+
+
+class Run(TypedDict, total=False):
+    """An item of ``status.runs``: a recorded run as ``envstatus.compute`` shows it."""
+
+    #: namespace/name of the PostDeployMigration.
+    migration: str
+    #: The GitLab version deployed when it ran.
+    version: str
+    #: Succeeded or Failed.
+    outcome: str
+    #: When it ended.
+    completed: str
+    #: How many migrations it applied (absent when unknown).
+    migrations: int
+
+
+class PostDeployEnvironmentStatus(TypedDict, total=False):
+    """A PostDeployEnvironment's ``status``: written by ``envstatus`` as a merge patch.
+
+    None (holder, floor, lastRun) only ever appears in that patch, where it
+    removes the field: the stored status never holds a null.
+    """
+
+    #: The generation of the spec this status was written for.
+    observedGeneration: int
+    #: Where the record of runs lives (namespace/name of a ConfigMap).
+    history: str
+    #: The PostDeployMigration (namespace/name) that holds the lock now.
+    holder: str | None
+    #: How many PostDeployMigrations wait for the lock.
+    queued: int
+    #: The first PostDeployMigrations in line (namespace/name), oldest first.
+    queue: list[str]
+    #: The rollback floor: a version, or "unknown".
+    floor: str | None
+    #: The last recorded run, as namespace/name (outcome).
+    lastRun: str | None
+    #: The last recorded runs, newest first.
+    runs: list[Run]
+    #: Ready, and why not.
+    conditions: list[Condition]
