@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
-from pdm_operator import model
+from pdm_operator import model, timestamps
 from pdm_operator.model import Body
 
 LOG_TAIL_LIMIT = 2048
@@ -340,3 +341,16 @@ def stuck(pods: list[Body], events: list[Body]) -> Stuck | None:
     last = max(failed, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
     message = str(last.get("message") or "")
     return Stuck("PodCreateFailed", message, "exceeded quota" not in message)
+
+
+def next_look(job: Body, now: datetime, resync: float) -> float:
+    """When to look at a young Job again: as old as it is (at least 5 s), up to ``resync``.
+
+    A Job that has just started changes fast (its pod is scheduled, pulls,
+    starts); an older one is looked at less often, down to the running resync.
+    """
+    created = job["metadata"].get("creationTimestamp")
+    if not created:
+        return resync
+    age = (now - timestamps.parse(created)).total_seconds()
+    return min(resync, max(5.0, age))

@@ -267,3 +267,27 @@ def disruption_budget(job: Body) -> Body:
             "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}},
         },
     }
+
+
+def diff_configmap(migration: Body, name: str, text: str) -> Body:
+    """The full diff of a dry run, when it is too long for the status."""
+    meta = migration["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels_for(migration),
+            "ownerReferences": [
+                {
+                    "apiVersion": model.API_VERSION,
+                    "kind": model.KIND,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "data": {"diff": text},
+    }

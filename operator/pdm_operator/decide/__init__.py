@@ -1,0 +1,105 @@
+"""What one reconcile pass decides: the new status, and what to read and write for it.
+
+A package whose modules are the stages of a migration's life, each asking
+(never calling the API) and answered by ``reconcile.py`` or the unit tests:
+
+============== ==============================================================
+``asks``        the vocabulary: every ask, ``Decision``, ``drive``
+``state``       one pass's state (``Pass``) and how a pass ends
+``before_job``  policy, image, pod template, fail-fast checks, the gates
+``preflight_run`` the pre-flight Job, its answer, its approval
+``create``      the lock and the create (or a dry run)
+``after_job``   following the Job, history, blocking reports
+``ladder``      the order of it all: ``reconcile``, and the invariants
+============== ==============================================================
+
+Imports go down that table only (``lint-imports``: ladder > create >
+preflight_run > after_job | before_job > state > asks). What ``reconcile``
+and the tests use is re-exported here.
+"""
+
+from pdm_operator.decide.after_job import record_run
+from pdm_operator.decide.asks import (
+    AcquireLock,
+    Answerer,
+    AnyAsk,
+    Ask,
+    CountHistoryFailure,
+    CreateDisruptionBudget,
+    CreateJob,
+    Decision,
+    DefaultedJob,
+    DeploymentPods,
+    EnvironmentJobs,
+    FindTemplate,
+    GetDeployment,
+    GetEnvironment,
+    GetJob,
+    GetMigration,
+    JobEvents,
+    JobPods,
+    LogTail,
+    LogWarning,
+    MergeHistory,
+    PlanDryRun,
+    PodLog,
+    PutConfigMap,
+    ReadHistory,
+    ReleaseLock,
+    ResolveImage,
+    ShowFloor,
+    SuspendJob,
+    ValidateJob,
+    Warn,
+    WriteStatus,
+    drive,
+)
+from pdm_operator.decide.ladder import CREATE_GRACE, holder_active, reconcile, record_error
+from pdm_operator.decide.state import HISTORY_UNWRITABLE, NOTHING_PENDING, Pass, Setup, Step, Timing
+
+__all__ = [
+    "CREATE_GRACE",
+    "HISTORY_UNWRITABLE",
+    "NOTHING_PENDING",
+    "AcquireLock",
+    "Answerer",
+    "AnyAsk",
+    "Ask",
+    "CountHistoryFailure",
+    "CreateDisruptionBudget",
+    "CreateJob",
+    "Decision",
+    "DefaultedJob",
+    "DeploymentPods",
+    "EnvironmentJobs",
+    "FindTemplate",
+    "GetDeployment",
+    "GetEnvironment",
+    "GetJob",
+    "GetMigration",
+    "JobEvents",
+    "JobPods",
+    "LogTail",
+    "LogWarning",
+    "MergeHistory",
+    "Pass",
+    "PlanDryRun",
+    "PodLog",
+    "PutConfigMap",
+    "ReadHistory",
+    "ReleaseLock",
+    "ResolveImage",
+    "Setup",
+    "ShowFloor",
+    "Step",
+    "SuspendJob",
+    "Timing",
+    "ValidateJob",
+    "Warn",
+    "WriteStatus",
+    "drive",
+    "holder_active",
+    "reconcile",
+    "record_error",
+    "record_run",
+]

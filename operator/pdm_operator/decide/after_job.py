@@ -1,0 +1,290 @@
+"""Once the Job exists: follow it to its end, diagnose a pod that cannot start,
+record the run in the environment's history, wait for blocking reports."""
+
+from __future__ import annotations
+
+from pdm_operator import (
+    history,
+    jobs,
+    model,
+    render,
+)
+from pdm_operator.decide.asks import (
+    CountHistoryFailure,
+    Decision,
+    GetJob,
+    JobEvents,
+    JobPods,
+    LogTail,
+    LogWarning,
+    MergeHistory,
+    ReadHistory,
+    ShowFloor,
+    SuspendJob,
+    Warn,
+)
+from pdm_operator.decide.state import (
+    HISTORY_UNWRITABLE,
+    Pass,
+    Step,
+    fail,
+    finish,
+    nothing_pending,
+    owned,
+    release,
+    write,
+)
+from pdm_operator.errors import ApiError, Forbidden, Invalid
+from pdm_operator.model import Body
+from pdm_operator.reporting import outbox
+
+
+def failure_log(failed: jobs.PodFailure) -> Decision[str]:
+    """A failed pod's log, far enough back to name the failing migration above
+    Rake's backtrace, of the run that failed (the previous one when the container
+    restarted since); the kubelet's termination message when it cannot be read
+    or was cut (a cut log must not name the wrong migration)."""
+    log: str = (
+        yield LogTail(
+            failed.pod,
+            model.MIGRATION_CONTAINER,
+            jobs.FAILURE_LOG_LINES,
+            previous=failed.previous,
+        )
+    ) or ""
+    return log or failed.message
+
+
+def follow(p: Pass) -> Decision[Step]:
+    if p.status.get("jobOutcome") == "Succeeded":
+        # The Job is done (and may be gone by now); only blocking reports remain.
+        yield from record_run(p)
+        return (yield from await_blocking_reports(p))
+    name = p.status["jobName"]
+    job: Body | None = yield GetJob(name)
+    if job is None or not owned(job, p.meta["uid"]):
+        fail(
+            p,
+            "JobDeleted",
+            f"Job {name!r} was deleted before it finished. Post-deployment migrations are "
+            "never re-run automatically: find out what happened, then create a new "
+            "PostDeployMigration to run them again",
+        )
+        # It may have applied some or all of them before it went (a TTL, a
+        # delete, an operator down for longer): recorded as unknown progress,
+        # so a rollback below its version is never called safe.
+        p.status.setdefault("jobCompletionTime", p.now)
+        yield from release(p)
+        yield from record_run(p)
+        return (yield from finish(p))
+    outcome = jobs.outcome(job)
+    if outcome is None:
+        return (yield from _diagnose(p, job))
+    p.status["jobCompletionTime"] = outcome.time or p.now
+    p.status["jobOutcome"] = "Succeeded" if outcome.succeeded else "Failed"
+    reports_now_pending(p)
+    if outcome.succeeded:
+        p.status.pop("failure", None)
+        # The migration itself is over: the next one of the environment may
+        # start, whatever GitLab does with the reports.
+        yield from release(p)
+        yield from record_run(p)
+        return (yield from await_blocking_reports(p, outcome.message))
+    failure: Body = {"reason": outcome.reason, "message": outcome.message}
+    pod = jobs.pod_failure((yield JobPods(name, job["metadata"].get("uid", ""))))
+    if pod is not None:
+        failure["pod"] = pod.pod
+        if pod.exit_code is not None:
+            failure["exitCode"] = pod.exit_code
+        tail = yield from failure_log(pod)
+        if tail:
+            failure["logTail"] = jobs.failure_excerpt(tail)
+            failed = jobs.failed_migration(tail)
+            if failed is not None:
+                failure["migration"] = failed.as_status()
+    p.status["failure"] = failure
+    # Over, whatever the history write does: the next may start.
+    yield from release(p)
+    yield from record_run(p)
+    message = outcome.message
+    if "exitCode" in failure:
+        message += f" (exit code {failure['exitCode']} in pod {failure['pod']})"
+    if "migration" in failure:
+        failed_one = failure["migration"]
+        message += (
+            ": "
+            + jobs.FailedMigration(
+                failed_one["version"],
+                failed_one["name"],
+                failed_one.get("error", ""),
+                failed_one.get("database", ""),
+            ).describe()
+        )
+    p.set(model.SUCCEEDED, False, outcome.reason, message)
+    p.set(model.FAILED, True, outcome.reason, message)
+    p.status["completionTime"] = p.status["jobCompletionTime"]
+    return (yield from finish(p))
+
+
+def record_run(p: Pass) -> Decision[None]:
+    """The run in the environment's history, and the rollback floor in the status.
+
+    Written before the outcome is stored (a key per run, so a repeat after a
+    crash writes the same record again), once: ``status.rollback`` says it is
+    done. A run that applied nothing is not recorded; one whose progress is
+    unknown is, as unsafe. A write the API server refuses for good (an
+    immutable or oversized ConfigMap, RBAC) ends the step all the same
+    (:func:`_history_unwritable`): the migration reaches its outcome, and the
+    floor is unknown. A transient failure is raised, so the pass retries.
+    """
+    if "rollback" in p.status:
+        return
+    pf: Body = p.status.get("preflight") or {}
+    job_hash = str(pf.get("jobHash") or "")
+    for_this_job = bool(job_hash) and render.job_name(p.name, job_hash) == p.status.get("jobName")
+    if nothing_pending(p.status):
+        migrations: list[str] | None = []
+    else:  # the pre-flight's list says what ran only if it was made for this Job
+        migrations = history.applied(p.status, job_hash) if for_this_job else None
+    version = history.deployed_version(
+        p.migration, str(p.status.get("sourceImage") or p.status.get("image") or "")
+    )
+    namespace, name = p.setup.lock_namespace, history.configmap_name(p.environment)
+    where = f"{namespace}/{name}"
+    current: Body | None
+    if migrations == []:
+        try:
+            current = yield ReadHistory(name)
+        except ApiError as e:  # only shown (the floor): never worth a new pre-flight
+            yield LogWarning(f"history {name} unread: {e}")
+            current = None
+    else:
+        run = history.Run(
+            namespace=p.namespace,
+            name=p.name,
+            uid=str(p.meta["uid"]),
+            version=version,
+            image=str(p.status.get("image") or ""),
+            completed=str(p.status.get("jobCompletionTime") or p.now),
+            outcome=str(p.status.get("jobOutcome") or "Failed"),
+            migrations=migrations,
+        )
+        if history.Version.parse(version) is None:
+            yield Warn(
+                "UnknownVersion",
+                f"the run is recorded at {version!r}, which is not a GitLab version: "
+                "rollback-check answers unknown for every target until the record is "
+                "corrected (set spec.gitlabVersion on the next migrations)",
+            )
+        base = history.configmap(p.environment, namespace)
+        try:
+            current = yield MergeHistory(base, {run.key: run.encode()})
+        except (Invalid, Forbidden) as e:
+            yield from _history_unwritable(p, run, where, e)
+            return
+        old = history.to_prune(current)
+        if old:
+            try:
+                current = yield MergeHistory(base, dict.fromkeys(old))
+            except (Invalid, Forbidden) as e:  # recorded; pruning waits for the next run
+                yield LogWarning(f"history {where} not pruned: {e}")
+    top = history.floor(history.runs(current))
+    p.status["rollback"] = {
+        "recorded": migrations != [],
+        "version": version,
+        "history": where,
+        **({"floor": top.version} if top else {}),
+    }
+    yield ShowFloor(top.version if top else None)
+
+
+def _history_unwritable(p: Pass, run: history.Run, where: str, error: ApiError) -> Decision[None]:
+    """The run cannot be recorded: say so (status, a Warning, the metric), floor unknown.
+
+    The record stays in ``status.rollback.record`` so that it can be added by
+    hand; until then rollback-check cannot know of this run.
+    """
+    message = (
+        f"the run is not recorded in the history {where}: the API server refused the write "
+        f"({error.reason or type(error).__name__}: {error}). Until it is recorded, "
+        f"rollback-check does not know that migrations ran at GitLab {run.version}: make the "
+        "ConfigMap writable (an immutable one must be deleted and created again with its "
+        f"data), then add key {run.key} with the value of status.rollback.record"
+    )
+    p.status["rollback"] = {
+        "recorded": False,
+        "version": run.version,
+        "history": where,
+        "floor": history.UNKNOWN,
+        "reason": HISTORY_UNWRITABLE,
+        "message": message,
+        "record": run.encode(),
+    }
+    yield Warn(HISTORY_UNWRITABLE, message)
+    yield CountHistoryFailure()
+    yield ShowFloor(history.UNKNOWN)
+
+
+def _diagnose(p: Pass, job: Body) -> Decision[Step]:
+    """A running Job whose pod has not started: say why, within a resync.
+
+    Transient causes (unschedulable, a failing image pull, a missing Secret
+    key, a quota) show as ``Stalled`` with the cluster's message; the Job
+    keeps the environment, as its pod may start any moment. Permanent ones
+    (an invalid image name, a pod that admission refuses) fail the migration
+    now, not at ``activeDeadlineSeconds``: the Job is suspended so no pod can
+    start after the failure, and the environment is free.
+    """
+    if (job.get("status") or {}).get("ready"):
+        return (yield from write(p, p.timing.running_resync))
+    name, uid = job["metadata"]["name"], job["metadata"].get("uid", "")
+    pods: list[Body] = yield JobPods(name, uid)
+    found = jobs.stuck(pods, [] if pods else (yield JobEvents(name, uid)))
+    # Pod changes do not reach the Job until the pod is ready, so a young Job
+    # is looked at again sooner: its container's failure to start (an image
+    # pull, a kubelet refusal) shows within seconds, not a resync.
+    again = jobs.next_look(job, p.at, p.timing.running_resync)
+    if found is None:
+        return (yield from write(p, again))
+    if not found.permanent:
+        p.set(model.STALLED, True, found.reason, found.message)
+        return (yield from write(p, again))
+    yield SuspendJob(name)
+    message = f"{found.message}; Job {name} is suspended so that its pod never starts"
+    p.status["failure"] = {"reason": found.reason, "message": message}
+    fail(p, found.reason, message)
+    return (yield from finish(p))
+
+
+def reports_now_pending(p: Pass) -> None:
+    """The Job's end makes new reports due: Reported must not stay True from before.
+
+    The reporter owns the records; this only derives the condition the
+    reporter would, from the records and the new intents, in the same write
+    that records the outcome.
+    """
+    wanted = outbox.intents({**p.migration, "status": p.status})
+    cond = outbox.reported_condition(outbox.merge(p.status.get("reports"), wanted, p.at))
+    if cond is not None:
+        p.apply_condition(cond)
+
+
+def await_blocking_reports(
+    p: Pass, job_message: str = "the migration Job completed", reason: str = "JobComplete"
+) -> Decision[Step]:
+    """Succeeded once every blocking report of the outcome is delivered."""
+    blocking = outbox.blocking_state({**p.migration, "status": p.status}, p.at)
+    if blocking.failed:
+        message = f"the migration Job succeeded, but a blocking report failed: {blocking.message}"
+        p.set(model.SUCCEEDED, False, "BlockingReportFailed", message)
+        p.set(model.FAILED, True, "BlockingReportFailed", message)
+        p.status["failure"] = {"reason": "BlockingReportFailed", "message": message}
+        p.status["completionTime"] = p.now
+        return (yield from finish(p))
+    if not blocking.done:
+        p.set_unknown(model.SUCCEEDED, "BlockingReportsPending", blocking.message)
+        return (yield from write(p, p.timing.gate_poll))
+    p.set(model.SUCCEEDED, True, reason, job_message)
+    p.set(model.FAILED, False, reason, job_message)
+    p.status["completionTime"] = p.status.get("jobCompletionTime") or p.now
+    return (yield from finish(p))
