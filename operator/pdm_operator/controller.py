@@ -21,6 +21,9 @@ import copy
 import logging
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from pdm_operator import conditions, jobs, lines, metrics, model
 from pdm_operator.errors import Conflict
@@ -54,11 +57,86 @@ STARTERS_FIRST = 2.0
 ERROR_BACKOFF_START = 1.0
 ERROR_BACKOFF_CAP = 60.0
 
+Uniform = Callable[[float, float], float]
+
+
+def requeue_delay(
+    requeue: float,
+    *,
+    behind_others: bool,
+    queued_poll: float,
+    uniform: Uniform = random.uniform,
+) -> float:
+    """Seconds until a worker's next pass when nothing pokes it (0 or less: at once).
+
+    ``requeue`` is what the pass asked for. One waiting behind others in its
+    environment's line waits at least ``queued_poll``, ±25%: the end of the
+    holder pokes the first in line, not everyone, so a slow poll is only a
+    safety net, and spread out so that a line that formed at once does not
+    poll at once. (A pass that asked for no requeue has ended its migration:
+    the worker exits before asking this.)
+    """
+    if not behind_others:
+        return requeue
+    return max(requeue, queued_poll * uniform(0.75, 1.25))
+
+
+def error_backoff(backoff: float, *, uniform: Uniform = random.uniform) -> tuple[float, float]:
+    """After a pass failed: the sleep (``backoff`` ±20%), and the back-off for a
+    failure after that (doubled, at most ``ERROR_BACKOFF_CAP``). A good pass
+    starts again from ``ERROR_BACKOFF_START``."""
+    return backoff * uniform(0.8, 1.2), min(backoff * 2, ERROR_BACKOFF_CAP)
+
+
+class Reconcile(Protocol):
+    """One pass over a migration (``Reconciler.reconcile``)."""
+
+    def __call__(self, migration: Body, *, first_in_line: bool, handed: bool) -> Step: ...
+
+
+@dataclass(frozen=True)
+class Passes:
+    """What a worker does in a thread, as plain functions (all block)."""
+
+    #: The migration read afresh; None when it is gone.
+    read: Callable[[str, str], Body | None]
+    reconcile: Reconcile
+    #: Put a pass's unexpected error in the migration's status and an Event.
+    record_error: Callable[[Body, BaseException], None]
+    #: Seconds between the safety-net polls of one behind others in its line.
+    queued_poll: float
+
+    @classmethod
+    def of(cls, reconciler: Reconciler) -> Passes:
+        return cls(
+            reconciler.kube.get_migration,
+            reconciler.reconcile,
+            reconciler.record_error,
+            reconciler.timing.queued_poll,
+        )
+
+
+class MakeReconciler(Protocol):
+    """Builds the Reconciler, given the controller's side of the environments'
+    lines (``Reconciler``'s ``on_release``, ``successor`` and ``known``)."""
+
+    def __call__(
+        self,
+        *,
+        on_release: Callable[[str, Holder | None], None],
+        successor: Callable[[str, Holder], Holder | None],
+        known: Callable[[str, str], Body | None],
+    ) -> Reconciler: ...
+
 
 class Worker:
-    def __init__(self, key: Key, controller: Controller, body: Body, fresh: bool) -> None:
+    def __init__(
+        self, key: Key, controller: Controller, body: Body, fresh: bool, ops: Passes
+    ) -> None:
         self.key = key
         self.controller = controller
+        #: Its passes' blocking work: the reads, the pass, the error's record.
+        self.ops = ops
         self.poked = asyncio.Event()
         spec, meta = body.get("spec") or {}, body.get("metadata") or {}
         self.environment = str(spec.get("environment") or "")
@@ -129,8 +207,7 @@ class Worker:
                             extra=fields,
                         )
                     await self._record_error(e)
-                    delay = backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
-                    backoff = min(backoff * 2, ERROR_BACKOFF_CAP)
+                    delay, backoff = error_backoff(backoff)
                     await self._sleep(delay)
                     continue
                 self.passes += 1
@@ -152,14 +229,12 @@ class Worker:
                     # Out of the line (the lock taken, or held by another
                     # gate now): whoever is first now gets its turn to look.
                     self.controller.poke_first_in_line(self.environment, freed=False)
-                delay = step.requeue
-                if self.in_line and self.controller.lines.first(self.environment) != self.key:
-                    # Behind others: the end of the holder pokes the first in
-                    # line, not everyone; a slow poll is only a safety net,
-                    # spread out (±25%) so that a line that formed at once
-                    # does not poll at once.
-                    poll = self.controller.reconciler.timing.queued_poll
-                    delay = max(delay, poll * random.uniform(0.75, 1.25))  # noqa: S311 - jitter
+                delay = requeue_delay(
+                    step.requeue,
+                    behind_others=self.in_line
+                    and self.controller.lines.first(self.environment) != self.key,
+                    queued_poll=self.ops.queued_poll,
+                )
                 if delay > 0:
                     await self._sleep(delay)
         finally:
@@ -214,12 +289,10 @@ class Worker:
             # watch event can be older than our own last write.
             migration = body
             if migration is None:
-                migration = self.controller.reconciler.kube.get_migration(*self.key)
+                migration = self.ops.read(*self.key)
             if migration is None or migration["metadata"].get("deletionTimestamp"):
                 return None, None
-            step = self.controller.reconciler.reconcile(
-                migration, first_in_line=first, handed=handed
-            )
+            step = self.ops.reconcile(migration, first_in_line=first, handed=handed)
             # The pass updates the resourceVersion in place as it writes.
             return step, migration["metadata"].get("resourceVersion")
 
@@ -246,9 +319,9 @@ class Worker:
 
         def record() -> None:
             with self.controller.inflight:
-                migration = self.controller.reconciler.kube.get_migration(*self.key)
+                migration = self.ops.read(*self.key)
                 if migration is not None:
-                    self.controller.reconciler.record_error(migration, error)
+                    self.ops.record_error(migration, error)
 
         try:
             await asyncio.to_thread(record)
@@ -256,11 +329,36 @@ class Worker:
             log.debug("%s/%s: could not record the error: %s", *self.key, describe(e))
 
 
+def _key_of(body: Body) -> Key:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace")), str(meta.get("name")))
+
+
+def _job_ended(body: Body) -> bool:
+    """The migration's Job has ended (its outcome recorded, or the migration finished)."""
+    status = body.get("status") or {}
+    return model.is_finished(status) or bool(status.get("jobOutcome"))
+
+
+def _needs_worker(body: Body) -> bool:
+    """Unfinished, or finished but its status not yet caught up with its spec's
+    generation (a pass only to catch ``observedGeneration`` up, which it says)."""
+    status = body.get("status") or {}
+    meta = body.get("metadata") or {}
+    lagging = int(status.get("observedGeneration") or 0) != int(meta.get("generation") or 1)
+    return not model.is_finished(status) or lagging
+
+
 class Controller:
     def __init__(
-        self, reconciler: Reconciler, reporting: ReportingHub | None = None, active: bool = True
+        self,
+        reconciler: MakeReconciler,
+        reporting: ReportingHub | None = None,
+        active: bool = True,
     ) -> None:
-        self.reconciler = reconciler
+        """``reconciler`` builds the Reconciler with this controller's side of the
+        lines: a pass tells the controller of a lock it gave back and asks it
+        whom to hand the lock to, and the controller runs the passes."""
         self.reporting = reporting
         #: False while on standby (HA): events are noted, nothing is acted on.
         self.active = active
@@ -279,17 +377,15 @@ class Controller:
         if reporting is not None:
             reporting.on_change = self.poke
         self._loop: asyncio.AbstractEventLoop | None = None
-        reconciler.on_release = self._lock_released
-        reconciler.successor = self._successor
-        reconciler.known = lambda namespace, name: self.latest.get((namespace, name))
+        self.reconciler = reconciler(
+            on_release=self._lock_released, successor=self._successor, known=self._known
+        )
+        self._passes = Passes.of(self.reconciler)
 
     def on_migration(self, event_type: str | None, body: Body) -> None:
         """A watch event for a PostDeployMigration (``None`` for the initial listing)."""
-        if self._loop is None:
-            with contextlib.suppress(RuntimeError):  # no loop: a test calling it directly
-                self._loop = asyncio.get_running_loop()
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace")), str(meta.get("name")))
+        self._remember_loop()
+        key = _key_of(body)
         if event_type == "DELETED":
             self._deleted(key, body)
             return
@@ -297,24 +393,47 @@ class Controller:
             return
         if self.reporting is not None:
             self.reporting.observe(body)
-        status = body.get("status") or {}
-        finished = model.is_finished(status)
-        if finished and conditions.is_true(status.get("conditions"), model.SUCCEEDED):
-            metrics.observe_success(body["spec"]["environment"], status)
-        if finished and not outbox.needs_reporting(body):
-            self.latest.pop(key, None)
-        else:
-            self.latest[key] = body
-        if finished or status.get("jobOutcome"):
+        self._count_success(body)
+        self._keep_latest(key, body)
+        if _job_ended(body):
             # Its Job has ended, which opens the gates it held: the
             # environment lock, and the dependencies of those waiting for it.
             self._poke_gated_behind(key, body)
+        self._start_or_poke_worker(key, body, fresh=event_type in (None, "ADDED"))
+
+    def _remember_loop(self) -> None:
+        """The event loop, for a pass's thread to call back on (``_lock_released``)."""
+        if self._loop is None:
+            with contextlib.suppress(RuntimeError):  # no loop: a test calling it directly
+                self._loop = asyncio.get_running_loop()
+
+    @staticmethod
+    def _count_success(body: Body) -> None:
+        """A succeeded migration's completion time, for the newest success per environment."""
+        status = body.get("status") or {}
+        if model.is_finished(status) and conditions.is_true(
+            status.get("conditions"), model.SUCCEEDED
+        ):
+            metrics.observe_success(body["spec"]["environment"], status)
+
+    def _keep_latest(self, key: Key, body: Body) -> None:
+        """Keep the body while the migration is in progress or has reports pending."""
+        if model.is_finished(body.get("status") or {}) and not outbox.needs_reporting(body):
+            self.latest.pop(key, None)
+        else:
+            self.latest[key] = body
+
+    def _known(self, namespace: str, name: str) -> Body | None:
+        """From a pass's thread: the latest body the watch brought of a migration."""
+        return self.latest.get((namespace, name))
+
+    def _start_or_poke_worker(self, key: Key, body: Body, *, fresh: bool) -> None:
+        """A worker for a migration that has none and needs one; else poke its
+        worker, unless the event is that worker's own write come back."""
         worker = self.workers.get(key)
         if worker is None:
-            lagging = int(status.get("observedGeneration") or 0) != int(meta.get("generation") or 1)
-            # A finished one only to catch observedGeneration up (its pass says so).
-            if not finished or lagging:
-                self.workers[key] = Worker(key, self, body, fresh=event_type in (None, "ADDED"))
+            if _needs_worker(body):
+                self.workers[key] = Worker(key, self, body, fresh, self._passes)
         elif not self._own_write(worker, body):
             if worker.first_body is not None:
                 worker.first_body = copy.deepcopy(body)  # newer than the one it was made with

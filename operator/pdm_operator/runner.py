@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import kopf
@@ -265,28 +266,32 @@ async def serve(opts: Options) -> None:
         await asyncio.to_thread(kube.warm, opts.workers)
     except Exception as e:  # noqa: BLE001 - a head start, not a condition to run
         log.warning("could not open connections to the API server ahead: %s", e)
-    reconciler = Reconciler(kube, opts.lock_namespace)
+    clock = timestamps.now
     reporting = ReportingHub(
         kube,
         api_pool=api_pool,
-        clock=reconciler.clock,
+        clock=clock,
         call_timeout=opts.report_timeout,
         delivery_threads=opts.report_threads,
     )
-    controller = Controller(reconciler, reporting, active=not opts.leader_election)
+    controller = Controller(
+        partial(Reconciler, kube, opts.lock_namespace, clock),
+        reporting,
+        active=not opts.leader_election,
+    )
     selector = model.LABEL_MIGRATION_UID
     if opts.namespaces:
         health = Health(
             lambda: [m for ns in opts.namespaces for m in kube.migration_versions(ns)],
             lambda: [j for ns in opts.namespaces for j in kube.job_versions(ns, selector)],
-            reconciler.clock,
+            clock,
             opts.stall_threshold,
         )
     else:
         health = Health(
             lambda: kube.migration_versions(None),
             lambda: kube.job_versions(None, selector),
-            reconciler.clock,
+            clock,
             opts.stall_threshold,
         )
     if opts.metrics_port:
@@ -294,7 +299,7 @@ async def serve(opts: Options) -> None:
             opts.metrics_port,
             metrics.StateCollector(
                 lambda: list(controller.latest.values()) if controller.active else [],
-                reconciler.clock,
+                clock,
             ),
             leader_election=opts.leader_election,
         )
@@ -320,7 +325,7 @@ async def serve(opts: Options) -> None:
         opts.lock_namespace,
         list(opts.namespaces),
         lambda env: [f"{ns}/{name}" for ns, name in controller.lines.waiting(env)],
-        lambda: timestamps.rfc3339(reconciler.clock()),
+        lambda: timestamps.rfc3339(clock()),
     )
     registry = build_registry(
         controller,

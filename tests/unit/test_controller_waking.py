@@ -29,6 +29,7 @@ class Reconciler:
         self.reads: Counter[str] = Counter()
         self.first_in_line: dict[str, list[bool]] = {}
         self.handed: dict[str, list[bool]] = {}
+        self.errors: list[BaseException] = []
 
     def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads[name] += 1
@@ -44,6 +45,9 @@ class Reconciler:
         self.handed.setdefault(name, []).append(handed)
         state, reason = self.states[name]
         return Step({"state": state, "reason": reason}, self.timing.lock_poll)
+
+    def record_error(self, migration: dict[str, Any], error: BaseException) -> None:
+        self.errors.append(error)
 
 
 def body(name: str, env: str, created: str, rv: str = "1", **status: Any) -> dict[str, Any]:
@@ -78,7 +82,7 @@ async def settle(c: ctl.Controller, expected: dict[str, int], timeout: float = 1
 def scenario(check: Any) -> None:
     async def main() -> None:
         rec = Reconciler()
-        c = ctl.Controller(rec)  # type: ignore[arg-type]
+        c = ctl.Controller(lambda **_: rec)  # type: ignore[arg-type]
         try:
             await check(rec, c)
         finally:
@@ -192,7 +196,7 @@ def test_deactivate_stops_a_worker_poked_as_it_is_cancelled() -> None:
     # lived on after losing leadership, and the shutdown never finished.
     async def main() -> None:
         rec = Reconciler()
-        c = ctl.Controller(rec)  # type: ignore[arg-type]
+        c = ctl.Controller(lambda **_: rec)  # type: ignore[arg-type]
         start(rec, c, body("mine", "gstg", "2026-11-22T10:00:00Z"), LOCKED)
         await settle(c, {"mine": 1})
         task = c.workers[("ns", "mine")].task
