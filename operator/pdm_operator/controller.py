@@ -483,7 +483,7 @@ class Controller:
         Not for the Job's progress in between (its pod created, active, ready:
         three or four events a Job), which no pass acts on at once: a pod that
         cannot start is looked for by the running Job's own polls
-        (``decide._diagnose``). At 500 migrations those events made two to
+        (``decide.after_job``). At 500 migrations those events made two to
         three passes a migration, each reading the Job and listing its pods.
         """
         if event_type != "DELETED" and jobs.outcome(body) is None:

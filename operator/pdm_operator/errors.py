@@ -2,7 +2,7 @@
 
 ``kube.py`` raises these and nothing else for a Kubernetes call (it turns the
 official client's ``ApiException`` and urllib3's errors into them); they live
-in a module of their own so that the pure decision of a pass (``decide.py``)
+in a module of their own so that the pure decision of a pass (``decide``)
 can tell them apart without importing the client. Reasons per the API
 conventions' ``metav1.Status`` (k8s.io/apimachinery pkg/apis/meta/v1/types.go,
 ``StatusReason``).

@@ -1,6 +1,6 @@
 """One reconcile pass over a PostDeployMigration: the decision, answered against the API.
 
-``decide.py`` decides (a pure coroutine that asks for what it needs); this
+``decide`` decides (a pure coroutine that asks for what it needs); this
 module answers each ask with one call through ``kube.py`` (or ``sources``,
 ``locks``, ``dryrun``, ``statuswriter``, which call it) and carries out the
 effects: the Lease, the Jobs, the status write with its Events, metrics.
@@ -308,7 +308,7 @@ class _Answers:
                 assert_never(ask)
 
     def _environment_jobs(self) -> list[Body]:
-        """The migration Jobs of this environment in the namespace (``decide._environment_jobs``).
+        """The migration Jobs of this environment in the namespace (``decide.create.environment_jobs``).
 
         Listed while the Lease is taken when it is probably ours: the list is
         the guard against a Lease deleted or edited while a Job runs, not the
