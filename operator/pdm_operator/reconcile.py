@@ -308,7 +308,7 @@ class _Answers:
                 assert_never(ask)
 
     def _environment_jobs(self) -> list[Body]:
-        """The migration Jobs of this environment in the namespace (``decide.create.environment_jobs``).
+        """The migration Jobs of this environment in the namespace (``create.environment_jobs``).
 
         Listed while the Lease is taken when it is probably ours: the list is
         the guard against a Lease deleted or edited while a Job runs, not the

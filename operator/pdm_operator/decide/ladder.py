@@ -27,7 +27,7 @@ true:
 * once ``status.jobName`` is set, a missing Job is a deleted Job: the
   migration fails (JobDeleted) and nothing is re-created;
 * the pass that takes the environment's lock creates the Job or gives the
-  lock back, whatever happens (``_create_holding_the_lock``).
+  lock back, whatever happens (``create.create_holding_the_lock``).
 """
 
 from __future__ import annotations
