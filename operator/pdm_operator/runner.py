@@ -135,7 +135,10 @@ def build_registry(
     *,
     environments: EnvironmentStatus | None = None,
     environment_interval: float = 10.0,
+    flush_events: Callable[[float], bool] | None = None,
 ) -> kopf.OperatorRegistry:
+    """The operator's handlers. ``flush_events``: posts the Events still queued at
+    shutdown, within the timeout given; whether all were posted."""
     registry = kopf.OperatorRegistry()
     lead_task: list[asyncio.Task[None]] = []
     audit_task: list[asyncio.Task[None]] = []
@@ -212,7 +215,7 @@ def build_registry(
             task.cancel()
         log.info("stopping %d migration workers", len(controller.workers))
         await controller.stop()
-        if not await asyncio.to_thread(controller.reconciler.kube.events.flush, 5.0):
+        if flush_events is not None and not await asyncio.to_thread(flush_events, 5.0):
             log.warning("stopped with events not yet posted")
         if election is not None:
             # Only now, with every pass drained: a standby may take over at once.
@@ -335,6 +338,7 @@ async def serve(opts: Options) -> None:
         relist,
         environments=environments,
         environment_interval=opts.environment_status_interval,
+        flush_events=kube.events.flush,
     )
     scope = ", ".join(opts.namespaces) if opts.namespaces else "all namespaces"
     log.info(
