@@ -83,7 +83,7 @@ fmt: venv ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format .
 
 .PHONY: typecheck
-typecheck: venv ## mypy --strict on pdm_operator
+typecheck: venv ## mypy --strict on pdm_operator and the unit tests' world of asks
 	$(VENV)/bin/mypy
 
 .PHONY: unit

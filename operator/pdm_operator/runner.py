@@ -133,9 +133,9 @@ def build_registry(
     election: LeaderElection | None = None,
     relist: Callable[[], list[Body]] | None = None,
     *,
+    flush_events: Callable[[float], bool],
     environments: EnvironmentStatus | None = None,
     environment_interval: float = 10.0,
-    flush_events: Callable[[float], bool] | None = None,
 ) -> kopf.OperatorRegistry:
     """The operator's handlers. ``flush_events``: posts the Events still queued at
     shutdown, within the timeout given; whether all were posted."""
@@ -215,7 +215,7 @@ def build_registry(
             task.cancel()
         log.info("stopping %d migration workers", len(controller.workers))
         await controller.stop()
-        if flush_events is not None and not await asyncio.to_thread(flush_events, 5.0):
+        if not await asyncio.to_thread(flush_events, 5.0):
             log.warning("stopped with events not yet posted")
         if election is not None:
             # Only now, with every pass drained: a standby may take over at once.

@@ -37,7 +37,7 @@ from pdm_operator import (
     render,
     templates,
 )
-from pdm_operator.decide import Setup, Timing
+from pdm_operator.decide import Setup, Timing, after_job
 from pdm_operator.model import Body
 
 NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
@@ -1449,7 +1449,7 @@ def test_a_run_that_applied_nothing_shows_the_floor_unknown_without_a_history(
     m["status"]["conditions"][0]["reason"] = decide.NOTHING_PENDING
     p = decide.Pass(m, NOW, SETUP)
     world = Reads(history=None if isinstance(read, Exception) else read)
-    decide.drive(decide.record_run(p), world)
+    decide.drive(after_job.record_run(p), world)
     assert p.status["rollback"]["recorded"] is False
     assert p.status["rollback"]["floor"] == "unknown"
     assert decide.ShowFloor("unknown") in world.asked

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from pdm_operator import jobs
@@ -451,3 +453,16 @@ def test_a_job_as_the_server_stored_it_is_the_one_made_whatever_it_generated() -
         "spec.template.spec.containers[0].volumeMounts",
         "spec.template.spec.hostAliases",
     ]
+
+
+def test_a_young_job_is_looked_at_as_often_as_it_is_old_between_5_s_and_the_resync() -> None:
+    now = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+
+    def created(seconds_ago: int) -> Body:
+        at = (now - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"metadata": {"creationTimestamp": at}}
+
+    assert jobs.next_look(created(1), now, 30.0) == 5.0
+    assert jobs.next_look(created(12), now, 30.0) == 12.0
+    assert jobs.next_look(created(600), now, 30.0) == 30.0
+    assert jobs.next_look({"metadata": {}}, now, 30.0) == 30.0

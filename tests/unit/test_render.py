@@ -578,3 +578,19 @@ def test_the_disruption_budget_guards_exactly_the_jobs_pod_and_lives_with_the_jo
     (owner,) = budget["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["uid"]) == ("Job", "job-uid-1")
     assert "blockOwnerDeletion" not in owner  # needs no rights on the Job's finalizers
+
+
+def test_a_dry_runs_full_diff_configmap_is_owned_by_and_labelled_for_its_migration() -> None:
+    m = migration(uid="uid-1")
+    cm = render.diff_configmap(m, "gstg-2026-12-01-1200-diff", "-a\n+b\n")
+    assert cm["metadata"]["name"] == "gstg-2026-12-01-1200-diff"
+    assert cm["metadata"]["namespace"] == m["metadata"]["namespace"]
+    assert cm["metadata"]["labels"] == render.labels_for(m)
+    (owner,) = cm["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "PostDeployMigration",
+        m["metadata"]["name"],
+        "uid-1",
+        True,
+    )
+    assert cm["data"] == {"diff": "-a\n+b\n"}

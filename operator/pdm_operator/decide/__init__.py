@@ -3,22 +3,21 @@
 A package whose modules are the stages of a migration's life, each asking
 (never calling the API) and answered by ``reconcile.py`` or the unit tests:
 
-============== ==============================================================
-``asks``        the vocabulary: every ask, ``Decision``, ``drive``
-``state``       one pass's state (``Pass``) and how a pass ends
-``before_job``  policy, image, pod template, fail-fast checks, the gates
+================= ===========================================================
+``asks``          the vocabulary: every ask, ``AnyAsk``, ``Decision``, ``drive``
+``state``         one pass's state (``Pass``) and how a pass ends
+``before_job``    policy, image, pod template, fail-fast checks, the gates
 ``preflight_run`` the pre-flight Job, its answer, its approval
-``create``      the lock and the create (or a dry run)
-``after_job``   following the Job, history, blocking reports
-``ladder``      the order of it all: ``reconcile``, and the invariants
-============== ==============================================================
+``create``        the lock and the create (or a dry run)
+``after_job``     following the Job, history, blocking reports
+``ladder``        the order of it all: ``reconcile``, and the invariants
+================= ===========================================================
 
 Imports go down that table only (``lint-imports``: ladder > create >
 preflight_run > after_job | before_job > state > asks). What ``reconcile``
 and the tests use is re-exported here.
 """
 
-from pdm_operator.decide.after_job import record_run
 from pdm_operator.decide.asks import (
     AcquireLock,
     Answerer,
@@ -101,5 +100,4 @@ __all__ = [
     "holder_active",
     "reconcile",
     "record_error",
-    "record_run",
 ]
