@@ -20,6 +20,8 @@ class Hold:
     reason: str
     message: str
     fatal: bool = False  # the migration cannot proceed, ever
+    #: Each look costs more than a read (pods listed, a log read): look less often.
+    costly: bool = False
 
 
 def suspended(spec: Body) -> Hold | None:
@@ -236,11 +238,11 @@ def bypass_missing(name: str, deployment: Body, pod: Body | None = None) -> str 
     )
 
 
-def bypass_warnings(spec: Body, deployments: dict[str, Body | None]) -> list[str]:
-    """Before a deploy: each ``waitFor.rolledOut`` Deployment that would wait for this
-    migration, and each that could not be checked (not found)."""
+def bypass_warnings(names: list[str], deployments: dict[str, Body | None]) -> list[str]:
+    """Before a deploy: each of the ``waitFor.rolledOut`` Deployments ``names`` that
+    would wait for this migration, and each that could not be checked (not found)."""
     warnings = []
-    for name in list((spec.get("waitFor") or {}).get("rolledOut") or []):
+    for name in names:
         deployment = deployments.get(name)
         if deployment is None:
             warnings.append(
@@ -341,9 +343,11 @@ def rollout_waits(name: str, deployment: Body, held: list[Body], logs: dict[str,
             f"{waiting}, wait in their {DEPENDENCIES!r} init container for pending migrations"
             f"{seen}, and this migration waits for that rollout (spec.waitFor.rolledOut): "
             f"neither can finish. {missing}. Nothing runs while the old code still serves",
+            costly=True,
         )
     return Hold(
         "RolloutPending",
         f"{waiting}, wait in their {DEPENDENCIES!r} init container{seen} "
         f"(kubectl logs -c {DEPENDENCIES} {pod})",
+        costly=True,
     )

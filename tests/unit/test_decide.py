@@ -1533,6 +1533,7 @@ def test_a_stuck_rollout_held_in_the_check_stays_stuck_and_says_where_its_pods_w
     )
     step = decide.drive(decide.reconcile(copy.deepcopy(ROLLED_OUT), NOW, SETUP), world)
     assert step.status["reason"] == "RolloutStuck"
+    assert step.requeue == TIMING.policy_poll  # pods listed and a log read each look
     message = _deciding_message(step.status)
     assert "has timed out progressing" in message
     assert "wait in their 'dependencies' init container" in message

@@ -475,9 +475,9 @@ def test_a_just_restarted_check_has_its_last_runs_lines_to_read() -> None:
 
 
 def test_a_dry_run_says_when_a_deployment_it_waits_for_cannot_be_checked() -> None:
-    spec = {"waitFor": {"rolledOut": ["gitlab-webservice-default", "gitlab-toolbox"]}}
     warnings = gates.bypass_warnings(
-        spec, {"gitlab-webservice-default": None, "gitlab-toolbox": deployment()}
+        ["gitlab-webservice-default", "gitlab-toolbox"],
+        {"gitlab-webservice-default": None, "gitlab-toolbox": deployment()},
     )
     assert len(warnings) == 1
     assert "'gitlab-webservice-default' (spec.waitFor.rolledOut) was not found" in warnings[0]

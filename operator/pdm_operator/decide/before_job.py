@@ -224,7 +224,7 @@ def first_hold(
                 hold = held
             elif held is not None:
                 # Stuck stays stuck (a Warning, the deadline's words); the pods say why.
-                hold = gates.Hold(hold.reason, f"{hold.message}; {held.message}")
+                hold = gates.Hold(hold.reason, f"{hold.message}; {held.message}", costly=True)
         if hold:
             return hold
     if template is not None:
@@ -249,12 +249,12 @@ def first_hold(
 
 
 def gate_poll(p: Pass, hold: gates.Hold) -> float:
-    """When a held migration looks again: the lock's poll for the lock; a rollout
-    held in the chart's dependencies check (pods listed, a log read each look)
-    only ends with a chart upgrade, so the environment's slower poll."""
+    """When a held migration looks again: the lock's poll for the lock; a costly hold
+    (a rollout held in the chart's dependencies check: pods listed, a log read
+    each look; it only ends with a chart upgrade) the environment's slower poll."""
     if hold.reason == lines.LOCKED:
         return p.timing.lock_poll
-    if hold.reason == gates.ROLLOUT_WAITS_FOR_MIGRATIONS or gates.DEPENDENCIES in hold.message:
+    if hold.costly:
         return p.timing.policy_poll
     return p.timing.gate_poll
 

@@ -270,4 +270,4 @@ def _rollout_warnings(p: Pass) -> Decision[list[str]]:
     found: dict[str, Body | None] = {}
     for name in names:
         found[name] = yield GetDeployment(name)
-    return gates.bypass_warnings(p.spec, found)
+    return gates.bypass_warnings(names, found)
