@@ -251,10 +251,13 @@ def failure_excerpt(log: str, limit: int = LOG_TAIL_LIMIT) -> str:
     that follows (in the order they are in the log).
 
     Falls back to the log's last ``limit`` characters when no migration was
-    announced as migrating and never migrated (the failure was elsewhere).
+    announced as migrating and never migrated (the failure was elsewhere), and
+    when Rails' abort text is not there: then there is no backtrace to leave out,
+    and the error may stand before the announcement (stderr and stdout are two
+    pipes; the container log orders them by arrival).
     """
     started = list(_MIGRATING.finditer(log))
-    if not started or failed_migration(log) is None:
+    if not started or _CANCELED not in log or failed_migration(log) is None:
         return tail(log, limit)
     lines = log.split("\n")
     first = log[: started[-1].start()].count("\n")

@@ -124,3 +124,15 @@ def test_the_abort_before_the_announcements_still_names_migration_and_error(name
     assert failed.error in excerpt
     assert f"== {failed.version} {failed.name}: migrating" in excerpt
     assert ":in `" not in excerpt
+
+
+@pytest.mark.parametrize("stderr_first", [True, False])
+def test_an_error_that_is_not_rails_abort_is_kept_whichever_pipe_came_first(
+    stderr_first: bool,
+) -> None:
+    announce = "== 20261201000001 AddIndexToCiBuilds: migrating\n"
+    error = "PG::DuplicateTable: relation already exists\n"
+    log = error + announce if stderr_first else announce + error
+    excerpt = jobs.failure_excerpt(log)
+    assert "PG::DuplicateTable" in excerpt
+    assert "AddIndexToCiBuilds: migrating" in excerpt
