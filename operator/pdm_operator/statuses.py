@@ -227,6 +227,8 @@ class PostDeployMigrationStatus(TypedDict, total=False):
     sourceImage: str
     #: The object the pod template was copied from, as last read.
     podTemplate: PodTemplateSource
+    #: While held outside the environment's windows: when the next one opens.
+    windowOpens: str
     #: Name of the migration Job (for a DryRun, the name it would have).
     jobName: str
     #: When the Job was created.
@@ -273,6 +275,15 @@ class Run(TypedDict, total=False):
     migrations: int
 
 
+class Scheduled(TypedDict):
+    """The last run an environment's schedule started."""
+
+    #: The window opening it was started for (RFC 3339).
+    opening: str
+    #: namespace/name of the PostDeployMigration it created.
+    migration: str
+
+
 class PostDeployEnvironmentStatus(TypedDict, total=False):
     """A PostDeployEnvironment's ``status``: written by ``envstatus`` as a merge patch.
 
@@ -296,5 +307,11 @@ class PostDeployEnvironmentStatus(TypedDict, total=False):
     lastRun: str | None
     #: The last recorded runs, newest first.
     runs: list[Run]
-    #: Ready, and why not.
+    #: Whether a window is open now (None: no windows declared).
+    windowOpen: bool | None
+    #: When the next window opens, while none is open.
+    nextOpening: str | None
+    #: The last run the schedule started.
+    scheduled: Scheduled
+    #: Ready, and why not; Scheduled, with a schedule.
     conditions: list[Condition]
