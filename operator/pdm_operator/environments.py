@@ -80,6 +80,12 @@ class Policy:
     releases: frozenset[str]
     approval_required: bool
     max_deadline: int
+    #: When runs may start (``when``): the raw windows, the change lock, the
+    #: Deployments that must not be rolling out, the GitLab deployments gate.
+    windows: tuple[Body, ...] = ()
+    change_lock: Body | None = None
+    quiet_deployments: tuple[str, ...] = ()
+    gitlab_deployments: Body | None = None
 
     @classmethod
     def of(cls, body: Body) -> Policy:
@@ -92,6 +98,10 @@ class Policy:
             releases=frozenset(str(r) for r in spec.get("releases") or []),
             approval_required=bool((spec.get("approval") or {}).get("required")),
             max_deadline=int(spec.get("maxDeadlineSeconds") or DEFAULT_MAX_DEADLINE),
+            windows=tuple(spec.get("windows") or ()),
+            change_lock=spec.get("changeLock") or None,
+            quiet_deployments=tuple(str(n) for n in spec.get("quietDeployments") or ()),
+            gitlab_deployments=spec.get("gitlabDeployments") or None,
         )
 
 

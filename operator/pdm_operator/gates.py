@@ -22,6 +22,8 @@ class Hold:
     fatal: bool = False  # the migration cannot proceed, ever
     #: Each look costs more than a read (pods listed, a log read): look less often.
     costly: bool = False
+    #: When the hold lifts by itself (a window opens, a change lock lapses): look then.
+    opens: datetime | None = None
 
 
 def suspended(spec: Body) -> Hold | None:

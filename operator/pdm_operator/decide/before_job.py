@@ -16,6 +16,7 @@ from pdm_operator import (
     render,
     security,
     templates,
+    when,
 )
 from pdm_operator.decide.asks import (
     AcquireLock,
@@ -29,7 +30,7 @@ from pdm_operator.decide.asks import (
     ResolveImage,
     ValidateJob,
 )
-from pdm_operator.decide.state import Pass, fail, invalid_job
+from pdm_operator.decide.state import Pass, fail, invalid_job, preflight_running
 from pdm_operator.errors import AlreadyExists, ApiError, Invalid
 from pdm_operator.model import Body
 
@@ -202,31 +203,17 @@ def rejected(p: Pass, job: Body) -> Decision[bool]:
 
 
 def first_hold(
-    p: Pass, template: templates.Template | None, planned: Body
+    p: Pass, policy: environments.Policy, template: templates.Template | None, planned: Body
 ) -> Decision[gates.Hold | None]:
     """The gates in order; the first that holds is the answer. The last is the lock."""
-    hold = gates.suspended(p.spec) or (yield from _dependencies(p))
+    hold = (
+        gates.suspended(p.spec)
+        or (yield from _dependencies(p))
+        or (yield from _environment_says_when(p, policy))
+        or (yield from _rolled_out(p))
+    )
     if hold:
         return hold
-    wait_for = p.spec.get("waitFor") or {}
-    source = (p.spec["image"].get("fromDeployment") or {}).get("name")
-    for name in list(wait_for.get("rolledOut") or []):
-        expect = None
-        if name == source:
-            expect = (p.spec["image"]["fromDeployment"]["container"], p.status["sourceImage"])
-        deployment: Body | None = yield GetDeployment(name)
-        hold = gates.rollout(name, deployment, expect)
-        if hold and hold.reason in ("RolloutPending", "RolloutStuck") and deployment:
-            held = yield from _held_in_dependencies(p, name, deployment)
-            if held is not None and (
-                hold.reason == "RolloutPending" or held.reason == gates.ROLLOUT_WAITS_FOR_MIGRATIONS
-            ):
-                hold = held
-            elif held is not None:
-                # Stuck stays stuck (a Warning, the deadline's words); the pods say why.
-                hold = gates.Hold(hold.reason, f"{hold.message}; {held.message}", costly=True)
-        if hold:
-            return hold
     if template is not None:
         stale = templates.stale(template, p.status["sourceImage"], p.status["image"])
         if stale:
@@ -248,15 +235,79 @@ def first_hold(
     return None
 
 
+#: A Deployment of the environment's ``spec.quietDeployments`` is rolling out.
+DEPLOY_IN_PROGRESS = "DeployInProgress"
+#: Holds that change with a person's edit or the clock, not with the cluster:
+#: looked at as often as the environment's policy.
+_SLOW = frozenset({when.OUTSIDE_WINDOW, when.CHANGE_LOCKED, when.INVALID_WINDOW})
+
+
+def _environment_says_when(p: Pass, policy: environments.Policy) -> Decision[gates.Hold | None]:
+    """The environment's change lock, its windows and its own rollouts.
+
+    The window decides when a run starts: a pre-flight already running under
+    the lock goes on and its Job follows. A change lock stops even that (the
+    pre-flight is abandoned and runs again after it): no migration Job starts
+    under a change lock. A running Job never gets here.
+    """
+    hold = when.locked(p.environment, policy.change_lock, p.at)
+    if hold is None and not preflight_running(p.status):
+        hold = when.outside(p.environment, policy.windows, p.at)
+    if hold is not None:
+        return hold
+    for name in policy.quiet_deployments:
+        deployment: Body | None = yield GetDeployment(name)
+        busy = gates.rollout(name, deployment)
+        if busy is not None:
+            return gates.Hold(
+                DEPLOY_IN_PROGRESS,
+                f"{busy.message}: a deploy is in progress (spec.quietDeployments of "
+                f"PostDeployEnvironment {p.environment!r}), and no run starts during one",
+            )
+    return None
+
+
+def _rolled_out(p: Pass) -> Decision[gates.Hold | None]:
+    """``waitFor.rolledOut``: each Deployment rolled out (and still running the
+    image resolved from it); a rollout held in the chart's dependencies check says so."""
+    wait_for = p.spec.get("waitFor") or {}
+    source = (p.spec["image"].get("fromDeployment") or {}).get("name")
+    for name in list(wait_for.get("rolledOut") or []):
+        expect = None
+        if name == source:
+            expect = (p.spec["image"]["fromDeployment"]["container"], p.status["sourceImage"])
+        deployment: Body | None = yield GetDeployment(name)
+        hold = gates.rollout(name, deployment, expect)
+        if hold and hold.reason in ("RolloutPending", "RolloutStuck") and deployment:
+            held = yield from _held_in_dependencies(p, name, deployment)
+            if held is not None and (
+                hold.reason == "RolloutPending" or held.reason == gates.ROLLOUT_WAITS_FOR_MIGRATIONS
+            ):
+                hold = held
+            elif held is not None:
+                # Stuck stays stuck (a Warning, the deadline's words); the pods say why.
+                hold = gates.Hold(hold.reason, f"{hold.message}; {held.message}", costly=True)
+        if hold:
+            return hold
+    return None
+
+
 def gate_poll(p: Pass, hold: gates.Hold) -> float:
     """When a held migration looks again: the lock's poll for the lock; a costly hold
     (a rollout held in the chart's dependencies check: pods listed, a log read
-    each look; it only ends with a chart upgrade) the environment's slower poll."""
+    each look; it only ends with a chart upgrade) and the environment's windows
+    and change lock the environment's slower poll, but never past the moment
+    the hold lifts by itself."""
     if hold.reason == lines.LOCKED:
-        return p.timing.lock_poll
-    if hold.costly:
-        return p.timing.policy_poll
-    return p.timing.gate_poll
+        poll = p.timing.lock_poll
+    elif hold.costly or hold.reason in _SLOW:
+        poll = p.timing.policy_poll
+    else:
+        poll = p.timing.gate_poll
+    if hold.opens is not None:
+        # Look again the moment it lifts by itself (a window opening), not a poll later.
+        poll = min(poll, max(0.0, (hold.opens - p.at).total_seconds()))
+    return poll
 
 
 def _held_in_dependencies(p: Pass, name: str, deployment: Body) -> Decision[gates.Hold | None]:

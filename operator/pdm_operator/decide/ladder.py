@@ -39,6 +39,8 @@ from pdm_operator import (
     model,
     render,
     templates,
+    timestamps,
+    when,
 )
 from pdm_operator.decide.after_job import await_blocking_reports, follow
 from pdm_operator.decide.asks import Decision, WriteStatus
@@ -96,6 +98,7 @@ def reconcile(
 def _reconcile(p: Pass) -> Decision[Step]:  # noqa: PLR0911
     if model.is_finished(p.stored):
         return (yield from _observe_generation(p))
+    p.status.pop("windowOpens", None)  # set again below while a window holds
     dry = p.spec.get("mode") == "DryRun"
     if p.status.get("jobName") and not dry:
         return (yield from follow(p))
@@ -121,17 +124,24 @@ def _reconcile(p: Pass) -> Decision[Step]:  # noqa: PLR0911
         return (yield from _hold(p, hold))
     if dry:
         return (yield from dry_run(p, template))
-    hold = yield from first_hold(p, template, planned)
+    hold = yield from first_hold(p, policy, template, planned)
     if hold is not None:
-        if hold.fatal:
-            fail(p, hold.reason, hold.message)
-            return (yield from finish(p))
-        if hold.reason != "TemplateStale" and (yield from rejected(p, planned)):
-            return (yield from finish(p))
-        yield from abandon_preflight(p, f"{hold.reason}: {hold.message}")
-        p.set(model.GATED, True, hold.reason, hold.message)
-        return (yield from write(p, gate_poll(p, hold)))
+        return (yield from _gated(p, hold, planned))
     return (yield from create_holding_the_lock(p, template))
+
+
+def _gated(p: Pass, hold: gates.Hold, planned: Body) -> Decision[Step]:
+    """A gate holds: the migration fails (a hold that never lifts), or waits and says why."""
+    if hold.fatal:
+        fail(p, hold.reason, hold.message)
+        return (yield from finish(p))
+    if hold.reason != "TemplateStale" and (yield from rejected(p, planned)):
+        return (yield from finish(p))
+    yield from abandon_preflight(p, f"{hold.reason}: {hold.message}")
+    if hold.reason == when.OUTSIDE_WINDOW and hold.opens is not None:
+        p.status["windowOpens"] = timestamps.rfc3339(hold.opens)
+    p.set(model.GATED, True, hold.reason, hold.message)
+    return (yield from write(p, gate_poll(p, hold)))
 
 
 def _hold(p: Pass, hold: gates.Hold) -> Decision[Step]:
