@@ -481,6 +481,9 @@ def forged_preflight(m: Body) -> World:
     return world
 
 
+#: GitLab.com's habit: weekdays from 13:00 UTC (NOW is Wednesday 12:00).
+AFTERNOONS = [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "start": "13:00", "end": "16:00"}]
+CHANGE_LOCK = {"reason": "CR 1234: failover test", "by": "alice", "at": "2026-12-02T09:00:00Z"}
 PF = preflight_running(WITH_PREFLIGHT)
 PF_NAME = PF["status"]["preflight"]["jobName"]
 PENDING_ROW = "  down    20261115000001  Add unique index on project path"
@@ -810,6 +813,92 @@ CASES = [
         ["AcquireLock", "ValidateJob", "WriteStatus"],
         TIMING.lock_poll,
         "pdm-system/pdm-env-gstg",
+    ),
+    # --- when: the environment's windows, change lock and own rollouts -----------------
+    Case(
+        "outside the environment's windows: waits with the next opening, takes no lock",
+        NEW,
+        lambda: World(environment=environment(windows=AFTERNOONS)),
+        "Gated",
+        "OutsideWindow",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.policy_poll,
+        "the next opens at 2026-12-02T13:00:00Z",
+    ),
+    Case(
+        "inside a window: runs",
+        NEW,
+        lambda: World(environment=environment(windows=[{"start": "11:00", "end": "13:00"}])),
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
+    ),
+    Case(
+        "a window no clock can read: waits naming it",
+        NEW,
+        lambda: World(
+            environment=environment(windows=[{"start": "13:00", "end": "14:00", "timeZone": "X/Y"}])
+        ),
+        "Gated",
+        "InvalidWindow",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.policy_poll,
+        "'X/Y'",
+    ),
+    Case(
+        "a change lock: waits with who and why, takes no lock",
+        NEW,
+        lambda: World(environment=environment(changeLock=CHANGE_LOCK)),
+        "Gated",
+        "ChangeLocked",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.policy_poll,
+        "change-locked by alice",
+    ),
+    Case(
+        "a change lock set while the pre-flight runs: it is abandoned, the lock given back",
+        PF,
+        lambda: World(environment=environment(changeLock=CHANGE_LOCK)),
+        "Gated",
+        "ChangeLocked",
+        ["ValidateJob", "ReleaseLock", "WriteStatus"],
+        TIMING.policy_poll,
+        "CR 1234",
+    ),
+    Case(
+        "a change lock past its until: runs",
+        NEW,
+        lambda: World(
+            environment=environment(changeLock={**CHANGE_LOCK, "until": "2026-12-02T11:00:00Z"})
+        ),
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
+    ),
+    Case(
+        "a Deployment the environment keeps quiet is rolling out: waits",
+        NEW,
+        lambda: World(
+            environment=environment(quietDeployments=["gitlab-webservice-default"]),
+            deployments={"gitlab-webservice-default": deployment(updated=0)},
+        ),
+        "Gated",
+        "DeployInProgress",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+        "spec.quietDeployments",
+    ),
+    Case(
+        "a Deployment the environment keeps quiet is missing: waits (fails closed)",
+        NEW,
+        lambda: World(environment=environment(quietDeployments=["gitlab-webservice-default"])),
+        "Gated",
+        "DeployInProgress",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.gate_poll,
+        "was not found",
     ),
     # --- holding the lock --------------------------------------------------------------
     Case(
@@ -1537,3 +1626,37 @@ def test_a_stuck_rollout_held_in_the_check_stays_stuck_and_says_where_its_pods_w
     message = _deciding_message(step.status)
     assert "has timed out progressing" in message
     assert "wait in their 'dependencies' init container" in message
+
+
+def test_a_window_opening_in_seconds_is_looked_at_again_then_not_a_poll_later() -> None:
+    m = copy.deepcopy(NEW)
+    world = World(environment=environment(windows=[{"start": "12:01", "end": "13:00"}]))
+    five_to = NOW + timedelta(seconds=55)
+    step = decide.drive(decide.reconcile(m, five_to, SETUP), world)
+    assert step.status["reason"] == "OutsideWindow"
+    assert step.status["windowOpens"] == "2026-12-02T12:01:00Z"
+    assert step.requeue == 5.0
+
+
+def test_the_next_opening_is_in_the_status_while_outside_and_gone_once_inside() -> None:
+    m = copy.deepcopy(NEW)
+    outside = World(environment=environment(windows=AFTERNOONS))
+    held = decide.drive(decide.reconcile(m, NOW, SETUP), outside)
+    assert held.status["windowOpens"] == "2026-12-02T13:00:00Z"
+    m["status"] = held.status
+    inside = World(environment=environment(windows=AFTERNOONS))
+    step = decide.drive(decide.reconcile(m, NOW + timedelta(hours=1), SETUP), inside)
+    assert step.status["state"] == "Running"
+    assert "windowOpens" not in step.status
+    assert "windowOpens" not in inside.written[-1]
+
+
+def test_a_window_that_closes_while_the_preflight_runs_lets_the_run_go_on() -> None:
+    """The pass goes as it would with no windows at all: the pre-flight is followed."""
+    closed = World(environment=environment(windows=AFTERNOONS))
+    step = decide.drive(decide.reconcile(copy.deepcopy(PF), NOW, SETUP), closed)
+    always = World()
+    expected = decide.drive(decide.reconcile(copy.deepcopy(PF), NOW, SETUP), always)
+    assert step.status["reason"] != "OutsideWindow"
+    assert (step.status, step.requeue) == (expected.status, expected.requeue)
+    assert closed.effects() == always.effects()
