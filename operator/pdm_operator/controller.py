@@ -544,6 +544,18 @@ class Controller:
         else:
             self.poke_first_in_line(environment, freed=to is None)
 
+    def environment_changed(self, environment: str) -> None:
+        """From the environments' thread: ``environment``'s spec changed (a change
+        lock set or lifted, a window edited): every migration of it looks again."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: shutting down
+                self._loop.call_soon_threadsafe(self._poke_environment, environment)
+
+    def _poke_environment(self, environment: str) -> None:
+        for worker in list(self.workers.values()):
+            if worker.environment == environment:
+                worker.poke()
+
     def poke_first_in_line(self, environment: str, *, freed: bool = True) -> None:
         """Wake the oldest waiter of ``environment``; ``freed``: because its lock
         was given back (or its holder ended or went), so it is probably free."""

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import cast
 
-from pdm_operator import conditions, environments, history, lines
-from pdm_operator.errors import ApiError
+from pdm_operator import conditions, environments, history, lines, model, schedule, timestamps, when
+from pdm_operator.errors import AlreadyExists, ApiError, Invalid
 from pdm_operator.kube import Kube
 from pdm_operator.locks import Holder
 from pdm_operator.model import Body
-from pdm_operator.statuses import Condition, PostDeployEnvironmentStatus, Run
+from pdm_operator.statuses import Condition, PostDeployEnvironmentStatus, Run, Scheduled
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,11 @@ def compute(  # noqa: PLR0917 - the gathered facts, named at the one call site
     queue: list[str],
     where: str,
     now: str,
+    scheduled: tuple[conditions.Condition, Scheduled | None] | None = None,
 ) -> PostDeployEnvironmentStatus:
-    """The environment's status from its Lease, line and history (pure)."""
+    """The environment's status from its Lease, line, history and windows (pure);
+    ``scheduled``: what its schedule did this round (its condition, and the run
+    it started), None when it had nothing to say."""
     holder = Holder.parse(((lease or {}).get("spec") or {}).get("holderIdentity"))
     records = history.runs(history_configmap)
     generation = int((body.get("metadata") or {}).get("generation") or 1)
@@ -79,6 +83,11 @@ def compute(  # noqa: PLR0917 - the gathered facts, named at the one call site
             "history moved for good, a cluster admin clears status.history",
         )
         where = elsewhere
+    conds = conditions.apply(list(old.get("conditions") or []), ready, generation, now)
+    if scheduled is not None:
+        conds = conditions.apply(conds, scheduled[0], generation, now)
+    elif not (body.get("spec") or {}).get("schedule"):
+        conds = [c for c in conds if c.get("type") != schedule.SCHEDULED]
     out: PostDeployEnvironmentStatus = {
         "observedGeneration": generation,
         "history": where,
@@ -89,12 +98,28 @@ def compute(  # noqa: PLR0917 - the gathered facts, named at the one call site
         "floor": history.floor_version(records),
         "lastRun": f"{shown[0]['migration']} ({shown[0]['outcome']})" if shown else None,
         "runs": shown,
-        "conditions": cast(
-            "list[Condition]",
-            conditions.apply(list(old.get("conditions") or []), ready, generation, now),
-        ),
+        "conditions": cast("list[Condition]", conds),
+        **_window(body, timestamps.parse(now)),
     }
+    started = scheduled[1] if scheduled is not None else None
+    if started is not None:
+        out["scheduled"] = started
     return out
+
+
+def _window(body: Body, now: datetime) -> PostDeployEnvironmentStatus:
+    """Whether a window is open, and when the next opens while none is (None
+    removes the field: no windows, or none readable)."""
+    try:
+        windows = when.parse((body.get("spec") or {}).get("windows") or [])
+    except when.InvalidWindowError:
+        windows = ()
+    if not windows:
+        return {"windowOpen": None, "nextOpening": None}
+    if when.open_since(windows, now) is not None:
+        return {"windowOpen": True, "nextOpening": None}
+    nxt = when.next_opening(windows, now)
+    return {"windowOpen": False, "nextOpening": timestamps.rfc3339(nxt) if nxt else None}
 
 
 def changes(old: Mapping[str, object], new: PostDeployEnvironmentStatus) -> Body:
@@ -120,12 +145,19 @@ class EnvironmentStatus:
         namespaces: list[str],
         queue: Callable[[str], list[str]],
         clock: Callable[[], str],
+        *,
+        changed: Callable[[str], None] = lambda _: None,
     ) -> None:
+        """``changed``: called with an environment's name when its spec changed
+        since the last round (a lock set or lifted, a window edited), so the
+        migrations that wait on it look again now, not a poll later."""
         self.kube = kube
         self.lock_namespace = lock_namespace
         self.namespaces = namespaces
         self.queue = queue
         self.clock = clock
+        self.changed = changed
+        self._generations: dict[str, int] = {}
 
     def refresh(self) -> int:
         """One round over every environment; the number of statuses written."""
@@ -142,13 +174,75 @@ class EnvironmentStatus:
 
     def _one(self, body: Body) -> int:
         name = str(body["metadata"]["name"])
+        generation = int(body["metadata"].get("generation") or 0)
+        if self._generations.setdefault(name, generation) != generation:
+            self._generations[name] = generation
+            self.changed(name)
         cm_name = history.configmap_name(name)
         where = environments.history_location(self.lock_namespace, cm_name)
         lease = self.kube.get_lease(self.lock_namespace, lines.lease_name(name))
         configmap = self.kube.get_configmap(self.lock_namespace, cm_name)
-        new = compute(body, lease, configmap, self.queue(name), where, self.clock())
+        now = self.clock()
+        said = self._schedule(body, timestamps.parse(now))
+        new = compute(body, lease, configmap, self.queue(name), where, now, said)
         patch = changes(body.get("status") or {}, new)
         if not patch:
             return 0
         self.kube.patch_environment_status(name, {"status": patch})
         return 1
+
+    def _schedule(
+        self, body: Body, now: datetime
+    ) -> tuple[conditions.Condition, Scheduled | None] | None:
+        """Start the run the environment's schedule is due for, if any (``schedule``)."""
+        found = schedule.due(body, now)
+        if found is None:
+            return None
+        if isinstance(found, schedule.Wait):
+            return _said("False", found.reason, found.message), None
+        name = str(body["metadata"]["name"])
+        namespace = str(body["spec"]["schedule"]["namespace"])
+        mine = self.kube.list_migrations(namespace, f"{schedule.LABEL_SCHEDULED_BY}={name}")
+        unfinished = [
+            f"{namespace}/{m['metadata']['name']}"
+            for m in mine
+            if not model.is_finished(m.get("status") or {})
+        ]
+        decided = schedule.start(body, found, unfinished)
+        if isinstance(decided, schedule.Wait):
+            return _said("False", decided.reason, decided.message), None
+        return self._start(name, namespace, decided)
+
+    def _start(
+        self, name: str, namespace: str, decided: schedule.Start
+    ) -> tuple[conditions.Condition, Scheduled | None]:
+        opening = timestamps.rfc3339(decided.opening)
+        try:
+            self.kube.create_migration(namespace, decided.migration)
+        except AlreadyExists:
+            # Made for this opening before a restart (the name is the opening's),
+            # unless someone took the name: then say so, and start nothing.
+            other = self.kube.get_migration(namespace, decided.migration["metadata"]["name"])
+            labels = ((other or {}).get("metadata") or {}).get("labels") or {}
+            if labels.get(schedule.LABEL_SCHEDULED_BY) != name:
+                message = (
+                    f"PostDeployMigration {decided.name} exists but was not made by this "
+                    "schedule; no run is started for this opening"
+                )
+                return _said("False", "NameTaken", message), None
+        except Invalid as e:
+            message = (
+                "the API server refuses the PostDeployMigration of spec.schedule.template: "
+                + e.message
+            )
+            return _said("False", "TemplateRejected", message), None
+        except ApiError as e:
+            message = f"{decided.name} not created yet: {e.message}"
+            return _said("False", "CreateFailed", message), None
+        log.info("environment %s: started %s for the opening at %s", name, decided.name, opening)
+        message = f"started {decided.name} for the window opening at {opening}"
+        return _said("True", "Started", message), Scheduled(opening=opening, migration=decided.name)
+
+
+def _said(status: str, reason: str, message: str) -> conditions.Condition:
+    return conditions.Condition(schedule.SCHEDULED, status, reason, message)

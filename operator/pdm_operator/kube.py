@@ -399,17 +399,20 @@ class Kube:
             self.batch.list_namespaced_job, namespace, label_selector=selector, page=page
         )
 
-    def list_migrations(self, namespace: str) -> list[Body]:
+    def list_migrations(self, namespace: str, selector: str | None = None) -> list[Body]:
+        """The PostDeployMigrations of ``namespace`` (matching a label ``selector``)."""
+        extra = {"label_selector": selector} if selector else {}
         return self._items(
             self.custom.list_namespaced_custom_object,
             model.GROUP,
             model.VERSION,
             namespace,
             model.PLURAL,
+            **extra,
         )
 
     def create_migration(self, namespace: str, migration: Body) -> Body:
-        """Create a PostDeployMigration (the CLI's retry)."""
+        """Create a PostDeployMigration (the CLI's retry, an environment's schedule)."""
         return _json(
             self.custom.create_namespaced_custom_object(
                 model.GROUP,

@@ -329,6 +329,7 @@ async def serve(opts: Options) -> None:
         list(opts.namespaces),
         lambda env: [f"{ns}/{name}" for ns, name in controller.lines.waiting(env)],
         lambda: timestamps.rfc3339(clock()),
+        changed=controller.environment_changed,
     )
     registry = build_registry(
         controller,

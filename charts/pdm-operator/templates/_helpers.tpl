@@ -46,9 +46,11 @@ namespace) or as a Role in each watched namespace, the same rules.
 */}}
 {{- define "pdm-operator.watchRules" -}}
 # Watch migrations (Kopf), read them (workers, the watch audit, dry-run diffs).
+# Create: an environment's spec.schedule starts a run from the template its
+# platform admin wrote (held to the same environment rules as any other).
 - apiGroups: [pdm-operator.io]
   resources: [postdeploymigrations]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, create]
 # Write conditions, reports, diffs: the status subresource only.
 - apiGroups: [pdm-operator.io]
   resources: [postdeploymigrations/status]
