@@ -29,8 +29,10 @@ Where the documentation is silent, this follows GitLab's code (``lib/api/deploym
 - creating a deployment equal (ref, tag, sha, status) to the environment's last
   successful one returns that one instead of a new one;
 - a status update the state machine refuses (the current status again, or
-  ``running`` after anything but ``created``) is 400 with :func:`transition_error`
-  as body; updating a CI deployment is 403 :data:`CI_DEPLOYMENT_FORBIDDEN`;
+  ``running`` after anything but ``created`` or ``blocked``, :func:`may_move`) is
+  400 with :func:`transition_error` as body; updating a CI deployment is 403
+  :data:`CI_DEPLOYMENT_FORBIDDEN`; a test moves any deployment (a CI one's
+  ``blocked`` approved, its job running) with :meth:`FakeGitLab.move_deployment`;
 - ``finished_after``/``finished_before`` filter too, and the finder's pairing
   rules for ``updated_*``/``finished_*`` filters and sorting apply
   (``app/finders/deployments_finder.rb``: an ``updated_*`` filter needs
@@ -137,6 +139,21 @@ def guess_tier(name: str) -> str:
 
 # CI job status of a deployment made by CI, per deployment status.
 _JOB_STATUS = {"blocked": "manual"}
+# Deployment's state machine (app/models/deployment.rb): the statuses each
+# status may be reached from; the others (success, failed, canceled, skipped)
+# from any status but their own. finished_at is set on each move to success,
+# failed or canceled.
+_REACHED_FROM = {
+    "running": frozenset({"created", "blocked"}),  # event :run
+    "blocked": frozenset({"created"}),  # event :block (a manual job waiting for approval)
+    "created": frozenset({"skipped"}),  # event :create (a manual job)
+}
+
+
+def may_move(current: str, status: str) -> bool:
+    """Whether Deployment's state machine moves a deployment from ``current`` to ``status``."""
+    allowed = _REACHED_FROM.get(status)
+    return current in allowed if allowed is not None else current != status
 
 
 def transition_error(status: str) -> dict[str, Any]:
@@ -552,7 +569,17 @@ class FakeGitLab(FakeServer):
         status: str = "success",
         user: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """A deployment someone else made through the API (``user``, no ``deployable``)."""
+        """A deployment someone else made through the API (``user``, no ``deployable``).
+
+        Only the statuses the API creates (``lib/api/deployments.rb``: running,
+        success, failed, canceled); a created or blocked one is made by CI
+        (:meth:`add_ci_deployment`).
+        """
+        if status not in API_DEPLOYMENT_STATUSES:
+            raise ValueError(
+                f"the API creates no {status!r} deployment (only {API_DEPLOYMENT_STATUSES}); "
+                "use add_ci_deployment"
+            )
         with self._state:
             proj = self._known(project)
             deployment = self._new_deployment(proj, environment, ref, sha, tag=False)
@@ -596,6 +623,27 @@ class FakeGitLab(FakeServer):
             }
             if status != "created":
                 self._set_status(proj, deployment, status)
+            return deployment.to_json()
+
+    def move_deployment(
+        self, project: str | int, deployment_id: int, status: str
+    ) -> dict[str, Any]:
+        """Move a deployment to ``status`` as GitLab itself would (its CI job went on, someone
+        approved it): any deployment, CI's included, by Deployment's state machine
+        (:func:`may_move`; ``ValueError`` for a move it refuses)."""
+        if status not in DEPLOYMENT_STATUSES:
+            raise ValueError(f"unknown deployment status {status!r}")
+        with self._state:
+            proj = self._known(project)
+            deployment = proj.deployments.get(deployment_id)
+            if deployment is None:
+                raise KeyError(f"no deployment {deployment_id} in {proj.path}")
+            if not may_move(deployment.status, status):
+                raise ValueError(
+                    f"deployment {deployment_id} cannot move from {deployment.status!r} "
+                    f"to {status!r}"
+                )
+            self._set_status(proj, deployment, status)
             return deployment.to_json()
 
     def add_merge_request(
@@ -1016,12 +1064,7 @@ class FakeGitLab(FakeServer):
         proj.authorize("update_deployment")
         if deployment.job is not None:
             raise ApiError(403, {"message": CI_DEPLOYMENT_FORBIDDEN})
-        allowed = (
-            deployment.status in {"created", "blocked"}
-            if status == "running"
-            else deployment.status != status
-        )
-        if not allowed:
+        if not may_move(deployment.status, status):
             raise ApiError(400, transition_error(status))
         self._set_status(proj, deployment, status)
         return Response(200, deployment.to_json())
