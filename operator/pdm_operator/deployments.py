@@ -1,0 +1,299 @@
+"""The GitLab deployments gate: does the whole environment run the deployed commit? (pure)
+
+A PostDeployEnvironment's ``spec.gitlabDeployments`` names a GitLab, a
+project and the GitLab environments that together are the environment
+(``gprd-cny``, ``gprd``, one per cluster or stage, as release tooling records
+them). A migration of it waits until, in each of them, the latest successful
+deployment (by finish time) is of the deployed commit and no newer deployment
+is still ``created``, ``running`` or ``blocked``. Post-deployment migrations
+may drop what the previous version still reads: while any cluster still runs
+it, or is being deployed, they wait.
+
+GitLab's record is read, not the clusters: release tooling writes a deployment
+for every cluster and stage, the clusters of other regions are not reachable
+from here, and a cluster's own rollout says nothing of the others.
+
+What GitLab answers, and how it is asked (``gitlab_reads`` asks; this module
+says what to ask and judges the answers):
+
+* ``GET /projects/:id/deployments`` is ``DeploymentsFinder``
+  (gitlabhq ``app/finders/deployments_finder.rb``, reached from
+  ``lib/api/deployments.rb``, which answers its ``InefficientQueryError`` with
+  400). Sorting by ``finished_at`` must be paired with a ``finished_after`` or
+  ``finished_before`` filter, and such a filter needs ``status=success``;
+  anything else is 400. Sort values: id iid created_at updated_at ref
+  finished_at. The ``finished_*`` filters came with gitlab-org/gitlab!105017
+  (docs ``api/deployments.md`` says so too: with either filter, ``order_by``
+  is ``finished_at`` and ``status`` is ``success``).
+* A listed deployment (``lib/api/entities/deployment.rb``) has id, iid, ref,
+  sha, created_at, updated_at, user, environment, deployable and status, and no
+  finish time: "latest by finish time" is the finder's order, never a field
+  read here.
+* Statuses (``app/models/deployment.rb``): created running success failed
+  canceled skipped blocked. ``created``, ``blocked`` and ``running`` are its
+  ``UPCOMING_STATUSES``: a deploy job not started, waiting for approval (a
+  manual job, ``sync_status_with``), or running. ``finished_at`` is set on
+  every move to success, failed or canceled.
+
+So, per GitLab environment, two reads: the latest success
+(:func:`latest_success_query`), and the newest deployments by id
+(:func:`newest_query`), of which those above that success's id are newer.
+
+The gate never opens on an error: a GitLab environment whose answer is
+missing or failed holds with ``GitLabUnreachable``, whatever the others say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pdm_operator import gates, history
+from pdm_operator.model import Body
+
+# Hold reasons (Gated=True).
+#: GitLab did not answer for one of the GitLab environments: the gate stays shut.
+UNREACHABLE = "GitLabUnreachable"
+#: A GitLab environment has no successful deployment of the commit yet.
+PENDING = "GitLabDeploymentPending"
+#: A deployment newer than the commit's success is created, running or blocked.
+IN_PROGRESS = "GitLabDeployInProgress"
+#: No token may be sent to the gate's GitLab (someone must add one).
+TOKEN_MISSING = "GitLabTokenMissing"  # noqa: S105 - a reason, not a secret
+#: The migration does not say which commit it deploys (someone must say).
+COMMIT_UNKNOWN = "DeployedCommitUnknown"
+#: The holds only a person ends: each needs a changed object, not time.
+NEEDS_ACTION = frozenset({TOKEN_MISSING, COMMIT_UNKNOWN})
+
+#: A deployment in one of these is still going somewhere (``Deployment::UPCOMING_STATUSES``).
+IN_PROGRESS_STATUSES = ("created", "running", "blocked")
+#: The newest deployments read per GitLab environment, the API's default page.
+NEWEST = 20
+#: The ``finished_after`` that pairs with ``order_by=finished_at``: every success.
+EPOCH = "1970-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class Watch:
+    """``spec.gitlabDeployments`` of a PostDeployEnvironment."""
+
+    url: str
+    project: str
+    #: The GitLab environments, in the order declared (the first that holds answers).
+    environments: tuple[str, ...]
+    #: ``tokenSecretRef`` ({name, key}, in the migration's namespace), if given.
+    token_ref: Body | None
+
+    @classmethod
+    def of(cls, environment_spec: Body) -> Watch | None:
+        """The gate of an environment's spec; None when it has none."""
+        raw = environment_spec.get("gitlabDeployments")
+        if not raw:
+            return None
+        ref = raw.get("tokenSecretRef")
+        return cls(
+            url=str(raw["url"]),
+            project=str(raw["project"]),
+            environments=tuple(str(e) for e in raw.get("environments") or ()),
+            token_ref=dict(ref) if ref else None,
+        )
+
+
+def _base(url: object) -> str:
+    return str(url or "").rstrip("/")
+
+
+def token_ref(watch: Watch, migration_spec: Body) -> Body | gates.Hold:
+    """The Secret and key of the token the gate sends to ``watch.url``.
+
+    The environment's own ``tokenSecretRef``, else the migration's
+    ``spec.tracking.gitlab.tokenSecretRef`` when its ``spec.tracking.gitlab.url``
+    is the gate's (compared as written, but for a trailing slash). Never a
+    token named for another URL: whoever wrote a token's reference chose
+    where it goes, and a gate of another GitLab must not receive it.
+    """
+    if watch.token_ref is not None:
+        return dict(watch.token_ref)
+    tracked = (migration_spec.get("tracking") or {}).get("gitlab") or {}
+    ref = tracked.get("tokenSecretRef")
+    if ref and _base(tracked.get("url")) == _base(watch.url):
+        return dict(ref)
+    why = (
+        f"spec.tracking.gitlab.url is {tracked.get('url')!r}, and its token is sent only there"
+        if ref
+        else "the PostDeployMigration has no spec.tracking.gitlab token"
+    )
+    return gates.Hold(
+        TOKEN_MISSING,
+        f"the GitLab deployments gate reads {watch.url} ({watch.project}) and has no token for "
+        f"it: {why}. Set spec.gitlabDeployments.tokenSecretRef on the PostDeployEnvironment "
+        "(a Secret in the migration's namespace with a read_api token), or create the "
+        f"PostDeployMigration again with spec.tracking.gitlab.url {watch.url!r} and its "
+        "tokenSecretRef",
+    )
+
+
+def _tracked_sha(spec: Body, project: str) -> str | None:
+    """The sha ``spec.tracking`` records for ``project``: a GitLabDeployment target's own
+    version for it, else the shared ``spec.tracking.version`` (the order of
+    ``reporting.sinks.common.version``, which this layer may not import)."""
+    tracking = spec.get("tracking") or {}
+    for sink in tracking.get("sinks") or []:
+        if sink.get("type") != "GitLabDeployment":
+            continue
+        for target in sink.get("targets") or []:
+            if target.get("project") == project and (target.get("version") or {}).get("sha"):
+                return str(target["version"]["sha"])
+    shared = (tracking.get("version") or {}).get("sha")
+    return str(shared) if shared else None
+
+
+def commit(migration: Body, image: str, project: str) -> str | gates.Hold:
+    """The commit the migration deploys in ``project``, lower-case (a prefix of a full sha).
+
+    The one ``spec.tracking`` records for the project, else the GitLab commit
+    an auto-deploy version carries (11 hex digits, ``history.Version``) of
+    ``spec.gitlabVersion`` or the image's tag. A release (18.6.1) names no
+    commit: such a migration must say it.
+    """
+    sha = _tracked_sha(migration.get("spec") or {}, project)
+    if sha:
+        return sha.lower()
+    version = history.deployed_version(migration, image)
+    parsed = history.Version.parse(version)
+    if parsed is not None and parsed.commit:
+        return parsed.commit
+    return gates.Hold(
+        COMMIT_UNKNOWN,
+        f"the GitLab deployments gate needs the commit this migration deploys in {project}, "
+        "and none is known: no spec.tracking.version.sha (nor a GitLabDeployment target's "
+        f"version for {project}), and its GitLab version {version!r} (spec.gitlabVersion, "
+        "else the image's tag) is not an auto-deploy version, which carries one. Create the "
+        "PostDeployMigration again with spec.tracking.version (ref and sha) set",
+    )
+
+
+def latest_success_query(environment: str) -> dict[str, Any]:
+    """The latest successful deployment by finish time, as the finder allows it asked."""
+    return {
+        "environment": environment,
+        "status": "success",
+        "order_by": "finished_at",
+        "sort": "desc",
+        "finished_after": EPOCH,
+        "per_page": 1,
+    }
+
+
+def newest_query(environment: str) -> dict[str, Any]:
+    """The newest deployments by id, whatever their status."""
+    return {"environment": environment, "order_by": "id", "sort": "desc", "per_page": NEWEST}
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What GitLab answered for one GitLab environment."""
+
+    #: The latest successful deployment by finish time; None when none succeeded.
+    latest_success: Body | None
+    #: The newest deployments (:data:`NEWEST`), newest first.
+    newest: list[Body]
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """GitLab did not answer for one GitLab environment; ``message`` says what failed
+    (never with the token in it)."""
+
+    message: str
+
+
+def _id(deployment: Body) -> int | None:
+    try:
+        return int(deployment["id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _newer(deployment: Body, success: Body | None) -> bool:
+    """Whether ``deployment`` came after ``success``; one whose id cannot be read
+    did: the gate never opens on doubt."""
+    mine, theirs = _id(deployment), None if success is None else _id(success)
+    return mine is None or theirs is None or mine > theirs
+
+
+def _short(deployment: Body) -> str:
+    return str(deployment.get("sha") or "")[:11]
+
+
+def _describe(deployment: Body) -> str:
+    return (
+        f"deployment {deployment.get('id')} ({deployment.get('status')}, "
+        f"{_short(deployment)}, ref {deployment.get('ref')})"
+    )
+
+
+def _one(
+    watch: Watch, commit: str, environment: str, answer: Listing | Unreachable | None
+) -> gates.Hold | None:
+    where = f"GitLab environment {environment!r} of {watch.project}"
+    if not isinstance(answer, Listing):
+        failed = answer.message if answer is not None else "it was not read"
+        return gates.Hold(
+            UNREACHABLE,
+            f"{where} ({watch.url}) could not be read: {failed}; the gate stays shut until "
+            "GitLab answers",
+            costly=True,
+        )
+    success = answer.latest_success
+    newer = [d for d in answer.newest if _newer(d, success)]
+    going = [d for d in newer if d.get("status") in IN_PROGRESS_STATUSES]
+    wanted = commit.lower()
+    if success is None or not str(success.get("sha") or "").lower().startswith(wanted):
+        also = f"; {_describe(going[0])} is under way" if going else ""
+        if success is None:
+            now = f"has no successful deployment yet{also}"
+        else:
+            now = (
+                f"last succeeded with {_short(success)} (ref {success.get('ref')}, deployment "
+                f"{success.get('id')}), not the deployed commit{also}"
+            )
+        return gates.Hold(
+            PENDING, f"{where} {now}: waiting until it runs {wanted[:11]}", costly=True
+        )
+    if going:
+        newest = going[0]
+        more = f" (and {len(going) - 1} more under way)" if len(going) > 1 else ""
+        return gates.Hold(
+            IN_PROGRESS,
+            f"{where} runs {wanted[:11]} (deployment {success.get('id')}), but deployment "
+            f"{newest.get('id')} of {_short(newest)} is {newest.get('status')}{more}: waiting "
+            "until it ends",
+            costly=True,
+        )
+    if len(answer.newest) >= NEWEST and len(newer) == len(answer.newest):
+        return gates.Hold(
+            PENDING,
+            f"{where} runs {wanted[:11]} (deployment {success.get('id')}), but the {NEWEST} "
+            "newest deployments all came after it, so whether an older one is still created, "
+            "running or blocked cannot be read: waiting until a newer one succeeds",
+            costly=True,
+        )
+    return None
+
+
+def judge(
+    watch: Watch, commit: str, found: Mapping[str, Listing | Unreachable]
+) -> gates.Hold | None:
+    """Whether every GitLab environment of ``watch`` runs ``commit``, none being deployed.
+
+    ``found``: each GitLab environment's answer. The environments are judged in
+    the order declared and the first that holds answers; one missing from
+    ``found`` holds as unreachable.
+    """
+    for environment in watch.environments:
+        hold = _one(watch, commit, environment, found.get(environment))
+        if hold is not None:
+            return hold
+    return None
