@@ -835,6 +835,25 @@ CASES = [
         YOUNG_JOB_POLL,
     ),
     Case(
+        "a rollback pipeline's run does not wait for a window",
+        migration(pipeline="Rollback"),
+        lambda: World(environment=environment(windows=AFTERNOONS)),
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
+    ),
+    Case(
+        "a rollback pipeline's run waits for a change lock: a person's decision",
+        migration(pipeline="Rollback"),
+        lambda: World(environment=environment(changeLock=CHANGE_LOCK)),
+        "Gated",
+        "ChangeLocked",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.policy_poll,
+        "alice",
+    ),
+    Case(
         "a window no clock can read: waits naming it",
         NEW,
         lambda: World(

@@ -235,6 +235,11 @@ def first_hold(
     return None
 
 
+def _rollback(p: Pass) -> bool:
+    """A rollback pipeline's run: nothing that only times or GitLab decide delays it."""
+    return p.spec.get("pipeline") == "Rollback"
+
+
 #: A Deployment of the environment's ``spec.quietDeployments`` is rolling out.
 DEPLOY_IN_PROGRESS = "DeployInProgress"
 #: Holds that change with a person's edit or the clock, not with the cluster:
@@ -246,12 +251,13 @@ def _environment_says_when(p: Pass, policy: environments.Policy) -> Decision[gat
     """The environment's change lock, its windows and its own rollouts.
 
     The window decides when a run starts: a pre-flight already running under
-    the lock goes on and its Job follows. A change lock stops even that (the
-    pre-flight is abandoned and runs again after it): no migration Job starts
-    under a change lock. A running Job never gets here.
+    the lock goes on and its Job follows; a rollback pipeline's run does not
+    wait for one. A change lock stops even that (the pre-flight is abandoned
+    and runs again after it): no migration Job starts under a change lock, a
+    person's decision that a person lifts. A running Job never gets here.
     """
     hold = when.locked(p.environment, policy.change_lock, p.at)
-    if hold is None and not preflight_running(p.status):
+    if hold is None and not preflight_running(p.status) and not _rollback(p):
         hold = when.outside(p.environment, policy.windows, p.at)
     if hold is not None:
         return hold
