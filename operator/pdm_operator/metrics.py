@@ -126,6 +126,15 @@ HISTORY_WRITE_FAILURES = Counter(
     "ConfigMap, RBAC): rollback-check cannot know of them until they are added by hand",
     ["environment"],
 )
+GITLAB_GATE_ERRORS = Counter(
+    "pdm_operator_gitlab_gate_errors_total",
+    "Reads of GitLab's Deployments API by an environment's gitlabDeployments gate that failed, "
+    "by GitLab environment and reason (timeout, connection, http_<code>, redirect: not "
+    "followed, token: its Secret could not be read, error: an answer that could not be read); "
+    "one per attempt, not per migration held: while they fail the gate stays shut "
+    "(GitLabUnreachable)",
+    ["gitlab_environment", "reason"],
+)
 _floors: dict[str, str] = {}
 _floors_lock = threading.Lock()
 
@@ -148,6 +157,12 @@ def rollback_floor(environment: str, version: str | None) -> None:
 def history_write_failed(environment: str) -> None:
     """A run of ``environment`` could not be recorded in its history."""
     HISTORY_WRITE_FAILURES.labels(environment).inc()
+
+
+def gitlab_gate_error(gitlab_environment: str, reason: str) -> None:
+    """A read of ``gitlab_environment``'s deployments failed (``reason``: bounded, never
+    an error text)."""
+    GITLAB_GATE_ERRORS.labels(gitlab_environment, reason).inc()
 
 
 def _labels(migration: Body) -> tuple[str, str, str]:
