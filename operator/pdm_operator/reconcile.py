@@ -24,6 +24,7 @@ from typing import Any, assert_never
 
 from pdm_operator import decide, dryrun, events, jobs, metrics, model, render, sources, timestamps
 from pdm_operator.decide import Setup, Step, Timing
+from pdm_operator.gitlab_reads import DeploymentsReader
 from pdm_operator.kube import Kube
 from pdm_operator.locks import EnvironmentLocks, Holder, Taken
 from pdm_operator.logs import for_migration
@@ -121,10 +122,13 @@ class Reconciler:
         on_release: Callable[[str, Holder | None], None] | None = None,
         successor: Callable[[str, Holder], Holder | None] | None = None,
         known: Callable[[str, str], Body | None] | None = None,
+        gitlab: DeploymentsReader | None = None,
     ) -> None:
-        """The last three are the controller's, for the environment's line
-        (``Controller``); without them (a test, a one-off pass) nobody waits:
-        a released lock is deleted and every holder is read.
+        """``on_release``, ``successor`` and ``known`` are the controller's, for the
+        environment's line (``Controller``); without them (a test, a one-off
+        pass) nobody waits: a released lock is deleted and every holder is
+        read. ``gitlab`` reads the GitLab deployments gate (its cache is shared
+        by every pass).
         """
         self.kube = kube
         self.writer = StatusWriter(kube)
@@ -133,6 +137,7 @@ class Reconciler:
         self.setup = Setup(lock_namespace, self.timing)
         self.locks = EnvironmentLocks(kube, lock_namespace, self._holder_active)
         self.accepted = Accepted()
+        self.gitlab = gitlab or DeploymentsReader()
         self.environments = Environments(self._read_environment, time.monotonic)
         #: Threads that list an environment's Jobs while a pass takes its Lease.
         self.ahead = ThreadPoolExecutor(LIST_AHEAD_THREADS, thread_name_prefix="pdm-ahead")
@@ -213,6 +218,17 @@ class _Answers:
         #: and the pinning ask for the same one within milliseconds.
         self.deployments: dict[str, Body | None] = {}
 
+    def _token(self, ref: Body) -> Callable[[], str]:
+        """Reads the token of Secret ``ref`` in the migration's namespace, when called."""
+
+        def read() -> str:
+            value = self.kube.read_secret_value(self.namespace, ref["name"], ref["key"])
+            if not value:
+                raise LookupError(f"Secret {ref['name']!r} has no key {ref['key']!r}")
+            return value
+
+        return read
+
     def __call__(self, ask: decide.AnyAsk) -> Any:  # noqa: PLR0911, PLR0912, PLR0915 - one branch per ask
         ns, kube = self.namespace, self.kube
         match ask:
@@ -228,6 +244,11 @@ class _Answers:
                 return kube.get_migration(ns, name)
             case decide.GetEnvironment():
                 return self.r.environments.get(self.environment)
+            case decide.ReadGitLabDeployments(watch, token):
+                return {
+                    environment: self.r.gitlab.read(watch, environment, self._token(token))
+                    for environment in watch.environments
+                }
             case decide.GetJob(name):
                 return kube.get_job(ns, name)
             case decide.EnvironmentJobs():

@@ -38,6 +38,7 @@ from pdm_operator import (
     templates,
 )
 from pdm_operator.decide import Setup, Timing, after_job
+from pdm_operator.deployments import Listing, Unreachable
 from pdm_operator.model import Body
 
 NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
@@ -53,6 +54,7 @@ DIGEST = "registry.gitlab.com/gitlab-org/build/cng/gitlab-toolbox-ee@sha256:" + 
 TIMING = Timing()
 SETUP = Setup("pdm-system", TIMING)
 RESOLVED = images.Resolved(IMAGE, IMAGE)
+UNREACHABLE = Unreachable("connection refused")
 
 #: The asks that change something (or may be refused by the API server).
 EFFECTS = (
@@ -317,6 +319,8 @@ class World:
     #: Raised at a history write (the ConfigMap immutable, RBAC, the API server down).
     history_write: Exception | None = None
     dry_run: Exception | None = None
+    #: GitLab's answers per GitLab environment (one not given: unreachable).
+    gitlab: dict[str, Listing | Unreachable] = field(default_factory=dict)
     asked: list[decide.Ask] = field(default_factory=list)
     created: list[Body] = field(default_factory=list)
     written: list[Body] = field(default_factory=list)
@@ -326,6 +330,8 @@ class World:
         match ask:
             case decide.GetEnvironment():
                 return self.environment
+            case decide.ReadGitLabDeployments(watch):
+                return {e: self.gitlab.get(e, UNREACHABLE) for e in watch.environments}
             case decide.ResolveImage():
                 return self.image
             case decide.FindTemplate():
@@ -483,6 +489,23 @@ def forged_preflight(m: Body) -> World:
 
 #: GitLab.com's habit: weekdays from 13:00 UTC (NOW is Wednesday 12:00).
 AFTERNOONS = [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "start": "13:00", "end": "16:00"}]
+SHA = "5f0c2e1d9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"
+GITLAB_URL = "https://gitlab.example.com"
+GITLAB_GATED = environment(
+    gitlabDeployments={
+        "url": GITLAB_URL,
+        "project": "gitlab-org/gitlab",
+        "environments": ["gprd-cny", "gprd"],
+    }
+)
+TRACKED = migration(
+    tracking={
+        "gitlab": {"url": GITLAB_URL, "tokenSecretRef": {"name": "gitlab", "key": "token"}},
+        "version": {"ref": "master", "sha": SHA},
+    }
+)
+DEPLOYED = Listing({"id": 7, "sha": SHA, "ref": "master", "status": "success"}, [])
+DEPLOYED_EVERYWHERE = {"gprd-cny": DEPLOYED, "gprd": DEPLOYED}
 CHANGE_LOCK = {"reason": "CR 1234: failover test", "by": "alice", "at": "2026-12-02T09:00:00Z"}
 PF = preflight_running(WITH_PREFLIGHT)
 PF_NAME = PF["status"]["preflight"]["jobName"]
@@ -852,6 +875,44 @@ CASES = [
         ["ValidateJob", "WriteStatus"],
         TIMING.policy_poll,
         "alice",
+    ),
+    Case(
+        "every GitLab environment runs this commit and none is being deployed: runs",
+        TRACKED,
+        lambda: World(environment=GITLAB_GATED, gitlab=DEPLOYED_EVERYWHERE),
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
+    ),
+    Case(
+        "GitLab does not answer for one GitLab environment: waits, never opens on an error",
+        TRACKED,
+        lambda: World(environment=GITLAB_GATED, gitlab={"gprd-cny": DEPLOYED}),
+        "Gated",
+        "GitLabUnreachable",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.policy_poll,
+        "gprd",
+    ),
+    Case(
+        "a rollback pipeline's run does not wait for GitLab",
+        migration(**{**TRACKED["spec"], "pipeline": "Rollback"}),
+        lambda: World(environment=GITLAB_GATED),
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
+    ),
+    Case(
+        "no token for the gate's GitLab: waits naming both fixes, asks GitLab nothing",
+        migration(tracking={"version": {"ref": "master", "sha": SHA}}),
+        lambda: World(environment=GITLAB_GATED),
+        "Gated",
+        "GitLabTokenMissing",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.policy_poll,
+        "tokenSecretRef",
     ),
     Case(
         "a window no clock can read: waits naming it",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 from pdm_operator import (
+    deployments,
     model,
     templates,
 )
@@ -63,6 +64,17 @@ class GetMigration(Ask):
 @dataclass(frozen=True)
 class GetEnvironment(Ask):
     """The migration's PostDeployEnvironment (cluster-scoped) → ``Body | None``."""
+
+
+@dataclass(frozen=True)
+class ReadGitLabDeployments(Ask):
+    """What GitLab's Deployments API says of each GitLab environment of ``watch``,
+    read with the token of ``token`` (a Secret and key in the migration's
+    namespace) → ``dict[str, deployments.Listing | deployments.Unreachable]``;
+    never raises (an error is an ``Unreachable``)."""
+
+    watch: deployments.Watch
+    token: Body = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -246,6 +258,7 @@ AnyAsk: TypeAlias = (
     | DeploymentPods
     | GetMigration
     | GetEnvironment
+    | ReadGitLabDeployments
     | GetJob
     | EnvironmentJobs
     | JobPods

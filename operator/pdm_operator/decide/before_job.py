@@ -6,6 +6,7 @@ from __future__ import annotations
 from pdm_operator import (
     approval,
     conditions,
+    deployments,
     environments,
     gates,
     history,
@@ -27,6 +28,7 @@ from pdm_operator.decide.asks import (
     GetEnvironment,
     GetMigration,
     LogTail,
+    ReadGitLabDeployments,
     ResolveImage,
     ValidateJob,
 )
@@ -211,6 +213,7 @@ def first_hold(
         or (yield from _dependencies(p))
         or (yield from _environment_says_when(p, policy))
         or (yield from _rolled_out(p))
+        or (yield from _whole_environment_deployed(p, policy))
     )
     if hold:
         return hold
@@ -237,14 +240,17 @@ def first_hold(
 
 def _rollback(p: Pass) -> bool:
     """A rollback pipeline's run: nothing that only times or GitLab decide delays it."""
-    return p.spec.get("pipeline") == "Rollback"
+    return bool(p.spec.get("pipeline") == "Rollback")
 
 
 #: A Deployment of the environment's ``spec.quietDeployments`` is rolling out.
 DEPLOY_IN_PROGRESS = "DeployInProgress"
 #: Holds that change with a person's edit or the clock, not with the cluster:
 #: looked at as often as the environment's policy.
-_SLOW = frozenset({when.OUTSIDE_WINDOW, when.CHANGE_LOCKED, when.INVALID_WINDOW})
+_SLOW = (
+    frozenset({when.OUTSIDE_WINDOW, when.CHANGE_LOCKED, when.INVALID_WINDOW})
+    | deployments.NEEDS_ACTION
+)
 
 
 def _environment_says_when(p: Pass, policy: environments.Policy) -> Decision[gates.Hold | None]:
@@ -271,6 +277,27 @@ def _environment_says_when(p: Pass, policy: environments.Policy) -> Decision[gat
                 f"PostDeployEnvironment {p.environment!r}), and no run starts during one",
             )
     return None
+
+
+def _whole_environment_deployed(
+    p: Pass, policy: environments.Policy
+) -> Decision[gates.Hold | None]:
+    """``spec.gitlabDeployments``: every GitLab environment named runs this version
+    and none is being deployed, from GitLab's record (``deployments``). Asked
+    after the local gates, so a migration held by them costs GitLab nothing; a
+    rollback pipeline's run does not wait for GitLab."""
+    watch = deployments.Watch.of({"gitlabDeployments": policy.gitlab_deployments})
+    if watch is None or _rollback(p):
+        return None
+    token = deployments.token_ref(watch, p.spec)
+    if isinstance(token, gates.Hold):
+        return token
+    image = str(p.status.get("sourceImage") or p.status["image"])
+    commit = deployments.commit(p.migration, image, watch.project)
+    if isinstance(commit, gates.Hold):
+        return commit
+    found = yield ReadGitLabDeployments(watch, token)
+    return deployments.judge(watch, commit, found)
 
 
 def _rolled_out(p: Pass) -> Decision[gates.Hold | None]:
