@@ -157,6 +157,13 @@ def attempt(  # noqa: PLR0911 - one return per failure kind
         return Result(error=str(e))
     except requests.Timeout:
         return Result(error=f"no answer within {timeout:.0f}s")
+    except requests.TooManyRedirects:
+        # GitLab's API does not redirect; a proxy or a wrong URL (http for
+        # https) does, and the token would go along (below).
+        return Result(
+            error="GitLab answered with a redirect, which is not followed (the token would "
+            "go with it): spec.tracking.gitlab.url must be GitLab's own base URL"
+        )
     except requests.ConnectionError as e:
         return Result(error=scrub(f"connection failed: {type(e).__name__}", token))
     except Exception as e:  # noqa: BLE001 - a delivery never takes the reporter down
@@ -172,6 +179,10 @@ def through_gitlab(record: Body, ctx: Context, call: GitLabCall) -> Result:
     def with_client(token: str) -> Result:
         captured = Captured()
         session = requests.Session()
+        # requests follows a redirect to another host keeping python-gitlab's
+        # PRIVATE-TOKEN header (it strips only Authorization, sessions.py
+        # rebuild_auth): never follow one.
+        session.max_redirects = 0
         session.hooks["response"].append(captured.hook)
         gl = gitlab.Gitlab(
             ctx.spec["tracking"]["gitlab"]["url"],
