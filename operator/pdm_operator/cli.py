@@ -15,12 +15,13 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from pdm_operator import __version__, errors, model
+from pdm_operator import __version__, errors, model, timestamps
 
 if TYPE_CHECKING:
     from pdm_operator.templates import Template
@@ -288,9 +289,11 @@ def preflight_lines(migration: dict[str, Any]) -> list[str]:
 
 
 # --- wait ---------------------------------------------------------------------
+
+
 def progress(name: str, migration: dict[str, Any] | None) -> tuple[str, int | None]:
     """The progress line for ``migration`` and, once it has ended, the exit code."""
-    from pdm_operator import conditions  # noqa: PLC0415
+    from pdm_operator import conditions, when  # noqa: PLC0415
 
     if migration is None:
         return f"pdm/{name}: NotFound (waiting for it to be created)", None
@@ -303,6 +306,10 @@ def progress(name: str, migration: dict[str, Any] | None) -> tuple[str, int | No
     )
     if message and state in ("Gated", "Pending", "Failed"):
         line += f": {message}"
+    # Outside the windows: when the next opens (status.windowOpens), once.
+    opens = status.get("windowOpens")
+    if opens and reason == when.OUTSIDE_WINDOW and opens not in line:
+        line += f" (the window opens at {opens})"
     if conditions.is_true(status.get("conditions"), model.SUCCEEDED):
         return line, 0
     if conditions.is_true(status.get("conditions"), model.FAILED):
@@ -476,6 +483,304 @@ def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# --- lock, unlock, locks ----------------------------------------------------------
+LOCK_REFUSED = 1
+#: Tries of a guarded write whose environment changed since it was read (the
+#: operator writes its status every few seconds while migrations queue).
+LOCK_TRIES = 3
+#: The CRD's maxLength of spec.changeLock.reason.
+MAX_REASON = 1024
+ENVIRONMENTS = f"{model.ENVIRONMENT_PLURAL}.{model.GROUP}"
+#: Who grants the rights ``lock``, ``unlock`` and ``locks`` need (the chart's ClusterRole).
+LOCKER_ROLE = (
+    "cluster-scoped, so through a ClusterRoleBinding: the ClusterRole <release>-locker "
+    "(pdm-operator-locker by default) grants it"
+)
+DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?")
+
+
+class LockRefused(UsageError):
+    """The environment is locked by someone else (exit 1: lock again with --force)."""
+
+
+def undeclared(environment: str) -> str:
+    return (
+        f"environment {environment!r} is not declared (no PostDeployEnvironment "
+        f"{environment!r}: `kubectl get pdenv` lists them)"
+    )
+
+
+def parse_duration(text: str) -> timedelta:
+    """``--for``: ``2h``, ``90m``, ``1d``, ``1h30m``."""
+    found = DURATION.fullmatch(text.strip())
+    if not text.strip() or found is None:
+        raise UsageError(f"--for {text!r} is not a duration (2h, 90m, 1d, 1h30m)")
+    days, hours, minutes = (int(g or 0) for g in found.groups())
+    lasts = timedelta(days=days, hours=hours, minutes=minutes)
+    if not lasts:
+        raise UsageError(f"--for {text!r} is no time at all: a lock needs a duration above 0")
+    return lasts
+
+
+def lock_until(until: str | None, lasts: str | None, now: datetime) -> datetime | None:
+    """When the lock ends by itself (``--until`` or now + ``--for``); None: when unlocked.
+
+    A time already past is refused: the lock would hold nothing, and the one
+    who wrote it would believe the environment locked.
+    """
+    if lasts is not None:
+        return now + parse_duration(lasts)
+    if until is None:
+        return None
+    try:
+        ends = timestamps.parse(until)
+    except ValueError as e:
+        raise UsageError(
+            f"--until {until!r} is not an RFC 3339 time (2026-12-02T18:00:00Z, "
+            "2026-12-02T19:00:00+01:00)"
+        ) from e
+    if ends.tzinfo is None:
+        raise UsageError(
+            f"--until {until!r} has no time zone: add Z (UTC) or an offset such as +01:00"
+        )
+    if ends <= now:
+        raise UsageError(
+            f"--until {timestamps.rfc3339(ends)} is already past (it is "
+            f"{timestamps.rfc3339(now)} UTC): a lock that ended would hold nothing; give a "
+            "later time, or --for a duration"
+        )
+    return ends
+
+
+def lock_lapsed(lock: dict[str, Any], now: datetime) -> bool:
+    """A lock whose ``until`` is past: it holds nothing, though it is still in the
+    spec. Read as the operator reads it (``when.ChangeLock``): an ``until`` that
+    cannot be read holds until unlocked."""
+    from pdm_operator import when  # noqa: PLC0415
+
+    found = when.ChangeLock.of(lock)
+    return found is not None and not found.holds(now)
+
+
+def describe_lock(lock: dict[str, Any], now: datetime) -> str:
+    """``by alice since 2026-12-02T10:00:00Z until 2026-12-02T12:00:00Z: CR 1234``."""
+    text = f"by {lock.get('by') or 'someone'}"
+    if lock.get("at"):
+        text += f" since {lock['at']}"
+    if lock.get("until"):
+        text += f" {'lapsed at' if lock_lapsed(lock, now) else 'until'} {lock['until']}"
+    return f"{text}: {lock.get('reason') or 'no reason given'}"
+
+
+def plan_lock(
+    current: dict[str, Any] | None,
+    *,
+    reason: str,
+    by: str,
+    now: datetime,
+    until: datetime | None,
+    force: bool,
+) -> tuple[dict[str, Any], str | None]:
+    """The new ``spec.changeLock``, and a line about the lock it replaces (None: none).
+
+    Someone else's lock that still holds is replaced only with ``force``: a
+    second lock would otherwise silently take over the first one's reason
+    and end, and the first one's owner would unlock it for everyone. One's
+    own lock, or one that has lapsed, is replaced as asked (and shown).
+    """
+    reason = reason.strip()
+    if not reason:
+        raise UsageError("--reason must say why (a change request, an incident)")
+    if len(reason) > MAX_REASON:
+        raise UsageError(f"--reason is {len(reason)} characters long; at most {MAX_REASON}")
+    lock: dict[str, Any] = {
+        "reason": reason,
+        "by": by,
+        "at": timestamps.rfc3339(now),
+        # null removes a replaced lock's until (a merge patch keeps what it omits).
+        "until": timestamps.rfc3339(until) if until else None,
+    }
+    if not current:
+        return lock, None
+    old = describe_lock(current, now)
+    if current.get("by") == by:
+        return lock, f"replaces your own lock {old}"
+    if lock_lapsed(current, now):
+        return lock, f"replaces a lapsed lock {old}"
+    if not force:
+        raise LockRefused(
+            f"already locked {old}. It holds until it is unlocked or lapses; to take it over "
+            "in your name (your reason and end), lock again with --force"
+        )
+    return lock, f"replaces the lock {old} (--force)"
+
+
+def refused_by_api(e: errors.ApiError, doing: str, needs: str) -> UsageError:
+    """An API error as the person who ran the command can act on it."""
+    if e.status == 401:
+        return UsageError(
+            f"{doing}: your credentials were not accepted ({e.message}): log in again"
+        )
+    if isinstance(e, errors.Forbidden):
+        return UsageError(f"{doing} was refused: {e.message}\n  it needs {needs}")
+    if isinstance(e, errors.Conflict):
+        return UsageError(
+            f"{doing}: the environment kept changing while it was written ({e.message}); "
+            "run the command again"
+        )
+    return UsageError(f"{doing}: the API server answered: {e.message}")
+
+
+def environment_named(client: Any, name: str, doing: str) -> dict[str, Any]:
+    """The PostDeployEnvironment ``name``, which must be declared."""
+    try:
+        found: dict[str, Any] | None = client.get_environment(name)
+    except errors.ApiError as e:
+        raise refused_by_api(
+            e, f"reading PostDeployEnvironment {name!r}", f"get on {ENVIRONMENTS} ({LOCKER_ROLE})"
+        ) from e
+    if found is None:
+        raise UsageError(f"cannot {doing} {name!r}: {undeclared(name)}")
+    return found
+
+
+def write_guarded(
+    client: Any, environment: dict[str, Any], change: dict[str, Any], doing: str, attempt: int
+) -> bool:
+    """Merge-patch ``change`` into the environment's spec, only if it is still the
+    version read: False when it changed meanwhile (read it again and decide
+    again); on the ``LOCK_TRIES``-th attempt that is an error.
+
+    Guarded so that the lock ``lock`` replaces, or ``unlock`` removes and
+    names, is the one that was read, not one set a moment later.
+    """
+    meta = environment.get("metadata") or {}
+    name = str(meta.get("name"))
+    patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "spec": change}
+    try:
+        client.patch_environment(name, patch)
+    except errors.Conflict as e:
+        if attempt < LOCK_TRIES:
+            return False
+        raise refused_by_api(e, f"{doing} {name!r}", "") from e
+    except errors.ApiError as e:
+        raise refused_by_api(
+            e, f"{doing} {name!r}", f"patch on {ENVIRONMENTS} ({LOCKER_ROLE})"
+        ) from e
+    return True
+
+
+def lock(client: Any, args: argparse.Namespace, out: TextIO, now: datetime) -> int:
+    name = args.environment
+    until = lock_until(args.until, args.lasts, now)
+    try:
+        by = client.whoami()
+    except errors.ApiError as e:
+        raise refused_by_api(
+            e,
+            "finding your user name (SelfSubjectReview)",
+            f"create on selfsubjectreviews.authentication.k8s.io ({LOCKER_ROLE})",
+        ) from e
+    attempt = 0
+    while True:
+        attempt += 1
+        environment = environment_named(client, name, "lock")
+        current = (environment.get("spec") or {}).get("changeLock")
+        try:
+            new, replaced = plan_lock(
+                current, reason=args.reason, by=by, now=now, until=until, force=args.force
+            )
+        except LockRefused as e:
+            print(f"refused: {name}: {e}", file=sys.stderr)
+            return LOCK_REFUSED
+        if write_guarded(client, environment, {"changeLock": new}, "locking", attempt):
+            break
+    if replaced:
+        out.write(f"{name}: {replaced}\n")
+    ends = f"until {new['until']}" if new["until"] else f"until kubectl pdm unlock {name}"
+    out.write(
+        f"postdeployenvironment/{name} locked by {by} at {new['at']} {ends}: {new['reason']}\n"
+        f"No run of {name} starts while it holds; a migration Job already running goes on.\n"
+    )
+    holder = (environment.get("status") or {}).get("holder")
+    if holder:
+        out.write(f"Running now: {holder} (it goes on).\n")
+    return 0
+
+
+def unlock(client: Any, args: argparse.Namespace, out: TextIO, now: datetime) -> int:
+    name = args.environment
+    attempt = 0
+    while True:
+        attempt += 1
+        environment = environment_named(client, name, "unlock")
+        current = (environment.get("spec") or {}).get("changeLock")
+        if not current:
+            out.write(f"postdeployenvironment/{name} is not locked: nothing to do\n")
+            return 0
+        if write_guarded(client, environment, {"changeLock": None}, "unlocking", attempt):
+            was = "its lock had lapsed" if lock_lapsed(current, now) else "it was locked"
+            out.write(
+                f"postdeployenvironment/{name} unlocked ({was} {describe_lock(current, now)})\n"
+            )
+            return 0
+
+
+def lock_rows(environments: list[dict[str, Any]], now: datetime) -> list[str]:
+    """``locks``: one row per environment, its lock or ``-``, aligned as kubectl aligns."""
+    rows = [["ENVIRONMENT", "LOCK", "BY", "SINCE", "UNTIL", "REASON"]]
+    for env in sorted(environments, key=lambda e: str((e.get("metadata") or {}).get("name"))):
+        name = str((env.get("metadata") or {}).get("name"))
+        found = (env.get("spec") or {}).get("changeLock")
+        if not found:
+            rows.append([name, "-", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                name,
+                "lapsed" if lock_lapsed(found, now) else "locked",
+                str(found.get("by") or ""),
+                str(found.get("at") or "-"),
+                str(found.get("until") or "-"),
+                " ".join(str(found.get("reason") or "").split()),
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "   ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)), r[-1]]).rstrip()
+        for r in rows
+    ]
+
+
+def environment_client(args: argparse.Namespace) -> Any:
+    from pdm_operator import kube  # noqa: PLC0415
+
+    return kube.Kube(kube.load_config(args.kubeconfig))
+
+
+def cmd_lock(args: argparse.Namespace, out: TextIO) -> int:
+    return lock(environment_client(args), args, out, timestamps.now())
+
+
+def cmd_unlock(args: argparse.Namespace, out: TextIO) -> int:
+    return unlock(environment_client(args), args, out, timestamps.now())
+
+
+def cmd_locks(args: argparse.Namespace, out: TextIO) -> int:
+    client = environment_client(args)
+    try:
+        environments = client.list_environments()
+    except errors.ApiError as e:
+        raise refused_by_api(
+            e, "listing PostDeployEnvironments", f"list on {ENVIRONMENTS} ({LOCKER_ROLE})"
+        ) from e
+    if not environments:
+        out.write("no PostDeployEnvironment is declared\n")
+        return 0
+    out.write("\n".join(lock_rows(environments, timestamps.now())) + "\n")
+    return 0
+
+
 # --- rollback-check -------------------------------------------------------------
 ROLLBACK_UNSAFE = 1
 #: Whether the rollback is safe is not known: no history, or a record or version unread.
@@ -499,9 +804,8 @@ def history_location(
         return namespace, history.configmap_name(environment)
     if declared is None:
         return (
-            f"environment {environment!r} is not declared (no PostDeployEnvironment "
-            f"{environment!r}: `kubectl get pdenv` lists them), so where its runs are recorded "
-            "is unknown; check the name, or name the operator's namespace with -n"
+            f"{undeclared(environment)}, so where its runs are recorded is unknown; check the "
+            "name, or name the operator's namespace with -n"
         )
     status = declared.get("status") or {}
     for cond in status.get("conditions") or []:
@@ -704,6 +1008,45 @@ def _release_manager_commands(sub: Any, cluster_flags: Any) -> None:
     check_p.set_defaults(func=cmd_rollback_check)
 
 
+def _change_lock_commands(sub: Any, cluster_flags: Any) -> None:
+    """lock, unlock and locks: an environment's change lock (spec.changeLock)."""
+    lock_p = sub.add_parser(
+        "lock",
+        help="change-lock an environment: no run of it starts until it is unlocked or lapses",
+    )
+    lock_p.add_argument("environment", metavar="ENV", help="the PostDeployEnvironment")
+    lock_p.add_argument(
+        "--reason",
+        required=True,
+        help="why (a change request, an incident): every waiting migration shows it",
+    )
+    ends = lock_p.add_mutually_exclusive_group()
+    ends.add_argument(
+        "--until", default=None, metavar="RFC3339", help="when it lapses (2026-12-02T18:00:00Z)"
+    )
+    ends.add_argument(
+        "--for",
+        dest="lasts",
+        default=None,
+        metavar="DURATION",
+        help="how long it holds from now (2h, 90m, 1d, 1h30m)",
+    )
+    lock_p.add_argument(
+        "--force", action="store_true", help="replace a lock someone else set (printed first)"
+    )
+    cluster_flags(lock_p)
+    lock_p.set_defaults(func=cmd_lock)
+
+    unlock_p = sub.add_parser("unlock", help="remove an environment's change lock")
+    unlock_p.add_argument("environment", metavar="ENV", help="the PostDeployEnvironment")
+    cluster_flags(unlock_p)
+    unlock_p.set_defaults(func=cmd_unlock)
+
+    locks_p = sub.add_parser("locks", help="list the environments and their change locks")
+    cluster_flags(locks_p)
+    locks_p.set_defaults(func=cmd_locks)
+
+
 def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -713,7 +1056,9 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
         "retry exits 0 (created), 1 (refused: not failed), 2 (error); "
         "approve exits 0 (approved), 1 (refused: no plan, or not that plan), 2 (error); "
         "rollback-check exits 0 (safe), 1 (unsafe), 2 (error), "
-        "3 (unknown: no history, or a record or version it cannot read).",
+        "3 (unknown: no history, or a record or version it cannot read); "
+        "lock exits 0 (locked), 1 (refused: locked by someone else, without --force), "
+        "2 (error); unlock and locks exit 0, or 2 (error).",
     )
     parser.add_argument("--version", action="version", version=f"pdm-operator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -766,6 +1111,7 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
     wait_p.set_defaults(func=cmd_wait)
 
     _release_manager_commands(sub, cluster_flags)
+    _change_lock_commands(sub, cluster_flags)
 
     run = sub.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()

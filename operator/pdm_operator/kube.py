@@ -324,6 +324,27 @@ class Kube:
             )
         )
 
+    def patch_environment(self, name: str, patch: Body) -> Body:
+        """A JSON merge patch of a PostDeployEnvironment (the CLI's change lock).
+
+        A ``metadata.resourceVersion`` in ``patch`` makes it apply only to that
+        version (Conflict otherwise), so a lock read before the write is the
+        lock the write replaces.
+        """
+        return _json(
+            self.custom.patch_cluster_custom_object(
+                model.GROUP,
+                model.VERSION,
+                model.ENVIRONMENT_PLURAL,
+                name,
+                patch,
+                field_manager="pdm-operator-cli",
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+
     def get_deployment(self, namespace: str, name: str) -> Body | None:
         return self._maybe(self.apps.read_namespaced_deployment, name, namespace)
 

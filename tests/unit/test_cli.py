@@ -4,16 +4,19 @@ and `render` run as the console script."""
 from __future__ import annotations
 
 import copy
+import io
 import os
+import re
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from pdm_operator import cli
+from pdm_operator import cli, errors
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -550,3 +553,382 @@ def test_rollback_check_says_unknown_for_an_environment_two_operators_serve() ->
     why = cli.history_location("gprd", None, declared)
     assert isinstance(why, str)
     assert "HistoryElsewhere" in why
+
+
+# --- wait: the waits of windows, change locks and deploys ---------------------------
+def gated(reason: str, message: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "m"},
+        "status": {
+            "state": "Gated",
+            "reason": reason,
+            "conditions": [
+                {"type": "Reconciling", "status": "True", "reason": "Gated", "message": "Gated"},
+                {"type": "Gated", "status": "True", "reason": reason, "message": message},
+            ],
+            **status,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "OutsideWindow",
+        "ChangeLocked",
+        "DeployInProgress",
+        "GitLabDeploymentPending",
+        "GitLabDeployInProgress",
+        "GitLabUnreachable",
+        "GitLabTokenMissing",
+        "DeployedCommitUnknown",
+        "InvalidWindow",
+    ],
+)
+def test_wait_shows_each_wait_before_the_run_and_goes_on_waiting(reason: str) -> None:
+    line, code = cli.progress("m", gated(reason, f"why: {reason}"))
+    assert code is None
+    assert line == f"pdm/m: Gated ({reason}): why: {reason}"
+
+
+def test_wait_outside_the_windows_shows_when_the_next_opens() -> None:
+    """status.windowOpens is the opening; shown once, whatever the message says."""
+    said = "outside the windows of environment 'gprd': the next opens at 2026-12-07T13:00:00Z"
+    line, code = cli.progress("m", gated("OutsideWindow", said, windowOpens="2026-12-07T13:00:00Z"))
+    assert code is None
+    assert line.count("2026-12-07T13:00:00Z") == 1
+    line, _ = cli.progress(
+        "m", gated("OutsideWindow", "outside", windowOpens="2026-12-07T13:00:00Z")
+    )
+    assert (
+        line == "pdm/m: Gated (OutsideWindow): outside (the window opens at 2026-12-07T13:00:00Z)"
+    )
+
+
+# --- lock, unlock, locks -------------------------------------------------------------
+NOW = datetime(2026, 12, 2, 10, 0, 0, tzinfo=UTC)
+FORBIDDEN = (
+    'postdeployenvironments.pdm-operator.io "gprd" is forbidden: User "bob" cannot patch '
+    'resource "postdeployenvironments" in API group "pdm-operator.io" at the cluster scope'
+)
+
+
+def environment(name: str = "gprd", lock: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"namespaces": ["gitlab"]}
+    if lock is not None:
+        spec["changeLock"] = lock
+    return {"metadata": {"name": name, "resourceVersion": "1"}, "spec": spec}
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """A JSON merge patch (RFC 7386), as the API server applies one."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value)
+    return out
+
+
+class Environments:
+    """The API server as lock, unlock and locks meet it: PostDeployEnvironments
+    (a merge patch guarded by its resourceVersion, as the server guards it),
+    the caller's user name, refusals, and every patch it was sent."""
+
+    def __init__(self, *declared: dict[str, Any], user: str = "alice") -> None:
+        self.objects = {e["metadata"]["name"]: copy.deepcopy(e) for e in declared}
+        self.user = user
+        self.refuse: dict[str, errors.ApiError] = {}
+        self.patches: list[dict[str, Any]] = []
+        #: Run once before the next patch applies: someone else writing meanwhile.
+        self.meanwhile: Any = None
+
+    def _refused(self, call: str) -> None:
+        if call in self.refuse:
+            raise self.refuse[call]
+
+    def get_environment(self, name: str) -> dict[str, Any] | None:
+        self._refused("get")
+        found = self.objects.get(name)
+        return copy.deepcopy(found) if found else None
+
+    def list_environments(self) -> list[dict[str, Any]]:
+        self._refused("list")
+        return [copy.deepcopy(e) for e in self.objects.values()]
+
+    def whoami(self) -> str:
+        self._refused("whoami")
+        return self.user
+
+    def patch_environment(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(copy.deepcopy(patch))
+        self._refused("patch")
+        if self.meanwhile:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile(self)
+        live = self.objects.get(name)
+        if live is None:
+            raise errors.NotFound(f'postdeployenvironments "{name}" not found', 404, "NotFound")
+        wanted = (patch.get("metadata") or {}).get("resourceVersion")
+        if wanted and wanted != live["metadata"]["resourceVersion"]:
+            raise errors.Conflict("the object has been modified", 409, "Conflict")
+        body = merge(live, {k: v for k, v in patch.items() if k != "metadata"})
+        body["metadata"]["resourceVersion"] = str(int(live["metadata"]["resourceVersion"]) + 1)
+        self.objects[name] = body
+        return copy.deepcopy(body)
+
+    def lock_of(self, name: str = "gprd") -> Any:
+        return self.objects[name]["spec"].get("changeLock")
+
+
+def run(api: Environments, *argv: str, now: datetime = NOW) -> tuple[int, str]:
+    """``kubectl pdm ARGV`` against ``api`` at ``now``: the exit code and stdout."""
+    args = cli.build_parser(prog="kubectl pdm").parse_args(argv)
+    out = io.StringIO()
+    command = {"lock": cli.lock, "unlock": cli.unlock}[args.command]
+    return command(api, args, out, now), out.getvalue()
+
+
+ALICES = {"reason": "CR 1234: database failover", "by": "alice", "at": "2026-12-02T09:00:00Z"}
+
+
+def test_lock_writes_the_reason_the_callers_own_name_and_now() -> None:
+    api = Environments(environment())
+    code, out = run(api, "lock", "gprd", "--reason", "  CR 1234: database failover ")
+    assert code == 0
+    assert api.patches == [
+        {
+            "metadata": {"resourceVersion": "1"},
+            "spec": {
+                "changeLock": {
+                    "reason": "CR 1234: database failover",
+                    "by": "alice",
+                    "at": "2026-12-02T10:00:00Z",
+                    "until": None,
+                }
+            },
+        }
+    ]
+    assert api.lock_of() == {
+        "reason": "CR 1234: database failover",
+        "by": "alice",
+        "at": "2026-12-02T10:00:00Z",
+    }
+    assert out.splitlines()[0] == (
+        "postdeployenvironment/gprd locked by alice at 2026-12-02T10:00:00Z until "
+        "kubectl pdm unlock gprd: CR 1234: database failover"
+    )
+    assert "a migration Job already running goes on" in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "until"),
+    [
+        (["--for", "2h"], "2026-12-02T12:00:00Z"),
+        (["--for", "90m"], "2026-12-02T11:30:00Z"),
+        (["--for", "1d"], "2026-12-03T10:00:00Z"),
+        (["--for", "1h30m"], "2026-12-02T11:30:00Z"),
+        (["--until", "2026-12-02T19:00:00+01:00"], "2026-12-02T18:00:00Z"),
+        (["--until", "2026-12-02T18:00:00Z"], "2026-12-02T18:00:00Z"),
+    ],
+)
+def test_a_lock_with_an_end_lapses_then_by_itself(flag: list[str], until: str) -> None:
+    api = Environments(environment())
+    code, out = run(api, "lock", "gprd", "--reason", "freeze", *flag)
+    assert code == 0
+    assert api.lock_of()["until"] == until
+    assert f"locked by alice at 2026-12-02T10:00:00Z until {until}: freeze" in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        (["--until", "2026-12-02T09:59:59Z"], "is already past (it is 2026-12-02T10:00:00Z UTC)"),
+        (["--until", "2026-12-02T10:00:00Z"], "is already past"),
+        (["--until", "2026-12-02T18:00:00"], "has no time zone"),
+        (["--until", "tomorrow"], "is not an RFC 3339 time"),
+        (["--for", "2"], "is not a duration (2h, 90m, 1d, 1h30m)"),
+        (["--for", "2 hours"], "is not a duration"),
+        (["--for", "0m"], "is no time at all"),
+        (["--reason", " "], "--reason must say why"),
+        (["--reason", "x" * 1025], "at most 1024"),
+    ],
+)
+def test_a_lock_that_would_hold_nothing_is_refused_before_anything_is_written(
+    flag: list[str], says: str
+) -> None:
+    api = Environments(environment())
+    with pytest.raises(cli.UsageError, match=re.escape(says)):
+        run(api, "lock", "gprd", "--reason", "freeze", *flag)
+    assert api.patches == []
+
+
+def test_until_and_for_are_one_or_the_other() -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["lock", "gprd", "--reason", "x", "--for", "1h", "--until",
+                                       "2026-12-02T18:00:00Z"])  # fmt: skip
+
+
+def test_someone_elses_lock_is_replaced_only_with_force_and_shown_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    theirs = {**ALICES, "until": "2026-12-02T12:00:00Z"}
+    api = Environments(environment(lock=theirs), user="bob")
+    code, out = run(api, "lock", "gprd", "--reason", "incident 42")
+    assert code == cli.LOCK_REFUSED
+    assert out == ""
+    assert api.patches == []
+    assert capsys.readouterr().err == (
+        "refused: gprd: already locked by alice since 2026-12-02T09:00:00Z until "
+        "2026-12-02T12:00:00Z: CR 1234: database failover. It holds until it is unlocked or "
+        "lapses; to take it over in your name (your reason and end), lock again with --force\n"
+    )
+
+    code, out = run(api, "lock", "gprd", "--reason", "incident 42", "--force")
+    assert code == 0
+    assert out.splitlines()[0] == (
+        "gprd: replaces the lock by alice since 2026-12-02T09:00:00Z until 2026-12-02T12:00:00Z: "
+        "CR 1234: database failover (--force)"
+    )
+    # alice's end is not kept under bob's name: his lock holds until he unlocks it.
+    assert api.lock_of() == {"reason": "incident 42", "by": "bob", "at": "2026-12-02T10:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("lock", "user", "says"),
+    [
+        (ALICES, "alice", "gprd: replaces your own lock by alice since 2026-12-02T09:00:00Z"),
+        (
+            {**ALICES, "until": "2026-12-02T09:30:00Z"},
+            "bob",
+            "gprd: replaces a lapsed lock by alice since 2026-12-02T09:00:00Z lapsed at "
+            "2026-12-02T09:30:00Z",
+        ),
+    ],
+    ids=["own", "lapsed"],
+)
+def test_ones_own_lock_or_a_lapsed_one_is_replaced_without_force(
+    lock: dict[str, Any], user: str, says: str
+) -> None:
+    api = Environments(environment(lock=lock), user=user)
+    code, out = run(api, "lock", "gprd", "--reason", "longer", "--for", "4h")
+    assert code == 0
+    assert out.startswith(says)
+    assert api.lock_of()["by"] == user
+    assert api.lock_of()["until"] == "2026-12-02T14:00:00Z"
+
+
+def test_a_lock_set_meanwhile_is_read_again_not_overwritten(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    api = Environments(environment(), user="bob")
+
+    def alice_locks(server: Environments) -> None:
+        live = server.objects["gprd"]
+        live["spec"]["changeLock"] = dict(ALICES)
+        live["metadata"]["resourceVersion"] = "2"
+
+    api.meanwhile = alice_locks
+    code, _ = run(api, "lock", "gprd", "--reason", "incident 42")
+    assert code == cli.LOCK_REFUSED
+    assert "already locked by alice" in capsys.readouterr().err
+    assert api.lock_of() == ALICES
+
+
+def test_unlock_removes_the_lock_and_says_whose_it_was() -> None:
+    api = Environments(environment(lock={**ALICES, "until": "2026-12-02T12:00:00Z"}), user="bob")
+    code, out = run(api, "unlock", "gprd")
+    assert code == 0
+    assert api.patches == [{"metadata": {"resourceVersion": "1"}, "spec": {"changeLock": None}}]
+    assert api.lock_of() is None
+    assert out == (
+        "postdeployenvironment/gprd unlocked (it was locked by alice since 2026-12-02T09:00:00Z "
+        "until 2026-12-02T12:00:00Z: CR 1234: database failover)\n"
+    )
+
+
+def test_unlocking_an_unlocked_environment_says_so_and_succeeds() -> None:
+    api = Environments(environment())
+    code, out = run(api, "unlock", "gprd")
+    assert (code, out) == (0, "postdeployenvironment/gprd is not locked: nothing to do\n")
+    assert api.patches == []
+
+
+@pytest.mark.parametrize("command", [["lock", "gprd", "--reason", "x"], ["unlock", "gprd"]])
+def test_an_undeclared_environment_is_named_as_such(command: list[str]) -> None:
+    api = Environments(environment("gstg"))
+    with pytest.raises(cli.UsageError) as refused:
+        run(api, *command)
+    assert str(refused.value) == (
+        f"cannot {command[0]} 'gprd': environment 'gprd' is not declared (no "
+        "PostDeployEnvironment 'gprd': `kubectl get pdenv` lists them)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "command", "says"),
+    [
+        ("patch", ["lock", "gprd", "--reason", "x", "--force"], "locking 'gprd' was refused"),
+        ("patch", ["unlock", "gprd"], "unlocking 'gprd' was refused"),
+        ("get", ["unlock", "gprd"], "reading PostDeployEnvironment 'gprd' was refused"),
+    ],
+)
+def test_a_refusal_names_the_verb_and_resource_it_needs(
+    call: str, command: list[str], says: str
+) -> None:
+    api = Environments(environment(lock=ALICES), user="bob")
+    api.refuse[call] = errors.Forbidden(FORBIDDEN, 403, "Forbidden")
+    with pytest.raises(cli.UsageError) as refused:
+        run(api, *command)
+    verb = {"patch": "patch", "get": "get"}[call]
+    assert str(refused.value) == (
+        f"{says}: {FORBIDDEN}\n  it needs {verb} on postdeployenvironments.pdm-operator.io "
+        "(cluster-scoped, so through a ClusterRoleBinding: the ClusterRole <release>-locker "
+        "(pdm-operator-locker by default) grants it)"
+    )
+    assert api.lock_of() == ALICES
+
+
+def test_a_user_who_cannot_learn_their_name_is_told_which_right_is_missing() -> None:
+    api = Environments(environment())
+    api.refuse["whoami"] = errors.Forbidden("selfsubjectreviews is forbidden", 403, "Forbidden")
+    with pytest.raises(cli.UsageError, match=r"create on selfsubjectreviews\.authentication"):
+        run(api, "lock", "gprd", "--reason", "x")
+    assert api.patches == []
+
+
+def test_the_policys_refusal_is_shown_as_the_server_says_it() -> None:
+    """The admission policy answers 422 (Invalid) with its own message."""
+    api = Environments(environment())
+    said = (
+        'postdeployenvironments.pdm-operator.io "gprd" is forbidden: ValidatingAdmissionPolicy '
+        "'pdm-operator-change-lock' denied request: spec.changeLock.by must be ..."
+    )
+    api.refuse["patch"] = errors.Invalid(said, 422, "Invalid")
+    with pytest.raises(cli.UsageError) as refused:
+        run(api, "lock", "gprd", "--reason", "x")
+    assert str(refused.value) == f"locking 'gprd': the API server answered: {said}"
+
+
+def test_locks_lists_every_environment_with_its_lock() -> None:
+    lapsed = {"reason": "old\nfreeze", "by": "bob", "until": "2026-12-01T00:00:00Z"}
+    envs = [
+        environment("gstg"),
+        environment("gprd", lock={**ALICES, "until": "2026-12-02T12:00:00Z"}),
+        environment("pre", lock=lapsed),
+    ]
+    assert cli.lock_rows(envs, NOW) == [
+        "ENVIRONMENT   LOCK     BY      SINCE                  UNTIL                  REASON",
+        "gprd          locked   alice   2026-12-02T09:00:00Z   2026-12-02T12:00:00Z   "
+        "CR 1234: database failover",
+        "gstg          -",
+        "pre           lapsed   bob     -                      2026-12-01T00:00:00Z   old freeze",
+    ]
+
+
+def test_the_help_names_locks_exit_codes() -> None:
+    epilog = cli.build_parser().epilog or ""
+    assert "lock exits 0 (locked), 1 (refused: locked by someone else, without --force)" in epilog
