@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
@@ -320,7 +320,7 @@ class World:
     history_write: Exception | None = None
     dry_run: Exception | None = None
     #: GitLab's answers per GitLab environment (one not given: unreachable).
-    gitlab: dict[str, Listing | Unreachable] = field(default_factory=dict)
+    gitlab: Mapping[str, Listing | Unreachable] = field(default_factory=dict)
     asked: list[decide.Ask] = field(default_factory=list)
     created: list[Body] = field(default_factory=list)
     written: list[Body] = field(default_factory=list)
