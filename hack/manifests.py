@@ -4,9 +4,10 @@
 charts/pdm-operator is where the operator's install objects are written.
 Each overlay under manifests/overlays/ holds a values.yaml; this renders the
 chart with it into that overlay's install.yaml, the chart's monitoring
-objects into manifests/monitoring/, and its approval policy into
-manifests/approval/. The CRD is crds/ at the root, which the
-chart links to (charts/pdm-operator/files/crd.yaml), so it is not rendered.
+objects into manifests/monitoring/, its approval policy into
+manifests/approval/ and its change-lock policy into manifests/change-lock/.
+The CRD is crds/ at the root, which the chart links to
+(charts/pdm-operator/files/crd.yaml), so it is not rendered.
 
     python3 hack/manifests.py           # write them
     python3 hack/manifests.py --check   # exit 1, naming the files, if they are stale
@@ -65,10 +66,15 @@ def wanted(helm: Path) -> dict[Path, str]:
             "--show-only", template,
         )  # fmt: skip
         files[monitoring / name] = HEADER.format(values="") + body
-    # The approval policy and the approver ClusterRole, for an install that
-    # wants them on their own (kubectl apply -k manifests/approval).
-    body = helm_template(helm, "--show-only", "templates/approval-policy.yaml")
-    files[ROOT / "manifests" / "approval" / "policy.yaml"] = HEADER.format(values="") + body
+    # The approval policy and the approver ClusterRole, the change-lock policy
+    # and the locker ClusterRole, each for an install that wants them on their
+    # own (kubectl apply -k manifests/approval, manifests/change-lock).
+    for directory, template in (
+        ("approval", "templates/approval-policy.yaml"),
+        ("change-lock", "templates/change-lock-policy.yaml"),
+    ):
+        body = helm_template(helm, "--show-only", template)
+        files[ROOT / "manifests" / directory / "policy.yaml"] = HEADER.format(values="") + body
     return files
 
 

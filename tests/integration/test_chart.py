@@ -153,6 +153,7 @@ def test_values_shape_the_deployment_and_rbac() -> None:
     assert by_kind(plain, "Deployment")[0]["spec"]["strategy"] == {"type": "Recreate"}
     assert [r["metadata"]["name"] for r in by_kind(plain, "ClusterRole")] == [
         "pdm-operator-approver",  # for release managers, bound by the admin
+        "pdm-operator-locker",  # likewise
         "pdm-operator",
         "pdm-operator-environments",
     ]
@@ -166,9 +167,11 @@ def test_values_shape_the_deployment_and_rbac() -> None:
     assert by_kind(ha, "Deployment")[0]["spec"]["template"]["spec"]["affinity"]
 
     namespaced = helm.template(*VALUE_SETS["namespaced"])
-    # Cluster-wide only what is cluster-scoped: the environments, and the approver's role.
+    # Cluster-wide only what is cluster-scoped: the environments, and the approver's
+    # and the locker's roles.
     assert [r["metadata"]["name"] for r in by_kind(namespaced, "ClusterRole")] == [
         "pdm-operator-approver",
+        "pdm-operator-locker",
         "pdm-operator-environments",
     ]
     assert [b["metadata"]["name"] for b in by_kind(namespaced, "ClusterRoleBinding")] == [
@@ -314,6 +317,7 @@ def test_the_creator_policy_is_shipped_on_by_default() -> None:
         "pdm-operator-creator",
         "pdm-operator-status",
         "pdm-operator-approval",
+        "pdm-operator-change-lock",
     }
     bindings = by_kind(docs, "ValidatingAdmissionPolicyBinding")
     assert {b["spec"]["policyName"] for b in bindings} == set(policies)
@@ -322,6 +326,7 @@ def test_the_creator_policy_is_shipped_on_by_default() -> None:
     assert "resource('jobs')" in checks
     assert "subresource('log')" in checks
     off = helm.template(
-        "--set", "creatorPolicy.enabled=false", "--set", "approvalPolicy.enabled=false"
+        "--set", "creatorPolicy.enabled=false", "--set", "approvalPolicy.enabled=false",
+        "--set", "changeLockPolicy.enabled=false",
     )  # fmt: skip
     assert not by_kind(off, "ValidatingAdmissionPolicy")

@@ -273,9 +273,14 @@ def test_operator_runs_end_to_end_with_only_its_service_accounts_rights(
 def test_namespaced_overlay_grants_nothing_outside_its_namespace(cluster: Cluster) -> None:
     docs = rendered(cluster, "namespaced")
     # Cluster-wide only what is cluster-scoped: the PostDeployEnvironments (read,
-    # and their status written), and the approver's role, bound to nobody.
+    # and their status written), and the approver's and the locker's roles, bound
+    # to nobody.
     cluster_roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
-    assert set(cluster_roles) == {"pdm-operator-environments", "pdm-operator-approver"}
+    assert set(cluster_roles) == {
+        "pdm-operator-environments",
+        "pdm-operator-approver",
+        "pdm-operator-locker",
+    }
     assert {
         (tuple(r["resources"]), tuple(r["verbs"]))
         for r in cluster_roles["pdm-operator-environments"]["rules"]
