@@ -1,7 +1,8 @@
 """manifests/argocd's health check and approve action, in Argo CD's own Lua
 interpreter (hack/argo-lua), against objects taken from real runs
 (tests/unit/golden/argocd/, written by the integration tests with
-PDM_UPDATE_GOLDEN=1: test_gitops.py and test_real_migrations.py)."""
+PDM_UPDATE_GOLDEN=1: test_gitops.py and test_real_migrations.py); and what
+kstatus (tests/support/kstatus.py) reads from the same objects."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import argocd
+from pdm_operator import conditions
+from tests.support import argocd, kstatus
 
 EXPECTED = {
     "ks-pending": "Progressing",
@@ -119,3 +121,53 @@ def test_the_interpreter_is_as_strict_as_argo_cds() -> None:
 
 def test_the_approval_is_left_out_of_argo_cds_diff() -> None:
     assert argocd.ignored_pointers() == ["/spec/approval/approved"]
+
+
+#: The waits before a run starts (#31), and what Argo CD shows for each: a
+#: person or a time ends the first two (Suspended), an admin's fix the third
+#: (Degraded); the rest end by themselves (Progressing).
+WAITS = {
+    "OutsideWindow": "Suspended",
+    "ChangeLocked": "Suspended",
+    "InvalidWindow": "Degraded",
+    "DeployInProgress": "Progressing",
+    "GitLabDeploymentPending": "Progressing",
+    "GitLabDeployInProgress": "Progressing",
+    "GitLabUnreachable": "Progressing",
+    "GitLabTokenMissing": "Progressing",
+    "DeployedCommitUnknown": "Progressing",
+}
+
+
+def waiting(reason: str, message: str) -> dict[str, Any]:
+    """A real run's Gated migration (ks-gated), held by ``reason`` instead, with the
+    kstatus conditions the operator writes for it (conditions.kstatus)."""
+    obj = fixture("ks-gated")
+    status = obj["status"]
+    gated = next(c for c in status["conditions"] if c["type"] == "Gated")
+    gated.update(reason=reason, message=message)
+    status["reason"] = reason
+    for cond in conditions.kstatus(status["conditions"], status["state"], reason):
+        status["conditions"] = conditions.apply(
+            status["conditions"], cond, obj["metadata"]["generation"], "2026-12-02T05:00:00Z"
+        )
+    return obj
+
+
+@pytest.mark.parametrize(("reason", "status"), sorted(WAITS.items()))
+def test_health_of_each_wait_before_a_run(reason: str, status: str) -> None:
+    message = f"the next opens at 2026-12-07T13:00:00Z ({reason})"
+    health = argocd.health(waiting(reason, message))
+    assert health == {"status": status, "message": f"Gated ({reason}): {message}"}
+
+
+@pytest.mark.parametrize("reason", sorted(WAITS))
+def test_kstatus_reads_each_wait_before_a_run_as_in_progress(reason: str) -> None:
+    """kstatus has no Suspended: a migration that has not ended is InProgress
+    (Reconciling True), never Current (Flux would take it as done) nor Failed."""
+    assert kstatus.status(waiting(reason, "waits")) == "InProgress"
+
+
+@pytest.mark.parametrize("reason", sorted(WAITS))
+def test_no_action_is_offered_for_a_wait_before_a_run(reason: str) -> None:
+    assert argocd.actions(waiting(reason, "waits")) == {"approve": False}
