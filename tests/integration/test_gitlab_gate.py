@@ -77,10 +77,7 @@ def wait_gated(api: Api, name: str, why: str, *words: str) -> dict[str, Any]:
 
 
 def gate_errors(operator: OperatorProcess) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as r:
-        text = r.read().decode()
+    text = operator.metrics()
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
