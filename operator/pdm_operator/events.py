@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pdm_operator import environments, gates, model
+from pdm_operator import deployments, environments, gates, model, when
 from pdm_operator.model import Body
 
 MESSAGE_LIMIT = 1024
@@ -64,6 +64,9 @@ WARNING_GATES = frozenset(
         "JobNameTaken",
         "EnvironmentBusy",
         *environments.HOLDS,
+        # Someone must act: an admin's window, a token or commit for GitLab's record.
+        when.INVALID_WINDOW,
+        *deployments.NEEDS_ACTION,
     }
 )
 
