@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
+from kubernetes.client.rest import ApiException
 
 from pdm_operator import schedule
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, repo_root
 from tests.support.pdm import ENVIRONMENTS, GROUP, PLURAL, VERSION, Api, migration, toolbox
 from tests.support.waiting import wait_until
 
@@ -186,3 +188,61 @@ def test_a_schedule_starts_exactly_one_run_per_opening_across_a_restart(
         if c["type"] == schedule.SCHEDULED
     ]
     assert [(c["status"], c["reason"]) for c in scheduled] == [("True", "Started")]
+
+
+# --- admission: what the schema and its rules refuse, naming the field ---------------------------
+
+
+def admitted(api: Api, name: str, spec: dict[str, Any]) -> str:
+    """'' when the API server admits a PostDeployEnvironment of ``spec``, else its message."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PostDeployEnvironment",
+        "metadata": {"name": name},
+        "spec": {"namespaces": [api.ns], **spec},
+    }
+    try:
+        api.custom.create_cluster_custom_object(GROUP, VERSION, ENVIRONMENTS, body, dry_run="All")
+    except ApiException as e:
+        return f"{e.status}: {e.body}"
+    return ""
+
+
+def test_the_example_gprd_environment_is_admitted(api: Api) -> None:
+    example = yaml.safe_load((repo_root() / "examples" / "environment-gprd.yaml").read_text())
+    spec = {**example["spec"], "schedule": {**example["spec"]["schedule"], "namespace": api.ns}}
+    assert admitted(api, fresh_environment(), spec) == ""
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"windows": [{"start": "25:00", "end": "26:00"}]}, "spec.windows[0].start"),
+        ({"windows": [{"start": "13:00", "end": "13:00"}]}, "start and end must differ"),
+        ({"windows": [{"days": ["Monday"], "start": "13:00", "end": "14:00"}]}, "days[0]"),
+        ({"changeLock": {"reason": "CR 1"}}, "spec.changeLock.by"),
+        ({"changeLock": {"reason": "CR 1", "by": "a", "until": "tomorrow"}}, "until"),
+        (
+            {"gitlabDeployments": {"url": "gitlab.com", "project": "g", "environments": ["e"]}},
+            "url",
+        ),
+        (
+            {"gitlabDeployments": {"url": "https://g.com", "project": "g", "environments": []}},
+            "environments",
+        ),
+        ({"schedule": {"namespace": "x", "template": {}}}, "spec.schedule needs spec.windows"),
+        (
+            {
+                "windows": [{"start": "13:00", "end": "14:00"}],
+                "schedule": {"namespace": "x", "template": {}},
+            },
+            "spec.schedule.namespace must be one of spec.namespaces",
+        ),
+    ],
+)
+def test_a_malformed_rule_on_when_to_run_is_refused_naming_it(
+    api: Api, spec: dict[str, Any], words: str
+) -> None:
+    message = admitted(api, fresh_environment(), spec)
+    assert message.startswith("422: "), message
+    assert words in message, message
