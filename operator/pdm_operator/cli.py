@@ -5,7 +5,8 @@ no operator: they share the rendering and diffing code the operator uses.
 
 Exit codes: ``render`` 0, or 2 on bad input. ``diff`` like ``kubectl diff``:
 0 no change, 1 changes, 2 or more an error. ``wait``: 0 Succeeded, 1 Failed,
-2 timed out, 3 an error.
+2 timed out, 3 an error. ``lock``: 0 locked, 1 refused (someone else's lock,
+without ``--force``), 2 an error; ``unlock`` and ``locks``: 0, or 2 an error.
 """
 
 from __future__ import annotations
@@ -621,6 +622,8 @@ def refused_by_api(e: errors.ApiError, doing: str, needs: str) -> UsageError:
         return UsageError(
             f"{doing}: your credentials were not accepted ({e.message}): log in again"
         )
+    if e.status == 0:
+        return UsageError(f"{doing}: the API server could not be reached: {e.message}")
     if isinstance(e, errors.Forbidden):
         return UsageError(f"{doing} was refused: {e.message}\n  it needs {needs}")
     if isinstance(e, errors.Conflict):

@@ -900,6 +900,17 @@ def test_a_user_who_cannot_learn_their_name_is_told_which_right_is_missing() -> 
     assert api.patches == []
 
 
+def test_an_unreachable_api_server_is_said_so_not_answered_for() -> None:
+    api = Environments(environment())
+    api.refuse["get"] = errors.Transient("MaxRetryError: connection refused")
+    with pytest.raises(cli.UsageError) as refused:
+        run(api, "unlock", "gprd")
+    assert str(refused.value) == (
+        "reading PostDeployEnvironment 'gprd': the API server could not be reached: "
+        "MaxRetryError: connection refused"
+    )
+
+
 def test_the_policys_refusal_is_shown_as_the_server_says_it() -> None:
     """The admission policy answers 422 (Invalid) with its own message."""
     api = Environments(environment())
