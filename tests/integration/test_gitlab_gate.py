@@ -106,7 +106,8 @@ def test_the_gate_opens_only_when_the_last_cluster_runs_the_commit_and_none_depl
             "pdm-gprd",
             env=env,
             image=IMAGE,
-            tracking={"version": {"ref": "master", "sha": new}},
+            # An auto-deploy version carries the GitLab commit (its first 11 hex digits).
+            gitlabVersion=f"18.7.202612061300-{new[:11]}.{'0' * 11}",
         )
     )
 
