@@ -33,7 +33,7 @@ def test_rules_pass_promtool_check(rules_dir: Path) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 9 rules found" in out.stdout
+    assert "SUCCESS: 10 rules found" in out.stdout
 
 
 def test_every_alert_fires_when_it_should_and_only_then(rules_dir: Path) -> None:
