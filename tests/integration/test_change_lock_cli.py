@@ -211,6 +211,33 @@ def test_a_lock_is_admitted_only_in_its_writers_own_name(
     assert change_lock(scoped, env)["reason"] == "CR 1"
 
 
+def test_a_locker_may_change_the_lock_and_nothing_else_of_the_environment(
+    cluster: Cluster, scoped: ClusterScoped, change_lock_policy: None
+) -> None:
+    env = scoped.environment()
+    scoped.bind("pdm-operator-locker", user("alice"))
+    policy_in_effect(cluster, env)
+    # Patch covers the whole object: without the policy, a locker could let
+    # another namespace run this environment's migrations.
+    widened = cluster.run_kubectl(
+        "--as=alice", "patch", "pdenv", env, "--type=merge",
+        "-p", '{"spec":{"namespaces":["gitlab","mine"]}}',
+    )  # fmt: skip
+    assert widened.returncode != 0
+    assert "alice may change only spec.changeLock" in widened.stderr
+    both = cluster.run_kubectl(
+        "--as=alice", "patch", "pdenv", env, "--type=merge",
+        "-p", json.dumps({"spec": {"changeLock": {"reason": "CR 3", "by": "alice"},
+                                   "serviceAccounts": ["gitlab-migrations"]}}),
+    )  # fmt: skip
+    assert both.returncode != 0
+    assert change_lock(scoped, env) is None
+    found = scoped.custom.get_cluster_custom_object(GROUP, VERSION, ENVIRONMENTS, env)
+    assert found["spec"]["namespaces"] == ["gitlab"]
+    assert found["spec"]["serviceAccounts"] == []
+    assert lock_as(cluster, "alice", env, "alice").returncode == 0
+
+
 def test_kubectl_pdm_lock_and_unlock_by_a_user_bound_to_the_locker_role(
     cluster: Cluster,
     namespace: str,
