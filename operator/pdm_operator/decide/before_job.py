@@ -238,11 +238,6 @@ def first_hold(
     return None
 
 
-def _rollback(p: Pass) -> bool:
-    """A rollback pipeline's run: nothing that only times or GitLab decide delays it."""
-    return bool(p.spec.get("pipeline") == "Rollback")
-
-
 #: A Deployment of the environment's ``spec.quietDeployments`` is rolling out.
 DEPLOY_IN_PROGRESS = "DeployInProgress"
 #: Holds that change with a person's edit or the clock, not with the cluster:
@@ -257,13 +252,14 @@ def _environment_says_when(p: Pass, policy: environments.Policy) -> Decision[gat
     """The environment's change lock, its windows and its own rollouts.
 
     The window decides when a run starts: a pre-flight already running under
-    the lock goes on and its Job follows; a rollback pipeline's run does not
-    wait for one. A change lock stops even that (the pre-flight is abandoned
-    and runs again after it): no migration Job starts under a change lock, a
-    person's decision that a person lifts. A running Job never gets here.
+    the lock goes on and its Job follows. A change lock stops even that (the
+    pre-flight is abandoned and runs again after it): no migration Job starts
+    under a change lock, a person's decision that a person lifts. A running
+    Job never gets here. These are the platform admin's rules: nothing a
+    creator writes (``spec.pipeline`` included) skips them.
     """
     hold = when.locked(p.environment, policy.change_lock, p.at)
-    if hold is None and not preflight_running(p.status) and not _rollback(p):
+    if hold is None and not preflight_running(p.status):
         hold = when.outside(p.environment, policy.windows, p.at)
     if hold is not None:
         return hold
@@ -284,10 +280,9 @@ def _whole_environment_deployed(
 ) -> Decision[gates.Hold | None]:
     """``spec.gitlabDeployments``: every GitLab environment named runs this version
     and none is being deployed, from GitLab's record (``deployments``). Asked
-    after the local gates, so a migration held by them costs GitLab nothing; a
-    rollback pipeline's run does not wait for GitLab."""
+    after the local gates, so a migration held by them costs GitLab nothing."""
     watch = deployments.Watch.of({"gitlabDeployments": policy.gitlab_deployments})
-    if watch is None or _rollback(p):
+    if watch is None:
         return None
     token = deployments.token_ref(watch, p.spec)
     if isinstance(token, gates.Hold):
