@@ -34,8 +34,9 @@ INVALID_WINDOW = "InvalidWindow"
 CHANGE_LOCKED = "ChangeLocked"
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-#: Days looked ahead for the next opening: every window opens within a week.
-LOOKAHEAD_DAYS = 8
+#: Days looked ahead for the next opening: every window opens within a week, or
+#: the week after when a daylight-saving change erases an occurrence.
+LOOKAHEAD_DAYS = 15
 
 
 class InvalidWindowError(ValueError):
@@ -63,7 +64,8 @@ class Window:
                 continue
             opens = self._at(day, self.start)
             closes = self._at(day + timedelta(days=1 if self.end <= self.start else 0), self.end)
-            found.append((opens, closes))
+            if opens < closes:  # a window a daylight-saving change erases that day is not
+                found.append((opens, closes))
         return found
 
     def _at(self, day: date, minute: int) -> datetime:
@@ -97,12 +99,19 @@ def parse(raw: Sequence[Body]) -> tuple[Window, ...]:
 
 
 def open_since(windows: Sequence[Window], now: datetime) -> datetime | None:
-    """When the window open at ``now`` opened (the earliest, if several overlap);
-    None when none is open."""
-    opened = [
-        opens for w in windows for opens, closes in w.occurrences(now) if opens <= now < closes
-    ]
-    return min(opened) if opened else None
+    """When the time open at ``now`` opened; None when no window is open.
+
+    Windows that overlap make one opening (13:00-16:00 and 15:00-18:00 open
+    once, at 13:00): a schedule starts one run for it. Windows that only
+    touch (Mon 22:00-24:00, Tue 00:00-06:00) are two openings.
+    """
+    merged: list[tuple[datetime, datetime]] = []
+    for opens, closes in sorted(o for w in windows for o in w.occurrences(now)):
+        if merged and opens < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(closes, merged[-1][1]))
+        else:
+            merged.append((opens, closes))
+    return next((opens for opens, closes in merged if opens <= now < closes), None)
 
 
 def next_opening(windows: Sequence[Window], now: datetime) -> datetime | None:

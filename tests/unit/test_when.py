@@ -109,3 +109,24 @@ def test_a_change_lock_whose_until_cannot_be_read_holds_until_unlocked() -> None
     hold = when.locked("gprd", lock(until="next tuesday"), at("2030-01-01T00:00:00Z"))
     assert hold is not None
     assert "cannot be read" in hold.message
+
+
+def test_overlapping_windows_are_one_opening_touching_ones_two() -> None:
+    overlapping = when.parse(
+        [{"start": "13:00", "end": "16:00"}, {"start": "15:00", "end": "18:00"}]
+    )
+    assert when.open_since(overlapping, at("2026-12-02T17:00:00Z")) == at("2026-12-02T13:00:00Z")
+    touching = when.parse(
+        [
+            {"days": ["Mon"], "start": "22:00", "end": "24:00"},
+            {"days": ["Tue"], "start": "00:00", "end": "06:00"},
+        ]
+    )
+    assert when.open_since(touching, at("2026-12-07T23:00:00Z")) == at("2026-12-07T22:00:00Z")
+    assert when.open_since(touching, at("2026-12-08T01:00:00Z")) == at("2026-12-08T00:00:00Z")
+
+
+def test_a_window_a_daylight_saving_change_erases_is_skipped_that_day() -> None:
+    # 29 March 2026, Europe/Amsterdam: 02:00 becomes 03:00; 02:30-03:00 does not exist.
+    raw = [{"days": ["Sun"], "start": "02:30", "end": "03:00", "timeZone": "Europe/Amsterdam"}]
+    assert opens(raw, "2026-03-28T12:00:00Z") == "2026-04-05T00:30:00Z"  # the next Sunday
