@@ -115,6 +115,11 @@ def migration(environment: str, namespace: str, schedule: Body, opening: datetim
     """The PostDeployMigration the schedule makes for ``opening``."""
     spec = copy.deepcopy(schedule.get("template") or {})
     spec["environment"] = environment
+    source = (spec.get("image") or {}).get("fromDeployment")
+    if isinstance(source, dict):
+        # A scheduled run stands for whatever is deployed: a rollout while it
+        # waits (the day's deploy) moves it on, rather than leaving it stale.
+        source.setdefault("follow", True)
     return {
         "apiVersion": model.API_VERSION,
         "kind": model.KIND,

@@ -1740,3 +1740,31 @@ def test_a_window_that_closes_while_the_preflight_runs_lets_the_run_go_on() -> N
     assert step.status["reason"] != "OutsideWindow"
     assert (step.status, step.requeue) == (expected.status, expected.requeue)
     assert closed.effects() == always.effects()
+
+
+FOLLOWING = migration(
+    image={"fromDeployment": {"name": "gitlab-toolbox", "container": "toolbox", "follow": True}},
+    waitFor={"rolledOut": ["gitlab-toolbox"]},
+)
+
+
+def test_a_following_migration_resolves_the_image_again_when_its_deployment_moves_on() -> None:
+    m = with_status(FOLLOWING)
+    moved = World(
+        image=images.Resolved("toolbox:v17.6.0", "toolbox:v17.6.0"),
+        deployments={"gitlab-toolbox": deployment("toolbox:v17.6.0")},
+    )
+    step = decide.drive(decide.reconcile(copy.deepcopy(m), NOW, SETUP), moved)
+    assert step.status["reason"] == "ImageFollowed"
+    assert "image" not in step.status
+    assert "sourceImage" not in step.status
+    assert step.requeue == TIMING.gate_poll
+    assert moved.created == []
+    # The next pass resolves what the Deployment runs now, and runs it.
+    m["status"] = step.status
+    step = decide.drive(decide.reconcile(m, NOW, SETUP), moved)
+    assert step.status["state"] == "Running"
+    assert step.status["image"] == "toolbox:v17.6.0"
+    assert moved.created[0]["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "toolbox:v17.6.0"
+    )

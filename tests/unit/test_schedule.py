@@ -51,7 +51,10 @@ def test_inside_the_window_a_run_is_due_for_its_opening_named_after_it() -> None
     assert made["metadata"]["namespace"] == "gitlab"
     assert made["metadata"]["labels"][schedule.LABEL_SCHEDULED_BY] == "gprd"
     assert made["metadata"]["annotations"][schedule.ANNOTATION_OPENING] == "2026-12-02T13:00:00Z"
-    assert made["spec"] == {**TEMPLATE, "environment": "gprd"}
+    following = {
+        "fromDeployment": {"name": "gitlab-toolbox", "container": "toolbox", "follow": True}
+    }
+    assert made["spec"] == {**TEMPLATE, "image": following, "environment": "gprd"}
 
 
 def test_the_template_cannot_name_another_environment() -> None:

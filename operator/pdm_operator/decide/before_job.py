@@ -306,6 +306,8 @@ def _rolled_out(p: Pass) -> Decision[gates.Hold | None]:
             expect = (p.spec["image"]["fromDeployment"]["container"], p.status["sourceImage"])
         deployment: Body | None = yield GetDeployment(name)
         hold = gates.rollout(name, deployment, expect)
+        if hold and hold.reason == "ImageChanged" and expect and _follows(p):
+            return _follow(p, name, images.template_image(deployment or {}, expect[0]))
         if hold and hold.reason in ("RolloutPending", "RolloutStuck") and deployment:
             held = yield from _held_in_dependencies(p, name, deployment)
             if held is not None and (
@@ -318,6 +320,27 @@ def _rolled_out(p: Pass) -> Decision[gates.Hold | None]:
         if hold:
             return hold
     return None
+
+
+#: A following migration's Deployment rolled out another image: resolved again.
+IMAGE_FOLLOWED = "ImageFollowed"
+
+
+def _follows(p: Pass) -> bool:
+    return bool((p.spec["image"].get("fromDeployment") or {}).get("follow"))
+
+
+def _follow(p: Pass, name: str, now: str | None) -> gates.Hold:
+    """``image.fromDeployment.follow``: the Deployment now runs another image and no
+    Job exists yet, so the image is resolved again on the next pass (a new Job
+    name, a new pre-flight and plan) instead of waiting for a new migration."""
+    for field in ("image", "sourceImage"):
+        p.status.pop(field, None)
+    return gates.Hold(
+        IMAGE_FOLLOWED,
+        f"Deployment {name!r} now runs {now!r}; this migration follows it "
+        "(spec.image.fromDeployment.follow): the image is resolved again",
+    )
 
 
 def gate_poll(p: Pass, hold: gates.Hold) -> float:
