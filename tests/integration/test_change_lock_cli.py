@@ -235,6 +235,18 @@ def test_a_locker_may_change_the_lock_and_nothing_else_of_the_environment(
     found = scoped.custom.get_cluster_custom_object(GROUP, VERSION, ENVIRONMENTS, env)
     assert found["spec"]["namespaces"] == ["gitlab"]
     assert found["spec"]["serviceAccounts"] == []
+    # Nor may a locker hold up its deletion, or hand it to the garbage collector.
+    for metadata in (
+        {"finalizers": ["example.com/keep"]},
+        {"ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": "gone",
+                              "uid": "00000000-0000-0000-0000-000000000000"}]},
+    ):  # fmt: skip
+        refused = cluster.run_kubectl(
+            "--as=alice", "patch", "pdenv", env, "--type=merge",
+            "-p", json.dumps({"metadata": metadata}),
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert "alice may change only spec.changeLock" in refused.stderr
     assert lock_as(cluster, "alice", env, "alice").returncode == 0
 
 
