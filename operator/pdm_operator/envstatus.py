@@ -203,10 +203,12 @@ class EnvironmentStatus:
         name = str(body["metadata"]["name"])
         namespace = str(body["spec"]["schedule"]["namespace"])
         mine = self.kube.list_migrations(namespace, f"{schedule.LABEL_SCHEDULED_BY}={name}")
+        # A suspended one runs nothing until someone lets it: it holds no opening.
         unfinished = [
             f"{namespace}/{m['metadata']['name']}"
             for m in mine
             if not model.is_finished(m.get("status") or {})
+            and not (m.get("spec") or {}).get("suspend")
         ]
         decided = schedule.start(body, found, unfinished)
         if isinstance(decided, schedule.Wait):
@@ -223,11 +225,11 @@ class EnvironmentStatus:
             # Made for this opening before a restart (the name is the opening's),
             # unless someone took the name: then say so, and start nothing.
             other = self.kube.get_migration(namespace, decided.migration["metadata"]["name"])
-            labels = ((other or {}).get("metadata") or {}).get("labels") or {}
-            if labels.get(schedule.LABEL_SCHEDULED_BY) != name:
+            if not schedule.is_its_run(other, decided.migration):
                 message = (
-                    f"PostDeployMigration {decided.name} exists but was not made by this "
-                    "schedule; no run is started for this opening"
+                    f"PostDeployMigration {decided.name} exists but is not this schedule's "
+                    "run (its label, its template's spec, or it is suspended); no run is "
+                    "started for this opening"
                 )
                 return _said("False", "NameTaken", message), None
         except Invalid as e:

@@ -131,3 +131,24 @@ def migration(environment: str, namespace: str, schedule: Body, opening: datetim
         },
         "spec": spec,
     }
+
+
+def is_its_run(found: Body | None, made: Body) -> bool:
+    """Whether ``found``, under the name of the run the schedule would make
+    (``made``), is that run: made before a restart, or by a second replica.
+
+    Its label, every field of the spec the schedule writes, and not suspended.
+    The name alone is not enough: anyone who may create PostDeployMigrations
+    in the namespace could take it first with another spec, and the schedule
+    would record their run as its own.
+    """
+    if found is None:
+        return False
+    labels = (found.get("metadata") or {}).get("labels") or {}
+    spec = found.get("spec") or {}
+    wanted = made["metadata"]["labels"][LABEL_SCHEDULED_BY]
+    return (
+        labels.get(LABEL_SCHEDULED_BY) == wanted
+        and not spec.get("suspend")
+        and all(spec.get(k) == v for k, v in made["spec"].items())
+    )
