@@ -4,7 +4,11 @@
 Its one promise: :meth:`DeploymentsReader.read` never raises and never
 blocks a pass thread past its timeout. Every failure becomes an
 :class:`~pdm_operator.deployments.Unreachable` that says what failed, and the
-gate stays shut on it.
+gate stays shut on it. One that only a person ends is marked ``needs_action``
+(the gate then holds with ``GitLabRefused``, not ``GitLabUnreachable``): the
+token could not be read (but for the API server failing, ``errors.Transient``),
+GitLab answered 401, 403 or 404, or a redirect. A timeout, no connection, a
+5xx or a 429 may pass by itself.
 
 Why a cache of answers and errors, keyed by GitLab, project, GitLab
 environment and token: every held migration of an environment asks the same
@@ -43,7 +47,7 @@ import gitlab
 import requests
 from gitlab import exceptions as glexc
 
-from pdm_operator import deployments, metrics
+from pdm_operator import deployments, errors, metrics
 from pdm_operator.deployments import Listing, Unreachable, Watch
 
 #: Seconds one HTTP call may take (connect, then each read).
@@ -92,11 +96,17 @@ def _detail(raw: object, token: str) -> str:
     return scrub(text, token)
 
 
+#: GitLab's answers that no later attempt changes until someone acts (the token, its
+#: user's access, the project's path).
+_REFUSALS = frozenset({401, 403, 404})
+
+
 @dataclass(frozen=True)
 class _Failure:
     reason: str  # the metric's label: bounded
     message: str
     retry_after: float | None = None
+    needs_action: bool = False
 
 
 def _explain(
@@ -124,7 +134,7 @@ def _explain(
         message = f"{said} Too Many Requests{wait}"
     else:
         message = f"{said}: {detail}"
-    return _Failure(f"http_{code}", message, retry_after)
+    return _Failure(f"http_{code}", message, retry_after, needs_action=code in _REFUSALS)
 
 
 class DeploymentsReader:
@@ -158,7 +168,11 @@ class DeploymentsReader:
             digest = hashlib.sha256(secret.encode()).hexdigest()
         except Exception as e:  # noqa: BLE001 - the gate holds on any failure, never raises
             metrics.gitlab_gate_error(environment, "token")
-            return Unreachable(f"the token could not be read ({type(e).__name__}: {e})")
+            # A missing Secret or key, or RBAC, waits for someone; the API server may recover.
+            return Unreachable(
+                f"the token could not be read ({type(e).__name__}: {e})",
+                needs_action=not isinstance(e, errors.Transient),
+            )
         key = (watch.url.rstrip("/"), watch.project, environment, digest)
         cached = self._cached(key)
         if cached is not None:
@@ -195,7 +209,7 @@ class DeploymentsReader:
         keep = self.ttl
         if failure.retry_after is not None:
             keep = max(keep, min(failure.retry_after, MAX_BACKOFF))
-        return Unreachable(scrub(failure.message, token)), keep
+        return Unreachable(scrub(failure.message, token), failure.needs_action), keep
 
     def _call(self, watch: Watch, environment: str, token: str) -> Listing | _Failure:
         headers: dict[str, str] = {}
@@ -236,6 +250,7 @@ class DeploymentsReader:
                 f"GitLab answered with a redirect to {_detail(where, token)!r}, which is not "
                 f"followed: the token is sent only to {watch.url}; set "
                 "spec.gitlabDeployments.url to the URL GitLab answers on",
+                needs_action=True,
             )
         except requests.Timeout:
             return _Failure("timeout", f"no answer within {self.timeout:g}s")

@@ -118,12 +118,47 @@ def test_newer_deployment_that_ended_without_success_does_not_shut_the_gate(stat
     assert deployments.judge(WATCH, COMMIT, found) is None
 
 
-def test_deployment_in_progress_older_than_the_success_does_not_shut_the_gate() -> None:
-    # A blocked deployment left behind: the newer success superseded it.
+def test_blocked_deployment_older_than_the_success_shuts_the_gate_until_someone_ends_it() -> None:
+    # Approved, it deploys the old commit after the new one: left behind, someone cancels it.
     found = all_on(NEW)
     found["gprd-zone-c"] = Listing(dep(1050, NEW), [dep(1050, NEW), dep(1040, OLD, "blocked")])
 
+    hold = held(deployments.judge(WATCH, COMMIT, found), deployments.IN_PROGRESS)
+
+    assert "deployment 1040 of " + OLD[:11] + " is blocked" in hold.message
+    assert "older than that success" in hold.message
+    assert "cancelling it in GitLab" in hold.message
+
+
+def test_deployment_still_running_older_than_the_success_shuts_the_gate() -> None:
+    # Deployment 100 of the old commit is still running when 101 of the new one succeeds.
+    found = all_on(NEW)
+    found["gprd-regional"] = Listing(dep(101, NEW), [dep(101, NEW), dep(100, OLD, "running")])
+
+    hold = held(deployments.judge(WATCH, COMMIT, found), deployments.IN_PROGRESS)
+
+    assert "'gprd-regional'" in hold.message
+    assert "deployment 100 of " + OLD[:11] + " is running" in hold.message
+
+
+def test_created_deployment_older_than_the_success_does_not_shut_the_gate() -> None:
+    # It never started: the newer success superseded it.
+    found = all_on(NEW)
+    found["gprd-zone-c"] = Listing(dep(1050, NEW), [dep(1050, NEW), dep(1040, OLD, "created")])
+
     assert deployments.judge(WATCH, COMMIT, found) is None
+
+
+def test_newest_deployment_under_way_is_named_whatever_the_order_of_their_ids() -> None:
+    found = all_on(NEW)
+    newest = [dep(1060, OLD, "created"), dep(1050, NEW), dep(1040, OLD, "running")]
+    found["gprd-cny"] = Listing(dep(1050, NEW), newest)
+
+    hold = held(deployments.judge(WATCH, COMMIT, found), deployments.IN_PROGRESS)
+
+    assert "deployment 1060 of" in hold.message
+    assert "(and 1 more under way)" in hold.message
+    assert "older than that success" not in hold.message
 
 
 def test_deployment_whose_id_cannot_be_read_counts_as_newer() -> None:
@@ -163,6 +198,41 @@ def test_unreachable_gitlab_environment_shuts_the_gate_whatever_the_others_say()
     assert "'gprd-zone-b'" in hold.message
     assert "GitLab answered 503" in hold.message
     assert "the gate stays shut until GitLab answers" in hold.message
+    assert hold.reason not in deployments.NEEDS_ACTION
+
+
+REJECTED = (
+    "GitLab answered 401: the token is not accepted (expired, revoked, or the wrong Secret or key)"
+)
+
+
+def test_refused_gitlab_environment_holds_until_someone_mends_the_token() -> None:
+    own = {"name": "gate-token", "key": "api"}
+    found = all_on(NEW)
+    found["gprd-regional"] = Unreachable(REJECTED, needs_action=True)
+
+    hold = held(
+        deployments.judge(Watch(URL, PROJECT, FOUR, own), COMMIT, found), deployments.REFUSED
+    )
+
+    assert hold.reason in deployments.NEEDS_ACTION
+    assert "'gprd-regional'" in hold.message
+    assert REJECTED in hold.message  # the reader's words
+    assert "Secret 'gate-token', key 'api'" in hold.message
+    assert "spec.gitlabDeployments.tokenSecretRef" in hold.message
+    assert "read_api" in hold.message
+    assert "until GitLab answers" not in hold.message
+
+
+def test_refused_with_the_migrations_token_names_that_token() -> None:
+    found = all_on(NEW)
+    found["gprd-cny"] = Unreachable("the token could not be read (LookupError: no key)", True)
+
+    hold = held(deployments.judge(WATCH, COMMIT, found), deployments.REFUSED)
+
+    assert "the token could not be read (LookupError: no key)" in hold.message
+    assert "spec.tracking.gitlab.tokenSecretRef" in hold.message
+    assert "spec.gitlabDeployments (url, project)" in hold.message
 
 
 def test_environment_not_read_counts_as_unreachable() -> None:
@@ -226,6 +296,59 @@ def test_commit_of_another_projects_target_is_not_taken() -> None:
 )
 def test_commit_is_the_one_an_auto_deploy_version_carries(spec: Body, image: str) -> None:
     assert deployments.commit(migration(**spec), image, PROJECT) == "a1b2c3d4e5f"
+
+
+AUTO_DEPLOY = "18.7.202611221200-a1b2c3d4e5f.f8e5a8b3c2d"  # carries NEW[:11]
+
+
+@pytest.mark.parametrize("sha", [NEW, NEW.upper(), NEW[:11]])
+def test_tracked_sha_that_agrees_with_the_auto_deploy_version_is_the_commit(sha: str) -> None:
+    tracked = migration(
+        gitlabVersion=AUTO_DEPLOY, tracking={"version": {"ref": "master", "sha": sha}}
+    )
+
+    assert deployments.commit(tracked, f"{TOOLBOX}:v18.6.0", PROJECT) == sha.lower()
+
+
+def test_the_longer_of_two_agreeing_commits_is_taken() -> None:
+    tracked = migration(
+        gitlabVersion=AUTO_DEPLOY, tracking={"version": {"ref": "master", "sha": NEW[:7]}}
+    )
+
+    assert deployments.commit(tracked, f"{TOOLBOX}:v18.6.0", PROJECT) == NEW[:11]
+
+
+def test_tracked_sha_other_than_the_auto_deploy_versions_holds_naming_both() -> None:
+    # A CI template's stale sha: the gate would answer for a version the Job does not run.
+    tracked = migration(
+        gitlabVersion=AUTO_DEPLOY, tracking={"version": {"ref": "master", "sha": OLD}}
+    )
+
+    hold = deployments.commit(tracked, f"{TOOLBOX}:v18.6.0", PROJECT)
+
+    assert isinstance(hold, Hold)
+    assert hold.reason == deployments.COMMIT_MISMATCH
+    assert hold.reason in deployments.NEEDS_ACTION
+    assert OLD in hold.message
+    assert NEW[:11] in hold.message
+    assert "spec.tracking.version.sha" in hold.message
+    assert f"{AUTO_DEPLOY!r} (spec.gitlabVersion)" in hold.message
+    assert "Create the PostDeployMigration again" in hold.message
+
+
+def test_targets_sha_other_than_the_image_tags_commit_holds_naming_both_fields() -> None:
+    sink = {
+        "type": "GitLabDeployment",
+        "targets": [{"project": PROJECT, "version": {"ref": "master", "sha": OLD}}],
+    }
+    image = f"{TOOLBOX}:18-7-202611221200-a1b2c3d4e5f"
+
+    hold = deployments.commit(migration(tracking={"sinks": [sink]}), image, PROJECT)
+
+    assert isinstance(hold, Hold)
+    assert hold.reason == deployments.COMMIT_MISMATCH
+    assert f"the GitLabDeployment target for {PROJECT}" in hold.message
+    assert f"the tag of image {image}" in hold.message
 
 
 def test_release_without_tracked_version_holds_naming_the_fix() -> None:

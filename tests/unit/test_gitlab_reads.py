@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from pdm_operator import deployments, gitlab_reads
 from pdm_operator.deployments import Listing, Unreachable, Watch
+from pdm_operator.errors import Transient
 from pdm_operator.gitlab_reads import DeploymentsReader
 from tests.support.fake_gitlab import FakeGitLab, project_path
 from tests.support.faults import FakeServer
@@ -79,8 +80,10 @@ def listing(answer: Listing | Unreachable) -> Listing:
     return answer
 
 
-def unreachable(answer: Listing | Unreachable) -> str:
+def unreachable(answer: Listing | Unreachable, *, needs_action: bool = False) -> str:
+    """The message of an Unreachable, which only a person ends when ``needs_action``."""
     assert isinstance(answer, Unreachable), answer
+    assert answer.needs_action is needs_action, answer
     return answer.message
 
 
@@ -286,15 +289,27 @@ def test_gitlab_down_is_unreachable(fake: FakeGitLab, reader: DeploymentsReader)
     [
         (403, "may not read the deployments of gitlab-org/gitlab"),
         (404, "does not exist, or the token's user cannot see it"),
-        (503, "GitLab answered 503"),
     ],
 )
-def test_refusal_is_unreachable_in_words_a_person_can_act_on(
+def test_refusal_waits_for_a_person_in_words_they_can_act_on(
     fake: FakeGitLab, reader: DeploymentsReader, status: int, words: str
 ) -> None:
     fake.faults.error(status)
 
-    assert words in unreachable(reader.read(watch(fake), "gprd", lambda: fake.token))
+    answer = reader.read(watch(fake), "gprd", lambda: fake.token)
+
+    assert words in unreachable(answer, needs_action=True)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_server_failure_may_pass_by_itself(
+    fake: FakeGitLab, reader: DeploymentsReader, status: int
+) -> None:
+    fake.faults.error(status)
+
+    answer = reader.read(watch(fake), "gprd", lambda: fake.token)
+
+    assert f"GitLab answered {status}" in unreachable(answer, needs_action=False)
 
 
 def test_redirect_is_not_followed_so_the_token_stays_where_it_was_sent(
@@ -303,9 +318,10 @@ def test_redirect_is_not_followed_so_the_token_stays_where_it_was_sent(
     with FakeGitLab() as elsewhere:
         fake.faults.error(302, headers={"Location": f"{elsewhere.url}/api/v4/projects/1"})
 
-        message = unreachable(reader.read(watch(fake), "gprd", lambda: fake.token))
+        answer = reader.read(watch(fake), "gprd", lambda: fake.token)
 
         assert elsewhere.requests == []
+    message = unreachable(answer, needs_action=True)
     assert "redirect" in message
     assert elsewhere.url in message
 
@@ -318,7 +334,7 @@ def test_rejected_token_is_unreachable_without_the_token_in_it(
 ) -> None:
     wrong = "glpat-not-the-right-one"
 
-    message = unreachable(reader.read(watch(fake), "gprd", lambda: wrong))
+    message = unreachable(reader.read(watch(fake), "gprd", lambda: wrong), needs_action=True)
 
     assert "401" in message
     assert "not accepted" in message
@@ -340,10 +356,36 @@ def test_token_that_cannot_be_read_sends_nothing(
     def missing() -> str:
         raise KeyError("Secret gprd/gitlab-read has no key 'token'")
 
-    message = unreachable(reader.read(watch(fake), "gprd", missing))
+    message = unreachable(reader.read(watch(fake), "gprd", missing), needs_action=True)
 
     assert "the token could not be read" in message
     assert fake.requests == []
+
+
+def test_token_the_api_server_failed_to_read_may_pass_by_itself(
+    fake: FakeGitLab, reader: DeploymentsReader
+) -> None:
+    def api_server_down() -> str:
+        raise Transient("the API server did not answer", 503)
+
+    message = unreachable(reader.read(watch(fake), "gprd", api_server_down), needs_action=False)
+
+    assert "the token could not be read (Transient" in message
+    assert fake.requests == []
+
+
+def test_rejected_token_shuts_the_gate_until_someone_mends_it(
+    fake: FakeGitLab, shas: list[str], reader: DeploymentsReader
+) -> None:
+    fake.add_ci_deployment(PROJECT, "gprd", "master", shas[0], "success")
+    w = watch(fake, ("gprd",))
+
+    hold = deployments.judge(w, shas[0], {"gprd": reader.read(w, "gprd", lambda: "glpat-revoked")})
+
+    assert hold is not None
+    assert hold.reason == deployments.REFUSED
+    assert "GitLab answered 401: the token is not accepted" in hold.message
+    assert "glpat-revoked" not in hold.message
 
 
 # --- the cache -----------------------------------------------------------------------------------
@@ -387,7 +429,7 @@ def test_another_token_is_another_question(fake: FakeGitLab, reader: Deployments
     w = watch(fake)
 
     listing(reader.read(w, "gprd", lambda: fake.token))
-    unreachable(reader.read(w, "gprd", lambda: "glpat-revoked"))
+    unreachable(reader.read(w, "gprd", lambda: "glpat-revoked"), needs_action=True)
 
     assert len(fake.requests) == 3
 
