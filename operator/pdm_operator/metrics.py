@@ -132,7 +132,7 @@ GITLAB_GATE_ERRORS = Counter(
     "by GitLab environment and reason (timeout, connection, http_<code>, redirect: not "
     "followed, token: its Secret could not be read, error: an answer that could not be read); "
     "one per attempt, not per migration held: while they fail the gate stays shut "
-    "(GitLabUnreachable)",
+    "(GitLabUnreachable; GitLabRefused for a token, a 401/403/404 or a redirect)",
     ["gitlab_environment", "reason"],
 )
 _floors: dict[str, str] = {}

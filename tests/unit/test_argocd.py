@@ -136,6 +136,9 @@ WAITS = {
     "GitLabUnreachable": "Progressing",
     "GitLabTokenMissing": "Progressing",
     "DeployedCommitUnknown": "Progressing",
+    "DeployedCommitMismatch": "Progressing",
+    "GitLabRefused": "Progressing",
+    "ImageFollowed": "Progressing",
 }
 
 

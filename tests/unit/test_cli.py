@@ -582,6 +582,9 @@ def gated(reason: str, message: str, **status: Any) -> dict[str, Any]:
         "GitLabUnreachable",
         "GitLabTokenMissing",
         "DeployedCommitUnknown",
+        "DeployedCommitMismatch",
+        "GitLabRefused",
+        "ImageFollowed",
         "InvalidWindow",
     ],
 )
