@@ -35,7 +35,6 @@ Authorization).
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import threading
 import time
@@ -49,6 +48,7 @@ from gitlab import exceptions as glexc
 
 from pdm_operator import deployments, errors, metrics
 from pdm_operator.deployments import Listing, Unreachable, Watch
+from pdm_operator.http_answers import retry_after, scrub
 
 #: Seconds one HTTP call may take (connect, then each read).
 DEFAULT_TIMEOUT = 5.0
@@ -63,30 +63,6 @@ _OPTS: dict[str, Any] = {"obey_rate_limit": False, "max_retries": 0}
 _DETAIL = 200
 
 Answer = Listing | Unreachable
-
-
-def scrub(text: str, *secrets: str) -> str:
-    """``text`` without ``secrets`` (``reporting.sinks.common.scrub``'s twin: this
-    layer may not import the reporting one)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[REDACTED]")
-    return text
-
-
-def _retry_after(headers: dict[str, str]) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _detail(raw: object, token: str) -> str:
@@ -257,7 +233,7 @@ class DeploymentsReader:
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
             return _Failure("connection", f"connection failed: {type(e).__name__}")
         except glexc.GitlabError as e:
-            return _explain(e, watch.project, token, _retry_after(headers))
+            return _explain(e, watch.project, token, retry_after(headers))
         except Exception as e:  # noqa: BLE001 - the gate holds on any failure, never raises
             return _Failure("error", f"{type(e).__name__}: {_detail(e, token)}")
         finally:

@@ -12,8 +12,6 @@ and never leave the sinks: error texts are scrubbed of them.
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import gitlab
 import requests
 from gitlab import exceptions as glexc
 
+from pdm_operator.http_answers import retry_after, scrub
 from pdm_operator.model import Body
 from pdm_operator.reporting.records import Result
 
@@ -111,28 +110,6 @@ class Captured:
 
     def hook(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self.headers = dict(response.headers)
-
-
-def retry_after(headers: dict[str, str], now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
-
-
-def scrub(text: str, *secrets: str) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[REDACTED]")
-    return text
 
 
 def attempt(  # noqa: PLR0911 - one return per failure kind

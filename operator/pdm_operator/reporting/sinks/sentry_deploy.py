@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import requests
 
+from pdm_operator.http_answers import retry_after, scrub
 from pdm_operator.model import Body
 from pdm_operator.reporting.records import Result
 from pdm_operator.reporting.sinks.common import (
     PERMANENT_STATUSES,
     Context,
     attempt,
-    retry_after,
-    scrub,
 )
 
 TYPE = "SentryDeploy"
