@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import Cluster
+from tests.support.identity import service_account_kubeconfig
 from tests.support.operator import pythonpath_env, repo_root
 from tests.support.pdm import ENVIRONMENTS, GROUP, VERSION
 from tests.support.waiting import wait_until
@@ -104,31 +104,11 @@ def scoped(cluster: Cluster, crd: None) -> Iterator[ClusterScoped]:
 
 
 def account(cluster: Cluster, namespace: str, name: str, path: Path) -> tuple[str, Path]:
-    """A ServiceAccount's user name and a kubeconfig that authenticates as it."""
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-    token = core.create_namespaced_service_account_token(
-        name, namespace, client.AuthenticationV1TokenRequest(spec={"expirationSeconds": 3600})
-    ).status.token
-    cfg = cluster.api.configuration
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert},
-                    }
-                ],
-                "users": [{"name": name, "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": name}}],
-                "current-context": "c",
-            }
-        )
+    """A new ServiceAccount's user name and a kubeconfig that authenticates as it."""
+    client.CoreV1Api(cluster.api).create_namespaced_service_account(
+        namespace, {"metadata": {"name": name}}
     )
-    return f"system:serviceaccount:{namespace}:{name}", path
+    return service_account_kubeconfig(cluster.api, namespace, name, path)
 
 
 def kubectl_pdm(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import Cluster
-from tests.support import chart, helm
+from tests.support import chart, helm, identity
 from tests.support.fake_gitlab import FakeGitLab
 from tests.support.operator import OperatorProcess, pythonpath_env, repo_root
 from tests.support.pdm import Api, migration, toolbox
@@ -86,36 +86,9 @@ def installed(
         )
 
 
-def service_account_kubeconfig(cluster: Cluster, path: Path) -> Path:
+def operator_kubeconfig(cluster: Cluster, path: Path) -> Path:
     """A kubeconfig that authenticates as the operator's ServiceAccount (TokenRequest API)."""
-    token = (
-        client.CoreV1Api(cluster.api)
-        .create_namespaced_service_account_token(
-            "pdm-operator",
-            OPERATOR_NS,
-            client.AuthenticationV1TokenRequest(spec={"expirationSeconds": 3600}),
-        )
-        .status.token
-    )
-    cfg = cluster.api.configuration
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert},
-                    }
-                ],
-                "users": [{"name": "pdm-operator", "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "pdm-operator"}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
+    return identity.service_account_kubeconfig(cluster.api, OPERATOR_NS, "pdm-operator", path)[1]
 
 
 def can_i(cluster: Cluster, user: str, namespace: str) -> set[tuple[str, str]]:
@@ -195,7 +168,7 @@ def test_operator_runs_end_to_end_with_only_its_service_accounts_rights(
     core.create_namespaced_secret(
         namespace, {"metadata": {"name": "gitlab-api"}, "stringData": {"token": TOKEN}}
     )
-    kubeconfig = service_account_kubeconfig(cluster, tmp_path / "sa.kubeconfig")
+    kubeconfig = operator_kubeconfig(cluster, tmp_path / "sa.kubeconfig")
     env = pythonpath_env({**cluster.env(), "KUBECONFIG": str(kubeconfig)})
     operator = OperatorProcess(env, namespace, tmp_path / "operator.log")
     operator.scope_args = ["--all-namespaces", "--lock-namespace", OPERATOR_NS]
