@@ -133,19 +133,34 @@ def _base(url: object) -> str:
 
 
 def token_ref(watch: Watch, migration_spec: Body) -> Body | gates.Hold:
-    """The Secret and key of the token the gate sends to ``watch.url``.
+    """The Secret and key of the token the gate sends to ``watch.url`` (:func:`token_for`)."""
+    return token_for(
+        watch.url,
+        watch.project,
+        watch.token_ref,
+        migration_spec,
+        "the GitLab deployments gate",
+        "spec.gitlabDeployments",
+    )
 
-    The environment's own ``tokenSecretRef``, else the migration's
+
+def token_for(  # noqa: PLR0917 - one rule, said for the field that asks
+    url: str, project: str, own: Body | None, migration_spec: Body, what: str, field: str
+) -> Body | gates.Hold:
+    """The Secret and key of the token ``what`` (named by the environment's
+    ``field``) sends to ``url``.
+
+    The environment's own ``tokenSecretRef`` (``own``), else the migration's
     ``spec.tracking.gitlab.tokenSecretRef`` when its ``spec.tracking.gitlab.url``
-    is the gate's (compared as written, but for a trailing slash). Never a
-    token named for another URL: whoever wrote a token's reference chose
-    where it goes, and a gate of another GitLab must not receive it.
+    is ``url`` (compared as written, but for a trailing slash). Never a token
+    named for another URL: whoever wrote a token's reference chose where it
+    goes, and a read of another GitLab must not receive it.
     """
-    if watch.token_ref is not None:
-        return dict(watch.token_ref)
+    if own is not None:
+        return dict(own)
     tracked = (migration_spec.get("tracking") or {}).get("gitlab") or {}
     ref = tracked.get("tokenSecretRef")
-    if ref and _base(tracked.get("url")) == _base(watch.url):
+    if ref and _base(tracked.get("url")) == _base(url):
         return dict(ref)
     why = (
         f"spec.tracking.gitlab.url is {tracked.get('url')!r}, and its token is sent only there"
@@ -154,11 +169,10 @@ def token_ref(watch: Watch, migration_spec: Body) -> Body | gates.Hold:
     )
     return gates.Hold(
         TOKEN_MISSING,
-        f"the GitLab deployments gate reads {watch.url} ({watch.project}) and has no token for "
-        f"it: {why}. Set spec.gitlabDeployments.tokenSecretRef on the PostDeployEnvironment "
-        "(a Secret in the migration's namespace with a read_api token), or create the "
-        f"PostDeployMigration again with spec.tracking.gitlab.url {watch.url!r} and its "
-        "tokenSecretRef",
+        f"{what} reads {url} ({project}) and has no token for it: {why}. Set "
+        f"{field}.tokenSecretRef on the PostDeployEnvironment (a Secret in the migration's "
+        "namespace with a read_api token), or create the PostDeployMigration again with "
+        f"spec.tracking.gitlab.url {url!r} and its tokenSecretRef",
     )
 
 

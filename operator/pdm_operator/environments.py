@@ -84,6 +84,7 @@ class Policy:
     #: Deployments that must not be rolling out, the GitLab deployments gate.
     windows: tuple[Body, ...] = ()
     change_lock: Body | None = None
+    change_lock_from: Body | None = None
     quiet_deployments: tuple[str, ...] = ()
     gitlab_deployments: Body | None = None
 
@@ -100,6 +101,7 @@ class Policy:
             max_deadline=int(spec.get("maxDeadlineSeconds") or DEFAULT_MAX_DEADLINE),
             windows=tuple(spec.get("windows") or ()),
             change_lock=spec.get("changeLock") or None,
+            change_lock_from=spec.get("changeLockFrom") or None,
             quiet_deployments=tuple(str(n) for n in spec.get("quietDeployments") or ()),
             gitlab_deployments=spec.get("gitlabDeployments") or None,
         )

@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import gitlab
 import requests
@@ -49,6 +49,7 @@ from gitlab import exceptions as glexc
 from pdm_operator import deployments, errors, metrics
 from pdm_operator.deployments import Listing, Unreachable, Watch
 from pdm_operator.http_answers import retry_after, scrub
+from pdm_operator.when import ISSUES_SHOWN, Issues, LockSource
 
 #: Seconds one HTTP call may take (connect, then each read).
 DEFAULT_TIMEOUT = 5.0
@@ -62,7 +63,20 @@ _OPTS: dict[str, Any] = {"obey_rate_limit": False, "max_retries": 0}
 #: The longest piece of GitLab's own error text kept in a message.
 _DETAIL = 200
 
-Answer = Listing | Unreachable
+Answer = Listing | Issues | Unreachable
+
+
+@dataclass(frozen=True)
+class _Question:
+    """One read: of which GitLab and project, what (a part of the cache key), under
+    which metric label, the calls (``ask``), and the field that names the URL."""
+
+    url: str
+    project: str
+    what: str
+    metric: str
+    ask: Callable[[Any], Listing | Issues]
+    field: str
 
 
 def _detail(raw: object, token: str) -> str:
@@ -86,7 +100,11 @@ class _Failure:
 
 
 def _explain(
-    error: glexc.GitlabError, project: str, token: str, retry_after: float | None
+    error: glexc.GitlabError,
+    project: str,
+    token: str,
+    retry_after: float | None,
+    noun: str = "deployments",
 ) -> _Failure:
     """GitLab's refusal in words a person can act on."""
     code = error.response_code
@@ -100,8 +118,8 @@ def _explain(
         )
     elif code == 403:
         message = (
-            f"{said}: the token's user may not read the deployments of {project} (the "
-            "ability read_deployment, a token with read_api)"
+            f"{said}: the token's user may not read the {noun} of {project} (a token "
+            "with read_api, of a user who may see them)"
         )
     elif code == 404:
         message = f"{said}: the project {project} does not exist, or the token's user cannot see it"
@@ -138,18 +156,60 @@ class DeploymentsReader:
     def read(self, watch: Watch, environment: str, token: Callable[[], str]) -> Answer:
         """``environment``'s latest success and newest deployments, or why they could
         not be read. ``token`` reads the token (its Secret); never raises."""
+
+        def ask(project: Any) -> Listing:
+            latest = project.deployments.list(
+                **deployments.latest_success_query(environment), get_all=False, **_OPTS
+            )
+            newest = project.deployments.list(
+                **deployments.newest_query(environment), get_all=False, **_OPTS
+            )
+            return Listing(
+                latest_success=dict(latest[0].asdict()) if latest else None,
+                newest=[dict(d.asdict()) for d in newest],
+            )
+
+        question = _Question(
+            watch.url, watch.project, f"deployments {environment}", environment, ask,
+            "spec.gitlabDeployments.url",
+        )  # fmt: skip
+        return self._read(question, token)
+
+    def read_issues(self, source: LockSource, token: Callable[[], str]) -> Issues | Unreachable:
+        """The open issues of ``source.project`` carrying every one of its labels (the
+        change requests that lock the environment), or why they could not be read."""
+
+        def ask(project: Any) -> Issues:
+            found = project.issues.list(
+                state="opened",
+                labels=",".join(source.labels),
+                order_by="created_at",
+                sort="asc",
+                per_page=ISSUES_SHOWN,
+                get_all=False,
+                **_OPTS,
+            )
+            return Issues([dict(i.asdict()) for i in found])
+
+        question = _Question(
+            source.url, source.project, "issues " + ",".join(source.labels), "change-lock", ask,
+            "spec.changeLockFrom.url",
+        )  # fmt: skip
+        return cast("Issues | Unreachable", self._read(question, token))  # what ask returns
+
+    def _read(self, question: _Question, token: Callable[[], str]) -> Answer:
         try:
             secret = token()
             # The cache keeps a digest, not the token.
             digest = hashlib.sha256(secret.encode()).hexdigest()
         except Exception as e:  # noqa: BLE001 - the gate holds on any failure, never raises
-            metrics.gitlab_gate_error(environment, "token")
+            metrics.gitlab_gate_error(question.metric, "token")
             # A missing Secret or key, or RBAC, waits for someone; the API server may recover.
             return Unreachable(
                 f"the token could not be read ({type(e).__name__}: {e})",
                 needs_action=not isinstance(e, errors.Transient),
             )
-        key = (watch.url.rstrip("/"), watch.project, environment, digest)
+        key = (question.url.rstrip("/"), question.project, question.what, digest)
         cached = self._cached(key)
         if cached is not None:
             return cached
@@ -157,7 +217,7 @@ class DeploymentsReader:
             cached = self._cached(key)  # the attempt this one waited for
             if cached is not None:
                 return cached
-            answer, keep = self._attempt(watch, environment, secret)
+            answer, keep = self._attempt(question, secret)
             now = self.clock()
             with self._lock:
                 for old in [k for k, (_, until) in self._cache.items() if until <= now]:
@@ -176,18 +236,18 @@ class DeploymentsReader:
         with self._lock:
             return self._attempts.setdefault(key, threading.Lock())
 
-    def _attempt(self, watch: Watch, environment: str, token: str) -> tuple[Answer, float]:
-        """One attempt: the two reads, and how long to keep what came of them."""
-        failure = self._call(watch, environment, token)
-        if isinstance(failure, Listing):
+    def _attempt(self, question: _Question, token: str) -> tuple[Answer, float]:
+        """One attempt: the reads, and how long to keep what came of them."""
+        failure = self._call(question, token)
+        if not isinstance(failure, _Failure):
             return failure, self.ttl
-        metrics.gitlab_gate_error(environment, failure.reason)
+        metrics.gitlab_gate_error(question.metric, failure.reason)
         keep = self.ttl
         if failure.retry_after is not None:
             keep = max(keep, min(failure.retry_after, MAX_BACKOFF))
         return Unreachable(scrub(failure.message, token), failure.needs_action), keep
 
-    def _call(self, watch: Watch, environment: str, token: str) -> Listing | _Failure:
+    def _call(self, question: _Question, token: str) -> Listing | Issues | _Failure:
         headers: dict[str, str] = {}
 
         def keep_headers(response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -201,31 +261,21 @@ class DeploymentsReader:
         session.max_redirects = 0
         try:
             gl = gitlab.Gitlab(
-                watch.url,
+                question.url,
                 private_token=token,
                 timeout=self.timeout,
                 session=session,
                 retry_transient_errors=False,
                 keep_base_url=True,
             )
-            project = gl.projects.get(watch.project, lazy=True)
-            latest = project.deployments.list(
-                **deployments.latest_success_query(environment), get_all=False, **_OPTS
-            )
-            newest = project.deployments.list(
-                **deployments.newest_query(environment), get_all=False, **_OPTS
-            )
-            return Listing(
-                latest_success=dict(latest[0].asdict()) if latest else None,
-                newest=[dict(d.asdict()) for d in newest],
-            )
+            return question.ask(gl.projects.get(question.project, lazy=True))
         except requests.TooManyRedirects as e:
             where = "" if e.response is None else e.response.headers.get("Location", "")
             return _Failure(
                 "redirect",
                 f"GitLab answered with a redirect to {_detail(where, token)!r}, which is not "
-                f"followed: the token is sent only to {watch.url}; set "
-                "spec.gitlabDeployments.url to the URL GitLab answers on",
+                f"followed: the token is sent only to {question.url}; set "
+                f"{question.field} to the URL GitLab answers on",
                 needs_action=True,
             )
         except requests.Timeout:
@@ -233,7 +283,9 @@ class DeploymentsReader:
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
             return _Failure("connection", f"connection failed: {type(e).__name__}")
         except glexc.GitlabError as e:
-            return _explain(e, watch.project, token, retry_after(headers))
+            return _explain(
+                e, question.project, token, retry_after(headers), question.what.split()[0]
+            )
         except Exception as e:  # noqa: BLE001 - the gate holds on any failure, never raises
             return _Failure("error", f"{type(e).__name__}: {_detail(e, token)}")
         finally:

@@ -244,6 +244,8 @@ class _Answers:
                 return kube.get_migration(ns, name)
             case decide.GetEnvironment():
                 return self.r.environments.get(self.environment)
+            case decide.ReadGitLabIssues(source, token):
+                return self.r.gitlab.read_issues(source, self._token(token))
             case decide.ReadGitLabDeployments(watch, token):
                 return {
                     environment: self.r.gitlab.read(watch, environment, self._token(token))

@@ -32,6 +32,10 @@ from pdm_operator.model import Body
 OUTSIDE_WINDOW = "OutsideWindow"
 INVALID_WINDOW = "InvalidWindow"
 CHANGE_LOCKED = "ChangeLocked"
+#: Whether the GitLab source locks the environment cannot be known (it fails closed).
+CHANGE_LOCK_UNKNOWN = "ChangeLockUnknown"
+#: Open issues of a lock source named in a hold's message.
+ISSUES_SHOWN = 5
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 #: Days looked ahead for the next opening: every window opens within a week, or
@@ -191,4 +195,66 @@ def locked(environment: str, raw: Body | None, now: datetime) -> gates.Hold | No
         f"environment {environment!r} is change-locked by {lock.by}{since}: {lock.reason}; "
         f"no run starts {lasts}",
         opens=lock.until,
+    )
+
+
+@dataclass(frozen=True)
+class LockSource:
+    """``spec.changeLockFrom``: the environment is locked while an open issue of
+    ``project`` carries every one of ``labels`` (GitLab.com's change requests:
+    gl-infra/production issues marked ``change::in-progress``)."""
+
+    url: str
+    project: str
+    labels: tuple[str, ...]
+    token_ref: Body | None
+
+    @classmethod
+    def of(cls, raw: Body | None) -> LockSource | None:
+        if not raw:
+            return None
+        ref = raw.get("tokenSecretRef")
+        return cls(
+            url=str(raw["url"]),
+            project=str(raw["project"]),
+            labels=tuple(str(label) for label in raw.get("labels") or ()),
+            token_ref=dict(ref) if ref else None,
+        )
+
+
+@dataclass(frozen=True)
+class Issues:
+    """The open issues a lock source's read found (at most :data:`ISSUES_SHOWN`)."""
+
+    found: list[Body]
+
+
+def locked_by_issues(
+    environment: str, source: LockSource, answer: Issues | object
+) -> gates.Hold | None:
+    """The hold of a migration whose environment's GitLab lock source has an open
+    issue with its labels; or, when the source cannot be read (``answer`` is not
+    :class:`Issues`: GitLab's words in its ``message``), the hold that says it
+    cannot be known: a lock nobody can see is not taken to be lifted."""
+    where = f"{source.project} (issues labelled {', '.join(source.labels)})"
+    if not isinstance(answer, Issues):
+        why = str(getattr(answer, "message", answer))
+        return gates.Hold(
+            CHANGE_LOCK_UNKNOWN,
+            f"whether environment {environment!r} is change-locked cannot be known: its lock "
+            f"source {where} at {source.url} could not be read ({why}); no run starts until "
+            "it can be (spec.changeLockFrom of its PostDeployEnvironment)",
+            costly=True,
+        )
+    if not answer.found:
+        return None
+    shown = "; ".join(
+        f"#{i.get('iid')} {str(i.get('title') or '')[:120]} ({i.get('web_url') or ''})"
+        for i in answer.found[:ISSUES_SHOWN]
+    )
+    return gates.Hold(
+        CHANGE_LOCKED,
+        f"environment {environment!r} is change-locked by {where}: {shown}; no run starts "
+        "until the issue is closed or loses a label",
+        costly=True,
     )

@@ -136,3 +136,32 @@ def test_the_gate_opens_only_when_the_last_cluster_runs_the_commit_and_none_depl
     gitlab.move_deployment(PROJECT, newer["id"], "canceled")
     api.wait_condition("pdm-gprd", "Succeeded", timeout=90)
     assert len(api.jobs()) == 1
+
+
+def test_an_open_change_request_in_gitlab_locks_the_environment_until_it_is_closed(
+    api: Api, gate_operator: OperatorProcess, gitlab: FakeGitLab
+) -> None:
+    env = f"gprd-{uuid.uuid4().hex[:6]}"
+    production = "gitlab-com/gl-infra/production"
+    labels = ["change::in-progress", "blocks deployments"]
+    change = gitlab.add_issue(production, "Failover test of the main database", labels=labels)
+    api.declare(
+        env,
+        changeLockFrom={
+            "url": gitlab.url,
+            "project": production,
+            "labels": labels,
+            "tokenSecretRef": {"name": "gitlab-read", "key": "token"},
+        },
+    )
+    api.create(migration("pdm-locked", env=env, image=IMAGE))
+    wait_gated(api, "pdm-locked", "ChangeLocked", f"#{change['iid']}", "Failover test")
+
+    # GitLab down: whether it is locked cannot be known, so it stays held.
+    gitlab.faults.error(502, path=r".*/issues.*")
+    wait_gated(api, "pdm-locked", "ChangeLockUnknown", "502")
+    gitlab.faults.clear()
+    wait_gated(api, "pdm-locked", "ChangeLocked", f"#{change['iid']}")
+
+    gitlab.close_issue(production, change["iid"])
+    api.wait_condition("pdm-locked", "Succeeded", timeout=90)

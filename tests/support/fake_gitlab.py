@@ -701,6 +701,13 @@ class FakeGitLab(FakeServer):
         with self._state:
             return self._new_issue(self._known(project), title, description, list(labels))
 
+    def close_issue(self, project: str | int, iid: int) -> None:
+        """Close an issue, as someone does when the change it tracks is over."""
+        with self._state:
+            proj = self._known(project)
+            issue = next(i for i in proj.issues.values() if i.iid == iid)
+            issue.state = "closed"
+
     def deployments(self, project: str | int) -> list[dict[str, Any]]:
         """The project's deployments as the API renders them, by id."""
         with self._state:

@@ -139,6 +139,7 @@ WAITS = {
     "DeployedCommitMismatch": "Progressing",
     "GitLabRefused": "Progressing",
     "ImageFollowed": "Progressing",
+    "ChangeLockUnknown": "Progressing",
 }
 
 

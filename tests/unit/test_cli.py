@@ -585,6 +585,7 @@ def gated(reason: str, message: str, **status: Any) -> dict[str, Any]:
         "DeployedCommitMismatch",
         "GitLabRefused",
         "ImageFollowed",
+        "ChangeLockUnknown",
         "InvalidWindow",
     ],
 )

@@ -36,6 +36,7 @@ from pdm_operator import (
     preflight,
     render,
     templates,
+    when,
 )
 from pdm_operator.decide import Setup, Timing, after_job
 from pdm_operator.deployments import Listing, Unreachable
@@ -321,6 +322,8 @@ class World:
     dry_run: Exception | None = None
     #: GitLab's answers per GitLab environment (one not given: unreachable).
     gitlab: Mapping[str, Listing | Unreachable] = field(default_factory=dict)
+    #: The change-lock source's open issues with its labels (or why they are unknown).
+    issues: when.Issues | Unreachable = field(default_factory=lambda: when.Issues([]))
     asked: list[decide.Ask] = field(default_factory=list)
     created: list[Body] = field(default_factory=list)
     written: list[Body] = field(default_factory=list)
@@ -330,6 +333,8 @@ class World:
         match ask:
             case decide.GetEnvironment():
                 return self.environment
+            case decide.ReadGitLabIssues():
+                return self.issues
             case decide.ReadGitLabDeployments(watch):
                 return {e: self.gitlab.get(e, UNREACHABLE) for e in watch.environments}
             case decide.ResolveImage():
@@ -504,6 +509,18 @@ TRACKED = migration(
         "version": {"ref": "master", "sha": SHA},
     }
 )
+LOCKED_IN_GITLAB = environment(
+    changeLockFrom={
+        "url": GITLAB_URL,
+        "project": "gitlab-com/gl-infra/production",
+        "labels": ["change::in-progress", "blocks deployments"],
+    }
+)
+CHANGE_REQUEST = {
+    "iid": 1234,
+    "title": "Database maintenance",
+    "web_url": "https://gitlab.example.com/gitlab-com/gl-infra/production/-/issues/1234",
+}
 DEPLOYED = Listing({"id": 7, "sha": SHA, "ref": "master", "status": "success"}, [])
 DEPLOYED_EVERYWHERE = {"gprd-cny": DEPLOYED, "gprd": DEPLOYED}
 CHANGE_LOCK = {"reason": "CR 1234: failover test", "by": "alice", "at": "2026-12-02T09:00:00Z"}
@@ -913,6 +930,35 @@ CASES = [
         ["ValidateJob", "WriteStatus"],
         TIMING.policy_poll,
         "tokenSecretRef",
+    ),
+    Case(
+        "an open change request in GitLab locks the environment: waits naming it",
+        TRACKED,
+        lambda: World(environment=LOCKED_IN_GITLAB, issues=when.Issues([CHANGE_REQUEST])),
+        "Gated",
+        "ChangeLocked",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.policy_poll,
+        "#1234 Database maintenance",
+    ),
+    Case(
+        "no change request open: runs",
+        TRACKED,
+        lambda: World(environment=LOCKED_IN_GITLAB),
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
+    ),
+    Case(
+        "the change-lock source cannot be read: waits, never taken to be unlocked",
+        TRACKED,
+        lambda: World(environment=LOCKED_IN_GITLAB, issues=UNREACHABLE),
+        "Gated",
+        "ChangeLockUnknown",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.policy_poll,
+        "connection refused",
     ),
     Case(
         "a window no clock can read: waits naming it",

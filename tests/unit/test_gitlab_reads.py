@@ -12,10 +12,11 @@ import pytest
 import requests
 from prometheus_client import REGISTRY
 
-from pdm_operator import deployments, gitlab_reads
+from pdm_operator import deployments, gitlab_reads, when
 from pdm_operator.deployments import Listing, Unreachable, Watch
 from pdm_operator.errors import Transient
 from pdm_operator.gitlab_reads import DeploymentsReader
+from pdm_operator.when import Issues, LockSource
 from tests.support.fake_gitlab import FakeGitLab, project_path
 from tests.support.faults import FakeServer
 
@@ -454,3 +455,51 @@ def test_concurrent_readers_share_one_attempt(fake: FakeGitLab, reader: Deployme
     assert len(answers) == 8
     assert all(isinstance(a, Listing) for a in answers)
     assert len(fake.requests) == 2
+
+
+# --- a change lock read from GitLab's issues ---------------------------------------------------
+
+LOCKS = "gitlab-com/gl-infra/production"
+LABELS = ("change::in-progress", "blocks deployments")
+
+
+def source(fake: FakeServer) -> LockSource:
+    return LockSource(fake.url, LOCKS, LABELS, None)
+
+
+def test_only_open_issues_with_every_label_lock(
+    fake: FakeGitLab, reader: DeploymentsReader
+) -> None:
+    fake.add_issue(LOCKS, "Half-labelled", labels=["change::in-progress"])
+    done = fake.add_issue(LOCKS, "Over", labels=list(LABELS))
+    fake.close_issue(LOCKS, done["iid"])
+    assert reader.read_issues(source(fake), lambda: fake.token) == Issues([])
+
+    fake.add_issue(LOCKS, "Database maintenance", labels=[*LABELS, "C1"])
+    again = reader.read_issues(source(fake), lambda: fake.token)
+    assert again == Issues([]), "an answer is kept for the TTL"
+
+
+def test_an_open_change_request_locks_naming_it(
+    fake: FakeGitLab, reader: DeploymentsReader
+) -> None:
+    live = fake.add_issue(LOCKS, "Database maintenance", labels=[*LABELS, "C1"])
+    found = reader.read_issues(source(fake), lambda: fake.token)
+    assert isinstance(found, Issues)
+    assert [i["iid"] for i in found.found] == [live["iid"]]
+    hold = when.locked_by_issues("gprd", source(fake), found)
+    assert hold is not None
+    assert hold.reason == when.CHANGE_LOCKED
+    assert "Database maintenance" in hold.message
+
+
+def test_an_unreadable_lock_source_is_not_taken_to_be_unlocked(
+    fake: FakeGitLab, reader: DeploymentsReader
+) -> None:
+    fake.faults.error(503)
+    found = reader.read_issues(source(fake), lambda: fake.token)
+    assert isinstance(found, Unreachable)
+    hold = when.locked_by_issues("gprd", source(fake), found)
+    assert hold is not None
+    assert hold.reason == when.CHANGE_LOCK_UNKNOWN
+    assert "503" in hold.message

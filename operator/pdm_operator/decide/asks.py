@@ -16,6 +16,7 @@ from pdm_operator import (
     deployments,
     model,
     templates,
+    when,
 )
 from pdm_operator.model import Body
 
@@ -74,6 +75,16 @@ class ReadGitLabDeployments(Ask):
     never raises (an error is an ``Unreachable``)."""
 
     watch: deployments.Watch
+    token: Body = field(compare=False)
+
+
+@dataclass(frozen=True)
+class ReadGitLabIssues(Ask):
+    """The open issues of ``source``'s project with all its labels, read with the
+    token of ``token`` (a Secret and key in the migration's namespace) →
+    ``when.Issues | deployments.Unreachable``; never raises."""
+
+    source: when.LockSource
     token: Body = field(compare=False)
 
 
@@ -259,6 +270,7 @@ AnyAsk: TypeAlias = (
     | GetMigration
     | GetEnvironment
     | ReadGitLabDeployments
+    | ReadGitLabIssues
     | GetJob
     | EnvironmentJobs
     | JobPods

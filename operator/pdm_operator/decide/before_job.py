@@ -29,6 +29,7 @@ from pdm_operator.decide.asks import (
     GetMigration,
     LogTail,
     ReadGitLabDeployments,
+    ReadGitLabIssues,
     ResolveImage,
     ValidateJob,
 )
@@ -243,7 +244,9 @@ DEPLOY_IN_PROGRESS = "DeployInProgress"
 #: Holds that change with a person's edit or the clock, not with the cluster:
 #: looked at as often as the environment's policy.
 _SLOW = (
-    frozenset({when.OUTSIDE_WINDOW, when.CHANGE_LOCKED, when.INVALID_WINDOW})
+    frozenset(
+        {when.OUTSIDE_WINDOW, when.CHANGE_LOCKED, when.INVALID_WINDOW, when.CHANGE_LOCK_UNKNOWN}
+    )
     | deployments.NEEDS_ACTION
 )
 
@@ -261,6 +264,8 @@ def _environment_says_when(p: Pass, policy: environments.Policy) -> Decision[gat
     hold = when.locked(p.environment, policy.change_lock, p.at)
     if hold is None and not preflight_running(p.status):
         hold = when.outside(p.environment, policy.windows, p.at)
+    if hold is None:
+        hold = yield from _locked_in_gitlab(p, policy)
     if hold is not None:
         return hold
     for name in policy.quiet_deployments:
@@ -273,6 +278,26 @@ def _environment_says_when(p: Pass, policy: environments.Policy) -> Decision[gat
                 f"PostDeployEnvironment {p.environment!r}), and no run starts during one",
             )
     return None
+
+
+def _locked_in_gitlab(p: Pass, policy: environments.Policy) -> Decision[gates.Hold | None]:
+    """``spec.changeLockFrom``: an open issue with its labels locks the environment;
+    one that cannot be read holds too (``when.locked_by_issues``)."""
+    source = when.LockSource.of(policy.change_lock_from)
+    if source is None:
+        return None
+    token = deployments.token_for(
+        source.url,
+        source.project,
+        source.token_ref,
+        p.spec,
+        "the environment's change-lock source",
+        "spec.changeLockFrom",
+    )
+    if isinstance(token, gates.Hold):
+        return token
+    found = yield ReadGitLabIssues(source, token)
+    return when.locked_by_issues(p.environment, source, found)
 
 
 def _whole_environment_deployed(
