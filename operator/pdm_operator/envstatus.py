@@ -225,7 +225,10 @@ class EnvironmentStatus:
             # Made for this opening before a restart (the name is the opening's),
             # unless someone took the name: then say so, and start nothing.
             other = self.kube.get_migration(namespace, decided.migration["metadata"]["name"])
-            if not schedule.is_its_run(other, decided.migration):
+            stored = self.kube.create_migration(
+                namespace, schedule.for_comparison(decided.migration), dry_run=True
+            )
+            if not schedule.is_its_run(other, decided.migration, stored):
                 message = (
                     f"PostDeployMigration {decided.name} exists but is not this schedule's "
                     "run (its label, its template's spec, or it is suspended); no run is "

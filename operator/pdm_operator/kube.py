@@ -432,8 +432,10 @@ class Kube:
             **extra,
         )
 
-    def create_migration(self, namespace: str, migration: Body) -> Body:
-        """Create a PostDeployMigration (the CLI's retry, an environment's schedule)."""
+    def create_migration(self, namespace: str, migration: Body, *, dry_run: bool = False) -> Body:
+        """Create a PostDeployMigration (the CLI's retry, an environment's schedule);
+        ``dry_run``: what the API server would store, nothing stored."""
+        extra = {"dry_run": "All"} if dry_run else {}
         return _json(
             self.custom.create_namespaced_custom_object(
                 model.GROUP,
@@ -442,6 +444,7 @@ class Kube:
                 model.PLURAL,
                 migration,
                 field_manager=model.FIELD_MANAGER,
+                **extra,
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
             )

@@ -133,22 +133,25 @@ def migration(environment: str, namespace: str, schedule: Body, opening: datetim
     }
 
 
-def is_its_run(found: Body | None, made: Body) -> bool:
+def for_comparison(made: Body) -> Body:
+    """``made`` under a generated name, for a server-side dry run that says what the
+    API server stores for it (the CRD's defaults filled in) while the name is taken."""
+    meta = {k: v for k, v in made["metadata"].items() if k != "name"}
+    return {**made, "metadata": {**meta, "generateName": "pdm-schedule-check-"}}
+
+
+def is_its_run(found: Body | None, made: Body, stored: Body) -> bool:
     """Whether ``found``, under the name of the run the schedule would make
     (``made``), is that run: made before a restart, or by a second replica.
 
-    Its label, every field of the spec the schedule writes, and not suspended.
-    The name alone is not enough: anyone who may create PostDeployMigrations
-    in the namespace could take it first with another spec, and the schedule
-    would record their run as its own.
+    Its label, and its spec field for field what the API server stores for
+    ``made`` (``stored``: a dry run of it), which is not suspended. The name
+    alone is not enough: anyone who may create PostDeployMigrations in the
+    namespace could take it first with another spec, and the schedule would
+    record their run as its own.
     """
     if found is None:
         return False
     labels = (found.get("metadata") or {}).get("labels") or {}
-    spec = found.get("spec") or {}
     wanted = made["metadata"]["labels"][LABEL_SCHEDULED_BY]
-    return (
-        labels.get(LABEL_SCHEDULED_BY) == wanted
-        and not spec.get("suspend")
-        and all(spec.get(k) == v for k, v in made["spec"].items())
-    )
+    return labels.get(LABEL_SCHEDULED_BY) == wanted and found.get("spec") == stored.get("spec")

@@ -18,6 +18,8 @@ from pdm_operator.model import Body
 NOW = "2026-12-02T13:10:00Z"  # Wednesday, inside the window
 TEMPLATE = {"image": {"reference": "registry.example.com/gitlab-toolbox-ee:v18.6.0"}}
 NAME = "gprd-20261202-1300"
+#: Some of the defaults the CRD's schema fills in.
+DEFAULTS = {"mode": "Run", "pipeline": "Regular", "suspend": False}
 
 
 def environment(**status: Any) -> Body:
@@ -66,15 +68,20 @@ class Cluster:
             if not key or (m["metadata"].get("labels") or {}).get(key) == value
         ]
 
-    def create_migration(self, namespace: str, migration: Body) -> Body:
+    def create_migration(self, namespace: str, migration: Body, *, dry_run: bool = False) -> Body:
+        """As the API server: the CRD's defaults filled in; 409 on a taken name."""
+        stored = copy.deepcopy(migration)
+        stored["spec"] = {**DEFAULTS, **stored["spec"]}
+        if dry_run:
+            return stored
         self.creates += 1
         if self.refuse is not None:
             raise self.refuse
         name = migration["metadata"]["name"]
         if name in self.migrations:
             raise errors.AlreadyExists(f'postdeploymigrations "{name}" already exists', 409)
-        self.migrations[name] = copy.deepcopy(migration)
-        return migration
+        self.migrations[name] = stored
+        return stored
 
     def get_migration(self, namespace: str, name: str) -> Body | None:
         return self.migrations.get(name)
@@ -124,7 +131,7 @@ def test_a_run_made_before_a_restart_is_recorded_not_made_again() -> None:
 def test_someone_elses_run_under_the_name_is_not_taken_for_the_schedules() -> None:
     cluster = Cluster(environment())
     forged = schedule.migration("gprd", "gitlab", {"template": TEMPLATE}, _opening())
-    forged["spec"]["suspend"] = True  # held, so the opening would pass without a run
+    forged["spec"] = DEFAULTS | forged["spec"] | {"suspend": True}  # held: no run this opening
     cluster.migrations[NAME] = forged
     loop(cluster).refresh()
     assert scheduled(cluster)[1] == "NameTaken"
@@ -139,8 +146,8 @@ def test_someone_elses_run_under_the_name_is_not_taken_for_the_schedules() -> No
     loop(cluster).refresh()
     assert scheduled(cluster)[1] == "NameTaken"
     del cluster.migrations[NAME]["metadata"]["labels"]
-    cluster.migrations[NAME]["spec"] = copy.deepcopy(TEMPLATE) | {"environment": "gprd"}
-    loop(cluster).refresh()  # the spec, no label
+    cluster.migrations[NAME]["spec"] = DEFAULTS | TEMPLATE | {"environment": "gprd"}
+    loop(cluster).refresh()  # the spec as stored, no label
     assert scheduled(cluster)[1] == "NameTaken"
 
 
