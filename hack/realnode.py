@@ -313,6 +313,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         p = self.pki
         k = self.root / "kubelet"
         k.mkdir(parents=True, exist_ok=True)
+        (k / "pod-logs").mkdir(exist_ok=True)
         kubeconfig = k / "kubeconfig"
         kubeconfig.write_text(
             json.dumps(
@@ -374,6 +375,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "serializeImagePulls": False,
             "registerWithTaints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
             "staticPodPath": "",
+            # Each node's own pod logs. The default, /var/log/pods, is shared by
+            # every kubelet on the machine, and a kubelet removes the log
+            # directories of pods it does not know (its container GC): a second
+            # local cluster (a kept pdm-test beside a CI run) deleted the first
+            # one's logs under running tests ("failed to try resolving symlinks
+            # in path /var/log/pods/...": a pre-flight without its table).
+            "podLogsDir": str(k / "pod-logs"),
             "syncFrequency": "10s",
             "nodeStatusUpdateFrequency": "10s",
             "shutdownGracePeriod": "0s",
