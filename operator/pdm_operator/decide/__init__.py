@@ -7,6 +7,7 @@ A package whose modules are the stages of a migration's life, each asking
 ``asks``          the vocabulary: every ask, ``AnyAsk``, ``Decision``, ``drive``
 ``state``         one pass's state (``Pass``) and how a pass ends
 ``before_job``    policy, image, pod template, fail-fast checks, the gates
+``when_to_run``   the environment's say on when: locks, windows, deploys
 ``preflight_run`` the pre-flight Job, its answer, its approval
 ``create``        the lock and the create (or a dry run)
 ``after_job``     following the Job, history, blocking reports
@@ -14,7 +15,7 @@ A package whose modules are the stages of a migration's life, each asking
 ================= ===========================================================
 
 Imports go down that table only (``lint-imports``: ladder > create >
-preflight_run > after_job | before_job > state > asks). What ``reconcile``
+preflight_run > after_job | before_job > when_to_run > state > asks). What ``reconcile``
 and the tests use is re-exported here.
 """
 
