@@ -40,10 +40,13 @@ PRELOAD = ["pytest", "tests.support.warm", "tests.support.operator"]
 LISTEN_PORTS = range(20000, 32768)
 
 
-def free_port() -> int:
-    """A port nobody listens on, outside the ephemeral range, bindable on every address."""
+def free_port(but: int | None = None) -> int:
+    """A port nobody listens on, outside the ephemeral range, bindable on every
+    address, and not ``but`` (a port just chosen, not yet bound by its process)."""
     for _ in range(100):
         port = random.choice(LISTEN_PORTS)  # noqa: S311 - spreading, not secrecy
+        if port == but:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("0.0.0.0", port))  # noqa: S104 - the operator's listeners do
@@ -157,7 +160,9 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         self.port = free_port()
-        self.metrics_port = free_port()
+        # Not the same one twice: the metrics server binds first, answers any
+        # path (/healthz too), and the liveness server would fail to bind.
+        self.metrics_port = free_port(but=self.port)
         self.starts += 1
         log = self.log_path.open("ab")
         log.write(f"\n===== operator start #{self.starts} =====\n".encode())
