@@ -45,7 +45,11 @@ def approved(spec: Body) -> Body | None:
 
 def shown(entries: list[Body] | None) -> list[str]:
     """The pending list as an approval records it: ``VERSION (database)``."""
-    return [f"{e.get('version', '')} ({e.get('database', '')})" for e in entries or []]
+    return [
+        f"{e.get('version', '')} ({e.get('database', '')})"
+        + (f" [{e['action']}]" if e.get("action") not in (None, "Apply") else "")
+        for e in entries or []
+    ]
 
 
 def check(spec: Body, pf: Body, pending: list[Body] | None, name: str) -> gates.Hold | None:
@@ -171,7 +175,7 @@ def approval_for(migration: Body, by: str, at: str, expected: str | None) -> dic
     return {
         "planHash": pf["planHash"],
         "jobHash": pf.get("jobHash", ""),
-        "jobName": render.job_name(name, str(pf.get("jobHash", ""))),
+        "jobName": pf.get("migrationJob") or render.job_name(name, str(pf.get("jobHash", ""))),
         "migrations": shown(status.get("pendingMigrations")),
         "by": by,
         "at": at,

@@ -53,6 +53,7 @@ SERVICE_ACCOUNT_NOT_ALLOWED = "ServiceAccountNotAllowed"
 TOKEN_NOT_ALLOWED = "TokenNotAllowed"  # noqa: S105 - a reason, not a secret
 DEADLINE_NOT_ALLOWED = "DeadlineNotAllowed"
 APPROVAL_NEEDS_PREFLIGHT = "ApprovalNeedsPreflight"
+HOLDS_NEED_PREFLIGHT = "HoldsNeedPreflight"
 TEMPLATE_NOT_FROM_RELEASE = "TemplateNotFromRelease"
 #: Every hold of this module: each needs someone to act (an admin, or a new
 #: PostDeployMigration), so each is a Warning event.
@@ -87,6 +88,8 @@ class Policy:
     change_lock_from: Body | None = None
     quiet_deployments: tuple[str, ...] = ()
     gitlab_deployments: Body | None = None
+    #: Versions no run of the environment applies (``spec.holds``: version, reason).
+    holds: tuple[Body, ...] = ()
 
     @classmethod
     def of(cls, body: Body) -> Policy:
@@ -104,6 +107,7 @@ class Policy:
             change_lock_from=spec.get("changeLockFrom") or None,
             quiet_deployments=tuple(str(n) for n in spec.get("quietDeployments") or ()),
             gitlab_deployments=spec.get("gitlabDeployments") or None,
+            holds=tuple(spec.get("holds") or ()),
         )
 
 
@@ -128,7 +132,22 @@ def admits(environment: str, body: Body | None, namespace: str) -> Policy | gate
 
 
 def approval_hold(policy: Policy, spec: Body) -> gates.Hold | None:
-    """An environment that requires approval needs the pre-flight: its plan is what is approved."""
+    """An environment that requires approval needs the pre-flight: its plan is what is approved.
+
+    So does one with standing holds: without the pre-flight's list the Job
+    runs ``db-migrate``, which would apply the held migrations too.
+    """
+    preflight_off = spec.get("mode", "Run") == "Run" and not (spec.get("preflight") or {}).get(
+        "enabled", True
+    )
+    if policy.holds and preflight_off:
+        versions = ", ".join(str(h.get("version")) for h in policy.holds)
+        return gates.Hold(
+            HOLDS_NEED_PREFLIGHT,
+            f"PostDeployEnvironment {policy.name!r} holds {versions} (spec.holds), and only a run "
+            "that knows the pending list can leave them out: create the PostDeployMigration "
+            "again with spec.preflight.enabled true",
+        )
     if not policy.approval_required:
         return None
     if spec.get("mode", "Run") == "Run" and not (spec.get("preflight") or {}).get("enabled", True):

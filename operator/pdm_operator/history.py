@@ -77,8 +77,15 @@ class Run:
     completed: str  # RFC 3339
     outcome: str  # Succeeded | Failed
     #: Versions of the migrations it applied; None when unknown (no pre-flight,
-    #: or a failed run whose progress is unknown): taken as unsafe.
+    #: or a failed run whose progress is unknown): taken as unsafe. A version
+    #: marked as executed counts as applied: ``schema_migrations`` says so now.
     migrations: list[str] | None
+    #: Versions pending at the run that it left out (spec.migrations.hold or
+    #: only, the environment's holds): still pending after it.
+    held: list[str] = field(default_factory=list)
+    #: Versions recorded as executed without running them
+    #: (spec.migrations.markExecuted): the versions, reason, by, replacement.
+    marked: Body | None = None
 
     @property
     def key(self) -> str:
@@ -93,6 +100,15 @@ class Run:
             if self.migrations is None
             else ", ".join(self.migrations)
         )
+        if self.marked:
+            what += (
+                f"; marked executed without running: {', '.join(self.marked.get('versions') or [])}"
+                f" by {self.marked.get('by') or 'unknown'} ({self.marked.get('reason') or ''})"
+            )
+            if self.marked.get("replacement"):
+                what += f", replacement: {self.marked['replacement']}"
+        if self.held:
+            what += f"; held: {', '.join(self.held)}"
         return (
             f"pdm {self.namespace}/{self.name} ({self.outcome.lower()} at {self.completed}, "
             f"GitLab {self.version}): {what}"
@@ -136,11 +152,19 @@ def decode(text: str) -> Run | None:
     if "migrations" not in raw:
         return None
     migrations = raw["migrations"]
-    if migrations is not None and (
-        not isinstance(migrations, list) or not all(isinstance(m, str) for m in migrations)
+    # held and marked are written since holds and marks exist; older records have neither.
+    held, marked = raw.get("held", []), raw.get("marked")
+    if not (
+        (migrations is None or _strings(migrations))
+        and _strings(held)
+        and (marked is None or (isinstance(marked, dict) and _strings(marked.get("versions"))))
     ):
         return None
-    return Run(**{k: raw[k] for k in _STRINGS}, migrations=migrations)
+    return Run(**{k: raw[k] for k in _STRINGS}, migrations=migrations, held=held, marked=marked)
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _why(text: str) -> str:
@@ -506,9 +530,14 @@ def applied(status: Body, job_hash: str | None) -> list[str] | None:
     pf = status.get("preflight") or {}
     if pf.get("phase") != "Succeeded" or (job_hash and pf.get("jobHash") != job_hash):
         return None
-    pending = [str(m.get("version")) for m in status.get("pendingMigrations") or []]
+    entries = status.get("pendingMigrations") or []
+    pending = [str(m.get("version")) for m in entries]
     if int(pf.get("pendingCount") or 0) > len(pending):
         return None  # the list in the status was cut: not all of it is known
+    if any("action" in m for m in entries):
+        # A selection's Job acts on its versions one at a time, oldest first,
+        # every database at each (pdm_operator.selection): held ones never ran.
+        pending = sorted({str(m.get("version")) for m in entries if m.get("action") != "Hold"})
     if status.get("jobOutcome") == "Succeeded":
         return pending
     stopped = ((status.get("failure") or {}).get("migration") or {}).get("version")

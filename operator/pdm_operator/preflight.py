@@ -221,6 +221,7 @@ def plan_hash(
     *,
     args: list[str] | tuple[str, ...],
     image: str,
+    selection: Body | None = None,
 ) -> str:
     """What an approval approves: the Job, the pending list, and the pod that found it.
 
@@ -229,14 +230,20 @@ def plan_hash(
     args that print a one-row table would get one row approved while the Job
     applies everything pending. The pre-flight container's args (as given,
     :func:`given_args`) and image are part of the plan, and shown to the
-    approver.
+    approver. So is a selection (``spec.migrations``, the environment's
+    holds: :mod:`pdm_operator.selection`), which decides the Job that runs:
+    a plan approved with a hold is not the plan without it. (Absent when
+    empty, so a plan without one hashes as it always did.)
     """
+    plan: Body = {
+        "job": job_hash,
+        "pending": [[p.database, p.version] for p in pending],
+        "preflight": {"args": list(args), "image": image},
+    }
+    if selection:
+        plan["selection"] = selection
     canonical = json.dumps(
-        {
-            "job": job_hash,
-            "pending": [[p.database, p.version] for p in pending],
-            "preflight": {"args": list(args), "image": image},
-        },
+        plan,
         sort_keys=True,
         separators=(",", ":"),
     )

@@ -72,6 +72,17 @@ def _without_identity(job_spec: Body) -> Body:
     return out
 
 
+def renamed(job: Body, migration_name: str) -> Body:
+    """``job`` after a change of its spec: the name and inputs hash of what it is now."""
+    digest = inputs_hash(_without_identity(job["spec"]))
+    job["metadata"]["name"] = job_name(migration_name, digest)
+    job["metadata"]["annotations"] = {
+        **(job["metadata"].get("annotations") or {}),
+        model.ANNOTATION_INPUTS_HASH: digest,
+    }
+    return job
+
+
 def labels_for(migration: Body) -> dict[str, str]:
     meta = migration["metadata"]
     return {

@@ -102,8 +102,12 @@ class Preflight(TypedDict, total=False):
     databases: list[str]
     #: How many migrations are pending (all of them; pendingMigrations keeps 500).
     pendingCount: int
-    #: sha256 of the Job's inputs, the pending list, args and image: what is approved.
+    #: sha256 of the Job's inputs, the pending list, args, image and selection: what is approved.
     planHash: str
+    #: The selection it was run with (spec.migrations and the environment's holds).
+    selection: Selection
+    #: The migration Job a selection makes.
+    migrationJob: str
 
 
 class PendingMigration(TypedDict, total=False):
@@ -115,6 +119,21 @@ class PendingMigration(TypedDict, total=False):
     version: str
     #: Its name as Rails prints it (the file name, humanized).
     name: str
+    #: With a selection: Apply, Hold or MarkExecuted (``selection.annotate``).
+    action: str
+    #: Why a held migration is held.
+    heldBecause: str
+
+
+class Selection(TypedDict, total=False):
+    """``status.preflight.selection``: what the pre-flight ran with (``selection.Selection``)."""
+
+    #: Versions held (the spec's and the environment's).
+    hold: list[str]
+    #: The only versions to run.
+    only: list[str]
+    #: The versions to mark as executed.
+    markExecuted: list[str]
 
 
 class Approval(TypedDict, total=False):

@@ -8,6 +8,7 @@ from pdm_operator import (
     jobs,
     model,
     render,
+    selection,
 )
 from pdm_operator.decide.asks import (
     CountHistoryFailure,
@@ -126,6 +127,18 @@ def follow(p: Pass) -> Decision[Step]:
     return (yield from finish(p))
 
 
+def _marked(p: Pass) -> Body | None:
+    """What a mark-executed run recorded without running it, who asked, and why."""
+    mark: Body = (p.spec.get("migrations") or {}).get("markExecuted") or {}
+    if not mark or p.status.get("jobOutcome") != "Succeeded":
+        return None
+    out: Body = {"versions": sorted(str(v) for v in mark.get("versions") or [])}
+    for key in ("reason", "by", "replacement"):
+        if mark.get(key):
+            out[key] = str(mark[key])
+    return out
+
+
 def record_run(p: Pass) -> Decision[None]:
     """The run in the environment's history, and the rollback floor in the status.
 
@@ -141,7 +154,10 @@ def record_run(p: Pass) -> Decision[None]:
         return
     pf: Body = p.status.get("preflight") or {}
     job_hash = str(pf.get("jobHash") or "")
-    for_this_job = bool(job_hash) and render.job_name(p.name, job_hash) == p.status.get("jobName")
+    for_this_job = bool(job_hash) and p.status.get("jobName") in (
+        render.job_name(p.name, job_hash),
+        pf.get("migrationJob"),  # the Job a selection narrowed (spec.migrations, holds)
+    )
     if nothing_pending(p.status):
         migrations: list[str] | None = []
     else:  # the pre-flight's list says what ran only if it was made for this Job
@@ -168,6 +184,8 @@ def record_run(p: Pass) -> Decision[None]:
             completed=str(p.status.get("jobCompletionTime") or p.now),
             outcome=str(p.status.get("jobOutcome") or "Failed"),
             migrations=migrations,
+            held=selection.held(p.status),
+            marked=_marked(p),
         )
         if history.Version.parse(version) is None:
             yield Warn(

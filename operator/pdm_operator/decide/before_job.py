@@ -51,6 +51,7 @@ def environment_policy(p: Pass) -> Decision[environments.Policy | gates.Hold]:
     if isinstance(found, gates.Hold):
         return found
     p.spec = environments.effective_spec(found, p.spec)
+    p.environment_holds = found.holds
     return environments.approval_hold(found, p.spec) or found
 
 

@@ -30,7 +30,7 @@ from pdm_operator.decide.asks import (
     PutConfigMap,
     Warn,
 )
-from pdm_operator.decide.preflight_run import run_preflight
+from pdm_operator.decide.preflight_run import final_job, run_preflight
 from pdm_operator.decide.state import (
     Pass,
     Step,
@@ -106,7 +106,7 @@ def _create(p: Pass, template: templates.Template | None) -> Decision[Step]:  # 
     existing, busy = yield from environment_jobs(p)
     if existing:
         adopted = min(existing, key=lambda j: j["metadata"].get("creationTimestamp", ""))
-        return (yield from _adopt(p, job, adopted))
+        return (yield from _adopt(p, final_job(p, job), adopted))
     if busy:
         p.set(
             model.GATED,
@@ -119,6 +119,8 @@ def _create(p: Pass, template: templates.Template | None) -> Decision[Step]:  # 
     planned = yield from run_preflight(p, job, p.tenure)
     if planned is not None:
         return planned
+    job = final_job(p, job)  # what the plan runs: narrowed by a selection
+    name = job["metadata"]["name"]
     try:
         created: Body = yield CreateJob(job)
     except Invalid as e:

@@ -10,6 +10,7 @@ from pdm_operator import (
     model,
     preflight,
     render,
+    selection,
     templates,
 )
 from pdm_operator.decide.after_job import (
@@ -43,7 +44,7 @@ from pdm_operator.errors import AlreadyExists, ApiError, Invalid
 from pdm_operator.model import Body
 
 
-def run_preflight(
+def run_preflight(  # noqa: PLR0911
     p: Pass, job: Body, tenure: str | None, decide: bool = True
 ) -> Decision[Step | None]:
     """Ask Rails what ``job`` would apply; None once the answer says to go on.
@@ -56,11 +57,20 @@ def run_preflight(
     whether nothing pending ends the migration (not in DryRun).
     """
     cfg: Body = p.spec.get("preflight") or {}
-    if cfg.get("enabled", True) is False:
-        return None
+    chosen = selected(p)
     job_hash = render.hash_of(job)
     pf: Body = p.status.get("preflight") or {}
-    current = pf.get("jobHash") == job_hash and pf.get("tenure") == tenure
+    current = (
+        pf.get("jobHash") == job_hash
+        and pf.get("tenure") == tenure
+        and (pf.get("selection") or {}) == chosen.as_status()
+    )
+    unfit = _unfit(chosen, cfg, job, p.name) if not current else None
+    if unfit is not None:
+        fail(p, unfit.reason, unfit.message)
+        return (yield from finish(p))
+    if cfg.get("enabled", True) is False:
+        return None
     if current and pf.get("phase") == "Running":
         answered = yield from _follow_preflight(p, pf, job)
         if answered is not None:
@@ -71,6 +81,11 @@ def run_preflight(
     if not decide:
         return None
     nothing = int(pf.get("pendingCount") or 0) == 0 and cfg.get("whenNonePending") != "Run"
+    if chosen.active:
+        narrowed = yield from _narrowed(p, chosen, job)
+        if isinstance(narrowed, Step):
+            return narrowed
+        nothing = narrowed  # all held: a selection never runs db-migrate
     # "Nothing pending" from args of the creator's own is a plan too: with
     # approval required it is approved like any other, or a pre-flight that
     # prints an empty table would end the migration unseen.
@@ -80,6 +95,79 @@ def run_preflight(
         if held is not None or not nothing:
             return held
     return (yield from _nothing_pending(p))
+
+
+def _unfit(
+    chosen: selection.Selection, cfg: Body, job: Body, name: str
+) -> selection.Refusal | None:
+    """Why a selection cannot narrow this Job, known before any pre-flight runs."""
+    if not chosen.active:
+        return None
+    if cfg.get("enabled", True) is False:  # refused at admission; never run db-migrate instead
+        return selection.Refusal(
+            selection.NOT_NARROWABLE,
+            "a selection (spec.migrations, the environment's holds) needs the pre-flight's list",
+        )
+    unfit = selection.job(job, name, selection.Plan((), (), ()), marking=bool(chosen.mark))
+    return unfit if isinstance(unfit, selection.Refusal) else None
+
+
+def selected(p: Pass) -> selection.Selection:
+    """What this run applies, by version: its spec and its environment's holds."""
+    return selection.of(p.spec, p.environment_holds, p.environment)
+
+
+def final_job(p: Pass, job: Body) -> Body:
+    """The migration Job to create (or adopt): ``job``, narrowed to the plan's selection.
+
+    The selection is the one the pre-flight's answer was recorded with, for
+    this very Job; without one (or before that answer) ``job`` is the Job.
+    """
+    pf: Body = p.status.get("preflight") or {}
+    chosen = selected(p)
+    if (
+        not chosen.active
+        or pf.get("phase") != "Succeeded"
+        or pf.get("jobHash") != render.hash_of(job)
+        or (pf.get("selection") or {}) != chosen.as_status()
+    ):
+        return job
+    plan = selection.split(
+        chosen,
+        preflight.from_status(p.status.get("pendingMigrations")),
+        int(pf.get("pendingCount") or 0),
+    )
+    if isinstance(plan, selection.Refusal):
+        return job  # refused before any create (_narrowed): nothing is created
+    narrowed = selection.job(job, p.name, plan, marking=bool(chosen.mark))
+    return job if isinstance(narrowed, selection.Refusal) else narrowed
+
+
+def _narrowed(p: Pass, chosen: selection.Selection, job: Body) -> Decision[Step | bool]:
+    """The answer split by the selection: whether nothing is left to run, or the failure.
+
+    Fails closed (the migration fails, nothing runs) when the split cannot be
+    made: a version of ``only``/``markExecuted`` that is not pending, a list
+    cut in the status, a script without ``/scripts/db-migrate``.
+    """
+    pf: Body = p.status["preflight"]
+    plan = selection.split(
+        chosen,
+        preflight.from_status(p.status.get("pendingMigrations")),
+        int(pf.get("pendingCount") or 0),
+    )
+    narrowed = (
+        plan
+        if isinstance(plan, selection.Refusal)
+        else selection.job(job, p.name, plan, marking=bool(chosen.mark))
+    )
+    if isinstance(narrowed, selection.Refusal):
+        pf["phase"] = "Failed"
+        fail(p, narrowed.reason, narrowed.message)
+        return (yield from finish(p))
+    assert not isinstance(plan, selection.Refusal)
+    pf["migrationJob"] = narrowed["metadata"]["name"]
+    return not plan.versions
 
 
 def _unapproved(p: Pass, pf: Body) -> Decision[Step | None]:
@@ -149,6 +237,7 @@ def _start_preflight(
         "args": preflight.given_args(p.spec),
         "image": str(preflight.migration_container(pjob).get("image") or ""),
         **({"tenure": tenure} if tenure else {}),
+        **({"selection": chosen} if (chosen := selected(p).as_status()) else {}),
     }
     p.set(model.GATED, False, "GatesOpen", "all gates are open")
     p.set_unknown(
@@ -305,7 +394,12 @@ def _record_answer(p: Pass, pf: Body, answer: preflight.Answer) -> None:
     # spec's args (immutable) in the migration Job's image.
     args = list(pf.get("args") or preflight.given_args(p.spec))
     image = str(pf.get("image") or p.status.get("image") or "")
-    p.status["pendingMigrations"] = [m.as_status() for m in pending[: preflight.STATUS_LIMIT]]
+    kept = pending[: preflight.STATUS_LIMIT]
+    p.status["pendingMigrations"] = [m.as_status() for m in kept]
+    chosen = selected(p)
+    plan = selection.split(chosen, kept, len(pending)) if chosen.active else None
+    if isinstance(plan, selection.Plan):
+        p.status["pendingMigrations"] = selection.annotate(chosen, plan, kept)
     p.status["preflight"] = {
         **pf,
         "phase": "Succeeded",
@@ -314,14 +408,14 @@ def _record_answer(p: Pass, pf: Body, answer: preflight.Answer) -> None:
         "image": image,
         "databases": list(answer.databases),
         "pendingCount": len(pending),
-        "planHash": preflight.plan_hash(str(pf["jobHash"]), pending, args=args, image=image),
+        "planHash": preflight.plan_hash(
+            str(pf["jobHash"]), pending, args=args, image=image, selection=chosen.as_status()
+        ),
     }
-    p.set(
-        model.PREFLIGHT,
-        True,
-        "MigrationsPending" if pending else "NothingPending",
-        preflight.summary(pending) + f" (databases: {', '.join(answer.databases)})",
-    )
+    said = preflight.summary(pending) + f" (databases: {', '.join(answer.databases)})"
+    if isinstance(plan, selection.Plan):
+        said += "; " + selection.summary(chosen, plan)
+    p.set(model.PREFLIGHT, True, "MigrationsPending" if pending else "NothingPending", said)
 
 
 def _preflight_failed(p: Pass, reason: str, message: str) -> Decision[Step]:

@@ -83,6 +83,8 @@ class Pass:
         self.tenure: str | None = None
         #: This pass gave the lock back already (asking again would only read the Lease).
         self.released = False
+        #: The environment's standing holds (``PostDeployEnvironment.spec.holds``).
+        self.environment_holds: tuple[Body, ...] = ()
 
     @property
     def namespace(self) -> str:
@@ -177,6 +179,18 @@ def owned(job: Body, uid: str) -> bool:
 
 def nothing_pending_message(p: Pass) -> str:
     databases = ", ".join((p.status.get("preflight") or {}).get("databases") or [])
+    held = sorted(
+        {
+            str(e.get("version"))
+            for e in p.status.get("pendingMigrations") or []
+            if e.get("action") == "Hold"
+        }
+    )
+    if held:  # pending, but a selection left every one out
+        return (
+            f"nothing to run: every pending migration is held ({', '.join(held[:10])}), "
+            "so no migration Job was created; they stay pending for a later run"
+        )
     return (
         f"nothing to migrate: no migration is pending in {databases or 'the database'}, "
         "so no migration Job was created"
