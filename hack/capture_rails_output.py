@@ -27,6 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "operator"))
+
+from pdm_operator import preflight, selection  # noqa: E402
+
 APP = ROOT / "hack" / "standin-toolbox"
 OUT = ROOT / "tests" / "unit" / "golden" / "rails"
 BIN = Path("/usr/lib/postgresql/15/bin")
@@ -95,6 +99,21 @@ class Capture:
         self.bin.mkdir()
         (self.bin / "gitlab-rake").symlink_to(APP / "scripts" / "gitlab-rake")
 
+    def script(self, text: str) -> str:
+        """A selection's script as the migration container runs it in db-migrate's place."""
+        env = {
+            "PATH": f"{self.bin}:/usr/bin:/bin",
+            "RAILS_ROOT": str(APP),
+            "CONFIG_DIRECTORY": str(self.config),
+            "HOME": str(self.tmp),
+            selection.SCRIPT_ENV: text,
+        }
+        out = subprocess.run(
+            ["/bin/bash", "-c", f"set -e;\n{selection.COMMAND};\n"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+        )  # fmt: skip
+        return out.stdout + f"[exit {out.returncode}]\n"
+
     def run(self, *argv: str, skip: bool = False) -> str:
         """A stand-in command; stdout and stderr in one stream, as the kubelet keeps them."""
         env = {
@@ -147,6 +166,28 @@ def main() -> int:
             c.prepare()
             c.run("db-migrate", skip=True)  # the regular deploy
             save("migrate-status-two-databases", c.run("gitlab-rake", "db:migrate:status"))
+            # What a selection's Job runs in place of db-migrate (pdm_operator.selection).
+            pending = preflight.parse_status(c.run("gitlab-rake", "db:migrate:status"))
+            assert pending is not None
+            last = pending.pending[-1].version
+            only = selection.split(
+                selection.Selection(only=(last,)), pending.pending, len(pending.pending)
+            )
+            assert isinstance(only, selection.Plan)
+            save("migrate-selected-one", c.script(selection.script(only, marking=False)))
+            save("migrate-status-one-applied", c.run("gitlab-rake", "db:migrate:status"))
+            first = pending.pending[0].version
+            mark = selection.split(
+                selection.Selection(mark=(first,)), pending.pending, len(pending.pending)
+            )
+            assert isinstance(mark, selection.Plan)
+            save("mark-executed", c.script(selection.script(mark, marking=True)))
+            save("mark-executed-again", c.script(selection.script(mark, marking=True)))
+            # Back to the regular deploy's state (versions are digits: parse_status).
+            undo = f"DELETE FROM schema_migrations WHERE version IN ('{first}', '{last}')"  # noqa: S608
+            c.psql(undo, MAIN)
+            c.psql(undo, CI)
+            c.psql("DROP INDEX IF EXISTS index_ci_builds_on_status", CI)
             duplicates = (
                 "INSERT INTO projects (path) VALUES ('gitlab-org/gitlab'), ('gitlab-org/gitlab')"
             )

@@ -65,6 +65,14 @@ from pdm_operator.preflight import Pending
 
 #: The command of the chart's script that a selection replaces.
 DB_MIGRATE = "/scripts/db-migrate"
+#: The migration container's variable that holds the selection's script, and
+#: the command that runs it in ``db-migrate``'s place: one word for the
+#: chart's script, whether ``db-migrate`` is a line of its own (``set -e;
+#: /scripts/wait-for-deps; /scripts/db-migrate``) or the command that
+#: ``wait-for-deps`` runs when the database answers (older charts:
+#: ``/scripts/wait-for-deps /scripts/db-migrate``).
+SCRIPT_ENV = "PDM_OPERATOR_SELECTED"
+COMMAND = f'/bin/bash -e -c "${SCRIPT_ENV}"'
 _DB_MIGRATE = re.compile(r"(?<![\w/.-])/scripts/db-migrate(?![\w/.-])")
 
 #: What a pending migration's ``action`` says in the status.
@@ -227,7 +235,11 @@ def annotate(selection: Selection, plan: Plan, pending: Sequence[Pending]) -> li
 
 
 def script(plan: Plan, *, marking: bool) -> str:
-    """The shell lines that replace ``/scripts/db-migrate``: one ``gitlab-rake`` per version."""
+    """What runs in ``/scripts/db-migrate``'s place: one ``gitlab-rake`` per version.
+
+    Bash lines, run by :data:`COMMAND` with ``-e``: a version that fails
+    stops the rest, as ``db:migrate`` stops at its first failure.
+    """
     versions = " ".join(shlex.quote(v) for v in plan.versions)
     if marking:
         return (
@@ -270,12 +282,11 @@ def job(base: Body, migration_name: str, plan: Plan, *, marking: bool) -> Body |
     """
     out = copy.deepcopy(base)
     pod = out["spec"]["template"]["spec"]
-    text = script(plan, marking=marking)
     for c in pod.get("containers") or []:
         if c.get("name") != model.MIGRATION_CONTAINER:
             continue
-        command, hits_c = _replace(list(c.get("command") or []), text)
-        args, hits_a = _replace(list(c.get("args") or []), text)
+        command, hits_c = _replace(list(c.get("command") or []), COMMAND)
+        args, hits_a = _replace(list(c.get("args") or []), COMMAND)
         if hits_c + hits_a != 1:
             return Refusal(
                 NOT_NARROWABLE,
@@ -287,6 +298,8 @@ def job(base: Body, migration_name: str, plan: Plan, *, marking: bool) -> Body |
         if command:
             c["command"] = command
         c["args"] = args
+        env = [e for e in c.get("env") or [] if e.get("name") != SCRIPT_ENV]
+        c["env"] = [*env, {"name": SCRIPT_ENV, "value": script(plan, marking=marking)}]
     return render.renamed(out, migration_name)
 
 

@@ -28,5 +28,34 @@ namespace :gitlab do
         end
       end
     end
+
+    # GitLab's "Manually insert schema migration version on all configured
+    # databases" (gitlabhq lib/tasks/gitlab/db.rake, `mark_migration_complete`),
+    # in what a caller sees: a version that is not a non-zero integer exits 1
+    # with "Must give a version argument that is a non-zero integer"; on each
+    # database the version is inserted into schema_migrations and the task
+    # prints "Successfully marked 'V' as complete on database NAME", or, when
+    # the row is there already (ActiveRecord::RecordNotUnique), "Migration
+    # version 'V' is already marked complete on database NAME". No colour:
+    # Rainbow prints none to a pipe.
+    desc 'GitLab | DB | Manually insert schema migration version on all configured databases'
+    task :mark_migration_complete, [:version] => :environment do |_, args|
+      version = args[:version]
+      if version.to_i.zero?
+        puts 'Must give a version argument that is a non-zero integer'
+        exit 1
+      end
+
+      ActiveRecord::Base.configurations.configs_for(env_name: Rails.env).each do |db_config|
+        ActiveRecord::Base.establish_connection(db_config)
+        connection = ActiveRecord::Base.connection
+        begin
+          connection.execute("INSERT INTO schema_migrations (version) VALUES (#{connection.quote(version)})")
+          puts "Successfully marked '#{version}' as complete on database #{db_config.name}"
+        rescue ActiveRecord::RecordNotUnique
+          puts "Migration version '#{version}' is already marked complete on database #{db_config.name}"
+        end
+      end
+    end
   end
 end
