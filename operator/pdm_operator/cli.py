@@ -12,6 +12,7 @@ without ``--force``), 2 an error; ``unlock`` and ``locks``: 0, or 2 an error.
 from __future__ import annotations
 
 import argparse
+import copy
 import re
 import sys
 import time
@@ -451,6 +452,127 @@ def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
     except errors.ApiError as e:
         raise UsageError(f"creating the retry failed: {e.message}") from e
     out.write(f"pdm/{created['metadata']['name']} created (retry of pdm/{args.name})\n")
+    return 0
+
+
+# --- mark-executed ------------------------------------------------------------------
+MARK_REFUSED = 1
+#: ``spec.migrations.markExecuted`` limits (the CRD's).
+MAX_MARKED = 20
+VERSION = re.compile(r"^[0-9]{1,20}$")
+
+
+def mark_name(name: str, taken: set[str]) -> str:
+    """``NAME-mark-N`` with the first free N."""
+    base = re.sub(r"-(retry|mark)-[0-9]+$", "", name)
+    n = 1
+    while True:
+        suffix = f"-mark-{n}"
+        candidate = base[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
+        if candidate not in taken:
+            return candidate
+        n += 1
+
+
+def mark_of(
+    source: dict[str, Any],
+    versions: list[str],
+    *,
+    reason: str,
+    by: str,
+    replacement: str | None,
+    taken: set[str],
+) -> dict[str, Any]:
+    """A new PostDeployMigration that records ``versions`` as executed without running them.
+
+    Made from ``source`` (the migration that could not apply them) so that
+    it goes to the same environment, through the same gates, pre-flight and
+    approval rules, with the same pod: only ``spec.migrations`` is new. Its
+    pre-flight must find every version pending, or it fails without
+    writing anything. The source must have ended: marking a migration that
+    a running Job may still apply would race with it.
+    """
+    from pdm_operator import conditions  # noqa: PLC0415
+
+    meta, status = source["metadata"], source.get("status") or {}
+    name = meta["name"]
+    finished = conditions.is_true(status.get("conditions"), model.SUCCEEDED) or (
+        conditions.is_true(status.get("conditions"), model.FAILED)
+    )
+    if not finished:
+        raise MarkRefused(
+            f"pdm/{name} is {status.get('state') or 'Pending'}: mark versions executed once it "
+            "has ended (a running Job may still apply them)"
+        )
+    bad = [v for v in versions if not VERSION.match(v)]
+    if bad or not versions or len(versions) > MAX_MARKED:
+        raise UsageError(
+            f"give 1 to {MAX_MARKED} migration versions (digits, as db:migrate:status lists "
+            f"them){': not ' + ', '.join(bad) if bad else ''}"
+        )
+    if not reason.strip() or len(reason) > MAX_REASON:
+        raise UsageError(f"--reason says why (1 to {MAX_REASON} characters)")
+    spec = copy.deepcopy(source["spec"])
+    job = spec.get("job") or {}
+    if job.get("command") or job.get("args"):
+        raise MarkRefused(
+            f"pdm/{name} replaces the chart's script (spec.job.command/args): the mark runs "
+            "GitLab's gitlab:db:mark_migration_complete in /scripts/db-migrate's place, which "
+            "such a Job does not have; create the PostDeployMigration by hand"
+        )
+    spec.pop("migrations", None)
+    spec["suspend"] = False
+    spec["mode"] = "Run"
+    spec["preflight"] = {**(spec.get("preflight") or {}), "enabled": True}
+    if "approval" in spec:  # a new plan: never the source's approval
+        spec["approval"] = {"required": bool(spec["approval"].get("required"))}
+    marked: dict[str, Any] = {"versions": sorted(set(versions)), "reason": reason, "by": by}
+    if replacement:
+        marked["replacement"] = replacement
+    spec["migrations"] = {"markExecuted": marked}
+    return {
+        "apiVersion": model.API_VERSION,
+        "kind": model.KIND,
+        "metadata": {
+            "name": mark_name(name, taken),
+            "namespace": meta["namespace"],
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": {model.ANNOTATION_MARK_OF: name},
+        },
+        "spec": spec,
+    }
+
+
+class MarkRefused(UsageError):
+    """The migration is not one to mark versions executed from."""
+
+
+def cmd_mark_executed(args: argparse.Namespace, out: TextIO) -> int:
+    client, namespace, source = migration_named(args)
+    try:
+        made = mark_of(
+            source,
+            list(args.versions),
+            reason=args.reason,
+            by=client.whoami(),
+            replacement=args.replacement,
+            taken={m["metadata"]["name"] for m in client.list_migrations(namespace)},
+        )
+    except MarkRefused as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return MARK_REFUSED
+    if args.suspend:
+        made["spec"]["suspend"] = True
+    try:
+        created = client.create_migration(namespace, made)
+    except errors.ApiError as e:
+        raise UsageError(f"creating the migration failed: {e.message}") from e
+    versions = ", ".join(made["spec"]["migrations"]["markExecuted"]["versions"])
+    out.write(
+        f"pdm/{created['metadata']['name']} created: it marks {versions} as executed without "
+        f"running them, after its pre-flight finds them pending (from pdm/{args.name}); "
+        f"wait for it with `kubectl pdm wait {created['metadata']['name']}`\n"
+    )
     return 0
 
 
@@ -994,6 +1116,26 @@ def _release_manager_commands(sub: Any, cluster_flags: Any) -> None:
     cluster_flags(approve_p)
     approve_p.set_defaults(func=cmd_approve)
 
+    mark_p = sub.add_parser(
+        "mark-executed",
+        help="record migration versions as executed without running them (a new "
+        "PostDeployMigration from NAME, through its gates, pre-flight and approval)",
+    )
+    mark_p.add_argument("name", help="the PostDeployMigration that could not apply them")
+    mark_p.add_argument("versions", nargs="+", metavar="VERSION", help="migration versions")
+    mark_p.add_argument("--reason", required=True, help="why (an incident, a change request)")
+    mark_p.add_argument(
+        "--replacement", default=None, help="the migration or issue that replaces them"
+    )
+    mark_p.add_argument(
+        "-n", "--namespace", default=None, help="namespace (default: the context's)"
+    )
+    mark_p.add_argument(
+        "--suspend", action="store_true", help="create it suspended, to be approved separately"
+    )
+    cluster_flags(mark_p)
+    mark_p.set_defaults(func=cmd_mark_executed)
+
     check_p = sub.add_parser(
         "rollback-check",
         help="is rolling ENV back to VERSION safe after the post-deployment migrations that ran?",
@@ -1058,6 +1200,8 @@ def build_parser(prog: str = "pdm-operator") -> argparse.ArgumentParser:
         "wait exits 0 (Succeeded), 1 (Failed), 2 (timeout), 3 (error); "
         "retry exits 0 (created), 1 (refused: not failed), 2 (error); "
         "approve exits 0 (approved), 1 (refused: no plan, or not that plan), 2 (error); "
+        "mark-executed exits 0 (created), 1 (refused: not ended, or a script of its own), "
+        "2 (error); "
         "rollback-check exits 0 (safe), 1 (unsafe), 2 (error), "
         "3 (unknown: no history, or a record or version it cannot read); "
         "lock exits 0 (locked), 1 (refused: locked by someone else, without --force), "

@@ -31,6 +31,8 @@ LABEL_ENVIRONMENT: Final = f"{GROUP}/environment"
 ANNOTATION_INPUTS_HASH: Final = f"{GROUP}/inputs-hash"
 #: On a PostDeployMigration made by ``pdm-operator retry``: the failed one it retries.
 ANNOTATION_RETRY_OF: Final = f"{GROUP}/retry-of"
+#: On a PostDeployMigration made by ``kubectl pdm mark-executed``: the one it was made from.
+ANNOTATION_MARK_OF: Final = f"{GROUP}/mark-executed-of"
 
 MIGRATION_CONTAINER: Final = "migrations"
 SKIP_PDM_ENV: Final = "SKIP_POST_DEPLOYMENT_MIGRATIONS"

@@ -435,3 +435,71 @@ def test_the_skip_variable_from_an_env_from_configmap_does_not_stop_the_migratio
     # The source is still there (the Job is the chart's wiring), the script unsets it.
     assert [s.config_map_ref.name for s in container.env_from] == ["gitlab-extra-env"]
     assert "unset SKIP_POST_DEPLOYMENT_MIGRATIONS" in container.args[-1]
+
+
+def test_holds_only_and_mark_executed_act_on_just_the_versions_they_name(
+    cluster: Cluster,
+    api: Api,
+    operator: OperatorProcess,
+    deployed: tuple[Postgres, str],
+) -> None:
+    """Real Rails applies one version, then all but a held one, and a mark records the
+    held one in schema_migrations without running it; the history and rollback-check
+    say what was held and who marked what."""
+    db, name = deployed
+    first, held, *rest = POST
+
+    # `only` runs just the one it names, on both databases.
+    api.create(
+        migration("pdm-only", podTemplateFrom=CHART, preflight={}, migrations={"only": [first]})
+    )
+    api.wait_condition("pdm-only", "Succeeded", timeout=180)
+    assert both(db, name) == ([*REGULAR, first], [*REGULAR, first])
+    log = pdm_log(cluster, api, "pdm-only")
+    assert {line.split(" == ")[1].split(" ")[0] for line in log.splitlines() if " == " in line} == {
+        first
+    }, log
+    actions = {
+        m["version"]: m["action"] for m in api.get("pdm-only")["status"]["pendingMigrations"]
+    }  # type: ignore[index]
+    assert actions == {first: "Apply", held: "Hold", **dict.fromkeys(rest, "Hold")}
+    api.wait_lock_free()
+
+    # A hold leaves its version pending and applies the rest.
+    api.create(
+        migration("pdm-hold", podTemplateFrom=CHART, preflight={}, migrations={"hold": [held]})
+    )
+    api.wait_condition("pdm-hold", "Succeeded", timeout=180)
+    assert both(db, name) == ([*REGULAR, first, *rest], [*REGULAR, first, *rest])
+    log = pdm_log(cluster, api, "pdm-hold")
+    assert f"== {held}" not in log, log
+    preflight = api.condition("pdm-hold", "Preflight") or {}
+    assert f"holds 1: {held} (spec.migrations.hold)" in preflight["message"]
+    columns = db.psql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'projects'",
+        database=name,
+    ).split()
+    assert "archived" in columns  # what the held migration drops is still there
+    api.wait_lock_free()
+
+    # The held one, marked executed from the run that held it: recorded, never run.
+    marked = kubectl_pdm(
+        cluster, "mark-executed", "pdm-hold", held, "--reason", "INC-42: drop by hand", "-n", api.ns
+    )
+    assert marked.returncode == 0, marked.stderr
+    made = marked.stdout.split()[0].removeprefix("pdm/")
+    api.wait_condition(made, "Succeeded", timeout=180)
+    assert both(db, name) == (REGULAR + POST, REGULAR + POST)
+    columns = db.psql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'projects'",
+        database=name,
+    ).split()
+    assert "archived" in columns  # recorded as executed, not executed
+    log = pdm_log(cluster, api, made)
+    assert f"Successfully marked '{held}' as complete on database main" in log, log
+    assert " == " not in log, log
+    check = kubectl_pdm(cluster, "rollback-check", "gstg", "--to", "18.5.2", "-n", api.ns)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert f"held: {held}" in check.stdout  # pdm-hold's record
+    assert f"marked executed without running: {held} by " in check.stdout
+    assert "(INC-42: drop by hand)" in check.stdout
