@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pdm_operator import conditions, gates, model, preflight, render
+from pdm_operator import conditions, gates, model, preflight, render, versionskip
 from pdm_operator.model import Body
 
 #: The RBAC verb the shipped admission policy checks (a verb of our own, as
@@ -31,7 +31,8 @@ VERB = "approve"
 #: The Gated reasons of a migration that waits for an approval: a first one, or a new one.
 AWAITING = "AwaitingApproval"
 PLAN_CHANGED = "PlanChanged"
-WAITS = (AWAITING, PLAN_CHANGED)
+#: Gated reasons under which a plan can be approved: it waits for one.
+WAITS = (AWAITING, PLAN_CHANGED, *versionskip.REASONS)
 
 
 def required(spec: Body) -> bool:
@@ -80,13 +81,31 @@ def unapproved_shown_plan(spec: Body, status: Body, job_hash: str, name: str) ->
 
     No new pre-flight is run for it (nothing has been approved that it could
     confirm); a new approval, or a changed Job, lets the migration ask again.
+    The same for a plan with a version skip that no approval acknowledged.
     """
-    if not required(spec):
-        return None
     pf = status.get("preflight") or {}
     if pf.get("phase") != "Succeeded" or pf.get("jobHash") != job_hash:
         return None
+    if not required(spec):
+        return unacknowledged_skip(spec, pf, name)
     return check(spec, pf, status.get("pendingMigrations"), name)
+
+
+def unacknowledged_skip(spec: Body, pf: Body, name: str) -> gates.Hold | None:
+    """The plan's version skip (``versionskip``), unless an approval of this very plan
+    acknowledges it; whether or not the spec requires approval otherwise."""
+    skip: Body = pf.get("versionSkip") or {}
+    if not skip:
+        return None
+    given = approved(spec)
+    if given and given.get("planHash") == pf.get("planHash"):
+        return None
+    return gates.Hold(
+        str(skip.get("reason") or versionskip.UNKNOWN),
+        f"{skip.get('message', '')}; no Job was created: approve plan "
+        f"{str(pf.get('planHash', ''))[:19]} with `kubectl pdm approve {name}` to run it "
+        "anyway (the approval acknowledges the skip)",
+    )
 
 
 def warning(pf: Body) -> str:
@@ -95,10 +114,12 @@ def warning(pf: Body) -> str:
     The pending list is what the pre-flight printed: args other than the
     status task can print any table, so the approver is told first.
     """
+    skip = (pf.get("versionSkip") or {}).get("message")
+    said = f"WARNING: {skip}; " if skip else ""
     args = pf.get("args")
     if args is None or preflight.default_args(args):
-        return ""
-    return (
+        return said
+    return said + (
         "WARNING: non-default pre-flight args (spec.preflight.args "
         f"{preflight.describe_args(args)}): the pending list is what they printed, "
         "not necessarily what db:migrate:status says; "

@@ -284,10 +284,16 @@ def preflight_lines(migration: dict[str, Any]) -> list[str]:
     args = pf.get("args")
     if args is None:
         shown = "not recorded (a pre-flight of an older operator)"
+    elif preflight.default_args(args):
+        # The exact args are in status.preflight.args; the approver needs to know they are ours.
+        shown = "the default (db:migrate:status, then the milestones of db/post_migrate)"
     else:
-        default = " (the default: db:migrate:status)" if preflight.default_args(args) else ""
-        shown = preflight.describe_args(args) + default
-    return [f"pre-flight image: {pf.get('image') or 'not recorded'}", f"pre-flight args: {shown}"]
+        shown = preflight.describe_args(args)
+    lines = [f"pre-flight image: {pf.get('image') or 'not recorded'}", f"pre-flight args: {shown}"]
+    skip = (pf.get("versionSkip") or {}).get("message")
+    if skip:
+        lines.append(f"VERSION SKIP ({pf['versionSkip'].get('reason')}): {skip}")
+    return lines
 
 
 # --- wait ---------------------------------------------------------------------

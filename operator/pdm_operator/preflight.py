@@ -36,18 +36,20 @@ import json
 import re
 from dataclasses import dataclass
 
-from pdm_operator import conditions, model, render, templates
+from pdm_operator import conditions, model, render, templates, versionskip
 from pdm_operator.model import Body
 
 #: The chart's migration script with the status task in place of
 #: ``/scripts/db-migrate``: the image ENTRYPOINT still renders the
 #: configuration first (no ``command``), ``wait-for-deps`` still waits for the
 #: database. ``gitlab-rake`` is the toolbox's rake wrapper (CNG
-#: ``gitlab-toolbox/scripts/bin/gitlab-rake``).
+#: ``gitlab-toolbox/scripts/bin/gitlab-rake``). Then the milestone of each
+#: post-deployment migration file, for the version-skip check
+#: (:data:`versionskip.LISTING`: it only reads files).
 DEFAULT_ARGS: tuple[str, ...] = (
     "/bin/bash",
     "-c",
-    "set -e;\n/scripts/wait-for-deps;\nexec gitlab-rake db:migrate:status;\n",
+    "set -e;\n/scripts/wait-for-deps;\ngitlab-rake db:migrate:status;\n" + versionskip.LISTING,
 )
 DEFAULT_DEADLINE = 900
 #: A read-only pod may be retried: an eviction or a node loss costs nothing.
@@ -222,6 +224,7 @@ def plan_hash(
     args: list[str] | tuple[str, ...],
     image: str,
     selection: Body | None = None,
+    version_skip: Body | None = None,
 ) -> str:
     """What an approval approves: the Job, the pending list, and the pod that found it.
 
@@ -242,6 +245,8 @@ def plan_hash(
     }
     if selection:
         plan["selection"] = selection
+    if version_skip:  # what an approval acknowledges (versionskip)
+        plan["versionSkip"] = version_skip
     canonical = json.dumps(
         plan,
         sort_keys=True,

@@ -108,6 +108,8 @@ class Preflight(TypedDict, total=False):
     selection: Selection
     #: The migration Job a selection makes.
     migrationJob: str
+    #: The version-skip check's finding (``versionskip.Finding.as_status``).
+    versionSkip: VersionSkip
 
 
 class PendingMigration(TypedDict, total=False):
@@ -123,6 +125,26 @@ class PendingMigration(TypedDict, total=False):
     action: str
     #: Why a held migration is held.
     heldBecause: str
+
+
+class SkippedMigration(TypedDict, total=False):
+    """An item of ``status.preflight.versionSkip.migrations``."""
+
+    #: The migration's version.
+    version: str
+    #: The milestone it names (- for none).
+    milestone: str
+
+
+class VersionSkip(TypedDict, total=False):
+    """``status.preflight.versionSkip``: what the version-skip check found."""
+
+    #: VersionSkipped or VersionSkipUnknown.
+    reason: str
+    #: What was found, naming the versions.
+    message: str
+    #: The pending post-deployment migrations it is about.
+    migrations: list[SkippedMigration]
 
 
 class Selection(TypedDict, total=False):

@@ -318,8 +318,7 @@ def test_the_approver_sees_the_preflights_image_and_args_and_a_warning_before_cu
     assert cli.pending_lines(shown)[0].startswith("pending migrations (1")  # type: ignore[index]
     assert cli.preflight_lines(shown) == [
         f"pre-flight image: {image}",
-        'pre-flight args: ["/bin/bash", "-c", "set -e;\\n/scripts/wait-for-deps;\\n'
-        'exec gitlab-rake db:migrate:status;\\n"] (the default: db:migrate:status)',
+        "pre-flight args: the default (db:migrate:status, then the milestones of db/post_migrate)",
     ]
     shown["status"]["preflight"]["args"] = ["/bin/sh", "-c", "printf 'database: main'"]
     lines = cli.pending_lines(shown)

@@ -284,6 +284,11 @@ database: gitlabhq_production
    up     20261101000001  Create projects
 {row}
 
+pdm-operator: db/post_migrate milestones
+/srv/gitlab/db/post_migrate/20261115000001_add_unique_index_on_project_path.rb 17.5
+/srv/gitlab/db/post_migrate/20261115000002_remove_archived_from_projects.rb 17.5
+/srv/gitlab/db/post_migrate/20261115000003_backfill_project_statistics.rb 17.5
+pdm-operator: end of db/post_migrate milestones
 """
 
 
@@ -1237,7 +1242,9 @@ CASES = [
     Case(
         "pre-flight log cut before the blank line that ends the table: unreadable",
         PF,
-        preflight_done(PF, "", log=STATUS_TABLE.format(row=PENDING_ROW).rstrip("\n") + "\n"),
+        preflight_done(
+            PF, "", log=STATUS_TABLE.format(row=PENDING_ROW).split("\n\npdm-operator")[0] + "\n"
+        ),
         "Failed",
         "PreflightUnreadable",
         ["AcquireLock", "WriteStatus", "ReleaseLock"],

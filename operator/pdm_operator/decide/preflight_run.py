@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pdm_operator import (
     approval,
+    history,
     jobs,
     model,
     preflight,
     render,
     selection,
     templates,
+    versionskip,
 )
 from pdm_operator.decide.after_job import (
     await_blocking_reports,
@@ -86,6 +88,10 @@ def run_preflight(  # noqa: PLR0911
         if isinstance(narrowed, Step):
             return narrowed
         nothing = narrowed  # all held: a selection never runs db-migrate
+    skipped = approval.unacknowledged_skip(p.spec, p.status["preflight"], p.name)
+    if skipped is not None and not nothing:
+        p.set(model.GATED, True, skipped.reason, skipped.message)
+        return (yield from write(p, p.timing.queued_poll))
     # "Nothing pending" from args of the creator's own is a plan too: with
     # approval required it is approved like any other, or a pre-flight that
     # prints an empty table would end the migration unseen.
@@ -384,11 +390,13 @@ def _read_answer(p: Pass, pf: Body, name: str, pods: list[Body]) -> Decision[Ste
                 f"pre-flight pod {pod} printed no complete db:migrate:status table",
             )
         )
-    _record_answer(p, pf, answer)
+    _record_answer(p, pf, answer, versionskip.milestones(log_text))
     return None
 
 
-def _record_answer(p: Pass, pf: Body, answer: preflight.Answer) -> None:
+def _record_answer(
+    p: Pass, pf: Body, answer: preflight.Answer, listed: dict[str, str] | None
+) -> None:
     pending = list(answer.pending)
     # A pre-flight started before its args and image were recorded ran the
     # spec's args (immutable) in the migration Job's image.
@@ -400,6 +408,16 @@ def _record_answer(p: Pass, pf: Body, answer: preflight.Answer) -> None:
     plan = selection.split(chosen, kept, len(pending)) if chosen.active else None
     if isinstance(plan, selection.Plan):
         p.status["pendingMigrations"] = selection.annotate(chosen, plan, kept)
+    # What the run applies: a marking applies nothing, a hold leaves its own out.
+    applies = (
+        [m.version for m in plan.apply]
+        if isinstance(plan, selection.Plan)
+        else [m.version for m in pending]
+    )
+    deployed = history.deployed_version(
+        p.migration, str(p.status.get("sourceImage") or p.status.get("image") or "")
+    )
+    skip = versionskip.find(deployed, applies, listed)
     p.status["preflight"] = {
         **pf,
         "phase": "Succeeded",
@@ -409,9 +427,17 @@ def _record_answer(p: Pass, pf: Body, answer: preflight.Answer) -> None:
         "databases": list(answer.databases),
         "pendingCount": len(pending),
         "planHash": preflight.plan_hash(
-            str(pf["jobHash"]), pending, args=args, image=image, selection=chosen.as_status()
+            str(pf["jobHash"]),
+            pending,
+            args=args,
+            image=image,
+            selection=chosen.as_status(),
+            version_skip=skip.as_status() if skip else None,
         ),
     }
+    p.status["preflight"].pop("versionSkip", None)
+    if skip is not None:
+        p.status["preflight"]["versionSkip"] = skip.as_status()
     said = preflight.summary(pending) + f" (databases: {', '.join(answer.databases)})"
     if isinstance(plan, selection.Plan):
         said += "; " + selection.summary(chosen, plan)

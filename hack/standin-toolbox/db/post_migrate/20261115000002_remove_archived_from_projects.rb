@@ -8,6 +8,7 @@
 # longer timeouts; the stand-in keeps the first attempt only, so a held lock
 # fails the migration within a second instead of after the retries.
 class RemoveArchivedFromProjects < Gitlab::Database::Migration[2.2]
+  milestone '18.6'
   restrict_gitlab_migration gitlab_schema: :gitlab_main
 
   LOCK_TIMEOUT = '1s'

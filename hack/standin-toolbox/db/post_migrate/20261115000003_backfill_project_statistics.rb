@@ -3,6 +3,7 @@
 # A batched backfill, in one batch: slow enough (3 s) for a test to kill the
 # operator mid-run.
 class BackfillProjectStatistics < Gitlab::Database::Migration[2.2]
+  milestone '18.6'
   restrict_gitlab_migration gitlab_schema: :gitlab_main
 
   def up

@@ -13,6 +13,10 @@
 #   (its spec expects /^main: == 1111 MyMigration: migrating/). This is what
 #   the operator's reader of a failed run meets in a real GitLab pod.
 # - RestrictGitlabSchema (restrict_gitlab_schema.rb beside this file).
+# - MilestoneMixin (gitlabhq lib/gitlab/database/migrations/milestone_mixin.rb):
+#   a migration names the milestone it ships in (`milestone '18.6'` in its
+#   class); one that does not cannot be instantiated ("Milestone is not set
+#   for NAME", MilestoneNotSetError).
 require_relative 'restrict_gitlab_schema'
 
 module Gitlab
@@ -27,10 +31,35 @@ module Gitlab
       end
     end
 
+    module Migrations
+      module MilestoneMixin
+        MilestoneNotSetError = Class.new(StandardError)
+
+        def self.included(base)
+          base.extend(ClassMethods)
+        end
+
+        module ClassMethods
+          def milestone(milestone_str = nil)
+            return @migration_milestone if milestone_str.nil?
+
+            @migration_milestone = milestone_str
+          end
+        end
+
+        def initialize(name = self.class.name, version = nil)
+          raise MilestoneNotSetError, "Milestone is not set for #{name}" if self.class.milestone.nil?
+
+          super(name, version)
+        end
+      end
+    end
+
     class Migration
       class V2 < ActiveRecord::Migration[6.1]
         include MigrationHelpers::RestrictGitlabSchema
         include MigrationHelpers::AnnounceDatabase
+        include Migrations::MilestoneMixin
       end
 
       # `Gitlab::Database::Migration[2.2]`, as GitLab's migrations name their base.
