@@ -503,3 +503,29 @@ def test_holds_only_and_mark_executed_act_on_just_the_versions_they_name(
     assert f"held: {held}" in check.stdout  # pdm-hold's record
     assert f"marked executed without running: {held} by " in check.stdout
     assert "(INC-42: drop by hand)" in check.stdout
+
+
+def test_post_deployment_migrations_of_an_older_minor_wait_for_an_approval_of_the_skip(
+    cluster: Cluster,
+    api: Api,
+    operator: OperatorProcess,
+    deployed: tuple[Postgres, str],
+) -> None:
+    """18.8 is deployed, and the pre-flight finds 18.6's post-deployment migrations
+    pending (their milestone, as the real migration files name it): no Job until an
+    approval of that plan acknowledges the skip."""
+    db, name = deployed
+    api.create(migration("pdm-skip", podTemplateFrom=CHART, preflight={}, gitlabVersion="18.8.0"))
+    skipped = gated(api, "pdm-skip", "VersionSkipped")
+    for version in POST:
+        assert f"{version} (18.6)" in skipped["message"], skipped["message"]
+    assert "kubectl pdm approve pdm-skip" in skipped["message"]
+    assert jobs_of(api, "pdm-skip", MIGRATION_COMPONENT) == []
+    assert both(db, name) == (REGULAR, REGULAR)
+    api.wait_lock_free()
+
+    approved = kubectl_pdm(cluster, "approve", "pdm-skip", "-n", api.ns)
+    assert approved.returncode == 0, approved.stderr
+    assert "VERSION SKIP (VersionSkipped)" in approved.stdout
+    api.wait_condition("pdm-skip", "Succeeded", timeout=180)
+    assert both(db, name) == (REGULAR + POST, REGULAR + POST)
