@@ -259,7 +259,11 @@ def test_the_operator_runs_in_the_cluster_from_its_image_under_its_service_accou
         status_table = (
             "printf '\\ndatabase: gitlab\\n\\n Status   Migration ID    Migration Name\\n"
             + "-" * 50
-            + "\\n  down    20261201000002  Backfill\\n\\n'"
+            + "\\n  down    20261201000002  Backfill\\n\\n"
+            # and the listing the version-skip check reads (the default args print it).
+            + "pdm-operator: db/post_migrate milestones\\n"
+            + "/srv/gitlab/db/post_migrate/20261201000002_backfill.rb 18.6\\n"
+            + "pdm-operator: end of db/post_migrate milestones\\n'"
         )
         api.create(
             migration(
