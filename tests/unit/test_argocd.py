@@ -175,3 +175,21 @@ def test_kstatus_reads_each_wait_before_a_run_as_in_progress(reason: str) -> Non
 @pytest.mark.parametrize("reason", sorted(WAITS))
 def test_no_action_is_offered_for_a_wait_before_a_run(reason: str) -> None:
     assert argocd.actions(waiting(reason, "waits")) == {"approve": False}
+
+
+@pytest.mark.parametrize("reason", ["VersionSkipped", "VersionSkipUnknown"])
+def test_a_version_skip_waits_for_a_person_and_offers_approve_without_approval_required(
+    reason: str,
+) -> None:
+    """The skip's wait is acknowledged by an approval of its plan, required or not."""
+    live = fixture("awaiting-approval")
+    live["spec"]["approval"] = {"required": False}
+    gated = next(c for c in live["status"]["conditions"] if c["type"] == "Gated")
+    gated.update(reason=reason, message="post-deployment migrations of an older minor")
+    live["status"]["reason"] = reason
+    assert argocd.health(live)["status"] == "Suspended"
+    assert argocd.actions(live) == {"approve": True}
+    live["status"]["pendingMigrations"][0]["action"] = "Hold"
+    approved = argocd.run_action("approve", live)["spec"]["approval"]["approved"]
+    first = live["status"]["pendingMigrations"][0]
+    assert approved["migrations"][0] == f"{first['version']} ({first['database']}) [Hold]"
