@@ -87,6 +87,8 @@ class Policy:
     change_lock_from: Body | None = None
     quiet_deployments: tuple[str, ...] = ()
     gitlab_deployments: Body | None = None
+    #: ``spec.retry``: which failure classes are retried, how often, after how long.
+    retry: Body | None = None
 
     @classmethod
     def of(cls, body: Body) -> Policy:
@@ -104,6 +106,7 @@ class Policy:
             change_lock_from=spec.get("changeLockFrom") or None,
             quiet_deployments=tuple(str(n) for n in spec.get("quietDeployments") or ()),
             gitlab_deployments=spec.get("gitlabDeployments") or None,
+            retry=spec.get("retry") or None,
         )
 
 
