@@ -633,6 +633,7 @@ def gated(reason: str, message: str, **status: Any) -> dict[str, Any]:
         "ImageFollowed",
         "ChangeLockUnknown",
         "InvalidWindow",
+        "NotBefore",
     ],
 )
 def test_wait_shows_each_wait_before_the_run_and_goes_on_waiting(reason: str) -> None:
