@@ -1412,6 +1412,23 @@ CASES = [
         "suspended",
     ),
     Case(
+        "the Job's pod can never start, infrastructure retried: the retry after its creation",
+        running(NEW),
+        lambda: World(
+            environment=environment(
+                retry={"classes": ["Infrastructure"], "attempts": 1, "after": "1h"}
+            ),
+            jobs={JOB_NAME: job_named(NEW)},
+            pods={JOB_NAME: [waiting_pod(JOB_NAME, "InvalidImageName")]},
+        ),
+        "Failed",
+        "InvalidImageName",
+        ["SuspendJob", "CreateMigration", "WriteStatus", "ReleaseLock"],
+        None,
+        "failure class Infrastructure; retry 1 of 1 by spec.retry of PostDeployEnvironment "
+        "'gstg': pdm/gstg-1200-retry-1, not before 2026-12-02T12:59:00Z",
+    ),
+    Case(
         "the Job completed: the lock given back before the history write and the status",
         running(NEW),
         lambda: World(jobs={JOB_NAME: job_named(NEW, COMPLETE)}),

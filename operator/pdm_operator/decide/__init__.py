@@ -10,7 +10,8 @@ A package whose modules are the stages of a migration's life, each asking
 ``when_to_run``   the environment's say on when: locks, windows, deploys
 ``preflight_run`` the pre-flight Job, its answer, its approval
 ``create``        the lock and the create (or a dry run)
-``after_job``     following the Job, history, blocking reports
+``after_job``     following the Job, history, a failure's class and retry,
+                  blocking reports
 ``ladder``        the order of it all: ``reconcile``, and the invariants
 ================= ===========================================================
 

@@ -1,5 +1,6 @@
 """Once the Job exists: follow it to its end, diagnose a pod that cannot start,
-record the run in the environment's history, wait for blocking reports."""
+record the run in the environment's history, class a failure and make the
+retry the environment's policy asks for, wait for blocking reports."""
 
 from __future__ import annotations
 
@@ -326,7 +327,9 @@ def _diagnose(p: Pass, job: Body) -> Decision[Step]:
     message = f"{found.message}; Job {name} is suspended so that its pod never starts"
     p.status["failure"] = {"reason": found.reason, "message": message}
     p.status["failure"]["class"] = failures.classify(pod_reason=found.reason)
-    message += yield from retry_by_policy(p, p.now)
+    # Its pod never started: the Job's creation is the failure's time, the same
+    # on every pass (a repeat after a crash finds the same retry).
+    message += yield from retry_by_policy(p, job["metadata"].get("creationTimestamp") or p.now)
     fail(p, found.reason, message)
     return (yield from finish(p))
 

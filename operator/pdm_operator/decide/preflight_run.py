@@ -236,6 +236,7 @@ def _follow_preflight(p: Pass, pf: Body, job: Body) -> Decision[Step | None]:
                     found.reason,
                     f"pre-flight Job {name}: {found.message}",
                     failures.classify(pod_reason=found.reason),
+                    pjob["metadata"].get("creationTimestamp"),
                 )
             )
         if found is not None:
