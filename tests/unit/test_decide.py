@@ -30,6 +30,7 @@ from pdm_operator import (
     diffing,
     dryrun,
     errors,
+    gates,
     history,
     images,
     jobs,
@@ -2042,3 +2043,20 @@ def test_a_retry_the_api_server_refuses_for_good_is_said_and_the_failure_stored(
     assert step.status["state"] == "Failed"
     assert "refuses the retry" in step.status["failure"]["retry"]["message"]
     assert [a.reason for a in world.asked if isinstance(a, decide.Warn)] == ["RetryRefused"]
+
+
+def test_a_retry_past_its_not_before_still_waits_for_the_environments_window() -> None:
+    """A retry is an ordinary migration: its delay over, the windows still decide."""
+    retry = copy.deepcopy(LAST_RETRY)
+    retry["spec"]["notBefore"] = "2026-12-02T11:30:00Z"
+    world = World(environment=environment(windows=AFTERNOONS))
+    step = decide.drive(decide.reconcile(retry, NOW, SETUP), world)
+    assert (step.status["state"], step.status["reason"]) == ("Gated", "OutsideWindow")
+    assert "AcquireLock" not in world.effects()
+
+
+def test_an_unreadable_not_before_never_starts_early() -> None:
+    hold = gates.not_before({"notBefore": "2026-12-07T13:00:00"}, NOW)
+    assert hold is not None
+    assert (hold.reason, hold.fatal) == ("NotBefore", True)
+    assert gates.not_before({}, NOW) is None
