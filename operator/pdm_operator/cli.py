@@ -375,56 +375,28 @@ def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
 
 # --- retry --------------------------------------------------------------------
 RETRY_REFUSED = 1
-#: metadata.name is limited to 54 characters by the CRD (the Job name adds 9).
-MAX_NAME = 54
 
 
 def retry_name(name: str, taken: set[str]) -> str:
-    """``NAME-retry-N`` with the first free N (a retry of a retry counts on)."""
-    base = re.sub(r"-retry-[0-9]+$", "", name)
-    n = 1
-    while True:
-        suffix = f"-retry-{n}"
-        candidate = base[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
-        if candidate not in taken:
-            return candidate
-        n += 1
+    """``NAME-retry-N`` with the first free N (``retries.retry_name``)."""
+    from pdm_operator import retries  # noqa: PLC0415
+
+    return retries.retry_name(name, taken)
 
 
-def retry_of(failed: dict[str, Any], taken: set[str]) -> dict[str, Any]:
-    """A new PostDeployMigration with the failed one's spec; UsageError if it is not retryable.
+def retry_of(
+    failed: dict[str, Any], taken: set[str], not_before: datetime | None = None
+) -> dict[str, Any]:
+    """A new PostDeployMigration with the failed one's spec (``retries.retry_of``, which
+    the environment's retry policy uses too); RetryRefused if it is not retryable."""
+    from pdm_operator import retries  # noqa: PLC0415
 
-    Only a migration whose Job failed is retried: a running one would run
-    twice, a succeeded one has nothing left to run, and one that failed after
-    its Job succeeded (BlockingReportFailed) ran every migration already.
-    Rails skips the migrations the failed run applied (``schema_migrations``),
-    so the retry runs the remaining ones, once.
-    """
-    from pdm_operator import conditions  # noqa: PLC0415
-
-    meta, status = failed["metadata"], failed.get("status") or {}
-    name = meta["name"]
-    if not conditions.is_true(status.get("conditions"), model.FAILED):
-        raise RetryRefused(
-            f"pdm/{name} is {status.get('state') or 'Pending'}, not Failed: only a failed "
-            "PostDeployMigration is retried (post-deployment migrations never run twice)"
+    try:
+        return retries.retry_of(
+            failed, retries.retry_name(failed["metadata"]["name"], taken), not_before=not_before
         )
-    if status.get("jobOutcome") == "Succeeded":
-        raise RetryRefused(
-            f"pdm/{name} failed after its Job succeeded ({status.get('reason')}): every "
-            "migration ran; deliver the report instead of running them again"
-        )
-    return {
-        "apiVersion": model.API_VERSION,
-        "kind": model.KIND,
-        "metadata": {
-            "name": retry_name(name, taken),
-            "namespace": meta["namespace"],
-            "labels": dict(meta.get("labels") or {}),
-            "annotations": {model.ANNOTATION_RETRY_OF: name},
-        },
-        "spec": dict(failed["spec"]),
-    }
+    except retries.RetryRefused as e:
+        raise RetryRefused(str(e)) from e
 
 
 def migration_named(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
@@ -443,11 +415,33 @@ class RetryRefused(UsageError):
     """The migration is not one that may be retried."""
 
 
-def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
+def retry_at(at: str | None, now: datetime) -> datetime | None:
+    """``--at``: an RFC 3339 time with a zone, not past; the retry's ``spec.notBefore``."""
+    if at is None:
+        return None
+    try:
+        when = timestamps.parse(at)
+    except ValueError as e:
+        raise UsageError(
+            f"--at {at!r} is not an RFC 3339 time (2026-12-02T18:00:00Z, 2026-12-02T19:00:00+01:00)"
+        ) from e
+    if when.tzinfo is None:
+        raise UsageError(f"--at {at!r} has no time zone: add Z (UTC) or an offset such as +01:00")
+    if when <= now:
+        raise UsageError(
+            f"--at {timestamps.rfc3339(when)} is already past (it is {timestamps.rfc3339(now)} "
+            "UTC): leave --at out to retry now"
+        )
+    return when
 
+
+def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
+    at = retry_at(args.at, timestamps.now())
     client, namespace, failed = migration_named(args)
     try:
-        retry = retry_of(failed, {m["metadata"]["name"] for m in client.list_migrations(namespace)})
+        retry = retry_of(
+            failed, {m["metadata"]["name"] for m in client.list_migrations(namespace)}, at
+        )
     except RetryRefused as e:
         print(f"refused: {e}", file=sys.stderr)
         return RETRY_REFUSED
@@ -457,7 +451,8 @@ def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
         created = client.create_migration(namespace, retry)
     except errors.ApiError as e:
         raise UsageError(f"creating the retry failed: {e.message}") from e
-    out.write(f"pdm/{created['metadata']['name']} created (retry of pdm/{args.name})\n")
+    when = f", not before {retry['spec']['notBefore']}" if at is not None else ""
+    out.write(f"pdm/{created['metadata']['name']} created (retry of pdm/{args.name}{when})\n")
     return 0
 
 
@@ -466,18 +461,6 @@ MARK_REFUSED = 1
 #: ``spec.migrations.markExecuted`` limits (the CRD's).
 MAX_MARKED = 20
 VERSION = re.compile(r"^[0-9]{1,20}$")
-
-
-def mark_name(name: str, taken: set[str]) -> str:
-    """``NAME-mark-N`` with the first free N."""
-    base = re.sub(r"-(retry|mark)-[0-9]+$", "", name)
-    n = 1
-    while True:
-        suffix = f"-mark-{n}"
-        candidate = base[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
-        if candidate not in taken:
-            return candidate
-        n += 1
 
 
 def mark_of(
@@ -498,7 +481,7 @@ def mark_of(
     writing anything. The source must have ended: marking a migration that
     a running Job may still apply would race with it.
     """
-    from pdm_operator import conditions  # noqa: PLC0415
+    from pdm_operator import conditions, retries  # noqa: PLC0415
 
     meta, status = source["metadata"], source.get("status") or {}
     name = meta["name"]
@@ -540,7 +523,7 @@ def mark_of(
         "apiVersion": model.API_VERSION,
         "kind": model.KIND,
         "metadata": {
-            "name": mark_name(name, taken),
+            "name": retries.free_name(name, "mark", taken),
             "namespace": meta["namespace"],
             "labels": dict(meta.get("labels") or {}),
             "annotations": {model.ANNOTATION_MARK_OF: name},
@@ -1101,6 +1084,13 @@ def _release_manager_commands(sub: Any, cluster_flags: Any) -> None:
     )
     retry_p.add_argument(
         "--suspend", action="store_true", help="create it suspended, to be approved separately"
+    )
+    retry_p.add_argument(
+        "--at",
+        default=None,
+        metavar="TIME",
+        help="RFC 3339 time before which it does not start (spec.notBefore), e.g. "
+        "2026-12-07T13:00:00Z; it still waits for the environment's windows and locks",
     )
     cluster_flags(retry_p)
     retry_p.set_defaults(func=cmd_retry)

@@ -90,6 +90,8 @@ class Policy:
     gitlab_deployments: Body | None = None
     #: Versions no run of the environment applies (``spec.holds``: version, reason).
     holds: tuple[Body, ...] = ()
+    #: ``spec.retry``: which failure classes are retried, how often, after how long.
+    retry: Body | None = None
 
     @classmethod
     def of(cls, body: Body) -> Policy:
@@ -108,6 +110,7 @@ class Policy:
             quiet_deployments=tuple(str(n) for n in spec.get("quietDeployments") or ()),
             gitlab_deployments=spec.get("gitlabDeployments") or None,
             holds=tuple(spec.get("holds") or ()),
+            retry=spec.get("retry") or None,
         )
 
 

@@ -32,6 +32,38 @@ def suspended(spec: Body) -> Hold | None:
     return None
 
 
+#: ``spec.notBefore`` is still ahead: a retry scheduled for later (``kubectl pdm
+#: retry --at``, an environment's retry policy), or a run set for a quieter hour.
+NOT_BEFORE = "NotBefore"
+
+
+def not_before(spec: Body, now: datetime) -> Hold | None:
+    """``spec.notBefore``: no start before that time; the hold lifts by itself then.
+
+    The CRD admits only an RFC 3339 date-time; one that cannot be read anyway
+    holds (fail closed: a run set for later never starts early), with a fatal
+    hold, as the field cannot be changed to mend it.
+    """
+    raw = spec.get("notBefore")
+    if not raw:
+        return None
+    at = timestamps.parse_or_none(str(raw))
+    if at is None or at.tzinfo is None:
+        return Hold(
+            NOT_BEFORE,
+            f"spec.notBefore {raw!r} is not an RFC 3339 time with a zone: it never starts; "
+            "create it again with a readable time",
+            fatal=True,
+        )
+    if now >= at:
+        return None
+    return Hold(
+        NOT_BEFORE,
+        f"spec.notBefore is {timestamps.rfc3339(at)}: it does not start before then",
+        opens=at,
+    )
+
+
 def dependencies(names: list[str], found: dict[str, Body | None]) -> Hold | None:
     """``waitFor.migrations``: every named migration must have Succeeded."""
     waiting = []

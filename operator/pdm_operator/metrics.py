@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pdm_operator import __version__, timestamps
+from pdm_operator import __version__, failures, timestamps
 from pdm_operator.model import Body
 
 CONTROLLER = "postdeploymigration"
@@ -32,6 +32,12 @@ MIGRATIONS = Counter(
     "pdm_migrations_total",
     "Migrations that ended, by environment, mode, pipeline, outcome (succeeded|failed) and reason.",
     ["environment", "mode", "pipeline", "outcome", "reason"],
+)
+FAILURES = Counter(
+    "pdm_migration_failures_total",
+    "Migrations that failed in their migration Job or pre-flight, by environment and failure "
+    "class (status.failure.class: LockContention|Timeout|DataError|Infrastructure|Unknown).",
+    ["environment", "class"],
 )
 MIGRATION_DURATION = Histogram(
     "pdm_migration_duration_seconds",
@@ -182,6 +188,13 @@ def migration_ended(migration: Body, status: Body, succeeded: bool, reason: str)
         MIGRATION_DURATION.labels(env, mode).observe(max(0.0, (end - start).total_seconds()))
     if succeeded and mode == "Run":
         observe_success(env, status)
+
+
+def migration_failed(migration: Body, status: Body) -> None:
+    """A failure with a class (one of ``failures.CLASSES``: a bounded label)."""
+    cls = (status.get("failure") or {}).get("class")
+    if cls in failures.CLASSES:
+        FAILURES.labels(migration["spec"]["environment"], cls).inc()
 
 
 _last_success: dict[str, float] = {}

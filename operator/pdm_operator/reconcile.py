@@ -303,6 +303,8 @@ class _Answers:
                 created = kube.create_job(ns, job)
                 self.r.accepted.add(ns, job)
                 return created
+            case decide.CreateMigration(migration, dry_run):
+                return kube.create_migration(ns, migration, dry_run=dry_run)
             case decide.SuspendJob(name):
                 return kube.suspend_job(ns, name)
             case decide.CreateDisruptionBudget(budget):
@@ -376,3 +378,5 @@ class _Answers:
             metrics.migration_ended(
                 self.migration, status, cond["type"] == model.SUCCEEDED, cond["reason"]
             )
+            if cond["type"] == model.FAILED:
+                metrics.migration_failed(self.migration, status)

@@ -236,8 +236,32 @@ class FailedMigration(TypedDict, total=False):
     error: str
 
 
-class Failure(TypedDict, total=False):
+#: ``status.failure.class`` (``failures.CLASSES``).
+FailureClass = Literal["LockContention", "Timeout", "DataError", "Infrastructure", "Unknown"]
+
+
+class FailureRetry(TypedDict, total=False):
+    """``status.failure.retry``: what the environment's retry policy made of the failure."""
+
+    #: The retry PostDeployMigration, when one was made.
+    name: str
+    #: Which retry of the first migration it is.
+    attempt: int
+    #: The retry's spec.notBefore.
+    notBefore: str
+    #: What was done, or why no retry was made.
+    message: str
+
+
+#: ``class`` is a Python keyword: the one key declared the functional way.
+_FailureClassKey = TypedDict("_FailureClassKey", {"class": FailureClass}, total=False)
+
+
+class Failure(_FailureClassKey, total=False):
     """``status.failure``: why the migration failed, when it did."""
+
+    #: What the environment's retry policy made of it.
+    retry: FailureRetry
 
     #: Machine-readable reason (BackoffLimitExceeded, DeadlineExceeded, JobDeleted, ...).
     reason: str

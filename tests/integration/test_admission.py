@@ -214,6 +214,11 @@ MALFORMED = [
         "spec.tracking.gitlab.environment in body should match",
     ),
     (
+        "not-before-not-a-time",
+        migration("x", notBefore="tomorrow at one"),
+        "spec.notBefore",
+    ),
+    (
         "labels-without-label-outside-gstg-gprd",
         migration(
             "x", env="pre", tracking=tracking([{"type": "MergeRequestLabels"}], version=VERSION)
@@ -248,8 +253,18 @@ def test_malformed_migration_is_rejected_naming_the_field(
             {"podTemplateFrom": {"toolboxDeployment": {"name": "gitlab-toolbox"}}},
             "spec.podTemplateFrom is immutable",
         ),
+        ({"notBefore": "2026-12-07T13:00:00Z"}, "spec.notBefore is immutable"),
     ],
-    ids=["environment", "mode", "pipeline", "image", "waitFor", "job", "podTemplateFrom"],
+    ids=[
+        "environment",
+        "mode",
+        "pipeline",
+        "image",
+        "waitFor",
+        "job",
+        "podTemplateFrom",
+        "notBefore",
+    ],
 )
 def test_spec_is_immutable_after_creation(api: Api, change: dict[str, Any], field: str) -> None:
     api.create(migration("frozen", suspend=True, image={"reference": "r/toolbox:1"}))
@@ -350,3 +365,37 @@ def test_per_target_versions_and_the_gitlab_environment_are_accepted(api: Api) -
     spec = api.get("per-target")["spec"]  # type: ignore[index]
     assert spec["tracking"]["gitlab"]["environment"] == "db/gprd"
     assert spec["tracking"]["sinks"][0]["targets"][0]["version"]["tag"] is False
+
+
+RETRY = {"classes": ["LockContention"], "attempts": 2, "after": "10m"}
+
+
+@pytest.mark.parametrize(
+    ("retry", "field"),
+    [
+        ({**RETRY, "classes": ["DataError"]}, "spec.retry.classes[0]: Unsupported value"),
+        ({**RETRY, "classes": ["Unknown"]}, "spec.retry.classes[0]: Unsupported value"),
+        ({**RETRY, "attempts": 6}, "spec.retry.attempts: Invalid value"),
+        ({**RETRY, "attempts": 0}, "spec.retry.attempts: Invalid value"),
+        ({**RETRY, "after": "0s"}, "spec.retry.after must be from 1s to 24h"),
+        ({**RETRY, "after": "25h"}, "spec.retry.after must be from 1s to 24h"),
+        ({**RETRY, "after": "ten minutes"}, "spec.retry.after in body should match"),
+    ],
+    ids=["data-error", "unknown", "too-many", "none", "no-delay", "over-a-day", "words"],
+)
+def test_a_retry_policy_beyond_its_bounds_is_rejected_naming_the_field(
+    api: Api, retry: dict[str, Any], field: str
+) -> None:
+    body = {
+        "apiVersion": "pdm-operator.io/v1alpha1",
+        "kind": "PostDeployEnvironment",
+        "metadata": {"name": f"retry-{api.ns}"[:63]},
+        "spec": {"namespaces": [api.ns], "retry": retry},
+    }
+    with pytest.raises(ApiException) as rejected:
+        api.custom.create_cluster_custom_object(
+            "pdm-operator.io", "v1alpha1", "postdeployenvironments", body
+        )
+    assert rejected.value.status == 422, rejected.value.body
+    message = json.loads(rejected.value.body)["message"]
+    assert field in message, message

@@ -12,6 +12,8 @@ the operator names instead of waiting out.
 from __future__ import annotations
 
 import copy
+import itertools
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -189,4 +191,52 @@ def test_a_migration_that_times_out_on_a_held_lock_is_named_from_rails_own_abort
     )
     assert ":in `" not in failure["logTail"]
     # The index before it was built and recorded; nothing after it ran, ci's turn never came.
+    assert both(db, name) == ([*REGULAR, POST[0]], REGULAR)
+
+
+def test_a_lock_contention_failure_is_classed_and_retried_by_policy_as_often_as_declared(
+    api: Api, operator: OperatorProcess, deployed: tuple[Postgres, str]
+) -> None:
+    db, name = deployed
+    # Its own environment: a policy on a shared one would retry other tests' failures.
+    env = "gretry"
+    api.declare(env, retry={"classes": ["LockContention"], "attempts": 2, "after": "1s"})
+    retries = ["pdm-contended-retry-1", "pdm-contended-retry-2"]
+    # The lock stays held through the chain: each retry meets it as the first did.
+    with lock_held(db, name, "projects", "ACCESS SHARE"):
+        api.create(migration("pdm-contended", env=env, podTemplateFrom=CHART))
+        first = api.wait_condition("pdm-contended", "Failed", timeout=180)
+        for retry in retries:
+            api.wait_condition(retry, "Failed", timeout=180)
+    chain = [api.get(n) or {} for n in ["pdm-contended", *retries]]
+    for pdm in chain:
+        failure = pdm["status"]["failure"]
+        assert failure["class"] == "LockContention", failure
+        assert failure["migration"]["error"].startswith("PG::LockNotAvailable"), failure
+    # Each retry: the first's spec, linked to it, not started before its delay.
+    for attempt, (before, after) in enumerate(itertools.pairwise(chain), start=1):
+        assert after["metadata"]["annotations"] == {
+            "pdm-operator.io/retry-of": before["metadata"]["name"],
+            "pdm-operator.io/retry-first": "pdm-contended",
+            "pdm-operator.io/retry-attempt": str(attempt),
+        }
+        ended = datetime.fromisoformat(before["status"]["jobCompletionTime"])
+        not_before = ended + timedelta(seconds=1)
+        assert after["spec"]["notBefore"] == not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert datetime.fromisoformat(after["status"]["startTime"]) >= not_before
+        spec = {k: v for k, v in after["spec"].items() if k != "notBefore"}
+        assert spec == chain[0]["spec"]
+        assert before["status"]["failure"]["retry"]["name"] == after["metadata"]["name"]
+    assert "failure class LockContention; retry 1 of 2" in first["message"]
+    # As many as declared, no more: the last says so, and no third exists.
+    assert "retried 2 time(s)" in chain[-1]["status"]["failure"]["retry"]["message"]
+    made = api.custom.list_namespaced_custom_object(
+        "pdm-operator.io", "v1alpha1", api.ns, "postdeploymigrations"
+    )["items"]
+    assert sorted(m["metadata"]["name"] for m in made if "retry" in m["metadata"]["name"]) == (
+        retries
+    )
+    events = api.wait_events("pdm-contended", "BackoffLimitExceeded")
+    assert any("failure class LockContention" in e.message for e in events if e.type == "Warning")
+    # The index before it was built once; the locked migration never applied, ci never reached.
     assert both(db, name) == ([*REGULAR, POST[0]], REGULAR)

@@ -139,6 +139,10 @@ def test_metrics_move_with_migrations_and_labels_stay_bounded(
     assert sample(after, "pdm_gate_wait_seconds_count", environment="gstg") == 2.0
     assert (sample(after, "pdm_last_success_timestamp_seconds", environment="gstg") or 0) > 0
     assert sample(after, "pdm_migrations_running", environment="gstg") is None  # nothing runs now
+    # The failure by its class, as its status says it (a bounded label).
+    failed_class = api.get("obs-bad")["status"]["failure"]["class"]  # type: ignore[index]
+    by_class = {"class": failed_class}
+    assert sample(after, "pdm_migration_failures_total", environment="gprd", **by_class) == 1.0
     # What the operator's client sent, by method and resource: three Jobs
     # created, their statuses patched, and nothing named by an object.
     assert (

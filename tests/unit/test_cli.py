@@ -347,11 +347,57 @@ def failed_pdm(name: str = "gstg-2026-11-22", **status: Any) -> dict[str, Any]:
 def test_a_retry_copies_the_spec_under_a_derived_name_pointing_back() -> None:
     retry = cli.retry_of(failed_pdm(), {"gstg-2026-11-22", "gstg-2026-11-22-retry-1"})
     assert retry["metadata"]["name"] == "gstg-2026-11-22-retry-2"
-    assert retry["metadata"]["annotations"] == {"pdm-operator.io/retry-of": "gstg-2026-11-22"}
+    assert retry["metadata"]["annotations"] == {
+        "pdm-operator.io/retry-of": "gstg-2026-11-22",
+        "pdm-operator.io/retry-first": "gstg-2026-11-22",
+        "pdm-operator.io/retry-attempt": "1",
+    }
     assert retry["metadata"]["labels"] == {"team": "db"}
     assert retry["spec"] == failed_pdm()["spec"]
     assert "status" not in retry
     assert "uid" not in retry["metadata"]
+
+
+def test_a_retry_at_a_time_waits_for_it_and_a_retry_of_a_retry_counts_the_chain() -> None:
+    at = datetime(2026, 12, 7, 13, 0, tzinfo=UTC)
+    second = failed_pdm("gstg-2026-11-22-retry-1")
+    second["metadata"]["annotations"] = {
+        "pdm-operator.io/retry-of": "gstg-2026-11-22",
+        "pdm-operator.io/retry-first": "gstg-2026-11-22",
+        "pdm-operator.io/retry-attempt": "1",
+    }
+    second["spec"]["notBefore"] = "2026-12-06T13:00:00Z"
+    retry = cli.retry_of(second, {"gstg-2026-11-22", "gstg-2026-11-22-retry-1"}, at)
+    assert retry["metadata"]["name"] == "gstg-2026-11-22-retry-2"
+    assert retry["metadata"]["annotations"] == {
+        "pdm-operator.io/retry-of": "gstg-2026-11-22-retry-1",
+        "pdm-operator.io/retry-first": "gstg-2026-11-22",
+        "pdm-operator.io/retry-attempt": "2",
+    }
+    assert retry["spec"]["notBefore"] == "2026-12-07T13:00:00Z"
+
+
+def test_a_retry_does_not_copy_the_approval_of_the_failed_plan() -> None:
+    failed = failed_pdm()
+    failed["spec"]["approval"] = {
+        "required": True,
+        "approved": {"planHash": "abc", "by": "alice", "at": "2026-12-06T12:00:00Z"},
+    }
+    retry = cli.retry_of(failed, set())
+    assert retry["spec"]["approval"] == {"required": True}
+
+
+@pytest.mark.parametrize(
+    ("at", "why"),
+    [
+        ("tomorrow", "not an RFC 3339 time"),
+        ("2026-12-07T13:00:00", "has no time zone"),
+        ("2026-12-06T11:00:00Z", "already past"),
+    ],
+)
+def test_a_retry_at_a_time_that_cannot_be_meant_is_refused(at: str, why: str) -> None:
+    with pytest.raises(cli.UsageError, match=why):
+        cli.retry_at(at, datetime(2026, 12, 6, 12, 0, tzinfo=UTC))
 
 
 def test_a_retry_of_a_retry_counts_on_and_names_stay_within_the_limit() -> None:
@@ -586,6 +632,7 @@ def gated(reason: str, message: str, **status: Any) -> dict[str, Any]:
         "ImageFollowed",
         "ChangeLockUnknown",
         "InvalidWindow",
+        "NotBefore",
     ],
 )
 def test_wait_shows_each_wait_before_the_run_and_goes_on_waiting(reason: str) -> None:

@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, assert_never
 
 import pytest
@@ -29,12 +30,14 @@ from pdm_operator import (
     diffing,
     dryrun,
     errors,
+    gates,
     history,
     images,
     jobs,
     model,
     preflight,
     render,
+    retries,
     templates,
     when,
 )
@@ -64,6 +67,7 @@ EFFECTS = (
     decide.ReleaseLock,
     decide.WriteStatus,
     decide.CreateJob,
+    decide.CreateMigration,
     decide.SuspendJob,
     decide.CreateDisruptionBudget,
     decide.Warn,
@@ -329,6 +333,8 @@ class World:
     gitlab: Mapping[str, Listing | Unreachable] = field(default_factory=dict)
     #: The change-lock source's open issues with its labels (or why they are unknown).
     issues: when.Issues | Unreachable = field(default_factory=lambda: when.Issues([]))
+    #: Raised at a PostDeployMigration's create (a retry); a taken name is a 409.
+    create_migration: Exception | None = None
     asked: list[decide.Ask] = field(default_factory=list)
     created: list[Body] = field(default_factory=list)
     written: list[Body] = field(default_factory=list)
@@ -395,6 +401,17 @@ class World:
                     **job,
                     "metadata": {**job["metadata"], "uid": "new", "creationTimestamp": NOW_TEXT},
                 }
+            case decide.CreateMigration(made, dry_run):
+                stored = copy.deepcopy(made)  # the CRD's defaults: none in this world
+                if dry_run:
+                    return stored
+                if self.create_migration:
+                    raise self.create_migration
+                name = made["metadata"]["name"]
+                if self.migrations.get(name) is not None:
+                    raise errors.AlreadyExists(f"{name} already exists", 409, "AlreadyExists")
+                self.migrations[name] = stored
+                return stored
             case decide.CreateDisruptionBudget():
                 if self.budget:
                     raise self.budget
@@ -533,6 +550,25 @@ PF = preflight_running(WITH_PREFLIGHT)
 PF_NAME = PF["status"]["preflight"]["jobName"]
 PENDING_ROW = "  down    20261115000001  Add unique index on project path"
 
+
+#: An environment that retries lock contention twice, ten minutes after the failure.
+RETRYING = environment(retry={"classes": ["LockContention"], "attempts": 2, "after": "10m"})
+GOLDEN = Path(__file__).parent / "golden" / "rails"
+LOCK_TIMEOUT_LOG = (GOLDEN / "migrate-lock-timeout.txt").read_text()
+UNIQUE_VIOLATION_LOG = (GOLDEN / "migrate-unique-violation.txt").read_text()
+#: The second retry of gstg-1200 (the policy's last with attempts: 2).
+LAST_RETRY = migration() | {
+    "metadata": {
+        **NEW["metadata"],
+        "name": "gstg-1200-retry-2",
+        "annotations": {
+            model.ANNOTATION_RETRY_OF: "gstg-1200-retry-1",
+            retries.ANNOTATION_FIRST: "gstg-1200",
+            retries.ANNOTATION_ATTEMPT: "2",
+        },
+    }
+}
+LAST_RETRY_JOB = planned_job(with_status(LAST_RETRY))["metadata"]["name"]
 
 #: What the API server answers a write to an immutable ConfigMap.
 IMMUTABLE = errors.Invalid(
@@ -714,6 +750,35 @@ CASES = [
         "Suspended",
         ["ValidateJob", "WriteStatus"],
         TIMING.gate_poll,
+    ),
+    Case(
+        "not before a time still ahead: held, looked at again the moment it comes",
+        migration(notBefore="2026-12-02T12:00:05Z"),
+        World,
+        "Gated",
+        "NotBefore",
+        ["ValidateJob", "WriteStatus"],
+        5.0,
+        "2026-12-02T12:00:05Z",
+    ),
+    Case(
+        "not before a time far ahead: held, looked at as often as the environment's policy",
+        migration(notBefore="2026-12-03T12:00:00Z"),
+        World,
+        "Gated",
+        "NotBefore",
+        ["ValidateJob", "WriteStatus"],
+        TIMING.policy_poll,
+        "it does not start before then",
+    ),
+    Case(
+        "not before a time now past: it runs",
+        migration(notBefore="2026-12-02T11:00:00Z"),
+        World,
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
     ),
     Case(
         "suspended, the API server refuses the Job: fails at once",
@@ -1200,6 +1265,22 @@ CASES = [
         "no migration ran",
     ),
     Case(
+        "pre-flight failed on a lock timeout, lock contention retried: the retry made",
+        PF,
+        lambda: World(
+            environment=RETRYING,
+            jobs={PF_NAME: preflight_job(PF_NAME, FAILED)},
+            pods={PF_NAME: [failed_pod(PF_NAME)]},
+            logs={f"{PF_NAME}-x7k2q": LOCK_TIMEOUT_LOG},
+        ),
+        "Failed",
+        "PreflightFailed",
+        ["AcquireLock", "CreateMigration", "WriteStatus", "ReleaseLock"],
+        None,
+        "no migration ran. Fix the cause, then `kubectl pdm retry` gstg-1200 runs it again; "
+        "failure class LockContention; retry 1 of 2",
+    ),
+    Case(
         "approval required, the creator's own pre-flight args find nothing: still approved first",
         preflight_running(CUSTOM_APPROVAL),
         preflight_done(preflight_running(CUSTOM_APPROVAL), ""),
@@ -1339,6 +1420,23 @@ CASES = [
         "suspended",
     ),
     Case(
+        "the Job's pod can never start, infrastructure retried: the retry after its creation",
+        running(NEW),
+        lambda: World(
+            environment=environment(
+                retry={"classes": ["Infrastructure"], "attempts": 1, "after": "1h"}
+            ),
+            jobs={JOB_NAME: job_named(NEW)},
+            pods={JOB_NAME: [waiting_pod(JOB_NAME, "InvalidImageName")]},
+        ),
+        "Failed",
+        "InvalidImageName",
+        ["SuspendJob", "CreateMigration", "WriteStatus", "ReleaseLock"],
+        None,
+        "failure class Infrastructure; retry 1 of 1 by spec.retry of PostDeployEnvironment "
+        "'gstg': pdm/gstg-1200-retry-1, not before 2026-12-02T12:59:00Z",
+    ),
+    Case(
         "the Job completed: the lock given back before the history write and the status",
         running(NEW),
         lambda: World(jobs={JOB_NAME: job_named(NEW, COMPLETE)}),
@@ -1363,6 +1461,52 @@ CASES = [
         ["ReleaseLock", "MergeHistory", "WriteStatus"],
         None,
         "exit code 1",
+    ),
+    Case(
+        "the Job failed on a lock timeout, lock contention retried: the retry made before the end",
+        running(NEW),
+        lambda: World(
+            environment=RETRYING,
+            jobs={JOB_NAME: job_named(NEW, FAILED)},
+            pods={JOB_NAME: [failed_pod(JOB_NAME, 1)]},
+            logs={f"{JOB_NAME}-x7k2q": LOCK_TIMEOUT_LOG},
+        ),
+        "Failed",
+        "BackoffLimitExceeded",
+        ["ReleaseLock", "MergeHistory", "CreateMigration", "WriteStatus"],
+        None,
+        "failure class LockContention; retry 1 of 2 by spec.retry of PostDeployEnvironment "
+        "'gstg': pdm/gstg-1200-retry-1, not before 2026-12-02T12:09:30Z",
+    ),
+    Case(
+        "the Job failed on a unique violation: a data error, which no policy retries",
+        running(NEW),
+        lambda: World(
+            environment=RETRYING,
+            jobs={JOB_NAME: job_named(NEW, FAILED)},
+            pods={JOB_NAME: [failed_pod(JOB_NAME, 1)]},
+            logs={f"{JOB_NAME}-x7k2q": UNIQUE_VIOLATION_LOG},
+        ),
+        "Failed",
+        "BackoffLimitExceeded",
+        ["ReleaseLock", "MergeHistory", "WriteStatus"],
+        None,
+        "failure class DataError",
+    ),
+    Case(
+        "the last retry the policy allows failed on a lock timeout: no more retries",
+        running(LAST_RETRY),
+        lambda: World(
+            environment=RETRYING,
+            jobs={LAST_RETRY_JOB: job_named(LAST_RETRY, FAILED)},
+            pods={LAST_RETRY_JOB: [failed_pod(LAST_RETRY_JOB, 1)]},
+            logs={f"{LAST_RETRY_JOB}-x7k2q": LOCK_TIMEOUT_LOG},
+        ),
+        "Failed",
+        "BackoffLimitExceeded",
+        ["ReleaseLock", "MergeHistory", "WriteStatus"],
+        None,
+        "pdm/gstg-1200 was retried 2 time(s)",
     ),
     Case(
         "the Job completed, its history immutable: succeeded all the same, the run unrecorded",
@@ -1821,3 +1965,105 @@ def test_a_following_migration_resolves_the_image_again_when_its_deployment_move
     assert moved.created[0]["spec"]["template"]["spec"]["containers"][0]["image"] == (
         "toolbox:v17.6.0"
     )
+
+
+# --- the environment's retry policy: exactly once, never another's object --------------
+def failed_on_lock_timeout(**kw: Any) -> World:
+    return World(
+        environment=RETRYING,
+        jobs={JOB_NAME: job_named(NEW, FAILED)},
+        pods={JOB_NAME: [failed_pod(JOB_NAME, 1)]},
+        logs={f"{JOB_NAME}-x7k2q": LOCK_TIMEOUT_LOG},
+        **kw,
+    )
+
+
+def test_the_policys_retry_copies_the_spec_links_the_first_and_waits_the_delay() -> None:
+    world = failed_on_lock_timeout()
+    step = decide.drive(decide.reconcile(running(NEW), NOW, SETUP), world)
+    made = world.migrations["gstg-1200-retry-1"]
+    assert made is not None
+    assert made["metadata"]["annotations"] == {
+        model.ANNOTATION_RETRY_OF: "gstg-1200",
+        retries.ANNOTATION_FIRST: "gstg-1200",
+        retries.ANNOTATION_ATTEMPT: "1",
+    }
+    assert made["metadata"]["namespace"] == NAMESPACE
+    # The Job's own end (11:59:30) and the policy's ten minutes.
+    assert made["spec"] == {**NEW["spec"], "notBefore": "2026-12-02T12:09:30Z"}
+    assert step.status["failure"]["class"] == "LockContention"
+    assert step.status["failure"]["retry"] == {
+        "name": "gstg-1200-retry-1",
+        "attempt": 1,
+        "notBefore": "2026-12-02T12:09:30Z",
+        "message": "retry 1 of 2 by spec.retry of PostDeployEnvironment 'gstg': "
+        "pdm/gstg-1200-retry-1, not before 2026-12-02T12:09:30Z",
+    }
+
+
+def test_a_retry_made_before_a_restart_is_met_again_and_counted_not_made_twice() -> None:
+    first = failed_on_lock_timeout()
+    decide.drive(decide.reconcile(running(NEW), NOW, SETUP), first)
+    # The operator died before the Failed status was written: the next pass (a
+    # new leader, a restart) fails it again and meets its own retry.
+    again = failed_on_lock_timeout(migrations=dict(first.migrations))
+    step = decide.drive(decide.reconcile(running(NEW), NOW + timedelta(minutes=2), SETUP), again)
+    assert list(again.migrations) == ["gstg-1200-retry-1"]
+    assert again.migrations == first.migrations
+    assert step.status["failure"]["retry"]["name"] == "gstg-1200-retry-1"
+    assert "Warn" not in again.effects()
+
+
+def test_a_retry_name_taken_by_another_spec_makes_no_retry_and_warns() -> None:
+    squatter = migration(image={"reference": OLD_IMAGE}) | {
+        "metadata": {
+            **NEW["metadata"],
+            "name": "gstg-1200-retry-1",
+            "annotations": {
+                retries.ANNOTATION_FIRST: "gstg-1200",
+                retries.ANNOTATION_ATTEMPT: "1",
+                model.ANNOTATION_RETRY_OF: "gstg-1200",
+            },
+        }
+    }
+    world = failed_on_lock_timeout(migrations={"gstg-1200-retry-1": squatter})
+    step = decide.drive(decide.reconcile(running(NEW), NOW, SETUP), world)
+    assert world.migrations["gstg-1200-retry-1"] is squatter
+    assert "name" not in step.status["failure"]["retry"]
+    assert [a.reason for a in world.asked if isinstance(a, decide.Warn)] == ["RetryNameTaken"]
+    assert step.status["state"] == "Failed"
+
+
+def test_a_retry_the_api_server_cannot_take_now_leaves_the_failure_unwritten_for_next_pass() -> (
+    None
+):
+    world = failed_on_lock_timeout(create_migration=errors.Transient("etcd timeout", 504))
+    with pytest.raises(errors.Transient):
+        decide.drive(decide.reconcile(running(NEW), NOW, SETUP), world)
+    assert not any(model.is_finished(w) for w in world.written)
+
+
+def test_a_retry_the_api_server_refuses_for_good_is_said_and_the_failure_stored() -> None:
+    refused = errors.Forbidden("postdeploymigrations is forbidden", 403, "Forbidden")
+    world = failed_on_lock_timeout(create_migration=refused)
+    step = decide.drive(decide.reconcile(running(NEW), NOW, SETUP), world)
+    assert step.status["state"] == "Failed"
+    assert "refuses the retry" in step.status["failure"]["retry"]["message"]
+    assert [a.reason for a in world.asked if isinstance(a, decide.Warn)] == ["RetryRefused"]
+
+
+def test_a_retry_past_its_not_before_still_waits_for_the_environments_window() -> None:
+    """A retry is an ordinary migration: its delay over, the windows still decide."""
+    retry = copy.deepcopy(LAST_RETRY)
+    retry["spec"]["notBefore"] = "2026-12-02T11:30:00Z"
+    world = World(environment=environment(windows=AFTERNOONS))
+    step = decide.drive(decide.reconcile(retry, NOW, SETUP), world)
+    assert (step.status["state"], step.status["reason"]) == ("Gated", "OutsideWindow")
+    assert "AcquireLock" not in world.effects()
+
+
+def test_an_unreadable_not_before_never_starts_early() -> None:
+    hold = gates.not_before({"notBefore": "2026-12-07T13:00:00"}, NOW)
+    assert hold is not None
+    assert (hold.reason, hold.fatal) == ("NotBefore", True)
+    assert gates.not_before({}, NOW) is None

@@ -47,7 +47,9 @@ namespace) or as a Role in each watched namespace, the same rules.
 {{- define "pdm-operator.watchRules" -}}
 # Watch migrations (Kopf), read them (workers, the watch audit, dry-run diffs).
 # Create: an environment's spec.schedule starts a run from the template its
-# platform admin wrote (held to the same environment rules as any other).
+# platform admin wrote, and its spec.retry makes the retry of a failed one (a
+# copy of that one's spec, in its namespace); both are held to the same
+# environment rules as any other.
 - apiGroups: [pdm-operator.io]
   resources: [postdeploymigrations]
   verbs: [get, list, watch, create]

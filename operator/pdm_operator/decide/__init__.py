@@ -10,7 +10,8 @@ A package whose modules are the stages of a migration's life, each asking
 ``when_to_run``   the environment's say on when: locks, windows, deploys
 ``preflight_run`` the pre-flight Job, its answer, its approval
 ``create``        the lock and the create (or a dry run)
-``after_job``     following the Job, history, blocking reports
+``after_job``     following the Job, history, a failure's class and retry,
+                  blocking reports
 ``ladder``        the order of it all: ``reconcile``, and the invariants
 ================= ===========================================================
 
@@ -27,6 +28,7 @@ from pdm_operator.decide.asks import (
     CountHistoryFailure,
     CreateDisruptionBudget,
     CreateJob,
+    CreateMigration,
     Decision,
     DefaultedJob,
     DeploymentPods,
@@ -70,6 +72,7 @@ __all__ = [
     "CountHistoryFailure",
     "CreateDisruptionBudget",
     "CreateJob",
+    "CreateMigration",
     "Decision",
     "DefaultedJob",
     "DeploymentPods",

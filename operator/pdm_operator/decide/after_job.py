@@ -1,19 +1,27 @@
 """Once the Job exists: follow it to its end, diagnose a pod that cannot start,
-record the run in the environment's history, wait for blocking reports."""
+record the run in the environment's history, class a failure and make the
+retry the environment's policy asks for, wait for blocking reports."""
 
 from __future__ import annotations
 
 from pdm_operator import (
+    environments,
+    failures,
     history,
     jobs,
     model,
     render,
+    retries,
     selection,
+    timestamps,
 )
 from pdm_operator.decide.asks import (
     CountHistoryFailure,
+    CreateMigration,
     Decision,
+    GetEnvironment,
     GetJob,
+    GetMigration,
     JobEvents,
     JobPods,
     LogTail,
@@ -35,7 +43,7 @@ from pdm_operator.decide.state import (
     release,
     write,
 )
-from pdm_operator.errors import ApiError, Forbidden, Invalid
+from pdm_operator.errors import AlreadyExists, ApiError, Forbidden, Invalid
 from pdm_operator.model import Body
 from pdm_operator.reporting import outbox
 
@@ -93,6 +101,7 @@ def follow(p: Pass) -> Decision[Step]:
         return (yield from await_blocking_reports(p, outcome.message))
     failure: Body = {"reason": outcome.reason, "message": outcome.message}
     pod = jobs.pod_failure((yield JobPods(name, job["metadata"].get("uid", ""))))
+    tail = ""
     if pod is not None:
         failure["pod"] = pod.pod
         if pod.exit_code is not None:
@@ -103,6 +112,12 @@ def follow(p: Pass) -> Decision[Step]:
             failed = jobs.failed_migration(tail)
             if failed is not None:
                 failure["migration"] = failed.as_status()
+    failure["class"] = failures.classify(
+        tail,
+        pod_reason=pod.reason if pod is not None else "",
+        job_reason=outcome.reason,
+        exit_code=pod.exit_code if pod is not None else None,
+    )
     p.status["failure"] = failure
     # Over, whatever the history write does: the next may start.
     yield from release(p)
@@ -121,6 +136,7 @@ def follow(p: Pass) -> Decision[Step]:
                 failed_one.get("database", ""),
             ).describe()
         )
+    message += yield from retry_by_policy(p, p.status["jobCompletionTime"])
     p.set(model.SUCCEEDED, False, outcome.reason, message)
     p.set(model.FAILED, True, outcome.reason, message)
     p.status["completionTime"] = p.status["jobCompletionTime"]
@@ -137,6 +153,64 @@ def _marked(p: Pass) -> Body | None:
         if mark.get(key):
             out[key] = str(mark[key])
     return out
+
+
+def retry_by_policy(p: Pass, failed_at: str) -> Decision[str]:
+    """The failure's class, and the retry the environment's ``spec.retry`` makes of
+    it (``retries``): created before the failure is stored, so that a crash in
+    between makes the next pass meet it (409) rather than never make it. What
+    the Failed condition's message (and so its Warning Event) adds: the class,
+    and the retry or why none.
+
+    ``failed_at`` (the Job's own end time) makes the retry's ``notBefore``, and
+    so its spec, the same on every pass: a repeat finds its own retry, not one
+    that differs. A create the API server refuses for good (the spec no longer
+    admitted, RBAC) is said and not retried; anything else is raised, and the
+    pass runs again.
+    """
+    failure: Body = p.status.setdefault("failure", {})
+    cls = str(failure.setdefault("class", failures.UNKNOWN))
+    words = f"; failure class {cls}"
+    body: Body | None = yield GetEnvironment()
+    policy = environments.Policy.of(body).retry if body is not None else None
+    at = timestamps.parse_or_none(failed_at) or p.at
+    plan = retries.planned(p.migration, p.environment, policy, cls, at)
+    if plan is None:
+        failure.pop("retry", None)
+        return words
+    if isinstance(plan, retries.NoRetry):
+        failure["retry"] = {"message": plan.message}
+        return f"{words}; {plan.message}"
+    made = plan.migration
+    said = (
+        f"retry {plan.attempt} of {plan.attempts} by spec.retry of PostDeployEnvironment "
+        f"{p.environment!r}: pdm/{plan.name}, not before {plan.not_before}"
+    )
+    try:
+        yield CreateMigration(made)
+    except AlreadyExists:
+        found: Body | None = yield GetMigration(plan.name)
+        stored: Body = yield CreateMigration(retries.for_comparison(made), dry_run=True)
+        if not retries.is_its_retry(found, made, stored):
+            said = (
+                f"the retry's name pdm/{plan.name} is taken by a PostDeployMigration that is "
+                "not this retry (its annotations, labels or spec differ): no retry is made"
+            )
+            yield Warn("RetryNameTaken", said)
+            failure["retry"] = {"attempt": plan.attempt, "message": said}
+            return f"{words}; {said}"
+    except (Invalid, Forbidden) as e:
+        said = f"the API server refuses the retry pdm/{plan.name}: {e.message}; no retry is made"
+        yield Warn("RetryRefused", said)
+        failure["retry"] = {"attempt": plan.attempt, "message": said}
+        return f"{words}; {said}"
+    failure["retry"] = {
+        "name": plan.name,
+        "attempt": plan.attempt,
+        "notBefore": plan.not_before,
+        "message": said,
+    }
+    return f"{words}; {said}"
 
 
 def record_run(p: Pass) -> Decision[None]:
@@ -270,6 +344,10 @@ def _diagnose(p: Pass, job: Body) -> Decision[Step]:
     yield SuspendJob(name)
     message = f"{found.message}; Job {name} is suspended so that its pod never starts"
     p.status["failure"] = {"reason": found.reason, "message": message}
+    p.status["failure"]["class"] = failures.classify(pod_reason=found.reason)
+    # Its pod never started: the Job's creation is the failure's time, the same
+    # on every pass (a repeat after a crash finds the same retry).
+    message += yield from retry_by_policy(p, job["metadata"].get("creationTimestamp") or p.now)
     fail(p, found.reason, message)
     return (yield from finish(p))
 

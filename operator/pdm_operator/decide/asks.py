@@ -203,6 +203,16 @@ class CreateJob(Ask):
 
 
 @dataclass(frozen=True)
+class CreateMigration(Ask):
+    """Create a PostDeployMigration in the migration's namespace (a retry the
+    environment's policy makes; ``dry_run``: what the API server would store)
+    → the object as created."""
+
+    migration: Body = field(compare=False)
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
 class SuspendJob(Ask):
     """Suspend a Job so that no pod of it starts again → None."""
 
@@ -285,6 +295,7 @@ AnyAsk: TypeAlias = (
     | ReleaseLock
     | WriteStatus
     | CreateJob
+    | CreateMigration
     | SuspendJob
     | CreateDisruptionBudget
     | Warn

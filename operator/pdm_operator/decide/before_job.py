@@ -209,6 +209,7 @@ def first_hold(
     """The gates in order; the first that holds is the answer. The last is the lock."""
     hold = (
         gates.suspended(p.spec)
+        or gates.not_before(p.spec, p.at)
         or (yield from _dependencies(p))
         or (yield from environment_says_when(p, policy))
         or (yield from _rolled_out(p))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pdm_operator import (
     approval,
+    failures,
     history,
     jobs,
     model,
@@ -20,6 +21,7 @@ from pdm_operator.decide.after_job import (
     failure_log,
     record_run,
     reports_now_pending,
+    retry_by_policy,
 )
 from pdm_operator.decide.asks import (
     CreateJob,
@@ -325,7 +327,11 @@ def _follow_preflight(p: Pass, pf: Body, job: Body) -> Decision[Step | None]:
             yield SuspendJob(name)
             return (
                 yield from _preflight_failed(
-                    p, found.reason, f"pre-flight Job {name}: {found.message}"
+                    p,
+                    found.reason,
+                    f"pre-flight Job {name}: {found.message}",
+                    failures.classify(pod_reason=found.reason),
+                    pjob["metadata"].get("creationTimestamp"),
                 )
             )
         if found is not None:
@@ -334,6 +340,7 @@ def _follow_preflight(p: Pass, pf: Body, job: Body) -> Decision[Step | None]:
     if not outcome.succeeded:
         detail = outcome.message
         failed = jobs.pod_failure(pods)
+        tail = ""
         if failed is not None:
             detail += f" (exit code {failed.exit_code} in pod {failed.pod})"
             tail = yield from failure_log(failed)
@@ -342,9 +349,19 @@ def _follow_preflight(p: Pass, pf: Body, job: Body) -> Decision[Step | None]:
                 p.status["failure"]["pod"] = failed.pod
                 if failed.exit_code is not None:
                     p.status["failure"]["exitCode"] = failed.exit_code
+        cls = failures.classify(
+            tail,
+            pod_reason=failed.reason if failed is not None else "",
+            job_reason=outcome.reason,
+            exit_code=failed.exit_code if failed is not None else None,
+        )
         return (
             yield from _preflight_failed(
-                p, "PreflightFailed", f"pre-flight Job {name} failed: {detail}"
+                p,
+                "PreflightFailed",
+                f"pre-flight Job {name} failed: {detail}",
+                cls,
+                outcome.time,
             )
         )
     return (yield from _read_answer(p, pf, name, pods))
@@ -444,14 +461,30 @@ def _record_answer(
     p.set(model.PREFLIGHT, True, "MigrationsPending" if pending else "NothingPending", said)
 
 
-def _preflight_failed(p: Pass, reason: str, message: str) -> Decision[Step]:
-    """Nothing ran and nothing was written: the migration fails, and may be retried."""
+def _preflight_failed(
+    p: Pass,
+    reason: str,
+    message: str,
+    failure_class: str = failures.UNKNOWN,
+    failed_at: str | None = None,
+) -> Decision[Step]:
+    """Nothing ran and nothing was written: the migration fails, and may be retried.
+
+    The environment's retry policy covers it as it covers a failed migration
+    Job (``after_job.retry_by_policy``), by the same class: a pre-flight that
+    failed ran no migration, so its retry is never riskier than the retry of
+    a Job that failed half-way, and a lock held or a database away fails the
+    pre-flight's ``db:migrate:status`` as it would the migrations. What cannot
+    be read (a pod gone, a log cut) is ``Unknown``, which no policy retries.
+    """
     if "preflight" in p.status:
         p.status["preflight"]["phase"] = "Failed"
     message += f"; no migration ran. Fix the cause, then `kubectl pdm retry` {p.name} runs it again"
     p.set(model.PREFLIGHT, False, reason, message)
     failure = p.status.setdefault("failure", {})
     failure.update(reason=reason, message=message)
+    failure["class"] = failure_class
+    message += yield from retry_by_policy(p, failed_at or p.now)
     fail(p, reason, message)
     return (yield from finish(p))
 

@@ -18,10 +18,17 @@ from pdm_operator.model import Body
 #: A Deployment of the environment's ``spec.quietDeployments`` is rolling out.
 DEPLOY_IN_PROGRESS = "DeployInProgress"
 #: Holds that change with a person's edit or the clock, not with the cluster:
-#: looked at as often as the environment's policy.
+#: looked at as often as the environment's policy (and when they lift by
+#: themselves: ``gates.Hold.opens``).
 SLOW = (
     frozenset(
-        {when.OUTSIDE_WINDOW, when.CHANGE_LOCKED, when.INVALID_WINDOW, when.CHANGE_LOCK_UNKNOWN}
+        {
+            when.OUTSIDE_WINDOW,
+            when.CHANGE_LOCKED,
+            when.INVALID_WINDOW,
+            when.CHANGE_LOCK_UNKNOWN,
+            gates.NOT_BEFORE,
+        }
     )
     | deployments.NEEDS_ACTION
 )
