@@ -135,7 +135,7 @@ def test_a_failure_names_the_failing_migration_and_calls_the_others_unknown() ->
     body = issue_note.render_outcome(migration(status), note_sink(), "failed")
     assert "| Failed at | `20251101000003` `BackfillBuilds` `ci` |" in body
     assert "PG::LockNotAvailable" in body
-    fates = dict((m["version"], fate) for m, fate in issue_note.fates(status, "failed"))
+    fates = {m["version"]: fate for m, fate in issue_note.fates(status, "failed")}
     assert fates == {
         "20251101000001": "unknown",  # never "applied" without a record of it
         "20251101000002": "held",
@@ -150,7 +150,7 @@ def test_a_failure_with_progress_says_what_ran_before_it() -> None:
         failure={"reason": "BackoffLimitExceeded", "migration": {"version": "20251101000003"}},
         progress={"done": [{"version": "20251101000001", "durationSeconds": 3}]},
     )
-    fates = dict((m["version"], fate) for m, fate in issue_note.fates(status, "failed"))
+    fates = {m["version"]: fate for m, fate in issue_note.fates(status, "failed")}
     assert fates["20251101000001"] == "applied"
     assert fates["20251101000003"] == "failed"
 
@@ -277,7 +277,8 @@ def test_a_note_is_posted_once_and_a_second_attempt_finds_it(fake: FakeGitLab) -
     ctx = context(fake, planned_status())
     first = deliver(record(), ctx)
     again = deliver(record(), ctx)
-    assert first.delivered and again.delivered
+    assert first.delivered
+    assert again.delivered
     assert first.remote_id == again.remote_id
     (note,) = fake.notes(PROJECT, 1)
     assert issue_note.parse_marker(note["body"]) == (UID, "plan")
