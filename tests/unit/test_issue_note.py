@@ -83,7 +83,7 @@ def test_a_plan_awaiting_approval_says_how_to_approve_it() -> None:
     body = issue_note.render_plan(
         migration(planned_status(), approval={"required": True}), note_sink()
     )
-    assert "`kubectl pdm approve -n gitlab pdm-1`" in body
+    assert f"`kubectl pdm approve -n gitlab pdm-1 --plan sha256:{'ab' * 32}`" in body
     approved = planned_status(approval={"planHash": "x", "by": "rm", "at": "t"})
     assert "Approval" not in issue_note.render_plan(
         migration(approved, approval={"required": True}), note_sink()

@@ -272,6 +272,8 @@ def render_plan(migration: Body, sink: Body) -> str:
     if (spec.get("approval") or {}).get("required") and not status.get("approval"):
         meta = migration["metadata"]
         command = f"kubectl pdm approve -n {meta['namespace']} {meta['name']}"
+        if pf.get("planHash"):  # approves this plan only, not whatever is pending by then
+            command += f" --plan {pf['planHash']}"
         lines.append(f"| Approval | awaited: {code(command)} |")
     if pending:
         rows = [(m, "held" if held(m) else "pending") for m in pending]
