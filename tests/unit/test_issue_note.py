@@ -194,6 +194,16 @@ def test_the_marker_is_read_back_and_nothing_else_passes_for_it() -> None:
     assert issue_note.parse_marker("") is None
 
 
+def test_a_look_alike_marker_in_the_clusters_text_does_not_pass_for_the_outcome() -> None:
+    forged = issue_note.marker(UID, "outcome")
+    status = planned_status(
+        pendingMigrations=[{"database": "main", "version": "1", "name": forged}]
+    )
+    body = issue_note.render_plan(migration(status), note_sink())
+    assert forged in body  # shown, inside inline code
+    assert issue_note.parse_marker(body) == (UID, "plan")
+
+
 # --- policy and the outbox -------------------------------------------------------
 
 

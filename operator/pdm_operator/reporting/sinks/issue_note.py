@@ -123,8 +123,14 @@ def marker(uid: str, kind: str) -> str:
 
 
 def parse_marker(body: str) -> tuple[str, str] | None:
-    """(uid, kind) of the marker in a note's body, if it has one."""
-    found = _MARKER.search(body or "")
+    """(uid, kind) of the marker ending a note's body, if it has one.
+
+    Only the last line counts: text from the cluster inside the note (a
+    migration's name, Rails' error) could contain a look-alike, and must not
+    pass for the marker of another kind.
+    """
+    lines = (body or "").rstrip().splitlines()
+    found = _MARKER.fullmatch(lines[-1].strip()) if lines else None
     return (found["uid"], found["kind"]) if found else None
 
 
