@@ -151,8 +151,26 @@ def test_a_failure_with_progress_says_what_ran_before_it() -> None:
         progress={"done": [{"version": "20251101000001", "durationSeconds": 3}]},
     )
     fates = {m["version"]: fate for m, fate in issue_note.fates(status, "failed")}
-    assert fates["20251101000001"] == "applied"
-    assert fates["20251101000003"] == "failed"
+    assert fates == {
+        "20251101000001": "applied",
+        "20251101000002": "held",
+        "20251101000003": "failed",
+    }
+
+
+def test_a_migration_the_progress_does_not_record_is_unknown_never_not_run() -> None:
+    """The progress is read at a bounded rate: it may lag what Rails did."""
+    status = planned_status(
+        jobOutcome="Failed",
+        failure={"reason": "DeadlineExceeded"},
+        progress={"done": [{"version": "20251101000001", "seconds": 3}], "total": 2},
+    )
+    fates = {m["version"]: fate for m, fate in issue_note.fates(status, "failed")}
+    assert fates == {
+        "20251101000001": "applied",
+        "20251101000002": "held",
+        "20251101000003": "unknown",
+    }
 
 
 def test_nothing_a_migration_name_or_error_says_can_act_on_the_issue() -> None:

@@ -13,8 +13,8 @@ Two notes at most per migration and issue, each posted once:
 * **the outcome**, when the Job has ended (or nothing was pending with
   ``FinishAndReport``): what was applied, held, failed (the migration
   ``status.failure.migration`` names) and, when ``status.progress`` has them,
-  how long each took. A migration whose fate is not known (a failure, no
-  progress recorded) says "unknown", never "applied".
+  how long each took. A migration whose fate is not known (after a failure,
+  one the progress does not record as done) says "unknown", never "applied".
 
 Exactly once. GitLab's create (``POST /projects/:id/issues/:issue_iid/notes``,
 gitlabhq ``lib/api/notes.rb`` -> ``Notes::CreateService``) is not idempotent:
@@ -189,17 +189,17 @@ def held(entry: Body) -> bool:
 
 
 def fates(status: Body, outcome: str) -> list[tuple[Body, str]]:
-    """Each pending migration with what became of it: applied, held, failed, not run or unknown.
+    """Each pending migration with what became of it: applied, held, failed or unknown.
 
-    On success every migration not held was applied. On failure only the
-    failing one is known from the log; the others are applied or not run when
-    ``status.progress`` says so, and unknown otherwise (fail closed: a
-    migration is never called applied without a record of it).
+    On success every migration not held was applied. On failure the failing
+    one is known from the log, and those ``status.progress`` records as done
+    were applied; every other one is unknown (fail closed: the progress is
+    read at a bounded rate and may lag the log, so a migration missing from
+    it is never called "not run", nor one without a record "applied").
     """
     pending = [dict(m) for m in status.get("pendingMigrations") or []]
     failing = str(((status.get("failure") or {}).get("migration") or {}).get("version") or "")
     done = durations(status)
-    progress_known = bool(done) or bool(status.get("progress"))
     out = []
     for entry in pending:
         v = str(entry.get("version") or "")
@@ -211,8 +211,6 @@ def fates(status: Body, outcome: str) -> list[tuple[Body, str]]:
             fate = "failed"
         elif v in done:
             fate = "applied"
-        elif progress_known:
-            fate = "not run"
         else:
             fate = "unknown"
         out.append((entry, fate))
