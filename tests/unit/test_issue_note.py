@@ -411,3 +411,11 @@ def test_a_redirect_is_not_followed(fake: FakeGitLab) -> None:
         assert elsewhere.requests == []
     assert result.error is not None
     assert "redirect" in result.error
+
+
+def test_a_migration_without_a_uid_is_never_noted(fake: FakeGitLab) -> None:
+    ctx = context(fake, planned_status())
+    ctx.migration["metadata"]["uid"] = ""
+    result = deliver(record(), ctx)
+    assert result.permanent
+    assert posts(fake) == []

@@ -399,6 +399,8 @@ def post_once(gl: gitlab.Gitlab, record: Body, ctx: Context, captured: Captured)
     sink = _sink_of(ctx, record)
     kind = KINDS[record["desired"]]
     uid = str(ctx.migration["metadata"].get("uid") or "")
+    if not uid:  # the API server always sets one; without it, a retry could post twice
+        return Result(error="the migration has no uid to mark its note with", permanent=True)
     project = gl.projects.get(project_path, lazy=True)
     issue = project.issues.get(int(iid), lazy=True)
     with explained(f"look up the notes of issue #{iid}", project_path, captured):
