@@ -87,8 +87,8 @@ typecheck: venv ## mypy --strict on pdm_operator and the unit tests' world of as
 	$(VENV)/bin/mypy
 
 .PHONY: unit
-unit: venv tools ## unit tests (no cluster; builds Argo CD's Lua interpreter once)
-	@bash hack/build-binaries.sh argo-lua >/dev/null
+unit: venv tools ## unit tests (no cluster; builds Argo CD's Lua interpreter and trigger evaluator once)
+	@bash hack/build-binaries.sh argo-lua argo-notify >/dev/null
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: integration

@@ -5,6 +5,7 @@
 #   kwok                                                              (sigs.k8s.io/kwok)
 #   helm (only when asked: `build-binaries.sh helm`)                  (helm.sh/helm/v4)
 #   argo-lua (only when asked): Argo CD's Lua VM for manifests/argocd (hack/argo-lua)
+#   argo-notify (only when asked): Argo CD's trigger expressions (hack/argo-notify)
 #
 # Each component lands in its own cache directory keyed by its version and the
 # Go toolchain version, e.g. ~/.cache/pdm-operator/bin/kubernetes-v1.37.2-go1.26.8/,
@@ -247,7 +248,23 @@ build_argo_lua() {
   echo "ARGO_LUA_BIN=$out"
 }
 
-# One or more of: all (the control plane), kubernetes, kubelet, etcd, kwok, helm, argo-lua.
+# --- argo-notify ------------------------------------------------------------
+# Argo CD's notification trigger expressions (antonmedv/expr and expr-lang/expr,
+# as the notifications engine runs them) and Go templates; built from
+# hack/argo-notify, keyed by its source.
+build_argo_notify() {
+  local src="$here/argo-notify" key
+  key=$(cat "$src/main.go" "$src/go.mod" "$src/go.sum" | sha256sum | cut -c1-12)
+  local out="$bin_root/argo-notify-$key-$go_version"
+  if stamp_ok "$out"; then echo "ARGO_NOTIFY_BIN=$out"; return; fi
+  mkdir -p "$out"
+  log "argo-notify: go build"
+  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$out/argo-notify" .) || die "go build of hack/argo-notify failed"
+  touch "$out/.complete"
+  echo "ARGO_NOTIFY_BIN=$out"
+}
+
+# One or more of: all (the control plane), kubernetes, kubelet, etcd, kwok, helm, argo-lua, argo-notify.
 case " $* " in *" kubelet "*) export WITH_KUBELET=1 ;; esac
 for what in "${@:-all}"; do
   case "$what" in
@@ -258,6 +275,7 @@ for what in "${@:-all}"; do
     kwok) build_kwok ;;
     helm) build_helm ;;
     argo-lua) build_argo_lua ;;
-    *) die "unknown component: $what (all|kubernetes|kubelet|etcd|kwok|helm|argo-lua)" ;;
+    argo-notify) build_argo_notify ;;
+    *) die "unknown component: $what (all|kubernetes|kubelet|etcd|kwok|helm|argo-lua|argo-notify)" ;;
   esac
 done

@@ -94,8 +94,9 @@ def build_binaries(kubelet: bool = False) -> dict[str, Path]:
 
 
 def build_tool(name: str) -> Path:
-    """``helm`` or ``argo-lua``: built the first time, cached like the control plane."""
-    key = {"helm": "HELM_BIN", "argo-lua": "ARGO_LUA_BIN"}[name]
+    """``helm``, ``argo-lua`` or ``argo-notify``: built the first time, cached like the
+    control plane."""
+    key = {"helm": "HELM_BIN", "argo-lua": "ARGO_LUA_BIN", "argo-notify": "ARGO_NOTIFY_BIN"}[name]
     proc = subprocess.run(
         ["bash", str(HACK / "build-binaries.sh"), name],
         stdout=subprocess.PIPE,

@@ -5,6 +5,7 @@ with their documented answers and faults."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -611,3 +612,160 @@ def test_no_merge_requests_linked_in_time_is_an_outcome_not_a_delivery(
     labels = next(r for r in reports(api, "pdm-nolink") if r["sink"] == "MergeRequestLabels")
     assert labels["state"] == "NoMergeRequests"
     assert "within 10s" in labels["lastError"]
+
+
+# --- IssueNote: the plan and the outcome on the release task issue ---------------
+
+TASKS = "gitlab-org/release/tasks"
+
+
+def note_sinks(**extra: Any) -> list[dict[str, Any]]:
+    return [{"type": "IssueNote", "project": TASKS, "issue": 1, **extra}]
+
+
+def note_kinds(server: FakeGitLab) -> list[str]:
+    """The kind of each note our marker is on, oldest first."""
+    return [
+        m.group(1)
+        for n in server.notes(TASKS, 1)
+        if (m := re.search(r"<!-- pdm-operator note uid=\S+ kind=(\w+) -->", n["body"]))
+    ]
+
+
+def note_posts(server: FakeGitLab) -> list[Any]:
+    return [r for r in server.requests if r.method == "POST" and r.path.endswith("/notes")]
+
+
+def note_record(api: Api, name: str) -> dict[str, Any] | None:
+    return next((r for r in reports(api, name) if r["sink"] == "IssueNote"), None)
+
+
+@pytest.fixture
+def task_issue(gitlab_server: FakeGitLab) -> None:
+    gitlab_server.add_issue(TASKS, "Release 18.6.0: post-deploy migrations")
+
+
+def running_for(seconds: int) -> dict[str, Any]:
+    """A Job whose simulated pod runs ``seconds`` (the plan is noted meanwhile)."""
+    return {"podAnnotations": {"sim.pdm-operator.io/duration": f"{seconds}s"}}
+
+
+def test_the_plan_and_the_outcome_are_each_noted_once_on_the_issue(
+    api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab, task_issue: None
+) -> None:
+    api.create(tracked("pdm-note", gitlab_server.url, note_sinks(), job=running_for(15)))
+    planned = wait_until(
+        lambda: plan_delivered(api, "pdm-note"),
+        timeout=60,
+        what="the plan noted while the Job runs",
+    )
+    assert planned["desired"] == "planned"
+    assert api.get("pdm-note")["status"].get("jobOutcome") is None  # type: ignore[index]
+    api.wait_condition("pdm-note", "Succeeded", timeout=120)
+    api.wait_condition("pdm-note", "Reported", timeout=60)
+    assert note_kinds(gitlab_server) == ["plan", "outcome"]
+    outcome = gitlab_server.notes(TASKS, 1)[-1]
+    assert outcome["body"].startswith("**Post-deployment migrations succeeded** in `gstg`")
+    assert outcome["author"]["username"] == "pdm-bot"
+    assert len(note_posts(gitlab_server)) == 2
+    assert gitlab_server.quick_actions(TASKS, 1) == []
+    record = note_record(api, "pdm-note")
+    assert record is not None
+    assert (record["desired"], record["state"]) == ("success", "Delivered")
+    assert record["remoteId"] == str(outcome["id"])
+
+
+def test_a_failed_run_is_noted_as_failed(
+    api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab, task_issue: None
+) -> None:
+    job = {"podAnnotations": {"sim.pdm-operator.io/outcome": "fail"}}
+    api.create(tracked("pdm-note-failed", gitlab_server.url, note_sinks(), job=job))
+    api.wait_condition("pdm-note-failed", "Failed", timeout=120)
+    api.wait_condition("pdm-note-failed", "Reported", timeout=60)
+    assert note_kinds(gitlab_server)[-1] == "outcome"
+    body = gitlab_server.notes(TASKS, 1)[-1]["body"]
+    assert body.startswith("**Post-deployment migrations failed**")
+    assert "| Reason |" in body
+
+
+def test_a_lost_note_answer_leaves_exactly_one_note_of_each_kind(
+    api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab, task_issue: None
+) -> None:
+    gitlab_server.faults.lose_response(method="POST", path=r"/notes$", times=2)
+    api.create(tracked("pdm-note-lost", gitlab_server.url, note_sinks(), job=running_for(10)))
+    api.wait_condition("pdm-note-lost", "Succeeded", timeout=120)
+    api.wait_condition("pdm-note-lost", "Reported", timeout=120)
+    kinds = note_kinds(gitlab_server)
+    assert "outcome" in kinds
+    assert len(kinds) == len(set(kinds)), kinds  # no kind twice
+    assert len([r for r in note_posts(gitlab_server) if r.fault == "lose_response"]) == 2
+    # Each note stored was made by one POST: none was posted again after a lost answer.
+    stored = [r for r in note_posts(gitlab_server) if r.handled_status == 201]
+    assert len(stored) == len(kinds)
+
+
+def outcome_attempted(api: Api, name: str, at_least: int) -> bool:
+    record = note_record(api, name)
+    return bool(record and record["desired"] == "success" and record.get("attempts", 0) >= at_least)
+
+
+def test_a_restart_after_a_lost_note_answer_posts_nothing_twice(
+    api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab, task_issue: None
+) -> None:
+    # GitLab fails all through the run: the plan is never noted, the outcome waits.
+    gitlab_server.faults.error(503)
+    api.create(tracked("pdm-note-restart", gitlab_server.url, note_sinks()))
+    api.wait_condition("pdm-note-restart", "Succeeded", timeout=120)
+    wait_until(
+        lambda: outcome_attempted(api, "pdm-note-restart", 1),
+        timeout=60,
+        what="a failed attempt at the outcome note recorded in the outbox",
+    )
+    reporting_operator.kill()
+    # The next operator's post is stored, and its answer lost; it dies right after.
+    gitlab_server.faults.clear()
+    gitlab_server.faults.lose_response(method="POST", path=r"/notes$", times=1)
+    reporting_operator.start()
+    wait_until(
+        lambda: any(r.fault == "lose_response" for r in note_posts(gitlab_server)),
+        timeout=60,
+        what="the outcome note posted with its answer lost",
+    )
+    reporting_operator.kill()
+    reporting_operator.start()
+    api.wait_condition("pdm-note-restart", "Reported", timeout=120)
+    assert note_kinds(gitlab_server) == ["outcome"]
+    assert len([r for r in note_posts(gitlab_server) if r.handled_status == 201]) == 1
+    record = note_record(api, "pdm-note-restart")
+    assert record is not None
+    assert record["remoteId"] == str(gitlab_server.notes(TASKS, 1)[0]["id"])
+
+
+def plan_delivered(api: Api, name: str) -> dict[str, Any] | None:
+    record = note_record(api, name)
+    return record if record and record["state"] == "Delivered" else None
+
+
+def test_a_hanging_gitlab_never_delays_a_migration_with_a_note(
+    api: Api, reporting_operator: OperatorProcess, gitlab_server: FakeGitLab, task_issue: None
+) -> None:
+    healthy = time_to_succeed(
+        api, "note-healthy", tracked("note-healthy", gitlab_server.url, note_sinks())
+    )
+    gitlab_server.faults.hang()
+    faulty = time_to_succeed(
+        api,
+        "note-faulty",
+        tracked(
+            "note-faulty",
+            gitlab_server.url,
+            note_sinks(required=True),
+            environment="gprd",
+            pipeline="Rollback",
+        ),
+    )
+    assert faulty <= healthy + 3.0, f"took {faulty:.1f}s with GitLab hanging, {healthy:.1f}s"
+    assert api.condition("note-faulty", "Reported")["reason"] == "Pending"  # type: ignore[index]
+    gitlab_server.faults.clear()
+    api.wait_condition("note-faulty", "Reported", timeout=120)
+    assert note_kinds(gitlab_server).count("outcome") == 2

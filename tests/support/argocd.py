@@ -122,3 +122,88 @@ def save_fixture(name: str, obj: dict[str, Any]) -> None:
     kept["metadata"]["namespace"] = "gitlab"
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / f"{name}.json").write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
+
+
+# --- notifications (manifests/argocd/argocd-notifications-cm.yaml) ---------------
+
+NOTIFICATIONS = repo_root() / "manifests" / "argocd" / "argocd-notifications-cm.yaml"
+
+
+@functools.cache
+def notify_evaluator() -> Path:
+    return build_tool("argo-notify")
+
+
+@functools.cache
+def notifications() -> dict[str, str]:
+    data: dict[str, str] = yaml.safe_load(NOTIFICATIONS.read_text())["data"]
+    return data
+
+
+def trigger(name: str) -> list[dict[str, Any]]:
+    """The conditions of ``trigger.NAME``, as the notifications controller parses them."""
+    found: list[dict[str, Any]] = yaml.safe_load(notifications()[f"trigger.{name}"])
+    return found
+
+
+def fires(name: str, app: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each expression engine's verdict on the trigger's (single) condition:
+    ``{"old": {"fired": bool, "oncePer": str, "error": str}, "new": {...}}``."""
+    (condition,) = trigger(name)
+    args = [str(notify_evaluator()), "when", condition["when"], condition.get("oncePer", "")]
+    proc = subprocess.run(
+        args, input=json.dumps(app), capture_output=True, text=True, timeout=30, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip())
+    found: dict[str, dict[str, Any]] = json.loads(proc.stdout)
+    return found
+
+
+def render_message(template: str, app: dict[str, Any]) -> str:
+    """The ``message`` of ``template.NAME`` for ``app`` (Go text/template)."""
+    text = yaml.safe_load(notifications()[f"template.{template}"])["message"]
+    proc = subprocess.run(
+        [str(notify_evaluator()), "template", text],
+        input=json.dumps(app),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip())
+    return proc.stdout
+
+
+def application(*migrations: dict[str, Any], persisted: bool = True) -> dict[str, Any]:
+    """An Argo CD Application deploying ``migrations`` (and a ConfigMap), each
+    with the health the shipped health check gives it, as the application
+    controller records it in status.resources (``persisted``: Argo CD 2.x, or
+    3.x with controller.resource.health.persist; otherwise the health lives in
+    Redis and the Application says so, status.resourceHealthSource: appTree)."""
+    resources: list[dict[str, Any]] = [
+        {"version": "v1", "kind": "ConfigMap", "namespace": "gitlab", "name": "settings",
+         "status": "Synced"}
+    ]  # fmt: skip
+    for obj in migrations:
+        entry: dict[str, Any] = {
+            "group": "pdm-operator.io",
+            "version": "v1alpha1",
+            "kind": "PostDeployMigration",
+            "namespace": obj["metadata"]["namespace"],
+            "name": obj["metadata"]["name"],
+            "status": "Synced",
+        }
+        if persisted:
+            entry["health"] = health(obj)
+        resources.append(entry)
+    status: dict[str, Any] = {"resources": resources, "sync": {"status": "Synced"}}
+    if not persisted:
+        status["resourceHealthSource"] = "appTree"
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "gitlab-gprd", "namespace": "argocd"},
+        "status": status,
+    }

@@ -16,6 +16,7 @@ Endpoints (under ``/api/v4``; every request needs ``PRIVATE-TOKEN: <token>`` or
 - ``GET /projects/:id/deployments/:deployment_id/merge_requests``
 - ``GET|PUT /projects/:id/merge_requests/:merge_request_iid``
 - ``GET|POST /projects/:id/issues``, ``GET /projects/:id/issues/:issue_iid``
+- ``GET|POST /projects/:id/issues/:issue_iid/notes`` (below)
 
 ``:id`` is a numeric id or a URL-encoded path (``gitlab-org%2Fgitlab``); a project
 is created on the first reference by path (numeric ids from 1). Anything else
@@ -61,9 +62,36 @@ Where the documentation is silent, this follows GitLab's code (``lib/api/deploym
 - abilities a test takes away (:meth:`FakeGitLab.forbid`) answer 403
   ``{"message": "403 Forbidden"}`` where GitLab authorizes them.
 
+Issue notes follow ``lib/api/notes.rb`` and ``API::Helpers::NotesHelpers``:
+
+- the parameters first (Grape): ``body`` is required (400 ``{"error": "body is
+  missing"}``), ``internal`` a boolean; the list's ``order_by``
+  (``created_at``|``updated_at``, default ``created_at``), ``sort``
+  (``asc``|``desc``, default ``desc``, ``id`` in the same direction breaking
+  ties) and ``activity_filter`` (``all_notes``|``only_comments``|
+  ``only_activity``) must be among their values; ``per_page`` (at most 100)
+  and ``page`` with ``X-Next-Page``, ``X-Total`` and the ``Link`` header;
+- then the ``notes_create`` rate limit (:attr:`FakeGitLab.notes_rate_limit`:
+  429 ``{"message": {"error": "This endpoint has been requested too many
+  times. Try again later."}}`` once that many notes were created, with
+  ``Retry-After`` if :attr:`FakeGitLab.notes_retry_after` is set);
+- then the issue: 404 ``{"message": "404 Issue Not Found"}`` when there is no
+  such iid; then ``create_note`` (403);
+- then ``Note``'s validations (``Notes::ActiveRecord``): a blank body is 400
+  ``{"message": "400 Bad request - Note {:note=>[\"can't be blank\"]}"}``, one
+  over ``MAX_NOTE_LENGTH`` (1,000,000, ``Gitlab::Database::MAX_TEXT_SIZE_LIMIT``)
+  ``... {:note=>[\"is too long (maximum is 1000000 characters)\"]}"}``;
+- ``created_at`` is dropped (the token's user is no administrator or owner:
+  ``set_note_created_at``);
+- quick actions (``Notes::QuickActionsService``): a line that starts with
+  ``/close``, ``/reopen``, ``/label``, ``/unlabel``, ``/lock`` or ``/assign`` is
+  executed on the issue and taken out of the note (recorded in
+  :meth:`FakeGitLab.quick_actions`); a note of commands only is not saved
+  (202 with ``commands_changes`` and ``summary``).
+
 Ids are global and start in distinct ranges (deployments 1001, environments 501,
-merge requests 2001, issues 3001, CI jobs 4001) so that an id is never mistaken
-for an iid.
+merge requests 2001, issues 3001, CI jobs 4001, notes 5001) so that an id is
+never mistaken for an iid.
 """
 
 from __future__ import annotations
@@ -117,7 +145,18 @@ ABILITIES = (
     "update_deployment",
     "update_merge_request",
     "create_issue",
+    "create_note",
 )
+#: ``Gitlab::Database::MAX_TEXT_SIZE_LIMIT``: the most characters a note may have.
+MAX_NOTE_LENGTH = 1_000_000
+ISSUE_NOT_FOUND = {"message": "404 Issue Not Found"}
+NOTES_RATE_LIMITED = {
+    "message": {"error": "This endpoint has been requested too many times. Try again later."}
+}
+NOTE_ORDER_BY = ("created_at", "updated_at")
+ACTIVITY_FILTERS = ("all_notes", "only_comments", "only_activity")
+QUICK_ACTIONS = ("close", "reopen", "label", "unlabel", "lock", "assign")
+_QUICK_ACTION = re.compile(r"^/(?P<cmd>[a-z_]+)(?:[ ]+(?P<arg>[^\n]*))?$")
 # lib/gitlab/regex.rb: environment_name_regex (no leading or trailing '/').
 ENVIRONMENT_NAME = re.compile(r"\A[a-zA-Z0-9_${}. -]([a-zA-Z0-9_/${}. -]*[a-zA-Z0-9_${}. -])?\Z")
 ENVIRONMENT_NAME_MESSAGE = (
@@ -395,6 +434,39 @@ class _MergeRequest:
 
 
 @dataclass
+class _Note:
+    id: int
+    body: str
+    author: dict[str, Any]
+    created_at: datetime
+    issue_id: int
+    issue_iid: int
+    project_id: int
+    internal: bool = False
+    system: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": None,
+            "body": self.body,
+            "attachment": None,
+            "author": dict(self.author),
+            "created_at": _time(self.created_at),
+            "updated_at": _time(self.created_at),
+            "system": self.system,
+            "noteable_id": self.issue_id,
+            "noteable_type": "Issue",
+            "project_id": self.project_id,
+            "resolvable": False,
+            "confidential": self.internal,
+            "internal": self.internal,
+            "noteable_iid": self.issue_iid,
+            "commands_changes": {},
+        }
+
+
+@dataclass
 class _Issue:
     id: int
     iid: int
@@ -406,6 +478,9 @@ class _Issue:
     project_path: str
     author: dict[str, Any]
     state: str = "opened"
+    notes: list[_Note] = field(default_factory=list)
+    discussion_locked: bool = False
+    commands: list[str] = field(default_factory=list)  # quick actions executed
 
     def to_json(self, base_url: str) -> dict[str, Any]:
         return {
@@ -472,6 +547,8 @@ _ROUTES: list[_Route] = [
         ("GET", _P + "/issues", "_list_issues"),
         ("POST", _P + "/issues", "_create_issue"),
         ("GET", _P + "/issues/(?P<iid>[^/]+)", "_get_issue"),
+        ("GET", _P + "/issues/(?P<iid>[^/]+)/notes", "_list_notes"),
+        ("POST", _P + "/issues/(?P<iid>[^/]+)/notes", "_create_note"),
     ]
 ]
 
@@ -494,6 +571,12 @@ class FakeGitLab(FakeServer):
         self._merge_request_ids = itertools.count(2001)
         self._issue_ids = itertools.count(3001)
         self._job_ids = itertools.count(4001)
+        self._note_ids = itertools.count(5001)
+        #: Notes the token's user may create before the ``notes_create`` limit
+        #: answers 429 (None: no limit), and the Retry-After it sends then.
+        self.notes_rate_limit: int | None = None
+        self.notes_retry_after: int | None = None
+        self._notes_created = 0
         self._commit_ids = itertools.count(1)
         #: Seconds between a deployment's success and its merge requests being linked.
         self.link_delay = 0.2
@@ -707,6 +790,44 @@ class FakeGitLab(FakeServer):
             proj = self._known(project)
             issue = next(i for i in proj.issues.values() if i.iid == iid)
             issue.state = "closed"
+
+    def add_note(
+        self,
+        project: str | int,
+        iid: int,
+        body: str,
+        *,
+        user: dict[str, Any] | None = None,
+        system: bool = False,
+        created_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """A note someone else (``user``, default :data:`OTHER_USER`) wrote, or
+        GitLab's own (``system``), at ``created_at`` (default now)."""
+        with self._state:
+            issue = self._issue(self._known(project), str(iid))
+            note = _Note(
+                id=next(self._note_ids),
+                body=body,
+                author=dict(user or OTHER_USER),
+                created_at=created_at or _now(),
+                issue_id=issue.id,
+                issue_iid=issue.iid,
+                project_id=issue.project_id,
+                system=system,
+            )
+            issue.notes.append(note)
+            return note.to_json()
+
+    def notes(self, project: str | int, iid: int) -> list[dict[str, Any]]:
+        """The issue's notes as the API renders them, oldest first."""
+        with self._state:
+            issue = self._issue(self._known(project), str(iid))
+            return [n.to_json() for n in issue.notes]
+
+    def quick_actions(self, project: str | int, iid: int) -> list[str]:
+        """The quick actions notes executed on the issue, in order."""
+        with self._state:
+            return list(self._issue(self._known(project), str(iid)).commands)
 
     def deployments(self, project: str | int) -> list[dict[str, Any]]:
         """The project's deployments as the API renders them, by id."""
@@ -1187,11 +1308,110 @@ class FakeGitLab(FakeServer):
     def _get_issue(
         self, request: Request, params: dict[str, Any], project: str, iid: str
     ) -> Response:
-        proj = self._project(project)
-        issue = proj.issues.get(int(iid)) if iid.isdigit() else None
+        return Response(200, self._issue(self._project(project), iid).to_json(self._base_url))
+
+    @staticmethod
+    def _issue(project: _Project, iid: str) -> _Issue:
+        issue = project.issues.get(int(iid)) if iid.isdigit() else None
         if issue is None:
-            raise ApiError(404, {"message": "404 Issue Not Found"})
-        return Response(200, issue.to_json(self._base_url))
+            raise ApiError(404, ISSUE_NOT_FOUND)
+        return issue
+
+    @staticmethod
+    def _noteable_id(iid: str) -> None:
+        """Grape's ``requires :noteable_id, type: Integer``."""
+        if not iid.lstrip("-").isdigit():
+            raise ApiError(400, {"error": "noteable_id is invalid"})
+
+    def _list_notes(
+        self, request: Request, params: dict[str, Any], project: str, iid: str
+    ) -> Response:
+        self._noteable_id(iid)
+        p = _Params(params)
+        # Notes are never edited here: updated_at is created_at, both orders agree.
+        p.string("order_by", values=NOTE_ORDER_BY, default="created_at")
+        sort = p.string("sort", values=SORT_DIRECTIONS, default="desc")
+        activity = p.string("activity_filter", values=ACTIVITY_FILTERS, default="all_notes")
+        p.pagination()
+        p.check()
+        issue = self._issue(self._project(project), iid)
+        found = [
+            n
+            for n in issue.notes
+            if activity == "all_notes" or n.system == (activity == "only_activity")
+        ]
+        # order_options_with_tie_breaker: the order, then id in the same direction.
+        found.sort(key=lambda n: (n.created_at, n.id), reverse=sort == "desc")
+        return self._paginate(request, p, [n.to_json() for n in found])
+
+    def _create_note(
+        self, request: Request, params: dict[str, Any], project: str, iid: str
+    ) -> Response:
+        self._noteable_id(iid)
+        p = _Params(params)
+        body = p.string("body", required=True)
+        internal = p.boolean("internal")
+        confidential = p.boolean("confidential")
+        p.string("created_at")  # dropped: only an administrator or owner may set it
+        p.check()
+        assert body is not None
+        if self.notes_rate_limit is not None and self._notes_created >= self.notes_rate_limit:
+            headers = (
+                {"Retry-After": str(self.notes_retry_after)}
+                if self.notes_retry_after is not None
+                else {}
+            )
+            return Response(429, NOTES_RATE_LIMITED, headers)
+        proj = self._project(project)
+        issue = self._issue(proj, iid)
+        proj.authorize("create_note")
+        kept, commands = self._quick_actions(issue, body)
+        if commands and not kept.strip():
+            return Response(202, {"commands_changes": {}, "summary": commands})
+        if not kept.strip():
+            raise _bad_request('Note {:note=>["can\'t be blank"]}')
+        if len(kept) > MAX_NOTE_LENGTH:
+            raise _bad_request(
+                f'Note {{:note=>["is too long (maximum is {MAX_NOTE_LENGTH} characters)"]}}'
+            )
+        note = _Note(
+            id=next(self._note_ids),
+            body=kept,
+            author=dict(self.user),
+            created_at=_now(),
+            issue_id=issue.id,
+            issue_iid=issue.iid,
+            project_id=proj.id,
+            internal=bool(internal or confidential),
+        )
+        issue.notes.append(note)
+        self._notes_created += 1
+        return Response(201, note.to_json())
+
+    @staticmethod
+    def _quick_actions(issue: _Issue, body: str) -> tuple[str, list[str]]:
+        """Execute the body's quick actions on ``issue``; the body without them."""
+        kept, commands, fenced = [], [], False
+        for line in body.split("\n"):
+            if line.startswith("```"):
+                fenced = not fenced
+            found = None if fenced else _QUICK_ACTION.match(line)
+            if found and found["cmd"] in QUICK_ACTIONS:
+                commands.append(line)
+                issue.commands.append(line)
+                if found["cmd"] == "close":
+                    issue.state = "closed"
+                elif found["cmd"] == "reopen":
+                    issue.state = "opened"
+                elif found["cmd"] == "label" and found["arg"]:
+                    issue.labels = _dedupe(
+                        [*issue.labels, *(x.lstrip("~") for x in found["arg"].split())]
+                    )
+                elif found["cmd"] == "lock":
+                    issue.discussion_locked = True
+                continue
+            kept.append(line)
+        return "\n".join(kept), commands
 
 
 def _labels_match(wanted: list[str], labels: list[str]) -> bool:

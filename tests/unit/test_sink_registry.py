@@ -33,15 +33,15 @@ def test_each_sink_says_its_policy_for_every_pipeline(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", sorted(SINKS))
 def test_a_failed_run_is_reported_only_by_the_sinks_that_record_failures(kind: str) -> None:
-    """Deployments record every outcome; the others speak only of a success."""
+    """Deployments and the issue note record every outcome; the others speak only of a success."""
     sink = {
-        "type": kind, "project": "p", "projects": ["p"], "org": "o", "release": "r",
+        "type": kind, "project": "p", "projects": ["p"], "org": "o", "release": "r", "issue": 7,
     }  # fmt: skip
     spec = {"environment": "gstg", "tracking": {"sinks": [sink]}}
     failed = SINKS[kind].targets(sink, spec, "failed")
     succeeded = SINKS[kind].targets(sink, spec, "success")
     assert succeeded
-    if kind in ("GitLabDeployment", "ReleaseMetadata"):
+    if kind in ("GitLabDeployment", "ReleaseMetadata", "IssueNote"):
         assert failed == [(t, "failed") for t, _ in succeeded]
     else:
         assert failed == []

@@ -3,6 +3,8 @@
 Records live in ``status.reports``, one per (sink, target). Their desired
 state follows the migration, level-based, from its status:
 
+* the pre-flight found the plan, no Job yet -> the plan (``planned``: only
+  the sinks that report a plan, an issue note, want anything then);
 * the Job exists, no outcome yet -> deployments ``running``;
 * the Job ended -> deployments ``success`` or ``failed`` (a deployment whose
   ``running`` never got through is created with its final status directly);
@@ -32,6 +34,7 @@ from pdm_operator.reporting.records import (
     GAVE_UP,
     NO_MERGE_REQUESTS,
     PENDING,
+    PLANNED,
     SETTLED,
     SKIPPED,
     UNDELIVERED,
@@ -70,8 +73,11 @@ def intents(migration: Body) -> list[Intent]:
         "Succeeded" if preflight.reports_nothing_pending(spec, status) else None
     )
     if not started and not outcome:
-        return []
-    final = {"Succeeded": "success", "Failed": "failed"}.get(outcome or "", "running")
+        if not plan_known(status):
+            return []
+        final = PLANNED
+    else:
+        final = {"Succeeded": "success", "Failed": "failed"}.get(outcome or "", "running")
     pipeline = spec.get("pipeline", "Regular")
     out: list[Intent] = []
     for sink in tracking.get("sinks") or []:
@@ -79,6 +85,17 @@ def intents(migration: Body) -> list[Intent]:
         for target, desired in SINKS[sink["type"]].targets(sink, spec, final):
             out.append(Intent(sink["type"], target, desired, pol.blocking, pol.required))
     return out
+
+
+def plan_known(status: Body) -> bool:
+    """Whether the plan is known before the Job: the pre-flight found something
+    pending (nothing pending is no plan: with FinishAndReport the outcome
+    says so), or a plan was already recorded (a later pre-flight, running again right before
+    the Job, does not take back what was reported)."""
+    pf = status.get("preflight") or {}
+    if pf.get("phase") == "Succeeded" and int(pf.get("pendingCount") or 0) > 0:
+        return True
+    return any(r.get("desired") == PLANNED for r in status.get("reports") or [])
 
 
 def merge(records: list[Body] | None, wanted: list[Intent], now: datetime) -> list[Body]:

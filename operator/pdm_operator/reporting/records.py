@@ -19,6 +19,11 @@ SETTLED = (DELIVERED, FAILED, GAVE_UP, SKIPPED, NO_MERGE_REQUESTS)
 #: Settled without being delivered.
 UNDELIVERED = (FAILED, GAVE_UP, NO_MERGE_REQUESTS)
 
+#: The run's state a sink is asked about (``targets``) before its Job exists,
+#: once the pre-flight has found the plan; then running, success or failed.
+#: Only sinks that report a plan (IssueNote) want anything for it.
+PLANNED = "planned"
+
 
 @dataclass(frozen=True)
 class Result:

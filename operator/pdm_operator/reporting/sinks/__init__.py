@@ -12,6 +12,7 @@ from pdm_operator.model import Body
 from pdm_operator.reporting.records import Result
 from pdm_operator.reporting.sinks import (
     gitlab_deployment,
+    issue_note,
     mr_labels,
     qa_issue,
     release_metadata,
@@ -30,7 +31,8 @@ class Sink(Protocol):
 
     def targets(self, sink: Body, spec: Body, final: str) -> list[tuple[str, str]]:
         """(target, desired state) of each report wanted, ``final`` being the
-        run's status as a deployment shows it: running, success or failed."""
+        run's status as a deployment shows it (running, success or failed), or
+        ``planned`` before the Job once the pre-flight found the plan."""
         ...
 
     def deliver(self, record: Body, ctx: Context) -> Result:
@@ -40,7 +42,14 @@ class Sink(Protocol):
 
 SINKS: dict[str, Sink] = {
     module.TYPE: module
-    for module in (gitlab_deployment, release_metadata, qa_issue, mr_labels, sentry_deploy)
+    for module in (
+        gitlab_deployment,
+        release_metadata,
+        qa_issue,
+        mr_labels,
+        sentry_deploy,
+        issue_note,
+    )
 }
 
 

@@ -213,6 +213,9 @@ NEEDS = {
     ),
     "label merge request": "the ability update_merge_request on the merge request",
     "create the QA issue": "the ability create_issue",
+    "create the note": (
+        "the ability create_note on the issue (and the Reporter role for an internal note)"
+    ),
 }
 
 
@@ -251,3 +254,11 @@ def explained(action: str, project: str, captured: Captured, **facts: str) -> It
 
 
 OPTS: dict[str, Any] = {"obey_rate_limit": False, "max_retries": 0}
+
+
+def token_user_id(gl: gitlab.Gitlab) -> Any:
+    """The id of the token's user (``GET /user``), once per delivery: what a
+    sink made is recognised by its author before anything is created again."""
+    if gl.user is None:
+        gl.auth()
+    return (gl.user.attributes if gl.user is not None else {}).get("id")

@@ -29,8 +29,15 @@ import gitlab
 
 from pdm_operator import timestamps
 from pdm_operator.model import Body
-from pdm_operator.reporting.records import Result
-from pdm_operator.reporting.sinks.common import OPTS, Captured, Context, explained, through_gitlab
+from pdm_operator.reporting.records import PLANNED, Result
+from pdm_operator.reporting.sinks.common import (
+    OPTS,
+    Captured,
+    Context,
+    explained,
+    through_gitlab,
+    token_user_id,
+)
 
 TYPE = "GitLabDeployment"
 #: (required, blocking) by pipeline: recorded, never waited for.
@@ -57,8 +64,9 @@ def all_projects(spec: Body) -> list[str]:
 
 
 def targets(sink: Body, spec: Body, final: str) -> list[tuple[str, str]]:
-    """A deployment per project, with the run's status (running, success, failed)."""
-    return [(project, final) for project in projects(sink)]
+    """A deployment per project, with the run's status (running, success, failed);
+    none for a plan (a deployment starts with the Job)."""
+    return [] if final == PLANNED else [(project, final) for project in projects(sink)]
 
 
 def deliver(record: Body, ctx: Context) -> Result:
@@ -123,10 +131,7 @@ def _find_deployment(
 
 
 def _me(gl: gitlab.Gitlab) -> Any:
-    """The id of the token's user (``GET /user``), once per delivery."""
-    if gl.user is None:
-        gl.auth()
-    return (gl.user.attributes if gl.user is not None else {}).get("id")
+    return token_user_id(gl)
 
 
 def _describe(attrs: Body) -> str:

@@ -6,7 +6,7 @@ before the migration counts as Succeeded."""
 from __future__ import annotations
 
 from pdm_operator.model import Body
-from pdm_operator.reporting.records import Result
+from pdm_operator.reporting.records import PLANNED, Result
 from pdm_operator.reporting.sinks import gitlab_deployment
 from pdm_operator.reporting.sinks.common import Context, through_gitlab
 
@@ -15,7 +15,7 @@ DEFAULTS = {"Regular": (True, True), "Rollback": (True, True)}
 
 
 def targets(sink: Body, spec: Body, final: str) -> list[tuple[str, str]]:
-    return [(str(sink["project"]), final)]
+    return [] if final == PLANNED else [(str(sink["project"]), final)]
 
 
 def deliver(record: Body, ctx: Context) -> Result:
