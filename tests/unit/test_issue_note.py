@@ -22,7 +22,7 @@ PROJECT = "gitlab-org/release/tasks"
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 PENDING = [
     {"database": "main", "version": "20251101000001", "name": "AddIndexToEvents"},
-    {"database": "main", "version": "20251101000002", "name": "DropOldColumn", "held": True},
+    {"database": "main", "version": "20251101000002", "name": "DropOldColumn", "action": "Hold"},
     {"database": "ci", "version": "20251101000003", "name": "BackfillBuilds"},
 ]
 

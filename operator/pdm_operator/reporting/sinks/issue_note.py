@@ -184,8 +184,14 @@ def durations(status: Body) -> dict[str, float]:
 
 
 def held(entry: Body) -> bool:
-    """Whether a pending entry was held back from this run (spec.migrations.hold/only)."""
-    return bool(entry.get("held"))
+    """Whether a pending entry was held back from this run: its ``action`` (spec.migrations
+    hold/only, the environment's holds: ``pdm_operator.selection``)."""
+    return entry.get("action") == "Hold"
+
+
+def marked(entry: Body) -> bool:
+    """Whether the run records this entry as executed without running it (markExecuted)."""
+    return entry.get("action") == "MarkExecuted"
 
 
 def fates(status: Body, outcome: str) -> list[tuple[Body, str]]:
@@ -205,6 +211,8 @@ def fates(status: Body, outcome: str) -> list[tuple[Body, str]]:
         v = str(entry.get("version") or "")
         if held(entry):
             fate = "held"
+        elif marked(entry):
+            fate = "marked executed" if outcome == "success" else "unknown"
         elif outcome == "success":
             fate = "applied"
         elif v and v == failing:
@@ -280,7 +288,10 @@ def render_plan(migration: Body, sink: Body) -> str:
             command += f" --plan {pf['planHash']}"
         lines.append(f"| Approval | awaited: {code(command)} |")
     if pending:
-        rows = [(m, "held" if held(m) else "pending") for m in pending]
+        rows = [
+            (m, "held" if held(m) else "to mark executed" if marked(m) else "pending")
+            for m in pending
+        ]
         lines += ["", *_table(rows, {}, count)]
     return _finish(lines, migration, "plan")
 
