@@ -501,6 +501,34 @@ class Kube:
             log.debug("no log for pod %s/%s: %s", namespace, pod, e)
             return None
 
+    def pod_log_since(
+        self, namespace: str, pod: str, container: str, since: str | None, limit: int
+    ) -> str | None:
+        """A container's log lines from ``since`` (RFC 3339, to the second; None:
+        all), each with the kubelet's timestamp first, at most ``limit`` bytes
+        (the last line may be cut); None when it cannot be read (best effort: a
+        pod gone, a kubelet that does not answer).
+
+        ``PodLogOptions`` (k8s.io/api core/v1): ``sinceTime``, ``timestamps``,
+        ``limitBytes``; the kubelet skips a line only if it is *before*
+        ``sinceTime`` (kubernetes ``pkg/kubelet/kuberuntime/logs/logs.go``).
+        """
+        try:
+            resp = self.core.read_namespaced_pod_log(
+                pod,
+                namespace,
+                container=container,
+                timestamps=True,
+                limit_bytes=limit,
+                **({"since_time": since} if since else {}),
+                _preload_content=False,
+                _request_timeout=(3.0, 5.0),
+            )
+            return bytes(resp.data).decode("utf-8", errors="replace")
+        except Exception as e:  # noqa: BLE001 - progress is best effort, by design
+            log.debug("no log for pod %s/%s: %s", namespace, pod, e)
+            return None
+
     def pod_log(self, namespace: str, pod: str, container: str, limit: int) -> str:
         """A container's whole log, up to ``limit`` bytes (the pre-flight's answer).
 

@@ -310,6 +310,11 @@ class World:
     logs: dict[str, str] = field(default_factory=dict)
     #: ``kubectl logs --previous``: a container's last run (keys as ``logs``).
     previous_logs: dict[str, str] = field(default_factory=dict)
+    #: ``kubectl logs --timestamps`` by pod: every line, the answer to a read
+    #: since a time is the lines not before it (None: cannot be read).
+    stamped_logs: dict[str, str | None] = field(default_factory=dict)
+    #: When the operator last read this migration's log for progress.
+    progress_read_at: datetime | None = None
     tenure: str | None = "lease-uid/" + T0
     validate: Exception | None = None
     #: The Job whose identical spec was accepted a moment ago (None: checked now).
@@ -361,6 +366,10 @@ class World:
                 return (self.previous_logs if previous else self.logs).get(key, "")
             case decide.PodLog(pod):
                 return self.logs.get(pod, "")
+            case decide.ProgressReadAt():
+                return self.progress_read_at
+            case decide.LogSince(pod, since, limit):
+                return since_time(self.stamped_logs.get(pod, ""), since, limit)
             case decide.ReadHistory():
                 return self.history
             case decide.ValidateJob():
@@ -405,6 +414,7 @@ class World:
                 | decide.ShowFloor()
                 | decide.CountHistoryFailure()
                 | decide.PutConfigMap()
+                | decide.ObserveSteps()
             ):
                 return None
             case _:
@@ -413,6 +423,15 @@ class World:
 
     def effects(self) -> list[str]:
         return [type(a).__name__ for a in self.asked if isinstance(a, EFFECTS)]
+
+
+def since_time(log: str | None, since: str | None, limit: int) -> str | None:
+    """What the kubelet answers: the lines not before ``since`` (to the second), cut at
+    ``limit`` bytes (pkg/kubelet/kuberuntime/logs/logs.go)."""
+    if log is None:
+        return None
+    kept = [line for line in log.splitlines(keepends=True) if not since or line[:19] >= since[:19]]
+    return "".join(kept).encode()[:limit].decode(errors="ignore")
 
 
 @dataclass(frozen=True)

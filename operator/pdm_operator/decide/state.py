@@ -39,6 +39,9 @@ class Timing:
     #: wakes nobody, so this is how soon it is seen.
     policy_poll: float = 10.0
     running_resync: float = 30.0
+    #: While the Job runs: how often its log is read for progress at most
+    #: (decide/progress_log.py); a running Job is looked at this often.
+    progress_read: float = 15.0
 
 
 @dataclass(frozen=True)
