@@ -1908,6 +1908,8 @@ def test_a_following_migration_resolves_the_image_again_when_its_deployment_move
 def test_progress_shows_what_rails_announced_done_and_running_of_the_preflights_total() -> None:
     m = running(NEW)
     m["status"]["preflight"] = {"phase": "Succeeded", "jobHash": HASH, "pendingCount": 7}
+    # As a Job created by an operator before progress was kept: the plan is read now.
+    assert m["status"].pop("progress") == {"done": 0, "summary": "0/?"}
     assert render.job_name(m["metadata"]["name"], HASH) == m["status"]["jobName"]
     step = decide.drive(decide.reconcile(m, NOW, SETUP), announcing())
     shown = step.status["progress"]
@@ -2003,3 +2005,13 @@ def test_the_jobs_end_reads_the_last_announcements_at_once_and_nothing_runs_afte
     assert shown["completed"][-1]["seconds"] == "3.0056"
     (observed,) = [a for a in done.asked if isinstance(a, decide.ObserveSteps)]
     assert observed == decide.ObserveSteps(2, (("main", 3.0056),))
+
+
+def test_the_job_is_recorded_with_nothing_done_of_the_preflights_plan_in_the_same_write() -> None:
+    world = preflight_done(PF, PENDING_ROW)()
+    step = decide.drive(decide.reconcile(copy.deepcopy(PF), NOW, SETUP), world)
+    assert step.status["progress"] == {"done": 0, "total": 1, "summary": "0/1"}
+    assert world.effects().count("WriteStatus") == 1
+    no_plan = World()
+    step = decide.drive(decide.reconcile(copy.deepcopy(NEW), NOW, SETUP), no_plan)
+    assert step.status["progress"] == {"done": 0, "summary": "0/?"}

@@ -78,6 +78,7 @@ def follow_log(p: Pass, job: Body, *, final: bool = False) -> Decision[float | N
         read = {"pod": pod, "restarts": restarts}
         now.pop("current", None)
     at = progress.Position.of(read)
+    said_or_cut = False
     chunk: str | None = yield LogSince(pod, at.since, progress.READ_LIMIT)
     if chunk is None:
         now["unknown"] = (
@@ -93,14 +94,20 @@ def follow_log(p: Pass, job: Body, *, final: bool = False) -> Decision[float | N
             # Only then does the position move: lines without an announcement are
             # read again next time (idempotent), so they cost no status write.
             read.update(after.as_status())
+            said_or_cut = True
         if steps:
             yield ObserveSteps(
                 int(now.get("done") or 0),
                 tuple((s.database, float(s.seconds)) for s in steps),
             )
-    now["read"] = read
     if final:
         now.pop("current", None)
-    if now != before:
-        p.status["progress"] = now
+    if said_or_cut or _shown(now) != _shown(before):
+        # Where the reading stands is stored only with a change a person sees
+        # (or a cut read): a read that found nothing new costs no write.
+        p.status["progress"] = {**now, "read": read}
     return every
+
+
+def _shown(shown: Body) -> Body:
+    return {k: v for k, v in shown.items() if k != "read"}
