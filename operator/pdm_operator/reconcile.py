@@ -308,8 +308,11 @@ class _Answers:
             case decide.ProgressReadAt():
                 return self.r.log_reads.last(str(self.meta.get("uid")))
             case decide.LogSince(pod, since, limit):
-                self.r.log_reads.read(str(self.meta.get("uid")), self.r.clock())
-                return kube.pod_log_since(ns, pod, model.MIGRATION_CONTAINER, since, limit)
+                at = self.r.clock()
+                self.r.log_reads.read(str(self.meta.get("uid")), at)
+                return kube.pod_log_since(
+                    ns, pod, model.MIGRATION_CONTAINER, since, limit=limit, now=at
+                )
             case decide.ObserveSteps(done, steps):
                 new = self.r.log_reads.to_observe(str(self.meta.get("uid")), done, len(steps))
                 for database, seconds in steps[len(steps) - new :]:

@@ -2015,3 +2015,11 @@ def test_the_job_is_recorded_with_nothing_done_of_the_preflights_plan_in_the_sam
     no_plan = World()
     step = decide.drive(decide.reconcile(copy.deepcopy(NEW), NOW, SETUP), no_plan)
     assert step.status["progress"] == {"done": 0, "summary": "0/?"}
+
+
+def test_a_status_write_removes_what_a_nested_object_no_longer_has() -> None:
+    from pdm_operator.decide.state import merge_patch  # noqa: PLC0415
+
+    old = {"progress": {"done": 1, "current": {"version": "1"}, "read": {"pod": "p"}}, "a": 1}
+    new = {"progress": {"done": 2, "read": {"pod": "p"}}}
+    assert merge_patch(old, new) == {"progress": {"done": 2, "current": None}, "a": None}
