@@ -63,9 +63,10 @@ UNKNOWN = "?"
 
 # The kubelet's prefix ("2026-12-06T13:21:03.123456789Z "), then Rails' line.
 _STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) (.*)$")
+# Bounded: what a pod prints lands in the status (20 steps kept).
 _ANNOUNCED = re.compile(
-    r"^(?:([a-z][a-z0-9_]{0,62}): )?== (\d+) ([A-Za-z0-9_:]+): "
-    r"(migrating|migrated \((\d+\.\d+)s\)) ="
+    r"^(?:([a-z][a-z0-9_]{0,62}): )?== (\d{1,20}) ([A-Za-z0-9_:]{1,200}): "
+    r"(migrating|migrated \((\d{1,12}\.\d{1,6})s\)) ="
 )
 
 

@@ -157,3 +157,11 @@ def test_only_the_last_steps_are_kept_and_done_counts_them_all() -> None:
     assert len(finished) == 50
     assert len(state["completed"]) == progress.KEPT
     assert state["completed"][-1]["version"] == "49"
+
+
+def test_an_announcement_too_long_to_be_rails_is_not_taken_into_the_status() -> None:
+    long_name = "A" * 201
+    state, _ = read_all(
+        stamped(f"== 1 {long_name}: migrating ===\n== {'9' * 21} B: migrating ===\n")
+    )
+    assert "current" not in state
