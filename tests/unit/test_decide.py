@@ -2023,3 +2023,20 @@ def test_a_status_write_removes_what_a_nested_object_no_longer_has() -> None:
     old = {"progress": {"done": 1, "current": {"version": "1"}, "read": {"pod": "p"}}, "a": 1}
     new = {"progress": {"done": 2, "read": {"pod": "p"}}}
     assert merge_patch(old, new) == {"progress": {"done": 2, "current": None}, "a": None}
+
+
+def test_a_log_too_dense_to_get_past_says_unknown_rather_than_stopping_silently() -> None:
+    world = announcing()
+    m = running(NEW)
+    m = m | {"status": decide.drive(decide.reconcile(m, NOW, SETUP), world).status}
+    stamp = "2026-12-02T11:59:10.300000000Z"
+    dense = World(**{**world.__dict__, "asked": [], "written": [], "progress_read_at": NOW})
+    # Everything up to the read limit was read before (the same second, before the last line).
+    dense.stamped_logs = {
+        f"{JOB_NAME}-x7k2q": f"2026-12-02T11:59:10.000000001Z {'x' * 300 * 1024}\n"
+        + ANNOUNCED.splitlines(keepends=True)[-1]
+        + f"{stamp} main: -- more\n"
+    }
+    later = NOW + timedelta(seconds=TIMING.progress_read)
+    step = decide.drive(decide.reconcile(m, later, SETUP), dense)
+    assert "more than" in step.status["progress"]["unknown"]

@@ -87,6 +87,11 @@ def follow_log(p: Pass, job: Body, *, final: bool = False) -> Decision[float | N
     else:
         now.pop("unknown", None)
         lines, after = progress.read_lines(chunk, at)
+        if after == at and len(chunk.encode()) >= progress.READ_LIMIT:
+            now["unknown"] = (
+                f"the log of pod {pod} holds more than {progress.READ_LIMIT} bytes around "
+                "the last line read: progress is unknown"
+            )
         said = progress.announcements(lines)
         now, steps = progress.advance(now, said)
         cut = len(chunk.encode()) >= progress.READ_LIMIT
