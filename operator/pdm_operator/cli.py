@@ -299,6 +299,21 @@ def preflight_lines(migration: dict[str, Any]) -> list[str]:
 # --- wait ---------------------------------------------------------------------
 
 
+def progress_text(shown: dict[str, Any]) -> str:
+    """``2/3 migrations done, running 2026… Name on main since …`` (status.progress)."""
+    text = f"{shown.get('summary', '?')} migrations done"
+    current = shown.get("current") or {}
+    if current:
+        where = f" on {current['database']}" if current.get("database") else ""
+        text += (
+            f", running {current.get('version', '')} {current.get('name', '')}{where}"
+            f" since {current.get('since', '?')}"
+        )
+    if shown.get("unknown"):
+        text += f" (now unknown: {shown['unknown']})"
+    return text
+
+
 def progress(name: str, migration: dict[str, Any] | None) -> tuple[str, int | None]:
     """The progress line for ``migration`` and, once it has ended, the exit code."""
     from pdm_operator import conditions, when  # noqa: PLC0415
@@ -314,6 +329,8 @@ def progress(name: str, migration: dict[str, Any] | None) -> tuple[str, int | No
     )
     if message and state in ("Gated", "Pending", "Failed"):
         line += f": {message}"
+    if state == model.STATE_RUNNING and status.get("progress"):
+        line += f": {progress_text(status['progress'])}"
     # Outside the windows: when the next opens (status.windowOpens), once.
     opens = status.get("windowOpens")
     if opens and reason == when.OUTSIDE_WINDOW and opens not in line:

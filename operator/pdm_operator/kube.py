@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +26,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
-from pdm_operator import metrics, model
+from pdm_operator import metrics, model, timestamps
 from pdm_operator.errors import (
     AlreadyExists,
     ApiError,
@@ -45,6 +47,9 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 #: Accept header for a list of metadata only, and the page size of such lists.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 LIST_PAGE = 500
+#: Seconds more than asked that a log read since a time goes back (``pod_log_since``):
+#: a node's clock may be ahead of the operator's.
+LOG_SINCE_MARGIN = 60
 VERSION_KEYS = ("namespace", "name", "resourceVersion")
 
 
@@ -498,6 +503,49 @@ class Kube:
                 return None
             return data.decode("utf-8", errors="replace")
         except Exception as e:  # noqa: BLE001 - logs are best effort, by design
+            log.debug("no log for pod %s/%s: %s", namespace, pod, e)
+            return None
+
+    def pod_log_since(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        since: str | None,
+        *,
+        limit: int,
+        now: datetime,
+    ) -> str | None:
+        """A container's log lines from about ``since`` (RFC 3339; None: all), each
+        with the kubelet's timestamp first, at most ``limit`` bytes (the last line
+        may be cut); None when it cannot be read (best effort: a pod gone, a
+        kubelet that does not answer).
+
+        ``PodLogOptions`` (k8s.io/api core/v1) has ``sinceTime``, but the
+        official client's ``read_namespaced_pod_log`` offers only
+        ``sinceSeconds``, which the kubelet turns into ``its now - seconds``
+        (kubernetes ``pkg/kubelet/kuberuntime/logs/logs.go``, ``NewLogOptions``):
+        so ``since`` is asked as seconds back from ``now`` plus
+        :data:`LOG_SINCE_MARGIN`, for a node clock ahead of this one. The
+        caller skips what it has read already (``progress.read_lines``).
+        """
+        back: dict[str, int] = {}
+        if since:
+            ago = (now - timestamps.parse(since)).total_seconds()
+            back["since_seconds"] = max(1, math.ceil(ago) + LOG_SINCE_MARGIN)
+        try:
+            resp = self.core.read_namespaced_pod_log(
+                pod,
+                namespace,
+                container=container,
+                timestamps=True,
+                limit_bytes=limit,
+                **back,
+                _preload_content=False,
+                _request_timeout=(3.0, 5.0),
+            )
+            return bytes(resp.data).decode("utf-8", errors="replace")
+        except Exception as e:  # noqa: BLE001 - progress is best effort, by design
             log.debug("no log for pod %s/%s: %s", namespace, pod, e)
             return None
 

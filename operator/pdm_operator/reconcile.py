@@ -79,6 +79,43 @@ class Accepted:
                 self._jobs.popitem(last=False)
 
 
+class LogReads:
+    """When each migration's log was last read for progress, and the steps whose
+    durations were observed (by uid), shared by the workers.
+
+    The decision asks (``ProgressReadAt``) and reads at most once per
+    ``Timing.progress_read``: kept here, not in the status, so that a read
+    that finds nothing new costs no status write. A restarted operator reads
+    at once, once. At most :attr:`SIZE` migrations are remembered (the oldest
+    read is forgotten first: it reads again sooner, no harm).
+    """
+
+    SIZE = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reads: OrderedDict[str, tuple[datetime, int]] = OrderedDict()
+
+    def last(self, uid: str) -> datetime | None:
+        with self._lock:
+            found = self._reads.get(uid)
+        return found[0] if found else None
+
+    def read(self, uid: str, at: datetime) -> None:
+        with self._lock:
+            _, observed = self._reads.pop(uid, (at, 0))
+            self._reads[uid] = (at, observed)
+            while len(self._reads) > self.SIZE:
+                self._reads.popitem(last=False)
+
+    def to_observe(self, uid: str, done: int, count: int) -> int:
+        """How many of the last ``count`` steps through step ``done`` are new here."""
+        with self._lock:
+            at, observed = self._reads.get(uid, (timestamps.now(), 0))
+            self._reads[uid] = (at, max(observed, done))
+        return max(0, min(count, done - observed))
+
+
 class Environments:
     """The PostDeployEnvironments read a moment ago, by name, shared by the workers.
 
@@ -137,6 +174,7 @@ class Reconciler:
         self.setup = Setup(lock_namespace, self.timing)
         self.locks = EnvironmentLocks(kube, lock_namespace, self._holder_active)
         self.accepted = Accepted()
+        self.log_reads = LogReads()
         self.gitlab = gitlab or DeploymentsReader()
         self.environments = Environments(self._read_environment, time.monotonic)
         #: Threads that list an environment's Jobs while a pass takes its Lease.
@@ -267,6 +305,19 @@ class _Answers:
                 return kube.pod_log_tail(ns, pod, container, lines, previous=previous)
             case decide.PodLog(pod, limit):
                 return kube.pod_log(ns, pod, model.MIGRATION_CONTAINER, limit)
+            case decide.ProgressReadAt():
+                return self.r.log_reads.last(str(self.meta.get("uid")))
+            case decide.LogSince(pod, since, limit):
+                at = self.r.clock()
+                self.r.log_reads.read(str(self.meta.get("uid")), at)
+                return kube.pod_log_since(
+                    ns, pod, model.MIGRATION_CONTAINER, since, limit=limit, now=at
+                )
+            case decide.ObserveSteps(done, steps):
+                new = self.r.log_reads.to_observe(str(self.meta.get("uid")), done, len(steps))
+                for database, seconds in steps[len(steps) - new :]:
+                    metrics.step_completed(self.environment, database, seconds)
+                return None
             case decide.ReadHistory(name):
                 return kube.get_configmap(self.r.setup.lock_namespace, name)
             case decide.ValidateJob(job):

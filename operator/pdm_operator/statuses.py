@@ -277,6 +277,64 @@ class Failure(_FailureClassKey, total=False):
     migration: FailedMigration
 
 
+class ProgressCurrent(TypedDict, total=False):
+    """``status.progress.current``: the migration running now (``progress.advance``)."""
+
+    #: The database Rails runs it on (GitLab's main, ci, ...), when the log names it.
+    database: str
+    #: The migration's version (timestamp).
+    version: str
+    #: The migration's class name.
+    name: str
+    #: When Rails announced it as migrating.
+    since: str
+
+
+class ProgressStep(TypedDict, total=False):
+    """An item of ``status.progress.completed``, as Rails announced it."""
+
+    #: The database Rails ran it on, when the log names it.
+    database: str
+    #: The migration's version (timestamp).
+    version: str
+    #: The migration's class name.
+    name: str
+    #: Its run time in seconds as Rails printed it ("0.0087").
+    seconds: str
+
+
+class ProgressRead(TypedDict, total=False):
+    """``status.progress.read``: where the reading of the Job's log stands."""
+
+    #: The pod whose log is read.
+    pod: str
+    #: Its migration container's restartCount when read (a restart starts a new log).
+    restarts: int
+    #: The kubelet timestamp of the last line counted (RFC3339 with nanoseconds).
+    time: str
+    #: How many lines with exactly that timestamp were counted.
+    seen: int
+
+
+class Progress(TypedDict, total=False):
+    """``status.progress``: the run so far, from Rails' announcements in the Job's log."""
+
+    #: done/total for kubectl get ("2/3"; "?" for what is not known).
+    summary: str
+    #: Steps Rails announced as migrated.
+    done: int
+    #: Steps of the plan (the pre-flight's pending pairs); absent when unknown.
+    total: int
+    #: The migration running now.
+    current: ProgressCurrent
+    #: The last 20 steps done, oldest first.
+    completed: list[ProgressStep]
+    #: Why progress is not known now (the log could not be read).
+    unknown: str
+    #: Where the reading of the log stands.
+    read: ProgressRead
+
+
 class PostDeployMigrationStatus(TypedDict, total=False):
     """A PostDeployMigration's ``status``: written by the pass (``decide``) and the reporter."""
 
@@ -314,6 +372,8 @@ class PostDeployMigrationStatus(TypedDict, total=False):
     jobOutcome: str
     #: When the Job ended.
     jobCompletionTime: str
+    #: While the Job runs and after: what Rails announced, done of total.
+    progress: Progress
     #: The reporting outbox: every call to GitLab or Sentry intended, and its state.
     reports: list[Report]
     #: Why the migration failed, when it did.

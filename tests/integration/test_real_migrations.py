@@ -35,6 +35,7 @@ from tests.support.standin import (
     gated,
     job_end,
     jobs_of,
+    lock_held,
     pdm_log,
     pending_rows,
     rows,
@@ -151,6 +152,55 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
     # The operator's metric says the same, for an SRE's dashboard.
     assert 'pdm_operator_rollback_floor_info{environment="gstg",version="v18.6.0"} 1.0' in (
         operator.metrics()
+    )
+
+
+def test_progress_shows_each_migration_as_rails_announces_it(
+    cluster: Cluster,
+    api: Api,
+    operator: OperatorProcess,
+    deployed: tuple[Postgres, str],
+) -> None:
+    db, name = deployed
+    # The first post-deployment migration builds an index on projects: while
+    # another session holds a lock that conflicts with it, Rails has announced
+    # it as migrating and waits there.
+    with lock_held(db, name, "projects", "EXCLUSIVE"):
+        api.create(migration("pdm-progress", podTemplateFrom=CHART, preflight={}))
+
+        def running_first() -> dict[str, Any] | None:
+            shown = (api.get("pdm-progress") or {}).get("status", {}).get("progress") or {}
+            current = shown.get("current") or {}
+            return shown if current.get("version") == POST[0] else None
+
+        shown = wait_until(running_first, timeout=180, what="progress naming the first migration")
+        assert shown["summary"] == "0/8"
+        assert shown["current"]["database"] == "main"
+        assert shown["current"]["name"] == "AddUniqueIndexOnProjectPath"
+        listed = kubectl_pdm(cluster, "wait", "pdm-progress", "-n", api.ns, "--timeout", "1")
+        assert (
+            "0/8 migrations done, running 20261115000001 AddUniqueIndexOnProjectPath on main"
+            in (listed.stdout)
+        ), listed.stdout + listed.stderr
+    api.wait_condition("pdm-progress", "Succeeded", timeout=180)
+    shown = api.get("pdm-progress")["status"]["progress"]  # type: ignore[index]
+    assert (shown["summary"], shown["done"], shown["total"]) == ("8/8", 8, 8)
+    assert "current" not in shown
+    # Each step as Rails announced it: main's, then ci's, with Rails' own durations.
+    assert [(s["database"], s["version"]) for s in shown["completed"]] == [
+        (database, version) for database in ("main", "ci") for version in POST
+    ]
+    backfill = next(s for s in shown["completed"] if s["name"] == "BackfillProjectStatistics")
+    assert float(backfill["seconds"]) >= 3.0  # db/post_migrate's pg_sleep(3) on main
+    table = subprocess.run(
+        ["kubectl", "get", "pdm", "pdm-progress", "-n", api.ns],
+        env=cluster.env(), capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert "PROGRESS" in table.splitlines()[0]
+    assert " 8/8 " in table.splitlines()[1]
+    metrics = operator.metrics()
+    assert 'pdm_migration_step_duration_seconds_count{database="main",environment="gstg"} 4.0' in (
+        metrics
     )
 
 

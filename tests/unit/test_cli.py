@@ -268,6 +268,32 @@ def test_wait_progress_line_and_exit_code(
     assert shown in line
 
 
+def test_wait_shows_progress_as_rails_announces_it_each_change_a_new_line() -> None:
+    def running(shown: dict) -> str:
+        status = {"state": "Running", "reason": "Created", "progress": shown}
+        line, code = cli.progress("m", {"metadata": {"name": "m"}, "status": status})
+        assert code is None
+        return line
+
+    first = running(
+        {
+            "summary": "1/3",
+            "current": {
+                "database": "main",
+                "version": "20261115000003",
+                "name": "BackfillProjectStatistics",
+                "since": "2026-12-06T12:00:10Z",
+            },
+        }
+    )
+    assert first == (
+        "pdm/m: Running (Created): 1/3 migrations done, running 20261115000003 "
+        "BackfillProjectStatistics on main since 2026-12-06T12:00:10Z"
+    )
+    assert running({"summary": "2/3"}) == "pdm/m: Running (Created): 2/3 migrations done"
+    assert "now unknown: the log" in running({"summary": "2/3", "unknown": "the log ..."})
+
+
 def test_the_pending_list_is_shown_once_the_preflight_answered() -> None:
     running = {"status": {"preflight": {"phase": "Running", "jobName": "m-p1"}}}
     assert cli.pending_lines(running) is None

@@ -178,6 +178,44 @@ def waiting_pod(job: str, reason: str) -> Body:
     }
 
 
+def running_pod(job: str, restarts: int = 0) -> Body:
+    return {
+        "metadata": {"name": f"{job}-x7k2q", "creationTimestamp": T0},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": model.MIGRATION_CONTAINER,
+                    "state": {"running": {"startedAt": T0}},
+                    "restartCount": restarts,
+                }
+            ]
+        },
+    }
+
+
+#: The migration pod's log as ``kubectl logs --timestamps`` shows it, one
+#: migration done, the next running.
+ANNOUNCED = (
+    "2026-12-02T11:59:10.000000001Z Running db:migrate:main rake task\n"
+    "2026-12-02T11:59:10.100000000Z main: == 20261115000002 RemoveArchivedFromProjects: "
+    "migrating ======\n"
+    "2026-12-02T11:59:10.200000000Z main: == 20261115000002 RemoveArchivedFromProjects: "
+    "migrated (0.0011s) ======\n"
+    "2026-12-02T11:59:10.300000000Z main: == 20261115000003 BackfillProjectStatistics: "
+    "migrating ======\n"
+)
+
+
+def announcing(**world: Any) -> World:
+    """A running Job whose pod has announced one migration done and the next running."""
+    return World(
+        jobs={JOB_NAME: job_named(NEW, ready=1)},
+        pods={JOB_NAME: [running_pod(JOB_NAME)]},
+        stamped_logs={f"{JOB_NAME}-x7k2q": ANNOUNCED},
+        **world,
+    )
+
+
 def other_migration(name: str, state: str, *, waits_for: list[str] | None = None) -> Body:
     conds = {
         "Succeeded": [{"type": model.SUCCEEDED, "status": "True"}],
@@ -319,6 +357,11 @@ class World:
     logs: dict[str, str] = field(default_factory=dict)
     #: ``kubectl logs --previous``: a container's last run (keys as ``logs``).
     previous_logs: dict[str, str] = field(default_factory=dict)
+    #: ``kubectl logs --timestamps`` by pod: every line, the answer to a read
+    #: since a time is the lines not before it (None: cannot be read).
+    stamped_logs: dict[str, str | None] = field(default_factory=dict)
+    #: When the operator last read this migration's log for progress.
+    progress_read_at: datetime | None = None
     tenure: str | None = "lease-uid/" + T0
     validate: Exception | None = None
     #: The Job whose identical spec was accepted a moment ago (None: checked now).
@@ -372,6 +415,10 @@ class World:
                 return (self.previous_logs if previous else self.logs).get(key, "")
             case decide.PodLog(pod):
                 return self.logs.get(pod, "")
+            case decide.ProgressReadAt():
+                return self.progress_read_at
+            case decide.LogSince(pod, since, limit):
+                return since_time(self.stamped_logs.get(pod, ""), since, limit)
             case decide.ReadHistory():
                 return self.history
             case decide.ValidateJob():
@@ -427,6 +474,7 @@ class World:
                 | decide.ShowFloor()
                 | decide.CountHistoryFailure()
                 | decide.PutConfigMap()
+                | decide.ObserveSteps()
             ):
                 return None
             case _:
@@ -435,6 +483,15 @@ class World:
 
     def effects(self) -> list[str]:
         return [type(a).__name__ for a in self.asked if isinstance(a, EFFECTS)]
+
+
+def since_time(log: str | None, since: str | None, limit: int) -> str | None:
+    """What the kubelet answers: the lines not before ``since`` (to the second), cut at
+    ``limit`` bytes (pkg/kubelet/kuberuntime/logs/logs.go)."""
+    if log is None:
+        return None
+    kept = [line for line in log.splitlines(keepends=True) if not since or line[:19] >= since[:19]]
+    return "".join(kept).encode()[:limit].decode(errors="ignore")
 
 
 @dataclass(frozen=True)
@@ -1395,6 +1452,37 @@ CASES = [
         TIMING.running_resync,
     ),
     Case(
+        "the Job runs and Rails announced a migration: progress written, read again when due",
+        running(NEW),
+        announcing,
+        "Running",
+        "Created",
+        ["WriteStatus"],
+        TIMING.progress_read,
+    ),
+    Case(
+        "the Job runs, its log read a moment ago: not read again, looked at when a read is due",
+        running(NEW),
+        lambda: announcing(progress_read_at=NOW - timedelta(seconds=5)),
+        "Running",
+        "Created",
+        [],
+        TIMING.progress_read - 5,
+    ),
+    Case(
+        "the Job runs, its pod's log cannot be read: still Running, progress unknown",
+        running(NEW),
+        lambda: World(
+            jobs={JOB_NAME: job_named(NEW, ready=1)},
+            pods={JOB_NAME: [running_pod(JOB_NAME)]},
+            stamped_logs={f"{JOB_NAME}-x7k2q": None},
+        ),
+        "Running",
+        "Created",
+        ["WriteStatus"],
+        TIMING.progress_read,
+    ),
+    Case(
         "the Job's pod cannot pull its image: Stalled, the Job keeps the environment",
         running(NEW),
         lambda: World(
@@ -2067,3 +2155,141 @@ def test_an_unreadable_not_before_never_starts_early() -> None:
     assert hold is not None
     assert (hold.reason, hold.fatal) == ("NotBefore", True)
     assert gates.not_before({}, NOW) is None
+
+
+# --- progress while the Job runs ----------------------------------------------------------
+def test_progress_shows_what_rails_announced_done_and_running_of_the_preflights_total() -> None:
+    m = running(NEW)
+    m["status"]["preflight"] = {"phase": "Succeeded", "jobHash": HASH, "pendingCount": 7}
+    # As a Job created by an operator before progress was kept: the plan is read now.
+    assert m["status"].pop("progress") == {"done": 0, "summary": "0/?"}
+    assert render.job_name(m["metadata"]["name"], HASH) == m["status"]["jobName"]
+    step = decide.drive(decide.reconcile(m, NOW, SETUP), announcing())
+    shown = step.status["progress"]
+    assert (shown["summary"], shown["done"], shown["total"]) == ("1/7", 1, 7)
+    assert shown["current"] == {
+        "database": "main",
+        "version": "20261115000003",
+        "name": "BackfillProjectStatistics",
+        "since": "2026-12-02T11:59:10Z",
+    }
+    assert shown["completed"] == [
+        {
+            "database": "main",
+            "version": "20261115000002",
+            "name": "RemoveArchivedFromProjects",
+            "seconds": "0.0011",
+        }
+    ]
+    assert "unknown" not in shown
+
+
+def test_without_a_preflight_for_this_job_the_total_is_unknown() -> None:
+    m = running(NEW)
+    m["status"]["preflight"] = {"phase": "Succeeded", "jobHash": "another", "pendingCount": 7}
+    step = decide.drive(decide.reconcile(m, NOW, SETUP), announcing())
+    assert step.status["progress"]["summary"] == "1/?"
+    assert "total" not in step.status["progress"]
+
+
+def test_a_read_reads_only_what_is_new_and_writes_nothing_when_rails_said_nothing() -> None:
+    world = announcing()
+    m = running(NEW)
+    m = m | {"status": decide.drive(decide.reconcile(m, NOW, SETUP), world).status}
+    world.stamped_logs[f"{JOB_NAME}-x7k2q"] = (
+        ANNOUNCED + '2026-12-02T11:59:40.000000000Z main: -- execute("SELECT pg_sleep(3)")\n'
+    )
+    later = NOW + timedelta(seconds=TIMING.progress_read)
+    again = World(**{**world.__dict__, "asked": [], "written": [], "progress_read_at": NOW})
+    step = decide.drive(decide.reconcile(m, later, SETUP), again)
+    (read,) = [a for a in again.asked if isinstance(a, decide.LogSince)]
+    assert read.since == "2026-12-02T11:59:10Z"  # the second of the last line counted
+    assert again.effects() == []
+    assert step.status["progress"]["done"] == 1
+
+
+def test_a_log_that_cannot_be_read_says_unknown_and_keeps_what_was_read() -> None:
+    world = announcing()
+    m = running(NEW)
+    m = m | {"status": decide.drive(decide.reconcile(m, NOW, SETUP), world).status}
+    later = NOW + timedelta(seconds=TIMING.progress_read)
+    gone = World(**{**world.__dict__, "asked": [], "written": [], "progress_read_at": NOW})
+    gone.stamped_logs = {f"{JOB_NAME}-x7k2q": None}
+    step = decide.drive(decide.reconcile(m, later, SETUP), gone)
+    shown = step.status["progress"]
+    assert "could not be read" in shown["unknown"]
+    assert shown["done"] == 1
+    assert (step.status["state"], step.requeue) == ("Running", TIMING.progress_read)
+
+
+def test_a_restarted_container_is_read_from_its_start_and_its_interrupted_one_is_not_current() -> (
+    None
+):
+    world = announcing()
+    m = running(NEW)
+    m = m | {"status": decide.drive(decide.reconcile(m, NOW, SETUP), world).status}
+    restarted = World(**{**world.__dict__, "asked": [], "written": [], "progress_read_at": NOW})
+    restarted.pods = {JOB_NAME: [running_pod(JOB_NAME, restarts=1)]}
+    restarted.stamped_logs = {
+        f"{JOB_NAME}-x7k2q": "2026-12-02T11:59:50.000000000Z Running db:migrate:main rake task\n"
+    }
+    later = NOW + timedelta(seconds=TIMING.progress_read)
+    step = decide.drive(decide.reconcile(m, later, SETUP), restarted)
+    (read,) = [a for a in restarted.asked if isinstance(a, decide.LogSince)]
+    assert read.since is None
+    shown = step.status["progress"]
+    assert "current" not in shown
+    assert (shown["done"], shown["read"]["restarts"]) == (1, 1)
+
+
+def test_the_jobs_end_reads_the_last_announcements_at_once_and_nothing_runs_after() -> None:
+    world = announcing()
+    m = running(NEW)
+    m = m | {"status": decide.drive(decide.reconcile(m, NOW, SETUP), world).status}
+    done = World(**{**world.__dict__, "asked": [], "written": [], "progress_read_at": NOW})
+    done.jobs = {JOB_NAME: job_named(NEW, COMPLETE)}
+    done.stamped_logs[f"{JOB_NAME}-x7k2q"] = ANNOUNCED + (
+        "2026-12-02T11:59:13.400000000Z main: == 20261115000003 BackfillProjectStatistics: "
+        "migrated (3.0056s) ======\n"
+    )
+    step = decide.drive(decide.reconcile(m, NOW + timedelta(seconds=1), SETUP), done)
+    shown = step.status["progress"]
+    assert (shown["done"], "current" in shown) == (2, False)
+    assert shown["completed"][-1]["seconds"] == "3.0056"
+    (observed,) = [a for a in done.asked if isinstance(a, decide.ObserveSteps)]
+    assert observed == decide.ObserveSteps(2, (("main", 3.0056),))
+
+
+def test_the_job_is_recorded_with_nothing_done_of_the_preflights_plan_in_the_same_write() -> None:
+    world = preflight_done(PF, PENDING_ROW)()
+    step = decide.drive(decide.reconcile(copy.deepcopy(PF), NOW, SETUP), world)
+    assert step.status["progress"] == {"done": 0, "total": 1, "summary": "0/1"}
+    assert world.effects().count("WriteStatus") == 1
+    no_plan = World()
+    step = decide.drive(decide.reconcile(copy.deepcopy(NEW), NOW, SETUP), no_plan)
+    assert step.status["progress"] == {"done": 0, "summary": "0/?"}
+
+
+def test_a_status_write_removes_what_a_nested_object_no_longer_has() -> None:
+    from pdm_operator.decide.state import merge_patch  # noqa: PLC0415
+
+    old = {"progress": {"done": 1, "current": {"version": "1"}, "read": {"pod": "p"}}, "a": 1}
+    new = {"progress": {"done": 2, "read": {"pod": "p"}}}
+    assert merge_patch(old, new) == {"progress": {"done": 2, "current": None}, "a": None}
+
+
+def test_a_log_too_dense_to_get_past_says_unknown_rather_than_stopping_silently() -> None:
+    world = announcing()
+    m = running(NEW)
+    m = m | {"status": decide.drive(decide.reconcile(m, NOW, SETUP), world).status}
+    stamp = "2026-12-02T11:59:10.300000000Z"
+    dense = World(**{**world.__dict__, "asked": [], "written": [], "progress_read_at": NOW})
+    # Everything up to the read limit was read before (the same second, before the last line).
+    dense.stamped_logs = {
+        f"{JOB_NAME}-x7k2q": f"2026-12-02T11:59:10.000000001Z {'x' * 300 * 1024}\n"
+        + ANNOUNCED.splitlines(keepends=True)[-1]
+        + f"{stamp} main: -- more\n"
+    }
+    later = NOW + timedelta(seconds=TIMING.progress_read)
+    step = decide.drive(decide.reconcile(m, later, SETUP), dense)
+    assert "more than" in step.status["progress"]["unknown"]

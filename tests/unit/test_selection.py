@@ -382,3 +382,11 @@ def test_the_narrowed_script_is_one_bash_accepts(script: str) -> None:
     for text in (outer, inner):
         checked = subprocess.run(["bash", "-n", "-c", text], capture_output=True, check=False)
         assert checked.returncode == 0, checked.stderr
+
+
+def test_a_held_runs_progress_counts_only_the_steps_it_applies() -> None:
+    m = held_migration(hold=[V2])
+    running = preflight_running(m)
+    world = preflight_done(running, "", STATUS_TABLE.format(row=ROWS))()
+    step = decide.drive(decide.reconcile(running, NOW, SETUP), world)
+    assert step.status["progress"]["summary"] == "0/2"

@@ -12,12 +12,13 @@ A package whose modules are the stages of a migration's life, each asking
 ``create``        the lock and the create (or a dry run)
 ``after_job``     following the Job, history, a failure's class and retry,
                   blocking reports
+``progress_log``  while the Job runs: Rails' announcements in its log, read at a bounded rate
 ``ladder``        the order of it all: ``reconcile``, and the invariants
 ================= ===========================================================
 
 Imports go down that table only (``lint-imports``: ladder > create >
-preflight_run > after_job | before_job > when_to_run > state > asks). What ``reconcile``
-and the tests use is re-exported here.
+preflight_run > after_job | before_job > when_to_run | progress_log > state >
+asks). What ``reconcile`` and the tests use is re-exported here.
 """
 
 from pdm_operator.decide.asks import (
@@ -40,11 +41,14 @@ from pdm_operator.decide.asks import (
     GetMigration,
     JobEvents,
     JobPods,
+    LogSince,
     LogTail,
     LogWarning,
     MergeHistory,
+    ObserveSteps,
     PlanDryRun,
     PodLog,
+    ProgressReadAt,
     PutConfigMap,
     ReadGitLabDeployments,
     ReadGitLabIssues,
@@ -84,12 +88,15 @@ __all__ = [
     "GetMigration",
     "JobEvents",
     "JobPods",
+    "LogSince",
     "LogTail",
     "LogWarning",
     "MergeHistory",
+    "ObserveSteps",
     "Pass",
     "PlanDryRun",
     "PodLog",
+    "ProgressReadAt",
     "PutConfigMap",
     "ReadGitLabDeployments",
     "ReadGitLabIssues",

@@ -32,6 +32,7 @@ from pdm_operator.decide.asks import (
     SuspendJob,
     Warn,
 )
+from pdm_operator.decide.progress_log import follow_log
 from pdm_operator.decide.state import (
     HISTORY_UNWRITABLE,
     Pass,
@@ -88,7 +89,8 @@ def follow(p: Pass) -> Decision[Step]:
         return (yield from finish(p))
     outcome = jobs.outcome(job)
     if outcome is None:
-        return (yield from _diagnose(p, job))
+        return (yield from _diagnose(p, job, (yield from follow_log(p, job))))
+    yield from follow_log(p, job, final=True)  # the last announcements, once
     p.status["jobCompletionTime"] = outcome.time or p.now
     p.status["jobOutcome"] = "Succeeded" if outcome.succeeded else "Failed"
     reports_now_pending(p)
@@ -317,7 +319,7 @@ def _history_unwritable(p: Pass, run: history.Run, where: str, error: ApiError) 
     yield ShowFloor(history.UNKNOWN)
 
 
-def _diagnose(p: Pass, job: Body) -> Decision[Step]:
+def _diagnose(p: Pass, job: Body, next_read: float | None = None) -> Decision[Step]:
     """A running Job whose pod has not started: say why, within a resync.
 
     Transient causes (unschedulable, a failing image pull, a missing Secret
@@ -325,17 +327,23 @@ def _diagnose(p: Pass, job: Body) -> Decision[Step]:
     keeps the environment, as its pod may start any moment. Permanent ones
     (an invalid image name, a pod that admission refuses) fail the migration
     now, not at ``activeDeadlineSeconds``: the Job is suspended so no pod can
-    start after the failure, and the environment is free.
+    start after the failure, and the environment is free. ``next_read``: when
+    its log is due to be read for progress again (None: not followed).
     """
+    resync = (
+        p.timing.running_resync
+        if next_read is None
+        else min(p.timing.running_resync, max(1.0, next_read))
+    )
     if (job.get("status") or {}).get("ready"):
-        return (yield from write(p, p.timing.running_resync))
+        return (yield from write(p, resync))
     name, uid = job["metadata"]["name"], job["metadata"].get("uid", "")
     pods: list[Body] = yield JobPods(name, uid)
     found = jobs.stuck(pods, [] if pods else (yield JobEvents(name, uid)))
     # Pod changes do not reach the Job until the pod is ready, so a young Job
     # is looked at again sooner: its container's failure to start (an image
     # pull, a kubelet refusal) shows within seconds, not a resync.
-    again = jobs.next_look(job, p.at, p.timing.running_resync)
+    again = jobs.next_look(job, p.at, resync)
     if found is None:
         return (yield from write(p, again))
     if not found.permanent:

@@ -142,6 +142,34 @@ class PodLog(Ask):
 
 
 @dataclass(frozen=True)
+class ProgressReadAt(Ask):
+    """When this operator last read the migration's log for its progress
+    (``LogSince``) → ``datetime | None`` (never, since it started)."""
+
+
+@dataclass(frozen=True)
+class LogSince(Ask):
+    """The migration container's log of ``pod`` with the kubelet's timestamps, from
+    ``since`` (RFC 3339, to the second; None: from the start), at most ``limit``
+    bytes → ``str``, or None when it cannot be read. Remembered as the
+    migration's last progress read (``ProgressReadAt``), read or not."""
+
+    pod: str
+    since: str | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class ObserveSteps(Ask):
+    """Rails' durations of steps just completed, (database, seconds), the last of
+    which is step ``done`` of the run, for the metric; each step is observed once
+    per operator process → None."""
+
+    done: int
+    steps: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
 class ReadHistory(Ask):
     """The environment's history ConfigMap (in the lock namespace) → the object, or None."""
 
@@ -287,6 +315,9 @@ AnyAsk: TypeAlias = (
     | JobEvents
     | LogTail
     | PodLog
+    | ProgressReadAt
+    | LogSince
+    | ObserveSteps
     | ReadHistory
     | ValidateJob
     | DefaultedJob

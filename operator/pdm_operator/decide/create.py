@@ -13,6 +13,7 @@ from pdm_operator import (
     jobs,
     model,
     preflight,
+    progress,
     render,
     templates,
 )
@@ -31,6 +32,7 @@ from pdm_operator.decide.asks import (
     Warn,
 )
 from pdm_operator.decide.preflight_run import final_job, run_preflight
+from pdm_operator.decide.progress_log import planned_steps
 from pdm_operator.decide.state import (
     Pass,
     Step,
@@ -181,6 +183,8 @@ def _started(p: Pass, job: Body, how: str) -> Decision[Step]:
     if jobs.outcome(job) is None and job["metadata"].get("uid"):
         yield from _protect_from_eviction(p, job)
     p.status["jobName"] = name
+    # Nothing done of the plan yet, in the write that records the Job (no write of its own).
+    p.status.setdefault("progress", progress.start(planned_steps(p)))
     p.status.setdefault("startTime", job["metadata"].get("creationTimestamp") or p.now)
     p.set(model.GATED, False, "GatesOpen", "all gates are open")
     p.set(model.JOB_CREATED, True, how, f"Job {name} runs {p.status['image']}")

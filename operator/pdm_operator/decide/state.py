@@ -39,6 +39,9 @@ class Timing:
     #: wakes nobody, so this is how soon it is seen.
     policy_poll: float = 10.0
     running_resync: float = 30.0
+    #: While the Job runs: how often its log is read for progress at most
+    #: (decide/progress_log.py); a running Job is looked at this often.
+    progress_read: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -198,8 +201,19 @@ def nothing_pending_message(p: Pass) -> str:
 
 
 def merge_patch(old: Body, new: Body) -> Body:
-    """A JSON merge patch from ``old`` to ``new`` (top level; removed keys become null)."""
-    patch: Body = {k: v for k, v in new.items() if old.get(k) != v}
+    """A JSON merge patch from ``old`` to ``new``: removed keys become null, at every
+    level. A merge patch merges objects into objects (RFC 7386), so an object
+    sent whole would keep the keys it no longer has (``status.progress.current``
+    once the migration it named is done); lists are replaced whole."""
+    patch: Body = {}
+    for k, v in new.items():
+        before = old.get(k)
+        if before == v:
+            continue
+        if isinstance(before, dict) and isinstance(v, dict):
+            patch[k] = merge_patch(before, v)
+        else:
+            patch[k] = v
     for k in old:
         if k not in new:
             patch[k] = None
