@@ -93,9 +93,9 @@ _IN_FAILED_TRANSACTION: Final = re.compile(r"\bPG::InFailedSqlTransaction\b")
 POD_REASONS: Final = frozenset({"OOMKilled", "Evicted", "NodeLost", "Preempted"})
 JOB_REASONS: Final = frozenset({"DeadlineExceeded"})
 #: Reasons the operator gives a pod that could not start (``jobs.stuck``).
-START_REASONS: Final = frozenset(
-    {"InvalidImageName", "ErrImagePull", "ImagePullBackOff", "PodCreateFailed", "Unschedulable"}
-)
+#: Not ``InvalidImageName`` nor ``PodCreateFailed`` (admission refused the pod):
+#: the same spec fails the same way, so they are ``Unknown``, never retried by policy.
+START_REASONS: Final = frozenset({"ErrImagePull", "ImagePullBackOff", "Unschedulable"})
 #: A backtrace frame ("/path/file.rb:12:in `method'"): never an error's words.
 _FRAME: Final = re.compile(r"^\s*\S+:\d+:in ")
 #: The lines read when Rake printed no abort: the end of the log.

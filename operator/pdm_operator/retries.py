@@ -130,6 +130,7 @@ def retry_of(
     first, attempt = chain(failed)
     spec = copy.deepcopy(failed["spec"])
     spec.pop("notBefore", None)
+    _only_what_remains(spec, failed.get("status") or {})
     approval = spec.get("approval")
     if isinstance(approval, dict):
         approval.pop("approved", None)
@@ -151,6 +152,31 @@ def retry_of(
         },
         "spec": spec,
     }
+
+
+def _only_what_remains(spec: Body, status: Body) -> None:
+    """``spec.migrations.only`` less the versions the failed run applied before it stopped.
+
+    A selection's Job applies its versions one at a time, oldest first
+    (``pdm_operator.selection``), so those before the one Rails stopped at
+    (``status.failure.migration``) are applied, and a retry naming them would
+    fail on them (``SelectedNotPending``). When that cannot be told, ``only``
+    stays as it was: the retry's pre-flight then refuses what is no longer
+    pending, rather than guess. Never dropped whole: that would run everything.
+    """
+    only = (spec.get("migrations") or {}).get("only")
+    if not only:
+        return
+    entries = status.get("pendingMigrations") or []
+    order = sorted({str(e.get("version")) for e in entries if e.get("action") == "Apply"})
+    stopped = str(((status.get("failure") or {}).get("migration") or {}).get("version") or "")
+    if stopped not in order:
+        return
+    done = set(order[: order.index(stopped)])
+    rest = [v for v in only if v not in done]
+    if not rest:  # cannot be: the stopped one is in only
+        raise RetryRefused("every version of spec.migrations.only was applied")
+    spec["migrations"]["only"] = rest
 
 
 def duration(text: str) -> timedelta | None:

@@ -100,7 +100,9 @@ class Finding:
         }
 
 
-def find(deployed: str, pending: Sequence[str], listed: dict[str, str] | None) -> Finding | None:
+def find(  # noqa: PLR0911 - one return per answer, in the order they are told
+    deployed: str, pending: Sequence[str], listed: dict[str, str] | None
+) -> Finding | None:
     """The skip (or why it cannot be ruled out) among the ``pending`` versions the run
     applies; None when there is none."""
     if not pending:
@@ -120,7 +122,19 @@ def find(deployed: str, pending: Sequence[str], listed: dict[str, str] | None) -
             "minor are pending cannot be told",
         )
     minor = (version.major, version.minor)
-    post = sorted({v for v in pending if v in listed})
+    unlisted = sorted({v for v in pending if v not in listed})
+    if unlisted:
+        # After the rollout only post-deployment migrations should be pending, and
+        # every one is in the listing: one that is not (a regular migration still
+        # pending, migrations outside /srv/gitlab/db/post_migrate) is not known.
+        return Finding(
+            UNKNOWN,
+            f"pending migrations {', '.join(unlisted[:10])} are not in the pre-flight's listing "
+            f"of {POST_MIGRATE} (a regular migration still pending, or migrations kept "
+            "elsewhere), so whether they belong to an older minor cannot be told",
+            tuple((v, "-") for v in unlisted),
+        )
+    post = sorted(set(pending))
     nameless = [(v, "-") for v in post if not _MINOR.match(listed[v])]
     if nameless:
         return Finding(

@@ -203,3 +203,58 @@ def test_argo_cds_approve_action_is_admitted_once_its_service_account_may_approv
     assert (approved["planHash"], approved["by"]) == (PLAN, ARGO_CD)
     assert approved["migrations"] == ["20261115000001 (main)"]
     assert approved["jobHash"] == "cd" * 32
+
+
+def test_a_mark_executed_is_recorded_only_in_its_creators_own_name(
+    cluster: Cluster, api: Api, approval_policy: None
+) -> None:
+    """markExecuted.by is what the history keeps as who skipped a migration."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rbac.create_namespaced_role(
+        api.ns,
+        {
+            "metadata": {"name": "carol-creates"},
+            "rules": [
+                {
+                    "apiGroups": ["pdm-operator.io"],
+                    "resources": ["postdeploymigrations"],
+                    "verbs": ["create"],
+                }
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        api.ns,
+        {
+            "metadata": {"name": "carol-creates"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                        "name": "carol-creates"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                          "name": "carol"}],
+        },
+    )  # fmt: skip
+
+    def create_as_carol(name: str, by: str) -> Any:
+        body = migration(
+            name,
+            suspend=True,
+            preflight={},
+            migrations={
+                "markExecuted": {"versions": ["20261115000002"], "reason": "INC-1", "by": by}
+            },
+        )
+        body["metadata"]["namespace"] = api.ns
+        return cluster.run_kubectl(
+            "--as=carol", "-n", api.ns, "create", "-f", "-", input=json.dumps(body)
+        )
+
+    refused = wait_until(
+        lambda: (out := create_as_carol("pdm-forged", "alice")).returncode != 0 and out,
+        timeout=60,
+        what="the approval policy to refuse a mark in another's name",
+    )
+    assert "spec.migrations.markExecuted.by must be the creator's own user name (carol)" in (
+        refused.stderr
+    )
+    ok = create_as_carol("pdm-own", "carol")
+    assert ok.returncode == 0, ok.stderr

@@ -1508,7 +1508,7 @@ CASES = [
         "suspended",
     ),
     Case(
-        "the Job's pod can never start, infrastructure retried: the retry after its creation",
+        "the Job's pod can never start (its image name): Unknown, so no policy retries it",
         running(NEW),
         lambda: World(
             environment=environment(
@@ -1519,10 +1519,9 @@ CASES = [
         ),
         "Failed",
         "InvalidImageName",
-        ["SuspendJob", "CreateMigration", "WriteStatus", "ReleaseLock"],
+        ["SuspendJob", "WriteStatus", "ReleaseLock"],
         None,
-        "failure class Infrastructure; retry 1 of 1 by spec.retry of PostDeployEnvironment "
-        "'gstg': pdm/gstg-1200-retry-1, not before 2026-12-02T12:59:00Z",
+        "failure class Unknown",
     ),
     Case(
         "the Job completed: the lock given back before the history write and the status",

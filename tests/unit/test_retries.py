@@ -133,3 +133,22 @@ def test_the_dry_run_asks_under_a_generated_name() -> None:
     probe = retries.for_comparison(made)
     assert "name" not in probe["metadata"]
     assert probe["metadata"]["generateName"] == "pdm-retry-check-"
+
+
+def test_a_retry_of_an_only_run_names_what_it_did_not_apply() -> None:
+    failed = {
+        "metadata": {"name": "gprd-1", "namespace": "gitlab"},
+        "spec": {"environment": "gprd", "migrations": {"only": ["3", "1", "2"]}},
+        "status": {
+            "pendingMigrations": [
+                {"database": "main", "version": v, "action": "Apply"} for v in ("1", "2", "3")
+            ],
+            "failure": {"migration": {"version": "2"}},
+        },
+    }
+    made = retries.retry_of(failed, "gprd-1-retry-1", check=False)
+    assert made["spec"]["migrations"]["only"] == ["3", "2"]
+    # Where it stopped is not known: only stays, the retry's pre-flight decides.
+    failed["status"]["failure"] = {}
+    made = retries.retry_of(failed, "gprd-1-retry-1", check=False)
+    assert made["spec"]["migrations"]["only"] == ["3", "1", "2"]

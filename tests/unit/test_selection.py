@@ -390,3 +390,25 @@ def test_a_held_runs_progress_counts_only_the_steps_it_applies() -> None:
     world = preflight_done(running, "", STATUS_TABLE.format(row=ROWS))()
     step = decide.drive(decide.reconcile(running, NOW, SETUP), world)
     assert step.status["progress"]["summary"] == "0/2"
+
+
+def test_the_answer_is_stored_before_the_narrowed_job_so_a_crash_after_the_create_adopts_it() -> (
+    None
+):
+    m = held_migration(hold=[V2])
+    running = preflight_running(m)
+    world = preflight_done(running, "", STATUS_TABLE.format(row=ROWS))()
+    decide.drive(decide.reconcile(running, NOW, SETUP), world)
+    job = created_jobs(world)[0]
+    asked = [type(a).__name__ for a in world.asked]
+    # The status write that stores the answer comes before the create of the narrowed Job.
+    assert asked.index("WriteStatus") < asked.index("CreateJob")
+    before_create = world.written[0]
+    assert before_create["preflight"]["migrationJob"] == job["metadata"]["name"]
+    assert "jobName" not in before_create
+    # The operator died right after the create: the next pass starts from that write.
+    job["metadata"].update(uid="job-uid", creationTimestamp="2026-12-02T12:00:00Z")
+    again = World(environment_jobs=[job])
+    after = decide.drive(decide.reconcile(running | {"status": before_create}, NOW, SETUP), again)
+    assert after.status.get("jobName") == job["metadata"]["name"]
+    assert after.status["state"] != "Failed"

@@ -74,9 +74,17 @@ def test_a_pending_post_deployment_migration_of_an_older_minor_is_a_skip() -> No
 
 def test_post_deployment_migrations_of_the_deployed_minor_are_no_skip() -> None:
     assert versionskip.find("18.6.2", [V1, V2], {V1: "18.6", V2: "18.6"}) is None
-    # A regular migration (not listed) of an older milestone is not the check's business.
-    assert versionskip.find("18.6.2", ["20261101000003"], {V1: "18.5"}) is None
     assert versionskip.find("18.6.2", [], None) is None
+
+
+def test_a_pending_migration_the_listing_does_not_have_is_unknown() -> None:
+    """A regular migration still pending, or a Rails root the listing did not look in."""
+    found = versionskip.find("18.6.2", ["20261101000003"], {V1: "18.5"})
+    assert found is not None
+    assert (found.reason, found.versions) == (versionskip.UNKNOWN, (("20261101000003", "-"),))
+    empty = versionskip.find("18.6.2", [V1], {})
+    assert empty is not None
+    assert empty.reason == versionskip.UNKNOWN
 
 
 def test_what_cannot_be_told_is_unknown_never_fine() -> None:

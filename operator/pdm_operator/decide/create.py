@@ -121,8 +121,12 @@ def _create(p: Pass, template: templates.Template | None) -> Decision[Step]:  # 
     planned = yield from run_preflight(p, job, p.tenure)
     if planned is not None:
         return planned
-    job = final_job(p, job)  # what the plan runs: narrowed by a selection
-    name = job["metadata"]["name"]
+    narrowed = final_job(p, job)  # what the plan runs: narrowed by a selection
+    if narrowed is not job:
+        # Stored before the create: a restart in between finds the answer and
+        # its selection, so it adopts the narrowed Job instead of refusing it.
+        yield from write(p, 0)
+    job, name = narrowed, narrowed["metadata"]["name"]
     try:
         created: Body = yield CreateJob(job)
     except Invalid as e:

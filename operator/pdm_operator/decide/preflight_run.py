@@ -68,6 +68,8 @@ def run_preflight(  # noqa: PLR0911
         pf.get("jobHash") == job_hash
         and pf.get("tenure") == tenure
         and (pf.get("selection") or {}) == chosen.as_status()
+        # An answer to other args (an older operator's default) is asked again.
+        and pf.get("args", preflight.given_args(p.spec)) == preflight.given_args(p.spec)
     )
     unfit = _unfit(chosen, cfg, job, p.name) if not current else None
     if unfit is not None:
