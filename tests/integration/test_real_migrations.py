@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +19,7 @@ from postgres import Postgres
 from tests.integration.conftest import Cluster
 from tests.support import argocd, chart
 from tests.support.fake_gitlab import FakeGitLab
-from tests.support.operator import OperatorProcess, pythonpath_env
+from tests.support.operator import OperatorProcess
 from tests.support.pdm import Api, migration
 from tests.support.standin import (
     CHART,
@@ -35,6 +33,7 @@ from tests.support.standin import (
     gated,
     job_end,
     jobs_of,
+    kubectl_pdm,
     lock_held,
     pdm_log,
     pending_rows,
@@ -48,19 +47,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.realnode]
 def retry(cluster: Cluster, api: Api, name: str) -> subprocess.CompletedProcess[str]:
     """``kubectl pdm retry NAME``: the CLI's kubectl plugin entry point."""
     return kubectl_pdm(cluster, "retry", name, "-n", api.ns)
-
-
-def kubectl_pdm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    """``kubectl pdm ARGS``, the CLI's kubectl plugin entry point."""
-    return subprocess.run(
-        ["kubectl-pdm", *args],
-        env=pythonpath_env(cluster.env())
-        | {"PATH": cluster.env()["PATH"] + ":" + str(Path(sys.executable).parent)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(

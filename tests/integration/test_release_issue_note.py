@@ -6,9 +6,6 @@ the strict fake GitLab's notes endpoint."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +13,9 @@ import pytest
 from postgres import Postgres
 from tests.integration.conftest import Cluster
 from tests.support.fake_gitlab import FakeGitLab
-from tests.support.operator import OperatorProcess, pythonpath_env
+from tests.support.operator import OperatorProcess
 from tests.support.pdm import Api, migration
-from tests.support.standin import CHART, REGULAR, both, gated, pending_rows
+from tests.support.standin import CHART, REGULAR, both, gated, kubectl_pdm, pending_rows
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.realnode]
@@ -28,19 +25,6 @@ TASKS = "gitlab-org/release/tasks"
 ROW = re.compile(
     r"^\| \d+ \| `(?P<version>\d+)` \| `[^`]*` \| `(?P<db>[^`]*)` \| (?P<state>[a-z ]+) \|"
 )
-
-
-def kubectl_pdm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    """``kubectl pdm ARGS``, the CLI's kubectl plugin entry point."""
-    return subprocess.run(
-        ["kubectl-pdm", *args],
-        env=pythonpath_env(cluster.env())
-        | {"PATH": cluster.env()["PATH"] + ":" + str(Path(sys.executable).parent)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def note(gitlab: FakeGitLab, kind: str) -> str | None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import select
 import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from postgres import Postgres
 from tests.support import chart
+from tests.support.operator import pythonpath_env
 from tests.support.pdm import Api
 from tests.support.waiting import wait_until
 
@@ -131,3 +134,16 @@ def lock_held(db: Postgres, database: str, table: str, mode: str) -> Iterator[No
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def kubectl_pdm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kubectl pdm ARGS``, the CLI's kubectl plugin entry point."""
+    return subprocess.run(
+        ["kubectl-pdm", *args],
+        env=pythonpath_env(cluster.env())
+        | {"PATH": cluster.env()["PATH"] + ":" + str(Path(sys.executable).parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
