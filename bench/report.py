@@ -288,6 +288,20 @@ def tables(results: dict[str, Any]) -> str:
     return "\n\n".join("\n".join(p) for p in parts)
 
 
+#: What every table measures (bench/harness.py ``migration``): said once, above them.
+CONFIGURATION = (
+    "**What is measured.** Every table below is of migrations on **kwok** nodes: their "
+    "pods are simulated, run no container and serve no log. So every PostDeployMigration "
+    "is created with `spec.preflight.enabled: false` (no pre-flight Job, no pending "
+    "list, no plan, no approval, no progress to read) and `image.reference` (no "
+    "Deployment to resolve or wait for, no pod template to copy); its environment has "
+    "no windows, locks or GitLab gate, and no reporting unless a section says so (the "
+    "rollback section tracks a GitLab Deployment). The default path (the pre-flight "
+    "pod, the plan, the Job and its PodDisruptionBudget, the history, on the real node "
+    "with the stand-in toolbox and PostgreSQL) is not in these figures."
+)
+
+
 def markdown(results: dict[str, Any], argv: str) -> str:
     m = results["machine"]
     findings = (ROOT / "bench" / "findings.md").read_text()
@@ -305,6 +319,8 @@ def markdown(results: dict[str, Any], argv: str) -> str:
         f"- **CPU**: {m['cpu']}; **memory** {m['memory']}; kernel {m['kernel']}",
         f"- **Cluster**: {m['cluster']}",
         f"- **Operator**: Python {m['python']}; {m['libraries']}",
+        "",
+        CONFIGURATION,
         "",
         *section("Against the targets", targets_table(results)),
     ]

@@ -208,3 +208,12 @@ def test_the_document_has_every_section_and_the_findings() -> None:
         assert f"## {section}" in text
     assert "min / median / max" in text
     assert "150 / 180 / 400" in text  # start p99 in ms over the three runs
+
+
+def test_the_document_says_the_kwok_tables_are_without_the_preflight() -> None:
+    text = report.markdown(results(), "")
+    assert report.CONFIGURATION in text
+    assert "`spec.preflight.enabled: false`" in report.CONFIGURATION
+    assert "kwok" in report.CONFIGURATION
+    # The committed document says it too (it is written by report.markdown).
+    assert report.CONFIGURATION in (report.ROOT / "docs" / "benchmarks.md").read_text()
