@@ -303,14 +303,6 @@ def job(base: Body, migration_name: str, plan: Plan, *, marking: bool) -> Body |
     return render.renamed(out, migration_name)
 
 
-def applied(status: Body) -> list[str] | None:
-    """The versions a selected run acts on, from the status (None: no selection)."""
-    entries = status.get("pendingMigrations") or []
-    if not any("action" in e for e in entries):
-        return None
-    return sorted({str(e.get("version")) for e in entries if e.get("action") in (APPLY, MARK)})
-
-
 def held(status: Body) -> list[str]:
     return sorted(
         {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pdm_operator import approval, decide, history, model, preflight, selection, templates
+from pdm_operator import approval, decide, history, model, preflight, render, selection, templates
 from pdm_operator.model import Body
 from tests.unit.test_decide import (
     NOW,
@@ -412,3 +412,19 @@ def test_the_answer_is_stored_before_the_narrowed_job_so_a_crash_after_the_creat
     after = decide.drive(decide.reconcile(running | {"status": before_create}, NOW, SETUP), again)
     assert after.status.get("jobName") == job["metadata"]["name"]
     assert after.status["state"] != "Failed"
+
+
+def test_a_recorded_plan_that_cannot_narrow_the_job_never_yields_the_unnarrowed_one() -> None:
+    from pdm_operator.decide.preflight_run import final_job  # noqa: PLC0415
+
+    m = held_migration(hold=[V2])
+    running = preflight_running(m)
+    world = preflight_done(running, "", STATUS_TABLE.format(row=ROWS))()
+    step = decide.drive(decide.reconcile(running, NOW, SETUP), world)
+    status = dict(step.status)
+    status["preflight"] = {**status["preflight"], "pendingCount": 900}  # the list was cut
+    p = decide.Pass(running | {"status": status}, NOW, SETUP)
+    job = render.render_job(running, status["image"], None)
+    made = final_job(p, job)
+    assert isinstance(made, selection.Refusal)
+    assert made.reason == selection.LIST_CUT

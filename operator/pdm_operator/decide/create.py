@@ -46,6 +46,7 @@ from pdm_operator.decide.state import (
 )
 from pdm_operator.errors import AlreadyExists, ApiError, Invalid, Transient
 from pdm_operator.model import Body
+from pdm_operator.selection import Refusal
 
 
 def create_holding_the_lock(p: Pass, template: templates.Template | None) -> Decision[Step]:
@@ -108,7 +109,10 @@ def _create(p: Pass, template: templates.Template | None) -> Decision[Step]:  # 
     existing, busy = yield from environment_jobs(p)
     if existing:
         adopted = min(existing, key=lambda j: j["metadata"].get("creationTimestamp", ""))
-        return (yield from _adopt(p, final_job(p, job), adopted))
+        made = final_job(p, job)
+        if isinstance(made, Refusal):
+            return (yield from _unnarrowable(p, made))
+        return (yield from _adopt(p, made, adopted))
     if busy:
         p.set(
             model.GATED,
@@ -122,6 +126,8 @@ def _create(p: Pass, template: templates.Template | None) -> Decision[Step]:  # 
     if planned is not None:
         return planned
     narrowed = final_job(p, job)  # what the plan runs: narrowed by a selection
+    if isinstance(narrowed, Refusal):
+        return (yield from _unnarrowable(p, narrowed))
     if narrowed is not job:
         # Stored before the create: a restart in between finds the answer and
         # its selection, so it adopts the narrowed Job instead of refusing it.
@@ -153,6 +159,12 @@ def _create(p: Pass, template: templates.Template | None) -> Decision[Step]:  # 
         )
         return (yield from write(p, p.timing.create_retry))
     return (yield from _started(p, created, "Created"))
+
+
+def _unnarrowable(p: Pass, refused: Refusal) -> Decision[Step]:
+    """A selection that cannot narrow the Job: the migration fails, nothing is created."""
+    fail(p, refused.reason, refused.message)
+    return (yield from finish(p))
 
 
 def _adopt(p: Pass, job: Body, found: Body) -> Decision[Step]:

@@ -127,11 +127,29 @@ def selected(p: Pass) -> selection.Selection:
     return selection.of(p.spec, p.environment_holds, p.environment)
 
 
-def final_job(p: Pass, job: Body) -> Body:
+def _narrow(
+    p: Pass, chosen: selection.Selection, job: Body
+) -> tuple[selection.Plan, Body] | selection.Refusal:
+    """The recorded answer split by ``chosen``, and ``job`` narrowed to it (or why not)."""
+    pf: Body = p.status.get("preflight") or {}
+    plan = selection.split(
+        chosen,
+        preflight.from_status(p.status.get("pendingMigrations")),
+        int(pf.get("pendingCount") or 0),
+    )
+    if isinstance(plan, selection.Refusal):
+        return plan
+    narrowed = selection.job(job, p.name, plan, marking=bool(chosen.mark))
+    return narrowed if isinstance(narrowed, selection.Refusal) else (plan, narrowed)
+
+
+def final_job(p: Pass, job: Body) -> Body | selection.Refusal:
     """The migration Job to create (or adopt): ``job``, narrowed to the plan's selection.
 
     The selection is the one the pre-flight's answer was recorded with, for
-    this very Job; without one (or before that answer) ``job`` is the Job.
+    this very Job; without one (or before that answer) ``job`` is the Job. A
+    selection that cannot narrow it is a Refusal, never the un-narrowed Job
+    (which would run every pending migration, held ones included).
     """
     pf: Body = p.status.get("preflight") or {}
     chosen = selected(p)
@@ -142,15 +160,8 @@ def final_job(p: Pass, job: Body) -> Body:
         or (pf.get("selection") or {}) != chosen.as_status()
     ):
         return job
-    plan = selection.split(
-        chosen,
-        preflight.from_status(p.status.get("pendingMigrations")),
-        int(pf.get("pendingCount") or 0),
-    )
-    if isinstance(plan, selection.Refusal):
-        return job  # refused before any create (_narrowed): nothing is created
-    narrowed = selection.job(job, p.name, plan, marking=bool(chosen.mark))
-    return job if isinstance(narrowed, selection.Refusal) else narrowed
+    made = _narrow(p, chosen, job)
+    return made if isinstance(made, selection.Refusal) else made[1]
 
 
 def _narrowed(p: Pass, chosen: selection.Selection, job: Body) -> Decision[Step | bool]:
@@ -161,21 +172,12 @@ def _narrowed(p: Pass, chosen: selection.Selection, job: Body) -> Decision[Step 
     cut in the status, a script without ``/scripts/db-migrate``.
     """
     pf: Body = p.status["preflight"]
-    plan = selection.split(
-        chosen,
-        preflight.from_status(p.status.get("pendingMigrations")),
-        int(pf.get("pendingCount") or 0),
-    )
-    narrowed = (
-        plan
-        if isinstance(plan, selection.Refusal)
-        else selection.job(job, p.name, plan, marking=bool(chosen.mark))
-    )
-    if isinstance(narrowed, selection.Refusal):
+    made = _narrow(p, chosen, job)
+    if isinstance(made, selection.Refusal):
         pf["phase"] = "Failed"
-        fail(p, narrowed.reason, narrowed.message)
+        fail(p, made.reason, made.message)
         return (yield from finish(p))
-    assert not isinstance(plan, selection.Refusal)
+    plan, narrowed = made
     pf["migrationJob"] = narrowed["metadata"]["name"]
     return not plan.versions
 
