@@ -105,13 +105,24 @@ def wait_for(probe: Callable[[], Any], timeout: float, what: str, every: float =
 class Bench:
     """A cluster to benchmark against, with the CRD installed."""
 
-    def __init__(self, cluster_name: str = "pdm-bench") -> None:
+    def __init__(self, cluster_name: str = "pdm-bench", *, real_node: bool = False) -> None:
         self.env = dict(os.environ)
         self.local: LocalCluster | None = None
-        if not self.env.get("KUBECONFIG"):
-            self.local = LocalCluster(cluster_name)
+        #: Whether ``close`` stops the cluster: not one the bench was given.
+        self.owned = False
+        attach = self.env.get("PDM_BENCH_LOCAL_CLUSTER") if real_node else None
+        if attach:
+            # A local cluster with a real node that already runs (the
+            # integration suite's): its kubeconfig and its PostgreSQL.
+            self.local = LocalCluster(attach, real_node=True)
+            if not self.local.running():
+                raise RuntimeError(f"PDM_BENCH_LOCAL_CLUSTER={attach}: that cluster is not running")
+            self.env["KUBECONFIG"] = str(self.local.kubeconfig)
+        elif not self.env.get("KUBECONFIG"):
+            self.local = LocalCluster(cluster_name, real_node=real_node)
             self.local.down(quiet=True)
             self.env["KUBECONFIG"] = str(self.local.up())
+            self.owned = True
         self.kubeconfig = self.env["KUBECONFIG"]
         self.kubectl = (
             str(self.local.state()["bins"]["kubectl"])
@@ -128,7 +139,7 @@ class Bench:
         self.operator_log = RESULTS / "operator.log"
 
     def close(self) -> None:
-        if self.local is not None:
+        if self.local is not None and self.owned:
             self.local.down(quiet=True)
 
     def _crd_served(self) -> bool:
@@ -395,6 +406,14 @@ def machine_facts(bench: Bench) -> dict[str, str]:
         capture_output=True,
         text=True,
     ).stdout.strip()
+    # What the bench writes itself does not count as a change to what it measures.
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", ".",
+         ":!docs/benchmarks.md", ":!README.md"],
+        check=False, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    if commit and dirty:
+        commit += "-dirty"
     return {
         "cpu": f"{os.cpu_count()} × {cpu}",
         "memory": f"{mem_kib / 1024 / 1024:.0f} GiB",

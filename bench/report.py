@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from harness import ROOT, WRITE_VERBS, spread
@@ -13,6 +15,7 @@ MB_IN_MIB = 1_000_000 / 1_048_576  # the RSS target is in MB, /proc reports KiB
 #: The document's sections, in order (Findings comes from bench/findings.md).
 SECTIONS = (
     "Against the targets",
+    "The default path on the real node",
     "Operator overhead",
     "API requests per migration",
     "Memory with many objects",
@@ -227,14 +230,164 @@ def targets_table(results: dict[str, Any]) -> list[str]:
             dup += soak["duplicate_deployments"]
             where += f" and {soak['deployments']} soak deployments"
         row("zero duplicate deployments", f"{dup} in {where}", dup == 0)
+    dp = results.get("default_path") or {}
+    if dp.get("ok"):
+        _default_path_targets(dp, row)
     soak = results.get("soak")
     if soak:
         row(
-            "(no target) soak memory growth",
+            "soak memory growth ≤ 5 MiB/hour after warm-up (or explained)",
             f"{soak['growth_mib_per_hour']:+.1f} MiB/hour over {soak['minutes']:.0f} min",
-            None,
+            soak["growth_mib_per_hour"] <= 5 if soak["minutes"] >= 60 else None,
         )
     return rows
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f} ms"
+
+
+def _default_path_targets(dp: dict[str, Any], row: Any) -> None:
+    n = dp["ok"]["operator"]
+    row(
+        f"default path ÷ (bare chart Job + pre-flight pod) ≤ 1.05 ({n} PDMs on the real node)",
+        f"{dp['ratio']:.3f} (p50 {dp['operator_total']['p50']:.1f} s against "
+        f"{dp['bare_total']['p50']:.1f} s + {dp['operator_preflight_pod_run']['p50']:.1f} s)",
+        dp["ratio"] <= 1.05,
+    )
+    literal, own = dp["operator_operator_time"], dp["operator_operator_own"]
+    row(
+        "the operator's own time on the default path ≤ 1 s p50, ≤ 2 s p99",
+        f"p50 {_ms(literal['p50'])}, p99 {_ms(literal['p99'])} counting from the pre-flight "
+        f"pod's end; p50 {_ms(own['p50'])}, p99 {_ms(own['p99'])} from its Job's Complete "
+        "(Kubernetes' Job controller waits a second after a pod changes: see below)",
+        literal["p50"] <= 1 and literal["p99"] <= 2,
+    )
+    req = dp["requests"]
+    more = req["operator"]["operator_writes"] - req["no pre-flight"]["operator_writes"]
+    row(
+        "operator writes per migration with the pre-flight ≤ 3 more than without",
+        f"{req['operator']['operator_writes']:.1f} with, "
+        f"{req['no pre-flight']['operator_writes']:.1f} without ({more:+.1f}; real node)",
+        more <= 3,
+    )
+    dup = dp["duplicate_jobs"] + dp["extra_preflights"]
+    row(
+        "every default-path run applied its migrations, once",
+        f"{n}/{dp['of']['operator']} with the pre-flight, "
+        f"{dp['ok']['no pre-flight']}/{dp['of']['no pre-flight']} without, "
+        f"{dp['ok']['bare']}/{dp['of']['bare']} bare; {dup} extra Jobs",
+        n == dp["of"]["operator"] and dup == 0,
+    )
+
+
+DEFAULT_PATH = (
+    "Every other section runs on kwok. This one runs the product's defaults on the **real "
+    "node** (kubelet and containerd on this machine): the stand-in GitLab toolbox "
+    "(`hack/standin-toolbox/`, real Rails against a real PostgreSQL on the node) applies "
+    "four post-deployment migrations in each of two databases (main and ci). Each "
+    "environment has its own namespace and chart-shaped release; before every run its "
+    "databases are recreated from a template taken after the regular deploy, so every run "
+    "finds the same 8 pending. Three arms, all environments at once in each, in a rotating "
+    "order each round: *with the pre-flight* (a PostDeployMigration with the defaults: "
+    "`podTemplateFrom` the chart's Job, the image from the toolbox Deployment, the "
+    "pre-flight pod and its plan, the Job, its PodDisruptionBudget, the history), *bare* "
+    "(the chart's Job itself without the skip variable, created directly: what `helm "
+    "upgrade` runs without skipping) and *without the pre-flight* "
+    "(`spec.preflight.enabled: false`). A run counts only if both databases then record "
+    "every version. Times are from the bench's own watches, on one clock."
+)
+
+
+def default_path_lines(results: dict[str, Any]) -> list[str]:
+    dp = results.get("default_path") or {}
+    if not dp:
+        return []
+    if dp.get("skipped"):
+        return [f"Not measured: {dp['skipped']}."]
+    node = dp.get("node") or {}
+
+    def t(key: str) -> str:
+        v = dp[key]
+        return f"{v['p50']:.2f} | {v['p99']:.2f}"
+
+    req = dp["requests"]
+    verbs = sorted({v for arm in req.values() for v in arm["cluster"]})
+    cost = dp["operator_total"]["p50"] - dp["nopf_total"]["p50"]
+    lines = [
+        DEFAULT_PATH,
+        "",
+        f"{dp['envs']} environments × {dp['rounds']} rounds: "
+        f"{dp['of']['operator']} PostDeployMigrations with the pre-flight, "
+        f"{dp['of']['no pre-flight']} without, {dp['of']['bare']} bare Jobs"
+        + (f"; kubelet {node.get('kubelet')}, {node.get('runtime')}" if node else "")
+        + f". Setting up the releases and templates took {dp['setup_s']:.0f} s.",
+        "",
+        "| with the pre-flight (seconds) | p50 | p99 |",
+        "|---|---|---|",
+        f"| apply → pre-flight Job created (operator) | {t('operator_apply_to_preflight')} |",
+        f"| pre-flight pod's run (created → ended) | {t('operator_preflight_pod_run')} |",
+        f"| pre-flight pod ended → migration Job created | {t('operator_preflight_end_to_job')} |",
+        f"| … pod ended → pre-flight Job Complete (Job controller) "
+        f"| {t('operator_preflight_end_to_complete')} |",
+        f"| … pre-flight Job Complete → migration Job created (operator) "
+        f"| {t('operator_preflight_complete_to_job')} |",
+        f"| migration Job's pod run | {t('operator_job_pod_run')} |",
+        f"| migration Job Complete → Succeeded (operator) | {t('operator_complete_to_end')} |",
+        f"| the operator's time (the three steps it takes from apply, pre-flight pod end, "
+        f"Job Complete) | {t('operator_operator_time')} |",
+        f"| the same from the pre-flight Job's Complete | {t('operator_operator_own')} |",
+        f"| **apply → Succeeded** | {t('operator_total')} |",
+        "",
+        "| bare and without the pre-flight (seconds) | p50 | p99 |",
+        "|---|---|---|",
+        f"| bare chart Job: apply → Complete | {t('bare_total')} |",
+        f"| bare chart Job's pod run | {t('bare_pod_run')} |",
+        f"| without the pre-flight: apply → Job created (operator) | {t('nopf_apply_to_job')} |",
+        f"| without the pre-flight: Job Complete → Succeeded (operator) "
+        f"| {t('nopf_complete_to_end')} |",
+        f"| without the pre-flight: apply → Succeeded | {t('nopf_total')} |",
+        "",
+        f"**Ratio**: apply → Succeeded with the pre-flight (p50 {dp['operator_total']['p50']:.2f} "
+        f"s) ÷ (bare apply → Complete {dp['bare_total']['p50']:.2f} s + the pre-flight pod's "
+        f"run {dp['operator_preflight_pod_run']['p50']:.2f} s) = **{dp['ratio']:.3f}**.",
+        "",
+        f"**The pre-flight's cost**: p50 {cost:.1f} s more from apply to Succeeded than without it "
+        f"({dp['operator_total']['p50']:.1f} s against {dp['nopf_total']['p50']:.1f} s), of "
+        f"which its pod's run is {dp['operator_preflight_pod_run']['p50']:.1f} s: one Rails "
+        "boot and `db:migrate:status` on the stand-in (its Job's pod, which boots Rails and "
+        f"applies 8 migrations, runs {dp['operator_job_pod_run']['p50']:.1f} s). On GitLab's "
+        "toolbox a Rails boot takes far longer; weigh the pre-flight against one boot there.",
+        "",
+        "Requests per run, whole cluster, from `apiserver_request_total`, the idle "
+        "cluster's (node heartbeats, Leases, the operator's leader Lease) over the same "
+        "seconds taken off; *operator writes*: what the operator's client sent "
+        "(`pdm_api_requests_total`).",
+        "",
+        "| arm | " + " | ".join(verbs) + " | operator writes |",
+        "|---|" + "---|" * (len(verbs) + 1),
+    ]
+    for arm in ("operator", "no pre-flight", "bare"):
+        name = {"operator": "with the pre-flight", "no pre-flight": "without"}.get(arm, arm)
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{req[arm]['cluster'].get(v, 0):.1f}" for v in verbs)
+            + f" | {req[arm]['operator_writes']:.1f} |"
+        )
+    for arm in ("operator", "no pre-flight"):
+        writes = {
+            k: v
+            for k, v in req[arm]["operator_requests"].items()
+            if k.split(" ", 1)[0] in WRITE_VERBS
+        }
+        lines += [
+            "",
+            f"The operator's writes per run {'with' if arm == 'operator' else 'without'} the "
+            "pre-flight: "
+            + ", ".join(f"{k} {v:.2g}" for k, v in sorted(writes.items(), key=lambda kv: -kv[1]))
+            + ".",
+        ]
+    return lines
 
 
 def soak_lines(results: dict[str, Any]) -> list[str]:
@@ -279,6 +432,8 @@ def objects_lines(results: dict[str, Any]) -> list[str]:
 
 def tables(results: dict[str, Any]) -> str:
     parts = [targets_table(results)]
+    if results.get("default_path"):
+        parts.append(default_path_lines(results))
     if results.get("overhead"):
         parts += [overhead_table(results), requests_table(results)]
     for lines in (objects_lines(results), outage_table(results) if results.get("outage") else [],
@@ -290,16 +445,93 @@ def tables(results: dict[str, Any]) -> str:
 
 #: What every table measures (bench/harness.py ``migration``): said once, above them.
 CONFIGURATION = (
-    "**What is measured.** Every table below is of migrations on **kwok** nodes: their "
+    "**What is measured.** *The default path on the real node* runs the product's "
+    "defaults with pods that really run (its section says how). Every other table is of "
+    "migrations on **kwok** nodes: their "
     "pods are simulated, run no container and serve no log. So every PostDeployMigration "
-    "is created with `spec.preflight.enabled: false` (no pre-flight Job, no pending "
+    "there is created with `spec.preflight.enabled: false` (no pre-flight Job, no pending "
     "list, no plan, no approval, no progress to read) and `image.reference` (no "
     "Deployment to resolve or wait for, no pod template to copy); its environment has "
     "no windows, locks or GitLab gate, and no reporting unless a section says so (the "
-    "rollback section tracks a GitLab Deployment). The default path (the pre-flight "
-    "pod, the plan, the Job and its PodDisruptionBudget, the history, on the real node "
-    "with the stand-in toolbox and PostgreSQL) is not in these figures."
+    "rollback section tracks a GitLab Deployment; the soak reports each migration)."
 )
+
+
+README_START = "<!-- bench:start (written by bench/run.py with docs/benchmarks.md; do not edit) -->"
+README_END = "<!-- bench:end -->"
+
+
+def readme(text: str, results: dict[str, Any]) -> str:
+    """The README with its figures block replaced by this run's targets table."""
+    head, found, rest = text.partition(README_START)
+    _, ended, tail = rest.partition(README_END)
+    if not (found and ended):
+        raise ValueError("README.md has no bench:start / bench:end block")
+    block = [
+        README_START,
+        f"The figures of {_measured(results)}, on {results['machine']['cpu']} "
+        f"({results['machine']['memory']}), from [docs/benchmarks.md](docs/benchmarks.md):",
+        "",
+        *targets_table(results),
+        README_END,
+    ]
+    return head + "\n".join(block) + tail
+
+
+def _measured(results: dict[str, Any]) -> str:
+    """ "2026-12-06 at commit abc1234: `make bench` (31 min), `make soak` (61 min)"."""
+    m = results["machine"]
+    runs = results.get("invocations") or [
+        {"argv": results.get("argv", ""), "minutes": results["wall_minutes"], "date": ""}
+    ]
+    how = ", ".join(
+        f"`bench/run.py{' ' + i['argv'] if i['argv'] else ''}` ({i['minutes']:.0f} min)"
+        for i in runs
+    )
+    date = max((i.get("date") or "" for i in runs), default="") or f"{datetime.now(UTC):%Y-%m-%d}"
+    return f"{date} at commit `{m['commit']}`: {how}"
+
+
+#: What each part writes into the results.
+KEYS = {
+    "overhead": ("overhead", "bare_job", "background_writes"),
+    "objects": ("objects",),
+    "outage": ("outage",),
+    "soak": ("soak",),
+    "default-path": ("default_path",),
+}
+
+
+def merged(results: dict[str, Any], parts: list[str], previous: Path) -> dict[str, Any]:
+    """``results`` with the other parts of the last run at the same commit (``make
+    bench`` and ``make soak`` are two commands; the document shows both), never of
+    another commit, of uncommitted changes, or of a quick run with a full one."""
+    if not previous.exists():
+        return results
+    try:
+        before = json.loads(previous.read_text())
+    except ValueError:
+        return results
+    commit = results.get("machine", {}).get("commit", "")
+    if (
+        before.get("machine", {}).get("commit") != commit
+        or commit.endswith("-dirty")
+        or bool(before.get("quick")) != bool(results.get("quick"))
+    ):
+        return results
+    out = dict(results)
+    for part, keys in KEYS.items():
+        if part in parts:
+            continue
+        for key in keys:
+            if key in before:
+                out[key] = before[key]
+    out["invocations"] = [
+        *(i for i in before.get("invocations", []) if set(i["parts"]) - set(parts)),
+        *results["invocations"],
+    ]
+    out["wall_minutes"] = sum(i["minutes"] for i in out["invocations"])
+    return out
 
 
 def markdown(results: dict[str, Any], argv: str) -> str:
@@ -311,9 +543,7 @@ def markdown(results: dict[str, Any], argv: str) -> str:
         "",
         "<!-- Written by bench/run.py: edit bench/report.py or bench/findings.md, then rerun. -->",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} at commit `{m['commit']}` with "
-        f"`make bench{' BENCH_ARGS=' + repr(argv) if argv else ''}` "
-        f"({results['wall_minutes']:.0f} minutes). Figures are `min / median / max` over "
+        f"Measured {_measured(results)}. Figures are `min / median / max` over "
         f"{results['runs']} runs unless a column says otherwise.",
         "",
         f"- **CPU**: {m['cpu']}; **memory** {m['memory']}; kernel {m['kernel']}",
@@ -323,6 +553,7 @@ def markdown(results: dict[str, Any], argv: str) -> str:
         CONFIGURATION,
         "",
         *section("Against the targets", targets_table(results)),
+        *section("The default path on the real node", default_path_lines(results)),
     ]
     if results.get("overhead"):
         doc += section("Operator overhead", [

@@ -112,3 +112,20 @@ def announced(condition: Body, current: list[Body]) -> bool:
         return False
     failed = any(c.get("type") == model.FAILED and c.get("status") == "True" for c in current)
     return not (ctype == model.RECONCILING or (ctype == model.STALLED and failed))
+
+
+def told_by_another(condition: Body, changed: list[Body]) -> bool:
+    """Whether the Event of ``condition`` would repeat another of the same write.
+
+    The pre-flight's answer (Preflight=True, MigrationsPending) is written
+    with the Job it leads to, whose Created Event counts what the pre-flight
+    found: one Event, not two, for one step (the log line stays). An answer
+    that leads elsewhere (an approval to wait for, nothing to run) keeps its
+    Event.
+    """
+    return (
+        condition["type"] == model.PREFLIGHT
+        and condition["status"] == "True"
+        and condition.get("reason") == "MigrationsPending"
+        and any(c["type"] == model.JOB_CREATED and c["status"] == "True" for c in changed)
+    )

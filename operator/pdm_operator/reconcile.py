@@ -240,8 +240,14 @@ class _Answers:
         handed: bool = False,
     ) -> None:
         self.r = reconciler
-        #: The Lease is probably free: created without reading it first.
-        self.likely_free = first_in_line and not handed
+        #: The Lease is probably free: created without reading it first. Not
+        #: while this migration's pre-flight runs: it holds the Lease, and each
+        #: of its passes would be a refused create (and a read) instead of a read.
+        self.likely_free = (
+            first_in_line
+            and not handed
+            and not decide.preflight_running(migration.get("status") or {})
+        )
         #: The Lease is probably ours to take: the environment's Jobs, which the
         #: pass lists right after, are listed while it is taken.
         self.likely_ours = first_in_line or handed

@@ -45,7 +45,8 @@ class StatusWriter:
         )
         if written is None:
             return None
-        for cond in conditions.transitions(before, after):
+        changed = list(conditions.transitions(before, after))
+        for cond in changed:
             if not events.announced(cond, after):
                 continue
             for_migration(log, migration).info(
@@ -57,6 +58,8 @@ class StatusWriter:
             )
             if on_transition is not None:
                 on_transition(cond)
+            if events.told_by_another(cond, changed):
+                continue
             self.kube.create_event(
                 events.event_for(
                     migration,

@@ -25,13 +25,17 @@ pytestmark = pytest.mark.integration
 def test_make_bench_quick_writes_every_section(cluster: Cluster, crd: None, tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
     env = {**pythonpath_env(cluster.env()), "PDM_BENCH_RESULTS": str(tmp_path)}
+    if cluster.local_cluster is not None and cluster.database is not None:
+        # The default path on this suite's own real node and PostgreSQL.
+        env["PDM_BENCH_LOCAL_CLUSTER"] = cluster.local_cluster.name
     proc = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--pdms", "1", "--objects", "20",
          "--soak-minutes", "0.15", "--ci-timeout", "2", "--idle-seconds", "2",
-         "--bare-jobs", "3", "--out", str(out)],
+         "--bare-jobs", "3", "--rounds", "1", "--node-envs", "1", "--out", str(out),
+         "--only", "overhead", "objects", "outage", "default-path", "soak"],
         cwd=repo_root(), env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.returncode == 0, proc.stderr[-5000:] + proc.stdout[-5000:]
 
     text = out.read_text()
     for section in report.SECTIONS:
@@ -52,3 +56,19 @@ def test_make_bench_quick_writes_every_section(cluster: Cluster, crd: None, tmp_
     assert ci["down"]["deployments"] == 0
     assert results["soak"]["migrations"] >= 1
     assert results["soak"]["duplicate_deployments"] == 0
+
+    # The default path really ran its migrations: each arm's run counts only
+    # when both databases then record every post-deployment version.
+    path = results["default_path"]
+    if "PDM_BENCH_LOCAL_CLUSTER" not in env:
+        assert "a cluster named by KUBECONFIG has none" in path["skipped"]
+        return
+    assert path["ok"] == path["of"] == {"operator": 1, "bare": 1, "no pre-flight": 1}, path
+    (with_preflight,) = [r for r in path["runs"] if r["arm"] == "operator"]
+    assert with_preflight["preflight_jobs"] == 1
+    assert path["duplicate_jobs"] == 0
+    assert path["ratio"] > 0
+    # The operator's writes with and without the pre-flight, as the issue compares them.
+    assert path["requests"]["operator"]["operator_requests"]["POST jobs"] == 2  # pre-flight + Job
+    assert path["requests"]["no pre-flight"]["operator_requests"]["POST jobs"] == 1
+    assert "## The default path on the real node" in text

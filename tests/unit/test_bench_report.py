@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import default_path
 import harness
 import report
 
@@ -73,6 +77,45 @@ def rollback(fault: str, approach: str, seconds: float, deployments: int = 2) ->
     }
 
 
+def path_run(arm: str, total: float, **times: float) -> dict[str, Any]:
+    """One default-path run that applied its migrations."""
+    return {"arm": arm, "ok": True, "applied": True, "total": total, **times}
+
+
+def default_path_summary(own: float = 0.2, pf_writes: int = 13) -> dict[str, Any]:
+    """Four runs of each arm: the bare Job 13 s (12 s pod), the pre-flight pod 9 s,
+    and the operator's steps ``own`` seconds each beyond the Job controller's second."""
+    runs = []
+    for _ in range(4):
+        runs.append(path_run("bare", 13.0, pod_run=12.0))
+        runs.append(
+            path_run(
+                "operator", 13.0 + 9.0 + 1.0 + 3 * own, apply_to_preflight=own,
+                preflight_pod_run=9.0, preflight_total=9.1, preflight_end_to_job=1.0 + own,
+                preflight_end_to_complete=1.0, preflight_complete_to_job=own,
+                complete_to_end=own, operator_time=1.0 + 3 * own, operator_own=3 * own,
+                job_pod_run=12.0, preflight_jobs=1,
+                jobs={"post-deploy-migration": ["j"], "post-deploy-migration-preflight": ["p"]},
+            )
+        )  # fmt: skip
+        runs.append(
+            path_run(
+                "no pre-flight", 13.0 + 2 * own, apply_to_job=own, complete_to_end=own,
+                operator_time=2 * own, job_pod_run=12.0, jobs={"post-deploy-migration": ["j"]},
+            )
+        )  # fmt: skip
+    tally = {
+        arm: {"operator_requests": Counter(writes), "cluster": Counter(), "seconds": 60.0,
+              "runs": 4}
+        for arm, writes in (
+            ("operator", {"POST jobs": 8, "PATCH postdeploymigrations/status": 4 * pf_writes - 8}),
+            ("no pre-flight", {"POST jobs": 4, "PATCH postdeploymigrations/status": 36}),
+            ("bare", {}),
+        )
+    }  # fmt: skip
+    return default_path._summary(runs, tally, {}, rounds=4, envs=1, setup_s=30.0)
+
+
 def results(**changes: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "machine": {
@@ -125,6 +168,7 @@ def results(**changes: Any) -> dict[str, Any]:
             "cpu_s": 300.0,
             "samples": [[0, 90.0], [30, 101.0]],
         },
+        "default_path": default_path_summary(),
     }
     base.update(changes)
     return base
@@ -217,3 +261,104 @@ def test_the_document_says_the_kwok_tables_are_without_the_preflight() -> None:
     assert "kwok" in report.CONFIGURATION
     # The committed document says it too (it is written by report.markdown).
     assert report.CONFIGURATION in (report.ROOT / "docs" / "benchmarks.md").read_text()
+
+
+DP_RATIO = "default path ÷ (bare chart Job + pre-flight pod) ≤ 1.05 (4 PDMs on the real node)"
+DP_OWN = "the operator's own time on the default path ≤ 1 s p50, ≤ 2 s p99"
+DP_WRITES = "operator writes per migration with the pre-flight ≤ 3 more than without"
+
+
+def test_the_default_path_is_held_to_its_targets() -> None:
+    v = verdicts(results())
+    # (13 + 9 + 1 + 0.6) / (13 + 9) = 1.073: the Job controller's second is in it.
+    assert v[DP_RATIO] == "missed"
+    # 1 + 3 * 0.2 = 1.6 s counted from the pre-flight pod's end.
+    assert v[DP_OWN] == "missed"
+    assert v[DP_WRITES] == "met"  # 13 against 10
+    assert v["every default-path run applied its migrations, once"] == "met"
+
+    fast = verdicts(results(default_path=default_path_summary(own=0.0, pf_writes=14)))
+    assert fast[DP_RATIO] == "met"  # 23 / 22 = 1.045
+    assert fast[DP_OWN] == "met"  # the Job controller's second alone
+    assert fast[DP_WRITES] == "missed"  # 14 against 10
+
+
+def test_a_default_path_run_that_did_not_apply_its_migrations_is_a_miss() -> None:
+    summary = default_path_summary()
+    summary["ok"]["operator"] -= 1
+    v = verdicts(results(default_path=summary))
+    assert v["every default-path run applied its migrations, once"] == "missed"
+
+
+def test_the_default_path_section_names_its_arms_ratio_and_the_preflight_cost() -> None:
+    lines = "\n".join(report.default_path_lines(results()))
+    assert "**1.073**" in lines
+    assert "bare chart Job: apply → Complete | 13.00 | 13.00" in lines
+    assert "**The pre-flight's cost**: p50 10.2 s more" in lines  # 23.6 - 13.4
+    assert "(Job controller) | 1.00 | 1.00" in lines
+    skipped = report.default_path_lines(results(default_path={"skipped": "no node here"}))
+    assert skipped == ["Not measured: no node here."]
+
+
+def test_the_soak_growth_target_is_judged_only_over_an_hour() -> None:
+    res = results()
+    no_verdict = "–"  # noqa: RUF001 - the table's own dash
+    assert (
+        verdicts(res)["soak memory growth ≤ 5 MiB/hour after warm-up (or explained)"] == no_verdict
+    )
+    res["soak"]["minutes"] = 60
+    assert verdicts(res)["soak memory growth ≤ 5 MiB/hour after warm-up (or explained)"] == "met"
+    res["soak"]["growth_mib_per_hour"] = 24.0
+    assert verdicts(res)["soak memory growth ≤ 5 MiB/hour after warm-up (or explained)"] == "missed"
+
+
+def test_the_readme_block_is_replaced_by_the_same_targets_table() -> None:
+    res = results()
+    res["invocations"] = [{"argv": "", "minutes": 31.0, "date": "2026-12-06"}]
+    text = f"intro\n{report.README_START}\nold figures\n{report.README_END}\nrest\n"
+    out = report.readme(text, res)
+    assert out.startswith("intro\n")
+    assert out.endswith("\nrest\n")
+    assert "old figures" not in out
+    assert "2026-12-06 at commit `abc`: `bench/run.py` (31 min)" in out
+    assert "\n".join(report.targets_table(res)) in out
+    with pytest.raises(ValueError, match="bench:start"):
+        report.readme("no block", res)
+    # The committed README has the block bench/run.py rewrites.
+    committed = (report.ROOT / "README.md").read_text()
+    assert report.README_START in committed
+    assert report.README_END in committed
+
+
+def test_a_run_keeps_the_other_parts_of_the_last_run_of_its_own_commit_only(
+    tmp_path: Path,
+) -> None:
+    previous = tmp_path / "latest.json"
+
+    def run_of(commit: str, parts: list[str], **sections: Any) -> dict[str, Any]:
+        invocation = {"argv": " ".join(parts), "parts": parts, "minutes": 30.0, "date": "d"}
+        return {"machine": {"commit": commit}, "quick": False, "invocations": [invocation],
+                **sections}  # fmt: skip
+
+    bench = run_of("abc", ["overhead", "default-path"], overhead=[1], default_path={"ok": 1})
+    previous.write_text(json.dumps(bench))
+    merged = report.merged(run_of("abc", ["soak"], soak={"minutes": 60}), ["soak"], previous)
+    assert (merged["overhead"], merged["default_path"], merged["soak"]) == (
+        [1],
+        {"ok": 1},
+        {"minutes": 60},
+    )
+    assert [i["parts"] for i in merged["invocations"]] == [["overhead", "default-path"], ["soak"]]
+    assert merged["wall_minutes"] == 60.0
+
+    for other in (run_of("def", ["soak"], soak={}), run_of("abc-dirty", ["soak"], soak={})):
+        assert "overhead" not in report.merged(other, ["soak"], previous)
+    quick = {**run_of("abc", ["soak"], soak={}), "quick": True}
+    assert "overhead" not in report.merged(quick, ["soak"], previous)
+    # A part run again replaces the old one's figures and its line.
+    again = report.merged(run_of("abc", ["overhead"], overhead=[2]), ["overhead"], previous)
+    assert again["overhead"] == [2]
+    assert [i["parts"] for i in again["invocations"]] == [
+        ["overhead", "default-path"],
+        ["overhead"],
+    ]

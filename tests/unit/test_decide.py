@@ -1248,14 +1248,24 @@ CASES = [
     ),
     # --- the pre-flight ------------------------------------------------------------------
     Case(
-        "pre-flight: recorded before its Job is created, its uid after; the lock kept",
+        "pre-flight: recorded with its uid once created, in one write; the lock kept",
         WITH_PREFLIGHT,
         World,
         "Pending",
         "PreflightRunning",
-        ["AcquireLock", "WriteStatus", "CreateJob", "WriteStatus"],
+        ["AcquireLock", "CreateJob", "WriteStatus"],
         TIMING.gate_poll,
         "db:migrate:status",
+    ),
+    Case(
+        "pre-flight: its name taken (a create whose record was lost): asked again, lock given back",
+        WITH_PREFLIGHT,
+        lambda: World(create=errors.AlreadyExists("jobs exists", 409, "AlreadyExists")),
+        "Pending",
+        "PreflightRestarted",
+        ["AcquireLock", "CreateJob", "WriteStatus", "ReleaseLock"],
+        TIMING.gate_poll,
+        "this pass did not create it",
     ),
     Case(
         "pre-flight answered: migrations pending, the Job created",
@@ -1292,7 +1302,7 @@ CASES = [
         World,
         "Pending",
         "PreflightRunning",
-        ["AcquireLock", "WriteStatus", "CreateJob", "WriteStatus"],
+        ["AcquireLock", "CreateJob", "WriteStatus"],
         TIMING.gate_poll,
     ),
     Case(

@@ -185,3 +185,16 @@ def test_companion_transitions_are_not_announced() -> None:
 def test_a_migration_held_by_its_environments_rules_is_a_warning(reason: str) -> None:
     held = {"type": model.GATED, "status": "True", "reason": reason}
     assert events.kind_of(held) == "Warning"
+
+
+def test_a_preflight_answer_written_with_its_job_has_the_jobs_event_only() -> None:
+    answer = {"type": "Preflight", "status": "True", "reason": "MigrationsPending"}
+    created = {"type": "JobCreated", "status": "True", "reason": "Created"}
+    assert events.announced(answer, [answer, created])  # logged
+    assert events.told_by_another(answer, [answer, created])  # but one Event: Created's
+    assert not events.told_by_another(created, [answer, created])
+    # An answer that waits for an approval, or ends the run, keeps its own.
+    gated = {"type": "Gated", "status": "True", "reason": "AwaitingApproval"}
+    assert not events.told_by_another(answer, [answer, gated])
+    nothing = {**answer, "reason": "NothingPending"}
+    assert not events.told_by_another(nothing, [nothing, created])

@@ -205,6 +205,20 @@ def test_the_jobs_of_an_environment_probably_ours_are_listed_while_its_lease_is_
     assert sorted(kube.calls) == sorted([lease_call, "list_jobs"])  # listed once
 
 
+def test_a_migration_whose_preflight_runs_reads_the_lease_it_holds_and_never_creates_it() -> None:
+    """Its passes (the pre-flight's end, its polls) hold the Lease: a create
+    would be refused every time, a write for nothing before the read."""
+    kube = Locking()
+    kube.listed.set()
+    r = Reconciler(kube, "pdm-system", clock=lambda: NOW)  # type: ignore[arg-type]
+    running = waiter("gstg-1100")
+    running["status"] = {"preflight": {"phase": "Running", "jobName": "gstg-1100-p0a1b2c3"}}
+    answers = _Answers(r, running, first_in_line=True)
+    assert answers(decide.AcquireLock()) is not None  # taken: the Lease names it
+    assert "create_lease" not in kube.calls
+    assert "get_lease" in kube.calls
+
+
 def test_a_waiter_lists_nothing_ahead() -> None:
     # Most passes of a waiter find the Lease held: a list ahead would be wasted.
     kube = Locking()

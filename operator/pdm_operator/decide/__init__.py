@@ -63,7 +63,15 @@ from pdm_operator.decide.asks import (
     drive,
 )
 from pdm_operator.decide.ladder import CREATE_GRACE, holder_active, reconcile, record_error
-from pdm_operator.decide.state import HISTORY_UNWRITABLE, NOTHING_PENDING, Pass, Setup, Step, Timing
+from pdm_operator.decide.state import (
+    HISTORY_UNWRITABLE,
+    NOTHING_PENDING,
+    Pass,
+    Setup,
+    Step,
+    Timing,
+    preflight_running,
+)
 
 __all__ = [
     "CREATE_GRACE",
@@ -113,6 +121,7 @@ __all__ = [
     "WriteStatus",
     "drive",
     "holder_active",
+    "preflight_running",
     "reconcile",
     "record_error",
 ]

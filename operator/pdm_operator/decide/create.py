@@ -203,13 +203,22 @@ def _started(p: Pass, job: Body, how: str) -> Decision[Step]:
     p.status.setdefault("progress", progress.start(planned_steps(p)))
     p.status.setdefault("startTime", job["metadata"].get("creationTimestamp") or p.now)
     p.set(model.GATED, False, "GatesOpen", "all gates are open")
-    p.set(model.JOB_CREATED, True, how, f"Job {name} runs {p.status['image']}")
+    p.set(model.JOB_CREATED, True, how, f"Job {name} runs {p.status['image']}{_found(p)}")
     if how == "Adopted":
         # Requeue at once: the Job may have ended while we were away.
         return (yield from write(p, 0))
     # Just created: its end comes by watch (the controller pokes on a Job's
     # end); a pod that cannot start is looked for by the young Job's poll.
     return (yield from write(p, jobs.next_look(job, p.at, p.timing.running_resync)))
+
+
+def _found(p: Pass) -> str:
+    """What the pre-flight found, for the Created Event (it stands for the answer's too)."""
+    pf: Body = p.status.get("preflight") or {}
+    if pf.get("phase") != "Succeeded" or "pendingCount" not in pf:
+        return ""
+    count = int(pf["pendingCount"])
+    return f"; the pre-flight found {count} pending (status.pendingMigrations)"
 
 
 def _protect_from_eviction(p: Pass, job: Body) -> Decision[None]:

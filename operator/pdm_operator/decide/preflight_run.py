@@ -238,8 +238,11 @@ def _start_preflight(
     run = int((p.status.get("preflight") or {}).get("run") or 0) + 1
     pjob = _preflight_job(p, job, run)
     name = pjob["metadata"]["name"]
-    # Recorded before it is created: a restart finds it by this name. Its
-    # args and image are part of the plan an approval approves.
+    # Recorded with its uid once created, in one write: only the Job this
+    # pass created is trusted. A restart between the create and the write
+    # finds the name taken, and asks again under the next run's name (the
+    # orphan only reads, and goes with this migration). Its args and image
+    # are part of the plan an approval approves.
     p.status["preflight"] = {
         "run": run,
         "jobName": name,
@@ -258,17 +261,16 @@ def _start_preflight(
         f"Job {name} asks Rails which migrations are pending (db:migrate:status); "
         "it reads, never writes",
     )
-    yield from write(p, 0)
     return (yield from _create_preflight_job(p, pjob))
 
 
 def _create_preflight_job(p: Pass, pjob: Body) -> Decision[Step]:
-    """Create the pre-flight Job and record its uid: only that Job's answer counts.
+    """Create the pre-flight Job and record it with its uid: only that Job's answer counts.
 
-    Its name is deterministic and recorded before the create, so anyone who
-    may create Jobs in the namespace could create it first, with a pod that
-    prints a short table. A Job under the name that this create did not make
-    (AlreadyExists: an earlier pass's, whose uid was never recorded, or
+    Its name is deterministic (the run's number), so anyone who may create
+    Jobs in the namespace could create it first, with a pod that prints a
+    short table. A Job under the name that this create did not make
+    (AlreadyExists: an earlier pass's, whose record was never written, or
     someone else's) is not trusted: the pre-flight runs again under a new name.
     """
     name = pjob["metadata"]["name"]
