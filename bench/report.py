@@ -410,6 +410,47 @@ def soak_lines(results: dict[str, Any]) -> list[str]:
         f"| {s['cpu_s']:.0f} |",
         "",
         f"RSS (MiB) over time: {points}.",
+        *_heap_lines(s),
+    ]
+
+
+#: What the soak's heap totals hold (bench/soak.py ``heap_samples``), in table order.
+HEAP_COLUMNS = (
+    ("rss_mib", "RSS MiB"),
+    ("python_blocks", "Python blocks"),
+    ("pymalloc_mib", "pymalloc arenas MiB"),
+    ("pymalloc_free_mib", "free in them MiB"),
+    ("malloc_mib", "malloc arenas MiB"),
+    ("malloc_free_mib", "free in them MiB"),
+    ("malloc_arenas", "malloc arenas"),
+)
+
+
+def _heap_lines(s: dict[str, Any]) -> list[str]:
+    """What RSS is made of at the warm-up and at the end (the operator's heap totals)."""
+    rows = [(label, s.get(key) or {}) for label, key in (("after warm-up", "heap_warm"),
+                                                         ("last", "heap_last"))]  # fmt: skip
+    if not all(h for _, h in rows):
+        return []
+    columns = [(k, title) for k, title in HEAP_COLUMNS if all(k in h for _, h in rows)]
+
+    def cell(v: Any) -> str:
+        return f"{v:,.0f}" if isinstance(v, int) else f"{v:.1f}"
+
+    return [
+        "",
+        "What the operator's memory is made of (its heap totals, "
+        "`PDM_OPERATOR_HEAPWATCH`): CPython's live blocks and its arenas, and glibc "
+        "malloc's arenas with the bytes free inside them.",
+        "",
+        "| when | minute | " + " | ".join(title for _, title in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+        *(
+            f"| {label} | {h.get('minute', float('nan')):.0f} | "
+            + " | ".join(cell(h[k]) for k, _ in columns)
+            + " |"
+            for label, h in rows
+        ),
     ]
 
 

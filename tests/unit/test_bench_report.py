@@ -362,3 +362,15 @@ def test_a_run_keeps_the_other_parts_of_the_last_run_of_its_own_commit_only(
         ["overhead", "default-path"],
         ["overhead"],
     ]
+
+
+def test_the_soak_says_what_its_memory_is_made_of_when_the_operator_counted_it() -> None:
+    res = results()
+    assert not any("heap totals" in line for line in report.soak_lines(res))
+    heap = {"minute": 5.0, "rss_mib": 110.0, "python_blocks": 400_000, "malloc_free_mib": 3.5}
+    res["soak"]["heap_warm"] = heap
+    res["soak"]["heap_last"] = {**heap, "minute": 60.0, "rss_mib": 112.0}
+    lines = "\n".join(report.soak_lines(res))
+    assert "| when | minute | RSS MiB | Python blocks | free in them MiB |" in lines
+    assert "| after warm-up | 5 | 110.0 | 400,000 | 3.5 |" in lines
+    assert "| last | 60 | 112.0 | 400,000 | 3.5 |" in lines
