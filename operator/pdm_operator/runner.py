@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import kopf
 
-from pdm_operator import history, logs, metrics, model, timestamps
+from pdm_operator import heapwatch, history, logs, metrics, model, timestamps
 from pdm_operator.controller import Controller
 from pdm_operator.envstatus import EnvironmentStatus
 from pdm_operator.health import Health
@@ -346,6 +346,9 @@ async def serve(opts: Options) -> None:
         "pdm-operator watching %s; environment locks in namespace %s", scope, opts.lock_namespace
     )
     freeze_start_up_heap()
+    # After start-up: what it built is not what grows, and tracing it took
+    # longer than a start may.
+    heapwatch.start_from_environment()
     try:
         await kopf.operator(
             registry=registry,
