@@ -139,8 +139,9 @@ def measure(
 def heap_samples(path: Path) -> list[dict[str, float]]:
     """The operator's heap totals (heapwatch.py), in MiB but for the block count:
     ``python_blocks`` (live objects and buffers in CPython's allocator),
-    ``pymalloc_mib`` (its arenas), ``malloc_mib`` / ``malloc_free_mib`` (glibc
-    malloc's arenas, and what is free inside them), ``malloc_arenas``."""
+    ``pymalloc_mib`` (its arenas; ``pymalloc_live_mib`` in live blocks,
+    ``pymalloc_free_mib`` free in them), ``malloc_mib`` / ``malloc_free_mib``
+    (glibc malloc's arenas, and what is free inside them), ``malloc_arenas``."""
     out = []
     lines = path.read_text().splitlines() if path.exists() else []
     for line in lines:
@@ -155,7 +156,8 @@ def heap_samples(path: Path) -> list[dict[str, float]]:
                 "rss_mib": round(t["rss_kib"] / 1024, 1),
                 "python_blocks": t["allocated_blocks"],
                 "pymalloc_mib": mib("arena_bytes"),
-                "pymalloc_free_mib": mib("free_pool_bytes"),
+                "pymalloc_live_mib": mib("live_block_bytes"),
+                "pymalloc_free_mib": round(mib("free_pool_bytes") + mib("unused_pool_bytes"), 1),
                 "malloc_mib": mib("malloc_arena_bytes"),
                 "malloc_free_mib": mib("malloc_free_bytes"),
                 "malloc_mmapped_mib": mib("malloc_mmapped_bytes"),

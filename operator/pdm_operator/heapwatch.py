@@ -194,6 +194,8 @@ def pymalloc_arenas() -> dict[str, int]:
         ("arenas_peak", r"# arenas highwater mark\s*=\s*([\d,]+)"),
         ("arena_bytes", r"(\d[\d,]*) arenas \* \d+ bytes/arena\s*=\s*([\d,]+)"),
         ("free_pool_bytes", r"# bytes in available blocks\s*=\s*([\d,]+)"),
+        ("unused_pool_bytes", r"\d+ unused pools \* \d+ bytes\s*=\s*([\d,]+)"),
+        ("live_block_bytes", r"# bytes in allocated blocks\s*=\s*([\d,]+)"),
     ):
         m = re.search(pattern, text)
         if m:

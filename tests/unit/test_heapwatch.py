@@ -30,6 +30,7 @@ def test_an_untraced_line_has_the_blocks_the_arenas_and_rss(tmp_path: Path) -> N
     if sys.platform == "linux":  # glibc: mallinfo2, pymalloc's statistics on C stderr
         assert line["arenas_current"] >= 1
         assert line["arena_bytes"] >= line["arenas_current"] * 2**18
+        assert line["arena_bytes"] > line["live_block_bytes"] > 0
         assert line["malloc_arena_bytes"] >= line["malloc_free_bytes"] >= 0
         assert line["malloc_arenas"] >= 1
 
