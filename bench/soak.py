@@ -18,6 +18,7 @@ flat is the allocators keeping memory, not objects kept.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -113,6 +114,7 @@ def measure(
     deployments = gitlab.deployments("gitlab-org/gitlab")
     steady = [(t, rss) for t, rss in samples if t >= warmup_minutes]
     heap = heap_samples(heap_dir / "totals.jsonl")
+    shutil.rmtree(heap_dir, ignore_errors=True)
     heap_steady = [h for h in heap if h["minute"] >= warmup_minutes]
     return {
         "minutes": minutes,
@@ -141,7 +143,9 @@ def heap_samples(path: Path) -> list[dict[str, float]]:
     ``python_blocks`` (live objects and buffers in CPython's allocator),
     ``pymalloc_mib`` (its arenas; ``pymalloc_live_mib`` in live blocks,
     ``pymalloc_free_mib`` free in them), ``malloc_mib`` / ``malloc_free_mib``
-    (glibc malloc's arenas, and what is free inside them), ``malloc_arenas``."""
+    (glibc malloc's arenas, and what is free inside them: the pages
+    ``malloc_trim`` gave back are counted, but are not in RSS),
+    ``malloc_arenas``."""
     out = []
     lines = path.read_text().splitlines() if path.exists() else []
     for line in lines:
