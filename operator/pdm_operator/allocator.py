@@ -11,8 +11,9 @@ more: each ends up with an arena holding the high-water mark of the bodies
 it parsed, with the free holes between what is still live.
 
 The soak (bench/soak.py) measured it (bench/findings.md, "The soak's
-memory"): the Python objects' bytes stayed flat over 12 minutes while RSS
-grew, and the growth was glibc's arenas' free bytes.
+memory"): the Python objects' bytes stayed flat over 10 minutes while RSS
+grew, in pymalloc's arenas and in glibc's 16; with these settings RSS grew
+a third as fast over the same minutes (one run each).
 
 So the operator caps the arenas at :data:`ARENAS` before any thread starts
 (the threads then share them), and gives back the free pages inside every
