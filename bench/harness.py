@@ -188,10 +188,14 @@ class Bench:
 
     # --- the operator ----------------------------------------------------------
     @contextlib.contextmanager
-    def operator(self, ns: str, *extra: str) -> Iterator[OperatorProcess]:
+    def operator(
+        self, ns: str, *extra: str, env: dict[str, str] | None = None
+    ) -> Iterator[OperatorProcess]:
         """The operator watching ``ns`` (its locks there too), started and healthy;
-        stopped on the way out, whatever happened."""
-        proc = OperatorProcess(pythonpath_env(self.env), ns, self.operator_log, *extra)
+        stopped on the way out, whatever happened. ``env``: added to its environment."""
+        proc = OperatorProcess(
+            pythonpath_env({**self.env, **(env or {})}), ns, self.operator_log, *extra
+        )
         try:
             yield proc.start()
         finally:

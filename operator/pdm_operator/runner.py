@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import kopf
 
-from pdm_operator import history, logs, metrics, model, timestamps
+from pdm_operator import allocator, heapwatch, history, logs, metrics, model, timestamps
 from pdm_operator.controller import Controller
 from pdm_operator.envstatus import EnvironmentStatus
 from pdm_operator.health import Health
@@ -346,6 +346,10 @@ async def serve(opts: Options) -> None:
         "pdm-operator watching %s; environment locks in namespace %s", scope, opts.lock_namespace
     )
     freeze_start_up_heap()
+    # After start-up: what it built is not what grows, and tracing it took
+    # longer than a start may.
+    heapwatch.start_from_environment()
+    trimming = asyncio.create_task(allocator.trim_forever(), name="malloc-trim")
     try:
         await kopf.operator(
             registry=registry,
@@ -361,6 +365,7 @@ async def serve(opts: Options) -> None:
             identity=cast(Any, opts.leader_identity or default_identity()),
         )
     finally:
+        trimming.cancel()
         api.close()
 
 
@@ -368,5 +373,8 @@ def run(opts: Options) -> int:
     if opts.kubeconfig:
         os.environ["KUBECONFIG"] = opts.kubeconfig  # Kopf's own login reads it too
     logs.configure(opts.log_format, opts.verbose)
+    # Before any thread is started (allocator.py).
+    if not allocator.cap_arenas():
+        log.info("malloc's arenas not capped (not glibc)")
     asyncio.run(serve(opts))
     return 0
