@@ -419,6 +419,7 @@ HEAP_COLUMNS = (
     ("rss_mib", "RSS MiB"),
     ("python_blocks", "Python blocks"),
     ("pymalloc_mib", "pymalloc arenas MiB"),
+    ("pymalloc_live_mib", "live in them MiB"),
     ("pymalloc_free_mib", "free in them MiB"),
     ("malloc_mib", "malloc arenas MiB"),
     ("malloc_free_mib", "free in them MiB"),
