@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pdm_operator import conditions, jobs, lines, metrics, model
+from pdm_operator import conditions, jobs, lines, metrics, model, preflight
 from pdm_operator.errors import Conflict
 from pdm_operator.inflight import InFlight
 from pdm_operator.kube import describe, expected
@@ -58,6 +58,16 @@ ERROR_BACKOFF_START = 1.0
 ERROR_BACKOFF_CAP = 60.0
 
 Uniform = Callable[[float, float], float]
+
+#: The Job controller's label on a Job's pods (kubernetes
+#: ``pkg/apis/batch/types.go``, ``JobNameLabel``).
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+def running_preflight(status: Body) -> str:
+    """The pre-flight Job a migration's status says is running ("" when none)."""
+    pf = status.get("preflight") or {}
+    return str(pf.get("jobName") or "") if pf.get("phase") == "Running" else ""
 
 
 def requeue_delay(
@@ -161,6 +171,10 @@ class Worker:
         #: the Lease): its next pass reads the Lease, and gives the lock back
         #: if it cannot use it (``decide.reconcile``).
         self.lock_handed = False
+        #: The pre-flight Job the last pass left running (its status'
+        #: ``preflight.jobName`` while its phase is Running), "" when none
+        #: runs, None before a pass has ended: whose end is worth a pass.
+        self.preflight_job: str | None = None
         #: Passes finished (their outcome taken in), for tests and debugging.
         self.passes = 0
         self.task: asyncio.Task[None] = asyncio.create_task(
@@ -169,6 +183,15 @@ class Worker:
 
     def poke(self) -> None:
         self.poked.set()
+
+    def awaits_preflight(self, job_name: str) -> bool:
+        """Whether the end of pre-flight Job ``job_name`` is news to this worker.
+
+        Not once its answer is recorded: the pod's end wakes the pass that
+        reads it, and the Job's ``Complete`` a second later would only cost
+        another pass. Unknown (no pass has ended yet) counts as news.
+        """
+        return self.preflight_job is None or self.preflight_job == job_name
 
     async def run(self) -> None:
         namespace, name = self.key
@@ -224,6 +247,7 @@ class Worker:
                 was_in_line = self.in_line
                 self.state = str(step.status.get("state") or model.STATE_PENDING)
                 self.reason = str(step.status.get("reason") or "")
+                self.preflight_job = running_preflight(step.status)
                 self.controller.lines.set_waiting(self.environment, self.key, self.in_line)
                 if was_in_line and not self.in_line:
                     # Out of the line (the lock taken, or held by another
@@ -489,9 +513,31 @@ class Controller:
         if event_type != "DELETED" and jobs.outcome(body) is None:
             return
         meta = body.get("metadata") or {}
-        name = (meta.get("labels") or {}).get(model.LABEL_MIGRATION)
-        worker = self.workers.get((str(meta.get("namespace")), str(name)))
-        if worker is not None:
+        labels = meta.get("labels") or {}
+        worker = self.workers.get(
+            (str(meta.get("namespace")), str(labels.get(model.LABEL_MIGRATION)))
+        )
+        if worker is None:
+            return
+        if labels.get(model.LABEL_COMPONENT) == preflight.COMPONENT and not (
+            worker.awaits_preflight(str(meta.get("name")))
+        ):
+            return
+        worker.poke()
+
+    def on_preflight_pod(self, body: Body, event_type: str | None = None) -> None:
+        """A watch event for a pre-flight pod: poke its migration when the pod has
+        Succeeded, a second before its Job's ``Complete`` (``decide``'s
+        pre-flight reads the answer then). A failed pod is left to its Job,
+        which may run another (``preflight.BACKOFF_LIMIT``)."""
+        if event_type == "DELETED" or (body.get("status") or {}).get("phase") != "Succeeded":
+            return
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        worker = self.workers.get(
+            (str(meta.get("namespace")), str(labels.get(model.LABEL_MIGRATION)))
+        )
+        if worker is not None and worker.awaits_preflight(str(labels.get(JOB_NAME_LABEL))):
             worker.poke()
 
     @staticmethod

@@ -39,6 +39,8 @@ SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
 #: The migration Job's component label (the pre-flight Job has its own).
 COMPONENT = "post-deploy-migration"
+#: The managed-by label of every Job and pod this operator makes.
+MANAGED_BY = "pdm-operator"
 
 HASH_LENGTH = 8
 MAX_NAME_LENGTH = 63
@@ -86,7 +88,7 @@ def renamed(job: Body, migration_name: str) -> Body:
 def labels_for(migration: Body) -> dict[str, str]:
     meta = migration["metadata"]
     return {
-        model.LABEL_MANAGED_BY: "pdm-operator",
+        model.LABEL_MANAGED_BY: MANAGED_BY,
         model.LABEL_COMPONENT: COMPONENT,
         model.LABEL_MIGRATION: meta["name"],
         model.LABEL_ENVIRONMENT: migration["spec"]["environment"],

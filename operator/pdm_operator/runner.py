@@ -21,7 +21,17 @@ from typing import Any, cast
 
 import kopf
 
-from pdm_operator import allocator, heapwatch, history, logs, metrics, model, timestamps
+from pdm_operator import (
+    allocator,
+    heapwatch,
+    history,
+    logs,
+    metrics,
+    model,
+    preflight,
+    render,
+    timestamps,
+)
 from pdm_operator.controller import Controller
 from pdm_operator.envstatus import EnvironmentStatus
 from pdm_operator.health import Health
@@ -92,9 +102,23 @@ KOPF_SETTINGS: tuple[tuple[str, str, object], ...] = (
 )
 
 
+#: The pods of the pre-flight Jobs, selected by the API server: a handler's
+#: ``labels=`` filters only in the operator, after every pod of the watched
+#: namespaces has been sent to it. ``settings.watching.label_selectors``
+#: (Kopf 1.45, ``_cogs/configs/configuration.py``) go into the list and watch
+#: requests' ``labelSelector`` (``_cogs/clients/watching.py``).
+PREFLIGHT_PODS = (
+    f"{model.LABEL_COMPONENT}={preflight.COMPONENT},{model.LABEL_MANAGED_BY}={render.MANAGED_BY}"
+)
+#: The Jobs of this operator, selected by the API server in the same way.
+OWN_JOBS = model.LABEL_MIGRATION_UID
+
+
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     for section, name, value in KOPF_SETTINGS:
         setattr(getattr(settings, section), name, value)
+    settings.watching.label_selectors["v1", "pods"] = PREFLIGHT_PODS
+    settings.watching.label_selectors["batch", "v1", "jobs"] = OWN_JOBS
 
 
 def default_lock_namespace() -> str:
@@ -206,6 +230,21 @@ def build_registry(
         body = dict(event["object"])
         health.observed("jobs", body, event.get("type"))
         controller.on_job(body, event.get("type"))
+
+    # The pre-flight pod's end, a second before its Job's Complete
+    # (``Controller.on_preflight_pod``). Not audited (``Health``): a missed
+    # event costs that second, as the Job's end still wakes the migration.
+    @kopf.on.event(
+        "v1",
+        "pods",
+        labels={
+            model.LABEL_COMPONENT: preflight.COMPONENT,
+            model.LABEL_MANAGED_BY: render.MANAGED_BY,
+        },
+        registry=registry,
+    )
+    async def preflight_pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        controller.on_preflight_pod(dict(event["object"]), event.get("type"))
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:

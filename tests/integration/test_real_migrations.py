@@ -10,7 +10,11 @@ version exactly once.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -139,6 +143,51 @@ def test_post_deployment_migrations_are_applied_once_by_the_copied_chart_job(
     assert 'pdm_operator_rollback_floor_info{environment="gstg",version="v18.6.0"} 1.0' in (
         operator.metrics()
     )
+
+
+@contextmanager
+def job_controller_paused(cluster: Cluster) -> Iterator[None]:
+    """The local control plane's kube-controller-manager stopped (SIGSTOP), so no Job
+    is marked finished meanwhile; it runs with --leader-elect=false, and goes on."""
+    assert cluster.local_cluster is not None
+    pids = cluster.local_cluster.state()["pids"]
+    assert isinstance(pids, dict)
+    pid = int(pids["kube-controller-manager"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_the_migration_job_starts_at_the_preflight_pods_end_not_at_its_jobs_complete(
+    cluster: Cluster,
+    api: Api,
+    operator: OperatorProcess,
+    deployed: tuple[Postgres, str],
+) -> None:
+    if cluster.local_cluster is None:
+        pytest.skip("pauses the local control plane's Job controller")
+    db, name = deployed
+
+    def preflight_pod_running() -> bool:
+        pods = api.core.list_namespaced_pod(
+            api.ns, label_selector=f"app.kubernetes.io/component={PREFLIGHT_COMPONENT}"
+        ).items
+        return any(pod.status.phase == "Running" for pod in pods)
+
+    api.create(migration("pdm-pod-end", podTemplateFrom=CHART, preflight={}))
+    wait_until(preflight_pod_running, timeout=120, what="the pre-flight pod to run")
+    # From here the Job controller cannot mark the pre-flight Job Complete: the
+    # migration Job can only come from the pod's own end, read by the operator.
+    with job_controller_paused(cluster):
+        created = api.wait_condition("pdm-pod-end", "JobCreated", timeout=120)
+        (pjob,) = jobs_of(api, "pdm-pod-end", PREFLIGHT_COMPONENT)
+        assert not any(c.type == "Complete" for c in pjob.status.conditions or [])
+        assert "the pre-flight found 8 pending" in created["message"]
+        assert len(jobs_of(api, "pdm-pod-end", MIGRATION_COMPONENT)) == 1
+    api.wait_condition("pdm-pod-end", "Succeeded", timeout=180)
+    assert both(db, name) == (REGULAR + POST, REGULAR + POST)
 
 
 def test_progress_shows_each_migration_as_rails_announces_it(

@@ -30,6 +30,8 @@ class Reconciler:
         self.first_in_line: dict[str, list[bool]] = {}
         self.handed: dict[str, list[bool]] = {}
         self.errors: list[BaseException] = []
+        #: The ``status.preflight`` each name's passes end with.
+        self.preflights: dict[str, dict[str, Any]] = {}
 
     def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads[name] += 1
@@ -44,7 +46,10 @@ class Reconciler:
         self.first_in_line.setdefault(name, []).append(first_in_line)
         self.handed.setdefault(name, []).append(handed)
         state, reason = self.states[name]
-        return Step({"state": state, "reason": reason}, self.timing.lock_poll)
+        status: dict[str, Any] = {"state": state, "reason": reason}
+        if name in self.preflights:
+            status["preflight"] = dict(self.preflights[name])
+        return Step(status, self.timing.lock_poll)
 
     def record_error(self, migration: dict[str, Any], error: BaseException) -> None:
         self.errors.append(error)
@@ -315,6 +320,66 @@ def test_a_jobs_progress_wakes_nobody_its_end_and_deletion_wake_its_migration() 
         assert worker.poked.is_set()
         await settle(c, {"running": 2})
         c.on_job(job_event("running"), "DELETED")
+        assert worker.poked.is_set()
+
+    scenario(check)
+
+
+def preflight_pod(migration: str, job: str, phase: str) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ns", "name": f"{job}-x7k2q", "labels": {
+            "pdm-operator.io/migration": migration,
+            "app.kubernetes.io/component": "post-deploy-migration-preflight",
+            "batch.kubernetes.io/job-name": job}},
+        "status": {"phase": phase},
+    }  # fmt: skip
+
+
+def test_the_preflight_pods_end_wakes_its_migration_and_its_jobs_complete_then_does_not() -> None:
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        rec.preflights["asking"] = {"jobName": "asking-p1a2b3c4", "phase": "Running"}
+        start(rec, c, body("asking", "gstg", "2026-11-22T10:00:00Z"), ("Pending", "Preflight"))
+        await settle(c, {"asking": 1})
+        worker = c.workers[("ns", "asking")]
+        for phase in ("Pending", "Running", "Failed"):  # a failed pod: its Job may run another
+            c.on_preflight_pod(preflight_pod("asking", "asking-p1a2b3c4", phase), "MODIFIED")
+        # A pod of an earlier run's pre-flight, and a pod deleted, are no news.
+        c.on_preflight_pod(preflight_pod("asking", "asking-p0ffee00", "Succeeded"), "MODIFIED")
+        c.on_preflight_pod(preflight_pod("asking", "asking-p1a2b3c4", "Succeeded"), "DELETED")
+        assert not worker.poked.is_set()
+        c.on_preflight_pod(preflight_pod("asking", "asking-p1a2b3c4", "Succeeded"), "MODIFIED")
+        assert worker.poked.is_set()
+        # That pass read the answer: the Job's Complete a second later wakes nobody.
+        rec.preflights["asking"]["phase"] = "Succeeded"
+        rec.states["asking"] = RUNNING
+        await settle(c, {"asking": 2})
+        ended = job_event("asking", "SuccessCriteriaMet", "Complete")
+        ended["metadata"]["name"] = "asking-p1a2b3c4"
+        ended["metadata"]["labels"]["app.kubernetes.io/component"] = (
+            "post-deploy-migration-preflight"
+        )
+        c.on_job(ended, "MODIFIED")
+        assert not worker.poked.is_set()
+        # The migration Job's end does.
+        c.on_job(job_event("asking", "SuccessCriteriaMet", "Complete"), "MODIFIED")
+        assert worker.poked.is_set()
+
+    scenario(check)
+
+
+def test_a_preflight_jobs_end_wakes_a_migration_whose_passes_have_not_ended_yet() -> None:
+    """Unknown is news: before a pass has ended, the Job's end pokes as it always did."""
+
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        start(rec, c, body("fresh", "gstg", "2026-11-22T10:00:00Z"), RUNNING)
+        worker = c.workers[("ns", "fresh")]
+        assert worker.preflight_job is None
+        worker.poked.clear()
+        ended = job_event("fresh", "Complete")
+        ended["metadata"]["labels"]["app.kubernetes.io/component"] = (
+            "post-deploy-migration-preflight"
+        )
+        c.on_job(ended, "MODIFIED")
         assert worker.poked.is_set()
 
     scenario(check)

@@ -554,6 +554,20 @@ def preflight_done(m: Body, row: str, log: str | None = None) -> Callable[[], Wo
     )
 
 
+def preflight_pod_ended(m: Body, row: str, phase: str = "Succeeded") -> Callable[[], World]:
+    """The cluster a moment after ``m``'s pre-flight pod ended (``phase``), before
+    the Job controller has marked its Job finished."""
+
+    def world() -> World:
+        done = preflight_done(m, row)()
+        name = m["status"]["preflight"]["jobName"]
+        done.jobs[name] = preflight_job(name)
+        done.pods[name][0]["status"]["phase"] = phase
+        return done
+
+    return world
+
+
 def preflight_job(name: str, *conds: Body, uid: str = "new") -> Body:
     """The pre-flight Job ``name`` (by default the one the pass created: World's uid)."""
     return {
@@ -1275,6 +1289,24 @@ CASES = [
         "Created",
         ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
         YOUNG_JOB_POLL,
+    ),
+    Case(
+        "pre-flight pod Succeeded, its Job not yet Complete: answer read, the Job created",
+        PF,
+        preflight_pod_ended(PF, PENDING_ROW),
+        "Running",
+        "Created",
+        ["AcquireLock", "CreateJob", "CreateDisruptionBudget", "WriteStatus"],
+        YOUNG_JOB_POLL,
+    ),
+    Case(
+        "pre-flight pod Failed, its Job not yet ended: it may run another, waited for",
+        PF,
+        preflight_pod_ended(PF, PENDING_ROW, phase="Failed"),
+        "Pending",
+        "PreflightRunning",
+        ["AcquireLock"],
+        TIMING.running_resync,
     ),
     Case(
         "a pre-flight Job someone else created under its name: not read, asked again",

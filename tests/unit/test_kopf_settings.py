@@ -30,3 +30,24 @@ def test_the_renamed_batching_section_is_not_used() -> None:
         warnings.simplefilter("always")
         settings.batching.idle_timeout = 0.1
     assert any("queueing" in str(w.message) for w in seen)
+
+
+def test_the_api_server_selects_only_the_preflight_pods_and_the_operators_jobs() -> None:
+    """What Kopf puts in the watch requests' ``labelSelector`` (Kopf's own lookup)."""
+    from kopf._cogs.structs.references import Resource  # noqa: PLC0415
+
+    settings = kopf.OperatorSettings()
+    runner.configure_kopf(settings)
+    selectors = settings.watching.label_selectors
+
+    def selector(group: str, version: str, plural: str) -> list[str]:
+        return list(selectors.collect(Resource(group, version, plural, preferred=True)))
+
+    assert selector("", "v1", "pods") == [
+        "app.kubernetes.io/component=post-deploy-migration-preflight,"
+        "app.kubernetes.io/managed-by=pdm-operator"
+    ]
+    assert selector("batch", "v1", "jobs") == ["pdm-operator.io/migration-uid"]
+    # The migrations themselves, and pods of another API group, are not narrowed.
+    assert selector("pdm-operator.io", "v1alpha1", "postdeploymigrations") == []
+    assert selector("metrics.k8s.io", "v1beta1", "pods") == []

@@ -187,6 +187,12 @@ def test_the_preflight_job_is_the_migration_pod_running_the_status_task() -> Non
     assert labels[model.LABEL_MIGRATION_UID] == "u-1"
     assert labels[model.LABEL_COMPONENT] == preflight.COMPONENT
     assert mjob["metadata"]["labels"][model.LABEL_COMPONENT] == render.COMPONENT
+    # Its pod's end wakes the migration too: the pod watch selects these labels
+    # (runner.PREFLIGHT_PODS), and the pod names its migration.
+    pod_labels = pjob["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels[model.LABEL_COMPONENT] == preflight.COMPONENT
+    assert pod_labels[model.LABEL_MANAGED_BY] == render.MANAGED_BY
+    assert pod_labels[model.LABEL_MIGRATION] == "gstg-1"
     assert pjob["spec"]["activeDeadlineSeconds"] == 600
     assert pjob["metadata"]["ownerReferences"] == mjob["metadata"]["ownerReferences"]
     assert render.SAFE_TO_EVICT not in pjob["spec"]["template"]["metadata"]["annotations"]

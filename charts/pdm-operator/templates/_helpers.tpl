@@ -77,10 +77,11 @@ namespace) or as a Role in each watched namespace, the same rules.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get]
-# Digest pinning (the source Deployment's pods) and the failed pod's exit code.
+# Digest pinning (the source Deployment's pods), the failed pod's exit code,
+# and the pre-flight pod's end (watched, selected by its labels).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # The failed migration pod's log tail, and the pre-flight's answer.
 - apiGroups: [""]
   resources: [pods/log]

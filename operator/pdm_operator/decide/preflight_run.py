@@ -325,57 +325,75 @@ def _follow_preflight(p: Pass, pf: Body, job: Body) -> Decision[Step | None]:
         return (yield from _preflight_again(p, f"Job {name} (uid {uid}) is not the one recorded"))
     outcome = jobs.outcome(pjob)
     pods: list[Body] = yield JobPods(name, pjob["metadata"].get("uid", ""))
-    if outcome is None:
-        found = jobs.stuck(
-            pods, [] if pods else (yield JobEvents(name, pjob["metadata"].get("uid", "")))
-        )
-        if found is not None and found.permanent:
-            yield SuspendJob(name)
-            return (
-                yield from _preflight_failed(
-                    p,
-                    found.reason,
-                    f"pre-flight Job {name}: {found.message}",
-                    failures.classify(pod_reason=found.reason),
-                    pjob["metadata"].get("creationTimestamp"),
-                )
-            )
-        if found is not None:
-            p.set(model.STALLED, True, found.reason, f"pre-flight Job {name}: {found.message}")
-        return (yield from write(p, jobs.next_look(pjob, p.at, p.timing.running_resync)))
-    if not outcome.succeeded:
-        detail = outcome.message
-        failed = jobs.pod_failure(pods)
-        tail = ""
-        if failed is not None:
-            detail += f" (exit code {failed.exit_code} in pod {failed.pod})"
-            tail = yield from failure_log(failed)
-            if tail:
-                p.status.setdefault("failure", {})["logTail"] = jobs.failure_excerpt(tail)
-                p.status["failure"]["pod"] = failed.pod
-                if failed.exit_code is not None:
-                    p.status["failure"]["exitCode"] = failed.exit_code
-        cls = failures.classify(
-            tail,
-            pod_reason=failed.reason if failed is not None else "",
-            job_reason=outcome.reason,
-            exit_code=failed.exit_code if failed is not None else None,
-        )
+    # The pod's end, not its Job's Complete: the Job controller records that
+    # at most once a second after its pods change (SyncJobBatchPeriod,
+    # kubernetes pkg/controller/job/job_controller.go), and nothing more can
+    # be learnt from it. The log is whole once the pod has Succeeded (every
+    # container terminated), and the pod is the Job's own (JobPods: the
+    # controller-uid label and owner reference).
+    if outcome is None and not _succeeded(pods):
+        return (yield from _await_preflight(p, name, pjob, pods))
+    if outcome is not None and not outcome.succeeded:
+        return (yield from _failed_preflight(p, name, outcome, pods))
+    return (yield from _read_answer(p, pf, name, pods))
+
+
+def _await_preflight(p: Pass, name: str, pjob: Body, pods: list[Body]) -> Decision[Step]:
+    """The pre-flight still runs: why its pod cannot start, if it cannot, or when to look."""
+    uid = pjob["metadata"].get("uid", "")
+    found = jobs.stuck(pods, [] if pods else (yield JobEvents(name, uid)))
+    if found is not None and found.permanent:
+        yield SuspendJob(name)
         return (
             yield from _preflight_failed(
                 p,
-                "PreflightFailed",
-                f"pre-flight Job {name} failed: {detail}",
-                cls,
-                outcome.time,
+                found.reason,
+                f"pre-flight Job {name}: {found.message}",
+                failures.classify(pod_reason=found.reason),
+                pjob["metadata"].get("creationTimestamp"),
             )
         )
-    return (yield from _read_answer(p, pf, name, pods))
+    if found is not None:
+        p.set(model.STALLED, True, found.reason, f"pre-flight Job {name}: {found.message}")
+    return (yield from write(p, jobs.next_look(pjob, p.at, p.timing.running_resync)))
+
+
+def _failed_preflight(
+    p: Pass, name: str, outcome: jobs.Outcome, pods: list[Body]
+) -> Decision[Step]:
+    """The pre-flight Job failed: its pod's exit code and log tail, classed for retries."""
+    detail = outcome.message
+    failed = jobs.pod_failure(pods)
+    tail = ""
+    if failed is not None:
+        detail += f" (exit code {failed.exit_code} in pod {failed.pod})"
+        tail = yield from failure_log(failed)
+        if tail:
+            p.status.setdefault("failure", {})["logTail"] = jobs.failure_excerpt(tail)
+            p.status["failure"]["pod"] = failed.pod
+            if failed.exit_code is not None:
+                p.status["failure"]["exitCode"] = failed.exit_code
+    cls = failures.classify(
+        tail,
+        pod_reason=failed.reason if failed is not None else "",
+        job_reason=outcome.reason,
+        exit_code=failed.exit_code if failed is not None else None,
+    )
+    return (
+        yield from _preflight_failed(
+            p, "PreflightFailed", f"pre-flight Job {name} failed: {detail}", cls, outcome.time
+        )
+    )
+
+
+def _succeeded(pods: list[Body]) -> list[Body]:
+    """The pods that ended with every container's exit code 0."""
+    return [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Succeeded"]
 
 
 def _read_answer(p: Pass, pf: Body, name: str, pods: list[Body]) -> Decision[Step | None]:
     """The succeeded pre-flight's log, read as Rails' status table (None: recorded)."""
-    done = [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Succeeded"]
+    done = _succeeded(pods)
     if not done:
         return (
             yield from _preflight_failed(
