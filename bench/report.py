@@ -263,12 +263,14 @@ def _default_path_targets(dp: dict[str, Any], row: Any) -> None:
         literal["p50"] <= 1 and literal["p99"] <= 2,
     )
     req = dp["requests"]
-    more = req["operator"]["operator_writes"] - req["no pre-flight"]["operator_writes"]
+    with_pf, without = _own_writes(req["operator"]), _own_writes(req["no pre-flight"])
     row(
         "operator writes per migration with the pre-flight ≤ 3 more than without",
-        f"{req['operator']['operator_writes']:.1f} with, "
-        f"{req['no pre-flight']['operator_writes']:.1f} without ({more:+.1f}; real node)",
-        more <= 3,
+        f"{with_pf:.1f} with, {without:.1f} without ({with_pf - without:+.1f}; real node), the "
+        "environments' timed status writes apart (with them: "
+        f"{req['operator']['operator_writes']:.1f} and "
+        f"{req['no pre-flight']['operator_writes']:.1f}; see the default path's section)",
+        with_pf - without <= 3,
     )
     dup = dp["duplicate_jobs"] + dp["extra_preflights"]
     row(
@@ -296,6 +298,23 @@ DEFAULT_PATH = (
     "(`spec.preflight.enabled: false`). A run counts only if both databases then record "
     "every version. Times are from the bench's own watches, on one clock."
 )
+
+
+#: The PostDeployEnvironments' status, written by a timer (``envstatus.py``).
+ENVIRONMENT_STATUS = "PATCH postdeployenvironments/status"
+
+
+def _own_writes(arm: dict[str, Any]) -> float:
+    """An arm's operator writes per run but the environments' status.
+
+    That status is written on a 10-second timer per environment when it
+    changed, not by a migration's pass: each arm's window catches the rounds
+    that fall in it, whoever's change they carry (the bare arm, which makes
+    no migration, is charged some too).
+    """
+    return float(arm["operator_writes"]) - float(
+        arm["operator_requests"].get(ENVIRONMENT_STATUS, 0)
+    )
 
 
 def default_path_lines(results: dict[str, Any]) -> list[str]:
@@ -358,17 +377,21 @@ def default_path_lines(results: dict[str, Any]) -> list[str]:
         "Requests per run, whole cluster, from `apiserver_request_total`, the idle "
         "cluster's (node heartbeats, Leases, the operator's leader Lease) over the same "
         "seconds taken off; *operator writes*: what the operator's client sent "
-        "(`pdm_api_requests_total`).",
+        "(`pdm_api_requests_total`); *of which environments' status*: the "
+        "PostDeployEnvironments' status, written on a 10-second timer per environment "
+        "when it changed, so each arm's window catches the rounds that fall in it, "
+        "whoever's change they carry (the bare arm makes no PostDeployMigration).",
         "",
-        "| arm | " + " | ".join(verbs) + " | operator writes |",
-        "|---|" + "---|" * (len(verbs) + 1),
+        "| arm | " + " | ".join(verbs) + " | operator writes | of which environments' status |",
+        "|---|" + "---|" * (len(verbs) + 2),
     ]
     for arm in ("operator", "no pre-flight", "bare"):
         name = {"operator": "with the pre-flight", "no pre-flight": "without"}.get(arm, arm)
         lines.append(
             f"| {name} | "
             + " | ".join(f"{req[arm]['cluster'].get(v, 0):.1f}" for v in verbs)
-            + f" | {req[arm]['operator_writes']:.1f} |"
+            + f" | {req[arm]['operator_writes']:.1f}"
+            + f" | {req[arm]['operator_requests'].get(ENVIRONMENT_STATUS, 0):.1f} |"
         )
     for arm in ("operator", "no pre-flight"):
         writes = {

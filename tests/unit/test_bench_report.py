@@ -374,3 +374,20 @@ def test_the_soak_says_what_its_memory_is_made_of_when_the_operator_counted_it()
     assert "| when | minute | RSS MiB | Python blocks | free in them MiB |" in lines
     assert "| after warm-up | 5 | 110.0 | 400,000 | 3.5 |" in lines
     assert "| last | 60 | 112.0 | 400,000 | 3.5 |" in lines
+
+
+def test_the_environments_timed_status_writes_are_shown_but_not_charged_to_an_arm() -> None:
+    """They are written every 10 s per environment whose status changed: an arm's
+    window catches whatever rounds fall in it, the bare arm's too."""
+    summary = default_path_summary(pf_writes=13)
+    for arm, rounds in (("operator", 6), ("no pre-flight", 2), ("bare", 3)):
+        summary["requests"][arm]["operator_requests"][report.ENVIRONMENT_STATUS] = rounds / 4
+        summary["requests"][arm]["operator_writes"] += rounds / 4
+    res = results(default_path=summary)
+    assert verdicts(res)[DP_WRITES] == "met"  # 13 against 10, +2 of the timer apart
+    (row,) = [r for r in report.targets_table(res) if DP_WRITES in r]
+    assert "13.0 with, 10.0 without (+3.0; real node)" in row
+    assert "(with them: 14.5 and 10.5;" in row
+    lines = "\n".join(report.default_path_lines(res))
+    assert "| with the pre-flight |" in lines
+    assert lines.count("| 0.8 |") == 1  # the bare arm's, though it makes no migration
