@@ -60,7 +60,7 @@ ERROR_BACKOFF_CAP = 60.0
 Uniform = Callable[[float, float], float]
 
 #: The Job controller's label on a Job's pods (kubernetes
-#: ``pkg/apis/batch/types.go``, ``JobNameLabel``).
+#: ``staging/src/k8s.io/api/batch/v1/types.go``, ``JobNameLabel``).
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
