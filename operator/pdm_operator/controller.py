@@ -512,13 +512,10 @@ class Controller:
         """
         if event_type != "DELETED" and jobs.outcome(body) is None:
             return
-        meta = body.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        worker = self.workers.get(
-            (str(meta.get("namespace")), str(labels.get(model.LABEL_MIGRATION)))
-        )
+        worker, meta = self._worker_of(body)
         if worker is None:
             return
+        labels = meta.get("labels") or {}
         if labels.get(model.LABEL_COMPONENT) == preflight.COMPONENT and not (
             worker.awaits_preflight(str(meta.get("name")))
         ):
@@ -532,13 +529,16 @@ class Controller:
         which may run another (``preflight.BACKOFF_LIMIT``)."""
         if event_type == "DELETED" or (body.get("status") or {}).get("phase") != "Succeeded":
             return
-        meta = body.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        worker = self.workers.get(
-            (str(meta.get("namespace")), str(labels.get(model.LABEL_MIGRATION)))
-        )
-        if worker is not None and worker.awaits_preflight(str(labels.get(JOB_NAME_LABEL))):
+        worker, meta = self._worker_of(body)
+        job = (meta.get("labels") or {}).get(JOB_NAME_LABEL)
+        if worker is not None and worker.awaits_preflight(str(job)):
             worker.poke()
+
+    def _worker_of(self, body: Body) -> tuple[Worker | None, Body]:
+        """The worker of the migration a Job or pod names in its label, and its metadata."""
+        meta: Body = body.get("metadata") or {}
+        name = (meta.get("labels") or {}).get(model.LABEL_MIGRATION)
+        return self.workers.get((str(meta.get("namespace")), str(name))), meta
 
     @staticmethod
     def _own_write(worker: Worker, body: Body) -> bool:

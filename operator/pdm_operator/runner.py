@@ -107,9 +107,11 @@ KOPF_SETTINGS: tuple[tuple[str, str, object], ...] = (
 #: namespaces has been sent to it. ``settings.watching.label_selectors``
 #: (Kopf 1.45, ``_cogs/configs/configuration.py``) go into the list and watch
 #: requests' ``labelSelector`` (``_cogs/clients/watching.py``).
-PREFLIGHT_PODS = (
-    f"{model.LABEL_COMPONENT}={preflight.COMPONENT},{model.LABEL_MANAGED_BY}={render.MANAGED_BY}"
-)
+PREFLIGHT_POD_LABELS = {
+    model.LABEL_COMPONENT: preflight.COMPONENT,
+    model.LABEL_MANAGED_BY: render.MANAGED_BY,
+}
+PREFLIGHT_PODS = ",".join(f"{key}={value}" for key, value in PREFLIGHT_POD_LABELS.items())
 #: The Jobs of this operator, selected by the API server in the same way.
 OWN_JOBS = model.LABEL_MIGRATION_UID
 
@@ -234,15 +236,7 @@ def build_registry(
     # The pre-flight pod's end, a second before its Job's Complete
     # (``Controller.on_preflight_pod``). Not audited (``Health``): a missed
     # event costs that second, as the Job's end still wakes the migration.
-    @kopf.on.event(
-        "v1",
-        "pods",
-        labels={
-            model.LABEL_COMPONENT: preflight.COMPONENT,
-            model.LABEL_MANAGED_BY: render.MANAGED_BY,
-        },
-        registry=registry,
-    )
+    @kopf.on.event("v1", "pods", labels=dict(PREFLIGHT_POD_LABELS), registry=registry)
     async def preflight_pod_event(event: kopf.RawEvent, **_: Any) -> None:
         controller.on_preflight_pod(dict(event["object"]), event.get("type"))
 
