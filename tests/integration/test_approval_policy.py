@@ -234,7 +234,7 @@ def test_a_mark_executed_is_recorded_only_in_its_creators_own_name(
         },
     )  # fmt: skip
 
-    def create_as_carol(name: str, by: str) -> Any:
+    def create_as_carol(name: str, by: str, *dry_run: str) -> Any:
         body = migration(
             name,
             suspend=True,
@@ -245,14 +245,18 @@ def test_a_mark_executed_is_recorded_only_in_its_creators_own_name(
         )
         body["metadata"]["namespace"] = api.ns
         return cluster.run_kubectl(
-            "--as=carol", "-n", api.ns, "create", "-f", "-", input=json.dumps(body)
+            "--as=carol", "-n", api.ns, "create", *dry_run, "-f", "-", input=json.dumps(body)
         )
 
-    refused = wait_until(
-        lambda: (out := create_as_carol("pdm-forged", "alice")).returncode != 0 and out,
+    # Until the policy is in force, probe with server-side dry runs: a probe that
+    # got through before it was would leave the name taken (AlreadyExists).
+    wait_until(
+        lambda: create_as_carol("pdm-forged", "alice", "--dry-run=server").returncode != 0,
         timeout=60,
         what="the approval policy to refuse a mark in another's name",
     )
+    refused = create_as_carol("pdm-forged", "alice")
+    assert refused.returncode != 0
     assert "spec.migrations.markExecuted.by must be the creator's own user name (carol)" in (
         refused.stderr
     )
