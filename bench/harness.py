@@ -40,6 +40,10 @@ from localcluster import LocalCluster  # noqa: E402
 GROUP, VERSION, PLURAL = "pdm-operator.io", "v1alpha1", "postdeploymigrations"
 ENVIRONMENTS = "postdeployenvironments"
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+#: Of the operator's status writes, those that changed status.progress alone
+#: (``pdm_status_writes_total{change="progress"}``). Not a "VERB resource" key:
+#: never summed twice as a write.
+PROGRESS_WRITES = "of which progress alone"
 RESULTS = Path(os.environ.get("PDM_BENCH_RESULTS") or ROOT / "bench" / "results")
 IMAGE = "registry.example.com/gitlab-toolbox-ee:v18.6.0"
 
@@ -209,9 +213,13 @@ class Bench:
     @staticmethod
     def operator_requests(op: OperatorProcess) -> Counter[str]:
         """What the operator's own client has sent (``pdm_api_requests_total``),
-        as ``{"VERB resource": count}``, a dry run as ``"POST jobs (dry run)"``."""
+        as ``{"VERB resource": count}``, a dry run as ``"POST jobs (dry run)"``;
+        and under ``PROGRESS_WRITES`` how many of its status patches were
+        progress alone."""
         out: Counter[str] = Counter()
         for line in op.metrics().splitlines():
+            if line.startswith('pdm_status_writes_total{change="progress"}'):
+                out[PROGRESS_WRITES] += int(float(line.rsplit(" ", 1)[1]))
             if line.startswith("pdm_api_requests_total{"):
                 labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
                 key = f"{labels['method']} {labels['resource']}"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, WRITE_VERBS, spread
+from harness import PROGRESS_WRITES, ROOT, WRITE_VERBS, spread
 
 MB_IN_MIB = 1_000_000 / 1_048_576  # the RSS target is in MB, /proc reports KiB
 
@@ -267,7 +267,7 @@ def _default_path_targets(dp: dict[str, Any], row: Any) -> None:
     row(
         "operator writes per migration with the pre-flight ≤ 3 more than without",
         f"{with_pf:.1f} with, {without:.1f} without ({with_pf - without:+.1f}; real node), the "
-        "environments' timed status writes apart (with them: "
+        "environments' timed status writes and the progress writes apart (with them: "
         f"{req['operator']['operator_writes']:.1f} and "
         f"{req['no pre-flight']['operator_writes']:.1f}; see the default path's section)",
         with_pf - without <= 3,
@@ -305,15 +305,23 @@ ENVIRONMENT_STATUS = "PATCH postdeployenvironments/status"
 
 
 def _own_writes(arm: dict[str, Any]) -> float:
-    """An arm's operator writes per run but the environments' status.
+    """An arm's operator writes per run but the environments' status and the
+    progress written alone.
 
-    That status is written on a 10-second timer per environment when it
-    changed, not by a migration's pass: each arm's window catches the rounds
-    that fall in it, whoever's change they carry (the bare arm, which makes
-    no migration, is charged some too).
+    The environments' status is written on a 10-second timer per environment
+    when it changed, not by a migration's pass: each arm's window catches the
+    rounds that fall in it, whoever's change they carry (the bare arm, which
+    makes no migration, is charged some too). A progress write is made by a
+    read of a running Job's log, due every 15 s, that finds Rails announced a
+    migration since the last: how many a run makes depends on how long its
+    migrations run and where the reads fall, in either arm, not on the
+    pre-flight. Results from before the operator counted them have none.
     """
-    return float(arm["operator_writes"]) - float(
-        arm["operator_requests"].get(ENVIRONMENT_STATUS, 0)
+    requests = arm["operator_requests"]
+    return (
+        float(arm["operator_writes"])
+        - float(requests.get(ENVIRONMENT_STATUS, 0))
+        - float(requests.get(PROGRESS_WRITES, 0))
     )
 
 
@@ -380,10 +388,17 @@ def default_path_lines(results: dict[str, Any]) -> list[str]:
         "(`pdm_api_requests_total`); *of which environments' status*: the "
         "PostDeployEnvironments' status, written on a 10-second timer per environment "
         "when it changed, so each arm's window catches the rounds that fall in it, "
-        "whoever's change they carry (the bare arm makes no PostDeployMigration).",
+        "whoever's change they carry (the bare arm makes no PostDeployMigration); *of which "
+        "progress alone*: status patches that changed only `status.progress` "
+        '(`pdm_status_writes_total{change="progress"}`), made by a read of the running '
+        "Job's log, due every 15 s, that finds Rails announced a migration since the last: "
+        "they depend on how long the migrations run and where the reads fall, not on the "
+        "pre-flight, and both arms make them.",
         "",
-        "| arm | " + " | ".join(verbs) + " | operator writes | of which environments' status |",
-        "|---|" + "---|" * (len(verbs) + 2),
+        "| arm | "
+        + " | ".join(verbs)
+        + " | operator writes | of which environments' status | of which progress alone |",
+        "|---|" + "---|" * (len(verbs) + 3),
     ]
     for arm in ("operator", "no pre-flight", "bare"):
         name = {"operator": "with the pre-flight", "no pre-flight": "without"}.get(arm, arm)
@@ -391,7 +406,8 @@ def default_path_lines(results: dict[str, Any]) -> list[str]:
             f"| {name} | "
             + " | ".join(f"{req[arm]['cluster'].get(v, 0):.1f}" for v in verbs)
             + f" | {req[arm]['operator_writes']:.1f}"
-            + f" | {req[arm]['operator_requests'].get(ENVIRONMENT_STATUS, 0):.1f} |"
+            + f" | {req[arm]['operator_requests'].get(ENVIRONMENT_STATUS, 0):.1f}"
+            + f" | {req[arm]['operator_requests'].get(PROGRESS_WRITES, 0):.1f} |"
         )
     for arm in ("operator", "no pre-flight"):
         writes = {

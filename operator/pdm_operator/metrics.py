@@ -82,6 +82,15 @@ API_REQUESTS = Counter(
     "resource (with its subresource: postdeploymigrations/status) and dry_run (true|false).",
     ["method", "resource", "dry_run"],
 )
+STATUS_WRITES = Counter(
+    "pdm_status_writes_total",
+    "PostDeployMigration status writes the operator sent, by what they changed: progress "
+    "(status.progress alone: Rails announced a migration while the Job runs, at most one per "
+    "migration every 15 s), reports (the delivery records of GitLab and Sentry reports, with "
+    "the Reported condition), state (anything else: conditions, pre-flight, Job, outcome). "
+    "Their sum is pdm_api_requests_total's PATCH postdeploymigrations/status",
+    ["change"],
+)
 STALLED = Counter(
     "pdm_stalled_total",
     "Times a migration stopped making progress, by environment and reason (ReconcileError, "
@@ -258,6 +267,11 @@ def report_attempted(record: Body, outcome: str) -> None:
 
 def api_request(method: str, resource: str, dry_run: bool) -> None:
     API_REQUESTS.labels(method, resource, "true" if dry_run else "false").inc()
+
+
+def status_write(change: str) -> None:
+    """A status write was sent; ``change`` is progress, reports or state."""
+    STATUS_WRITES.labels(change).inc()
 
 
 def watch_event(resource: str) -> None:

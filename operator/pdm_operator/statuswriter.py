@@ -13,12 +13,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from pdm_operator import conditions, events
+from pdm_operator import conditions, events, metrics
 from pdm_operator.kube import Kube
 from pdm_operator.logs import for_migration
 from pdm_operator.model import Body
 
 log = logging.getLogger(__name__)
+
+PROGRESS, REPORTS, STATE = "progress", "reports", "state"
+
+
+def change_of(patch: Body) -> str:
+    """What a status patch changes, for ``pdm_status_writes_total``: ``progress``
+    when it holds status.progress alone (the pass's patch is the merge patch of
+    what changed, ``decide.state.write``), ``reports`` when it holds the delivery
+    records (and the condition they set), ``state`` otherwise."""
+    keys = set(patch)
+    if keys == {"progress"}:
+        return PROGRESS
+    if "reports" in keys and keys <= {"reports", "conditions"}:
+        return REPORTS
+    return STATE
 
 
 class StatusWriter:
@@ -40,6 +55,7 @@ class StatusWriter:
         with the patch: each announced transition is logged and posted as an
         Event, and handed to ``on_transition`` (metrics) once it is stored."""
         meta = migration["metadata"]
+        metrics.status_write(change_of(patch))
         written = self.kube.patch_migration_status(
             meta["namespace"], meta["name"], patch, resource_version=meta.get("resourceVersion")
         )

@@ -159,6 +159,21 @@ def test_metrics_move_with_migrations_and_labels_stay_bounded(
         )
         or 0
     ) >= 6.0
+    # Every status patch sent is counted once by what it changed: the sum of
+    # pdm_status_writes_total is the client's PATCH count.
+    patches = sample(
+        after,
+        "pdm_api_requests_total",
+        method="PATCH",
+        resource="postdeploymigrations/status",
+        dry_run="false",
+    )
+    by_change = {
+        change: sample(after, "pdm_status_writes_total", change=change) or 0.0
+        for change in ("state", "progress", "reports")
+    }
+    assert sum(by_change.values()) == patches
+    assert by_change["state"] >= 6.0
     # No unbounded label values: no migration name, Job name or hash anywhere.
     for name in ("obs-run", "obs-held", "obs-bad"):
         assert name not in after

@@ -82,10 +82,14 @@ def path_run(arm: str, total: float, **times: float) -> dict[str, Any]:
     return {"arm": arm, "ok": True, "applied": True, "total": total, **times}
 
 
-def default_path_summary(own: float = 0.5, pf_writes: int = 13) -> dict[str, Any]:
+def default_path_summary(
+    own: float = 0.5, pf_writes: int = 13, progress: int = 0
+) -> dict[str, Any]:
     """Four runs of each arm: the bare Job 13 s (12 s pod), the pre-flight pod 9 s,
     and the operator's steps ``own`` seconds each (the Job controller marks the
-    pre-flight Job Complete a second after its pod's end, not waited for)."""
+    pre-flight Job Complete a second after its pod's end, not waited for);
+    ``progress``: status patches of progress alone with the pre-flight, beyond
+    its ``pf_writes`` a run, as the harness reads them from the operator."""
     runs = []
     for _ in range(4):
         runs.append(path_run("bare", 13.0, pod_run=12.0))
@@ -108,7 +112,9 @@ def default_path_summary(own: float = 0.5, pf_writes: int = 13) -> dict[str, Any
         arm: {"operator_requests": Counter(writes), "cluster": Counter(), "seconds": 60.0,
               "runs": 4}
         for arm, writes in (
-            ("operator", {"POST jobs": 8, "PATCH postdeploymigrations/status": 4 * pf_writes - 8}),
+            ("operator", {"POST jobs": 8,
+                          "PATCH postdeploymigrations/status": 4 * pf_writes - 8 + progress,
+                          harness.PROGRESS_WRITES: progress}),
             ("no pre-flight", {"POST jobs": 4, "PATCH postdeploymigrations/status": 36}),
             ("bare", {}),
         )
@@ -391,3 +397,39 @@ def test_the_environments_timed_status_writes_are_shown_but_not_charged_to_an_ar
     lines = "\n".join(report.default_path_lines(res))
     assert "| with the pre-flight |" in lines
     assert lines.count("| 0.8 |") == 1  # the bare arm's, though it makes no migration
+
+
+def test_progress_written_alone_is_shown_but_not_charged_to_an_arm() -> None:
+    """A read of a running Job's log that finds Rails' news writes it: as many as
+    the migrations' length and the reads' timing make, in either arm."""
+    res = results(default_path=default_path_summary(pf_writes=13, progress=2))
+    assert res["default_path"]["requests"]["operator"]["operator_writes"] == 13.5
+    assert verdicts(res)[DP_WRITES] == "met"  # 13 against 10 once 0.5 of progress is apart
+    (row,) = [r for r in report.targets_table(res) if DP_WRITES in r]
+    assert "13.0 with, 10.0 without (+3.0; real node)" in row
+    assert "(with them: 13.5 and 10.0;" in row
+    lines = "\n".join(report.default_path_lines(res))
+    assert "| of which progress alone |" in lines
+    assert lines.count("| 0.5 |") == 1
+    # Without them counted apart the same run misses by their half write.
+    res["default_path"]["requests"]["operator"]["operator_requests"].pop(harness.PROGRESS_WRITES)
+    assert verdicts(res)[DP_WRITES] == "missed"
+
+
+def test_the_harness_reads_the_progress_writes_apart_from_the_requests() -> None:
+    class Operator:
+        @staticmethod
+        def metrics() -> str:
+            return (
+                'pdm_api_requests_total{dry_run="false",method="PATCH",'
+                'resource="postdeploymigrations/status"} 7.0\n'
+                'pdm_status_writes_total{change="progress"} 2.0\n'
+                'pdm_status_writes_total{change="state"} 5.0\n'
+            )
+
+    sent = harness.Bench.operator_requests(Operator())  # type: ignore[arg-type]
+    assert sent == {"PATCH postdeploymigrations/status": 7, harness.PROGRESS_WRITES: 2}
+    # Not a "VERB resource": the arm's writes are the PATCHes, counted once.
+    assert [k for k in sent if k.split()[0] in harness.WRITE_VERBS] == [
+        "PATCH postdeploymigrations/status"
+    ]

@@ -38,6 +38,7 @@ from pdm_operator import (
     preflight,
     render,
     retries,
+    statuswriter,
     templates,
     when,
 )
@@ -381,6 +382,7 @@ class World:
     asked: list[decide.Ask] = field(default_factory=list)
     created: list[Body] = field(default_factory=list)
     written: list[Body] = field(default_factory=list)
+    patches: list[Body] = field(default_factory=list)
 
     def __call__(self, ask: decide.AnyAsk) -> Any:  # noqa: PLR0911, PLR0912
         self.asked.append(ask)
@@ -437,8 +439,9 @@ class World:
                 return self.tenure
             case decide.ReleaseLock():
                 return True
-            case decide.WriteStatus(status=status):
+            case decide.WriteStatus(patch=patch, status=status):
                 self.written.append(status)
+                self.patches.append(patch)
                 return {"metadata": {"resourceVersion": str(len(self.written) + 1)}}
             case decide.CreateJob(job):
                 if self.create:
@@ -2247,6 +2250,27 @@ def test_a_read_reads_only_what_is_new_and_writes_nothing_when_rails_said_nothin
     assert read.since == "2026-12-02T11:59:10Z"  # the second of the last line counted
     assert again.effects() == []
     assert step.status["progress"]["done"] == 1
+
+
+def test_a_read_that_finds_an_announcement_writes_the_progress_alone() -> None:
+    """What ``pdm_status_writes_total{change="progress"}`` counts: a pass whose only
+    change is Rails' news patches status.progress and nothing else."""
+    world = announcing()
+    m = running(NEW)
+    m = m | {"status": decide.drive(decide.reconcile(m, NOW, SETUP), world).status}
+    world.stamped_logs[f"{JOB_NAME}-x7k2q"] = ANNOUNCED + (
+        "2026-12-02T11:59:40.000000000Z main: == 20261115000003 BackfillProjectStatistics: "
+        "migrated (0.0020s) ============\n"
+    )
+    later = NOW + timedelta(seconds=TIMING.progress_read)
+    again = World(
+        **{**world.__dict__, "asked": [], "written": [], "patches": [], "progress_read_at": NOW}
+    )
+    step = decide.drive(decide.reconcile(m, later, SETUP), again)
+    assert step.status["progress"]["done"] == 2
+    (patch,) = again.patches
+    assert set(patch) == {"progress"}
+    assert statuswriter.change_of(patch) == statuswriter.PROGRESS
 
 
 def test_a_log_that_cannot_be_read_says_unknown_and_keeps_what_was_read() -> None:
