@@ -101,7 +101,9 @@ def error_backoff(backoff: float, *, uniform: Uniform = random.uniform) -> tuple
 class Reconcile(Protocol):
     """One pass over a migration (``Reconciler.reconcile``)."""
 
-    def __call__(self, migration: Body, *, first_in_line: bool, handed: bool) -> Step: ...
+    def __call__(
+        self, migration: Body, *, first_in_line: bool, handed: bool, written: list[str]
+    ) -> Step: ...
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,11 @@ class Worker:
         #: The resourceVersion the last pass ended on (read or written by it):
         #: a watch event of that version is our own write coming back.
         self.seen_version: str | None = None
+        #: A pass is in its thread: a watch event that comes meanwhile may be
+        #: one of its own writes (``news``).
+        self.in_pass = False
+        #: The resourceVersions of the watch events that came during the pass.
+        self.arrived: set[str] = set()
         #: Poked because its environment's lock was given back: its next pass
         #: takes the Lease without reading it first (``locks.acquire``).
         self.lock_freed = False
@@ -183,6 +190,20 @@ class Worker:
 
     def poke(self) -> None:
         self.poked.set()
+
+    def news(self, version: str | None) -> None:
+        """A watch event of its migration, not of the version its last pass ended on.
+
+        While a pass runs, its own status write comes back by watch before the
+        pass has returned (and so before ``seen_version`` names it): such an
+        event is kept, and pokes only if the pass did not write that version
+        (``_one_pass``). Otherwise another pass would follow at once, to find
+        what the last one wrote: reading the Job, its pods and its log again.
+        """
+        if self.in_pass and version is not None:
+            self.arrived.add(version)
+        else:
+            self.poke()
 
     def awaits_preflight(self, job_name: str) -> bool:
         """Whether the end of pre-flight Job ``job_name`` is news to this worker.
@@ -288,7 +309,19 @@ class Worker:
                     self.lock_freed or not lines.has_older(self.environment, self.key)
                 )
                 self.lock_freed = False
-                step, self.seen_version = await asyncio.to_thread(self._pass, body, free, handed)
+                seen: list[str] = []
+                self.in_pass = True
+                try:
+                    step, self.seen_version = await asyncio.to_thread(
+                        self._pass, body, free, handed, seen
+                    )
+                finally:
+                    # Whatever came meanwhile that this pass neither started
+                    # from nor wrote is news, the pass raised or not.
+                    self.in_pass = False
+                    arrived, self.arrived = self.arrived, set()
+                    if arrived - set(seen):
+                        self.poke()
         finally:
             if starter:
                 self.controller.starting(-1)
@@ -300,8 +333,9 @@ class Worker:
         return lines.waits(self.state, self.reason)
 
     def _pass(
-        self, body: Body | None, first: bool, handed: bool = False
+        self, body: Body | None, first: bool, handed: bool, seen: list[str]
     ) -> tuple[Step | None, str | None]:
+        """One pass; ``seen`` gets the resourceVersion it starts from, then each it writes."""
         # Runs in a thread; counted, so a leadership handover can wait for
         # passes still writing after their task was cancelled.
         with self.controller.inflight:
@@ -316,7 +350,8 @@ class Worker:
                 migration = self.ops.read(*self.key)
             if migration is None or migration["metadata"].get("deletionTimestamp"):
                 return None, None
-            step = self.ops.reconcile(migration, first_in_line=first, handed=handed)
+            seen.append(str(migration["metadata"].get("resourceVersion")))
+            step = self.ops.reconcile(migration, first_in_line=first, handed=handed, written=seen)
             # The pass updates the resourceVersion in place as it writes.
             return step, migration["metadata"].get("resourceVersion")
 
@@ -461,7 +496,7 @@ class Controller:
         elif not self._own_write(worker, body):
             if worker.first_body is not None:
                 worker.first_body = copy.deepcopy(body)  # newer than the one it was made with
-            worker.poke()
+            worker.news((body.get("metadata") or {}).get("resourceVersion"))
 
     def _deleted(self, key: Key, body: Body) -> None:
         self.latest.pop(key, None)

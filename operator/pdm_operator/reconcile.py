@@ -195,18 +195,24 @@ class Reconciler:
         self.known = known
 
     def reconcile(
-        self, migration: Body, *, first_in_line: bool = False, handed: bool = False
+        self,
+        migration: Body,
+        *,
+        first_in_line: bool = False,
+        handed: bool = False,
+        written: list[str] | None = None,
     ) -> Step:
         """One pass. ``migration``'s resourceVersion follows the pass's writes.
 
         ``first_in_line``: no older migration of its environment waits, so the
         environment's Lease is probably free (``locks.acquire``'s ``likely_free``).
         ``handed``: the holder before named this migration in the Lease as it
-        ended (``decide.reconcile``).
+        ended (``decide.reconcile``). ``written``: each resourceVersion the
+        pass's status writes made is appended to it, as they are made.
         """
         return decide.drive(
             decide.reconcile(migration, self.clock(), self.setup, handed=handed),
-            _Answers(self, migration, first_in_line=first_in_line, handed=handed),
+            _Answers(self, migration, first_in_line=first_in_line, handed=handed, written=written),
         )
 
     def record_error(self, migration: Body, error: BaseException) -> None:
@@ -238,6 +244,7 @@ class _Answers:
         *,
         first_in_line: bool = False,
         handed: bool = False,
+        written: list[str] | None = None,
     ) -> None:
         self.r = reconciler
         #: The Lease is probably free: created without reading it first. Not
@@ -252,6 +259,8 @@ class _Answers:
         #: pass lists right after, are listed while it is taken.
         self.likely_ours = first_in_line or handed
         self.jobs_ahead: Future[list[Body]] | None = None
+        #: Where the resourceVersions of this pass's status writes go, if anywhere.
+        self.written = written
         self.kube = reconciler.kube
         self.migration = migration
         self.meta = migration["metadata"]
@@ -420,7 +429,10 @@ class _Answers:
             on_transition=lambda cond: self._count(ask.status, cond),
         )
         if written is not None:
-            self.meta["resourceVersion"] = written["metadata"].get("resourceVersion")
+            version = written["metadata"].get("resourceVersion")
+            self.meta["resourceVersion"] = version
+            if self.written is not None and version:
+                self.written.append(str(version))
         return written
 
     def _count(self, status: Body, cond: Body) -> None:

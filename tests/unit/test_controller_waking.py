@@ -9,6 +9,7 @@ real API server in the integration tests).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from typing import Any
 
@@ -32,6 +33,14 @@ class Reconciler:
         self.errors: list[BaseException] = []
         #: The ``status.preflight`` each name's passes end with.
         self.preflights: dict[str, dict[str, Any]] = {}
+        #: How soon every pass asks to be run again.
+        self.requeue = self.timing.lock_poll
+        #: The resourceVersions the next pass of a name writes.
+        self.writes: dict[str, list[str]] = {}
+        #: Names whose passes wait for ``release`` once they have set ``entered``.
+        self.held: set[str] = set()
+        self.entered = threading.Event()
+        self.release = threading.Event()
 
     def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads[name] += 1
@@ -39,17 +48,30 @@ class Reconciler:
         return None if body is None else {**body, "metadata": dict(body["metadata"])}
 
     def reconcile(
-        self, migration: dict[str, Any], *, first_in_line: bool = False, handed: bool = False
+        self,
+        migration: dict[str, Any],
+        *,
+        first_in_line: bool = False,
+        handed: bool = False,
+        written: list[str] | None = None,
     ) -> Step:
         name = migration["metadata"]["name"]
         self.passes[name] += 1
+        if name in self.held:
+            # Held in its thread until the test has sent its watch events.
+            self.entered.set()
+            assert self.release.wait(10), "the test never released the pass"
+        for version in self.writes.pop(name, []):
+            migration["metadata"]["resourceVersion"] = version
+            if written is not None:
+                written.append(version)
         self.first_in_line.setdefault(name, []).append(first_in_line)
         self.handed.setdefault(name, []).append(handed)
         state, reason = self.states[name]
         status: dict[str, Any] = {"state": state, "reason": reason}
         if name in self.preflights:
             status["preflight"] = dict(self.preflights[name])
-        return Step(status, self.timing.lock_poll)
+        return Step(status, self.requeue)
 
     def record_error(self, migration: dict[str, Any], error: BaseException) -> None:
         self.errors.append(error)
@@ -192,6 +214,46 @@ def test_the_echo_of_a_workers_own_write_wakes_nobody() -> None:
             "MODIFIED", {**mine, "metadata": {**mine["metadata"], "resourceVersion": "8"}}
         )
         assert c.workers[("ns", "mine")].poked.is_set()
+
+    scenario(check)
+
+
+def test_a_passs_own_writes_coming_back_while_it_runs_wake_nobody_another_write_does() -> None:
+    """The watch can bring a pass's write back before the pass has returned: not
+    news. Without this, each write was followed at once by a pass that read the
+    Job, its pods and its log again (on kwok, whose logs cannot be read, it
+    wrote the log's unknown progress too)."""
+
+    async def check(rec: Reconciler, c: ctl.Controller) -> None:
+        rec.requeue = 3600.0  # only a poke runs the next pass within the test
+        mine = body("mine", "gstg", "2026-11-22T10:00:00Z", rv="1")
+        start(rec, c, mine, RUNNING)
+        await settle(c, {"mine": 1})
+        worker = c.workers[("ns", "mine")]
+
+        async def pass_meanwhile(writes: list[str], events: list[str]) -> None:
+            rec.writes["mine"], rec.held = writes, {"mine"}
+            rec.entered.clear()
+            rec.release.clear()
+            worker.poke()
+            assert await asyncio.to_thread(rec.entered.wait, 10)
+            for version in events:
+                c.on_migration(
+                    "MODIFIED",
+                    {**mine, "metadata": {**mine["metadata"], "resourceVersion": version}},
+                )
+            rec.held = set()
+            rec.release.set()
+
+        await pass_meanwhile(["2", "3"], ["1", "2", "3"])  # what it started from, wrote
+        await settle(c, {"mine": 2})
+        # The worker went from that pass straight to its sleep: a poke would
+        # have started the next pass before the loop ran anything else.
+        assert (worker.in_pass, worker.seen_version, rec.passes["mine"]) == (False, "3", 2)
+
+        await pass_meanwhile(["5"], ["4", "5"])  # 4: someone else's write
+        await settle(c, {"mine": 3})
+        await settle(c, {"mine": 4})  # the next pass, at once: 4 was news
 
     scenario(check)
 
