@@ -196,8 +196,8 @@ class Worker:
 
         While a pass runs, its own status write comes back by watch before the
         pass has returned (and so before ``seen_version`` names it): such an
-        event is kept, and pokes only if the pass did not write that version
-        (``_one_pass``). Otherwise another pass would follow at once, to find
+        event is kept, and pokes only if the pass neither started from nor
+        wrote that version (``_one_pass``). Otherwise another pass would follow at once, to find
         what the last one wrote: reading the Job, its pods and its log again.
         """
         if self.in_pass and version is not None:

@@ -207,8 +207,9 @@ class Reconciler:
         ``first_in_line``: no older migration of its environment waits, so the
         environment's Lease is probably free (``locks.acquire``'s ``likely_free``).
         ``handed``: the holder before named this migration in the Lease as it
-        ended (``decide.reconcile``). ``written``: each resourceVersion the
-        pass's status writes made is appended to it, as they are made.
+        ended (``decide.reconcile``). ``written``: the resourceVersion of each
+        status write the pass makes is appended to it, as it is made (the
+        worker tells its own writes from news by them).
         """
         return decide.drive(
             decide.reconcile(migration, self.clock(), self.setup, handed=handed),
